@@ -1,0 +1,438 @@
+//! One `model_list` entry → one routable [`Deployment`], with every field validated.
+//!
+//! Accepts LiteLLM (`litellm_params`) and DeltaLLM (`deltallm_params`) entries. The provider comes
+//! from `provider` (DeltaLLM; wins) or `custom_llm_provider` (LiteLLM), else from the model prefix
+//! split at the first `/`, else OpenAI-compatible when an `api_base` is given.
+
+use super::auth::{self, AuthHeader};
+use super::fields::{kind, Section};
+use super::problems::Diagnostics;
+use super::upstream::{self, Upstream};
+use crate::provider::{self, Provider, Wire};
+use serde_json::Value;
+
+/// Azure `api-version` used when a deployment does not set one (latest GA data-plane version).
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+/// Anthropic `anthropic-version` sent unless the client sends its own.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// LiteLLM providers that need request translation, which this router does not do (yet).
+const UNSUPPORTED_PROVIDERS: &[&str] = &[
+    "bedrock", "bedrock_converse", "sagemaker", "sagemaker_chat", "vertex_ai", "vertex_ai_beta",
+    "cohere", "cohere_chat", "huggingface", "replicate", "watsonx", "palm", "ai21", "ai21_chat",
+    "cloudflare", "databricks", "predibase", "clarifai", "voyage", "jina_ai", "aleph_alpha",
+    "nlp_cloud", "petals", "baseten", "triton", "oobabooga",
+];
+
+/// `litellm_params` keys the router reads or knowingly ignores (no warning for these).
+const KNOWN_PARAMS: &[&str] = &[
+    "model", "provider", "custom_llm_provider", "api_key", "api_base", "api_version", "timeout",
+    "stream_timeout", "max_retries", "tpm", "rpm", "weight", "order", "tags", "auth_header_name",
+    "auth_header_format", "cluster", "input_cost_per_token", "output_cost_per_token", "max_budget",
+    "budget_duration", "organization", "region_name", "chat_batching", "use_in_pass_through",
+    "merge_reasoning_content_in_choices", "max_parallel_requests", "health_check_model",
+];
+
+/// Metadata from `model_info` (an open map; only these keys are read).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelInfo {
+    pub mode: Option<String>,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub max_input_tokens: Option<u64>,
+    pub access_groups: Vec<String>,
+    /// `default_params`: (key, serialized JSON value) added when the request does not set the key.
+    pub default_params: Vec<(String, Vec<u8>)>,
+}
+
+/// A routable deployment.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// `model_info.id`, or a stable hash of non-secret fields.
+    pub id: String,
+    /// The public model name (`model_name`), i.e. its model group; may be a wildcard pattern.
+    pub group: String,
+    pub provider: Provider,
+    /// Model id sent upstream (provider prefix stripped); may contain `*` for wildcard groups.
+    pub model: String,
+    pub upstream: Upstream,
+    pub auth: Option<AuthHeader>,
+    pub api_version: String,
+    pub weight: Option<f64>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub order: Option<u64>,
+    pub timeout_secs: Option<f64>,
+    pub max_retries: Option<u64>,
+    pub tags: Vec<String>,
+    pub info: ModelInfo,
+}
+
+/// Parses entry `index` of `model_list` (already `os.environ`-resolved). `fallback_id` is the
+/// id to use when `model_info.id` is absent.
+pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagnostics) -> Option<Deployment> {
+    let base = format!("model_list[{index}]");
+    let root = Section::new(Some(entry), base.clone(), diags);
+    root.map?;
+    let errors_before = diags.errors.len();
+
+    let group = match root.get("model_name") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) => {
+            diags.error(root.field_path("model_name"), "must not be empty");
+            String::new()
+        }
+        Some(other) => {
+            diags.error(root.field_path("model_name"), format!("must be a string, got {}", kind(other)));
+            String::new()
+        }
+        None => {
+            diags.error(root.field_path("model_name"), "is required");
+            String::new()
+        }
+    };
+
+    let params = match (root.get("litellm_params"), root.get("deltallm_params")) {
+        (Some(_), Some(_)) => {
+            diags.error(&base, "has both litellm_params and deltallm_params; use one");
+            return None;
+        }
+        (Some(_), None) => root.child("litellm_params", diags),
+        (None, Some(_)) => root.child("deltallm_params", diags),
+        (None, None) => {
+            diags.error(root.field_path("litellm_params"), "is required (or deltallm_params)");
+            return None;
+        }
+    };
+    params.map?;
+    for key in params.keys() {
+        if !KNOWN_PARAMS.contains(&key.as_str()) {
+            diags.warn(params.field_path(key), "is not used by llm-router and is ignored");
+        }
+    }
+
+    let model_path = params.field_path("model");
+    let raw_model = match params.str("model", diags) {
+        Some(m) if !m.is_empty() => m,
+        Some(_) => {
+            diags.error(&model_path, "must not be empty");
+            return None;
+        }
+        None => {
+            if params.get("model").is_none() {
+                diags.error(&model_path, "is required");
+            }
+            return None;
+        }
+    };
+    let api_base = params.str("api_base", diags).filter(|s| !s.is_empty());
+    let explicit = params.str("provider", diags).or_else(|| params.str("custom_llm_provider", diags));
+    let (provider, model) = resolve_provider(raw_model, explicit, api_base.is_some())
+        .map_err(|reason| {
+            let path = if explicit.is_some() { params.field_path("provider") } else { model_path.clone() };
+            diags.error(path, reason)
+        })
+        .ok()?;
+
+    let api_base_path = params.field_path("api_base");
+    let base = match api_base.or(provider.default_api_base) {
+        Some(b) => b,
+        None => {
+            diags.error(&api_base_path, format!("is required for provider {}", provider.name));
+            return None;
+        }
+    };
+    let cluster = params.str("cluster", diags).filter(|c| !c.is_empty());
+    let upstream = upstream::parse(base, cluster).map_err(|e| diags.error(&api_base_path, e)).ok()?;
+
+    let auth = parse_auth(&params, provider, diags);
+    let api_version = params.text("api_version", diags).unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_string());
+    if provider.wire == Wire::Azure && api_version.contains(['&', '#', ' ', '?']) {
+        diags.error(params.field_path("api_version"), "must be a plain version string like 2024-10-21");
+    }
+
+    let info_section = root.child("model_info", diags);
+    let info = parse_model_info(&info_section, &params, diags);
+    let id = match info_section.get("id") {
+        None => fallback_id,
+        Some(Value::String(s)) if valid_id(s) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            diags.error(info_section.field_path("id"), "must be a non-empty string of at most 128 printable characters");
+            return None;
+        }
+    };
+
+    let mut tags = params.string_list("tags", diags);
+    for t in info_section.string_list("tags", diags) {
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+
+    let weight = params.non_negative("weight", diags);
+    let rpm = params.count("rpm", diags).or_else(|| root.count("rpm", diags));
+    let tpm = params.count("tpm", diags).or_else(|| root.count("tpm", diags));
+    let order = params.count("order", diags);
+    let timeout_secs = params.non_negative("timeout", diags);
+    let max_retries = params.count("max_retries", diags);
+
+    if diags.errors.len() > errors_before {
+        return None;
+    }
+    Some(Deployment {
+        id,
+        group,
+        provider,
+        model,
+        upstream,
+        auth,
+        api_version,
+        weight,
+        rpm,
+        tpm,
+        order,
+        timeout_secs,
+        max_retries,
+        tags,
+        info,
+    })
+}
+
+/// Splits `model` into provider and upstream model id (see module docs for the rules).
+fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> Result<(Provider, String), String> {
+    let split = model.split_once('/');
+    let prefix_provider = split.and_then(|(prefix, _)| provider::lookup(prefix));
+    let stripped = match (split, prefix_provider) {
+        (Some((_, rest)), Some(_)) => rest.to_string(),
+        _ => model.to_string(),
+    };
+    if let Some(name) = explicit {
+        let provider = provider::lookup(name).ok_or_else(|| unsupported(name))?;
+        return Ok((provider, stripped));
+    }
+    if let Some(provider) = prefix_provider {
+        return Ok((provider, stripped));
+    }
+    if let Some((prefix, _)) = split {
+        if UNSUPPORTED_PROVIDERS.iter().any(|u| u.eq_ignore_ascii_case(prefix)) {
+            return Err(unsupported(prefix));
+        }
+    }
+    let default = if has_api_base {
+        "openai_compatible"
+    } else if model.starts_with("claude") {
+        "anthropic"
+    } else {
+        "openai"
+    };
+    let provider = provider::lookup(default).ok_or_else(|| unsupported(default))?;
+    Ok((provider, model.to_string()))
+}
+
+fn unsupported(name: &str) -> String {
+    let mut names: Vec<&str> = provider::KNOWN_PROVIDERS.iter().map(|(n, _)| *n).collect();
+    names.dedup();
+    format!(
+        "provider `{name}` is not supported (it needs request translation); supported: {}",
+        names.join(", ")
+    )
+}
+
+fn parse_auth(params: &Section<'_>, provider: Provider, diags: &mut Diagnostics) -> Option<AuthHeader> {
+    let key_path = params.field_path("api_key");
+    let key = params.str("api_key", diags).filter(|k| !k.is_empty());
+    if let Some(k) = key {
+        if let Err(e) = auth::validate_key(k) {
+            diags.error(&key_path, e);
+        }
+    }
+    let custom_name = params.str("auth_header_name", diags);
+    let custom_format = params.str("auth_header_format", diags);
+    if (custom_name.is_some() || custom_format.is_some()) && provider.wire != Wire::OpenAi {
+        let field = if custom_name.is_some() { "auth_header_name" } else { "auth_header_format" };
+        diags.error(
+            params.field_path(field),
+            format!("custom auth headers are only supported for OpenAI-compatible providers, not {}", provider.name),
+        );
+        return None;
+    }
+    let name = match custom_name {
+        Some(n) => match auth::validate_name(n) {
+            Ok(n) => n,
+            Err(e) => {
+                diags.error(params.field_path("auth_header_name"), e);
+                return None;
+            }
+        },
+        None => match provider.wire {
+            Wire::OpenAi => "authorization".to_string(),
+            Wire::Azure => "api-key".to_string(),
+            Wire::Anthropic => "x-api-key".to_string(),
+        },
+    };
+    let format = match custom_format {
+        Some(f) => {
+            if let Err(e) = auth::validate_format(f) {
+                diags.error(params.field_path("auth_header_format"), e);
+                return None;
+            }
+            f
+        }
+        None if provider.wire == Wire::OpenAi && custom_name.is_none() => "Bearer {api_key}",
+        None => "{api_key}",
+    };
+    let key = key?;
+    Some(AuthHeader { name, value: auth::render(format, key) })
+}
+
+fn parse_model_info(info: &Section<'_>, params: &Section<'_>, diags: &mut Diagnostics) -> ModelInfo {
+    let mut default_params = Vec::new();
+    let defaults = info.child("default_params", diags);
+    if let Some(map) = defaults.map {
+        for (k, v) in map {
+            match serde_json::to_vec(v) {
+                Ok(raw) => default_params.push((k.clone(), raw)),
+                Err(e) => diags.error(defaults.field_path(k), format!("cannot be serialized: {e}")),
+            }
+        }
+    }
+    let mut access_groups = info.string_list("access_groups", diags);
+    for g in access_groups.iter_mut() {
+        *g = g.to_ascii_lowercase();
+    }
+    ModelInfo {
+        mode: info.str("mode", diags).map(str::to_string),
+        input_cost_per_token: info
+            .non_negative("input_cost_per_token", diags)
+            .or_else(|| params.non_negative("input_cost_per_token", diags)),
+        output_cost_per_token: info
+            .non_negative("output_cost_per_token", diags)
+            .or_else(|| params.non_negative("output_cost_per_token", diags)),
+        max_input_tokens: info.count("max_input_tokens", diags),
+        access_groups,
+        default_params,
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && !id.chars().any(|c| c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_ok(entry: Value) -> Deployment {
+        let mut d = Diagnostics::default();
+        let dep = parse(&entry, 0, "generated".into(), &mut d);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        match dep {
+            Some(dep) => dep,
+            None => panic!("no deployment"),
+        }
+    }
+
+    fn errors(entry: Value) -> Vec<String> {
+        let mut d = Diagnostics::default();
+        let dep = parse(&entry, 1, "generated".into(), &mut d);
+        assert!(dep.is_none());
+        d.errors.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn openai_prefix_is_stripped_and_bearer_auth_rendered() {
+        let d = parse_ok(json!({"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-1"}}));
+        assert_eq!(d.provider.name, "openai");
+        assert_eq!(d.model, "gpt-4o");
+        assert_eq!(d.upstream.cluster, "outbound|443||api.openai.com");
+        assert_eq!(d.upstream.base_path, "/v1");
+        assert_eq!(d.auth, Some(AuthHeader { name: "authorization".into(), value: "Bearer sk-1".into() }));
+        assert_eq!(d.id, "generated");
+    }
+
+    #[test]
+    fn prefix_splits_at_first_slash_only() {
+        let d = parse_ok(json!({"model_name": "x", "litellm_params": {"model": "together_ai/meta-llama/Llama-3-8b"}}));
+        assert_eq!(d.provider.name, "together_ai");
+        assert_eq!(d.model, "meta-llama/Llama-3-8b");
+    }
+
+    #[test]
+    fn deltallm_provider_wins_and_unknown_prefix_is_kept() {
+        let d = parse_ok(json!({"model_name": "llama", "deltallm_params": {"provider": "vllm",
+            "model": "meta-llama/Llama-3.1-8B-Instruct", "api_base": "https://vllm.example/v1"}}));
+        assert_eq!(d.provider.name, "vllm");
+        assert_eq!(d.model, "meta-llama/Llama-3.1-8B-Instruct");
+        let d = parse_ok(json!({"model_name": "llama", "deltallm_params": {"provider": "vllm",
+            "model": "vllm/meta-llama/Llama-3.1-8B-Instruct", "api_base": "https://vllm.example/v1"}}));
+        assert_eq!(d.model, "meta-llama/Llama-3.1-8B-Instruct");
+    }
+
+    #[test]
+    fn no_prefix_with_api_base_is_openai_compatible() {
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "my-model", "api_base": "http://h:8000/v1"}}));
+        assert_eq!(d.provider.name, "openai_compatible");
+        assert_eq!(d.model, "my-model");
+        assert_eq!(d.auth, None);
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "claude-3-haiku", "api_key": "k"}}));
+        assert_eq!(d.provider.wire, Wire::Anthropic);
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "gpt-4"}}));
+        assert_eq!(d.provider.name, "openai");
+    }
+
+    #[test]
+    fn azure_gets_api_key_header_and_default_version() {
+        let d = parse_ok(json!({"model_name": "gpt-4o", "deltallm_params": {"provider": "azure_openai",
+            "model": "azure/gpt-4o-deployment", "api_key": "az", "api_base": "https://r.openai.azure.com"}}));
+        assert_eq!(d.provider.wire, Wire::Azure);
+        assert_eq!(d.model, "gpt-4o-deployment");
+        assert_eq!(d.api_version, DEFAULT_AZURE_API_VERSION);
+        assert_eq!(d.auth, Some(AuthHeader { name: "api-key".into(), value: "az".into() }));
+    }
+
+    #[test]
+    fn custom_auth_header() {
+        let d = parse_ok(json!({"model_name": "v", "deltallm_params": {"provider": "vllm", "model": "m",
+            "api_key": "k", "api_base": "https://v/v1", "auth_header_name": "X-API-Key", "auth_header_format": "Token {api_key}"}}));
+        assert_eq!(d.auth, Some(AuthHeader { name: "x-api-key".into(), value: "Token k".into() }));
+        let d = parse_ok(json!({"model_name": "v", "deltallm_params": {"provider": "vllm", "model": "m",
+            "api_key": "k", "api_base": "https://v/v1", "auth_header_name": "X-API-Key"}}));
+        assert_eq!(d.auth.map(|a| a.value), Some("k".to_string()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = errors(json!({"model_name": "v", "litellm_params": {"model": "openai/m", "api_key": "k",
+            "auth_header_format": "Token"}}));
+        assert_eq!(e, ["model_list[1].litellm_params.auth_header_format: must contain the placeholder {api_key}"]);
+        let e = errors(json!({"model_name": "v", "litellm_params": {"model": "openai/m", "auth_header_name": "Content-Type"}}));
+        assert!(e[0].starts_with("model_list[1].litellm_params.auth_header_name: `Content-Type` is a reserved header"), "{e:?}");
+        let e = errors(json!({"model_name": "v", "litellm_params": {"model": "bedrock/anthropic.claude"}}));
+        assert!(e[0].starts_with("model_list[1].litellm_params.model: provider `bedrock` is not supported"), "{e:?}");
+        let e = errors(json!({"model_name": "v", "litellm_params": {"model": "vllm/x"}}));
+        assert_eq!(e, ["model_list[1].litellm_params.api_base: is required for provider vllm"]);
+        let e = errors(json!({"model_name": "v", "litellm_params": {"model": "openai/x", "weight": -1}}));
+        assert_eq!(e, ["model_list[1].litellm_params.weight: must be >= 0"]);
+        let e = errors(json!({"litellm_params": {"model": "openai/x"}}));
+        assert_eq!(e, ["model_list[1].model_name: is required"]);
+        let e = errors(json!({"model_name": "x", "litellm_params": {"model": "azure/x", "api_key": "k", "api_base": "https://a", "auth_header_name": "x-k"}}));
+        assert!(e[0].starts_with("model_list[1].litellm_params.auth_header_name: custom auth headers are only supported"), "{e:?}");
+        let e = errors(json!({"model_name": "x", "litellm_params": {"model": "openai/x", "api_key": "a\nb"}}));
+        assert!(e[0].starts_with("model_list[1].litellm_params.api_key: contains control characters"), "{e:?}");
+        assert!(!e[0].contains("a\nb"));
+    }
+
+    #[test]
+    fn rpm_tpm_from_entry_top_level_and_tags_merged() {
+        let d = parse_ok(json!({"model_name": "g", "rpm": 10, "tpm": "1000",
+            "litellm_params": {"model": "openai/x", "tags": ["a"]}, "model_info": {"tags": ["a", "b"], "id": 7,
+            "default_params": {"temperature": 0.2}, "mode": "chat", "access_groups": ["Beta"]}}));
+        assert_eq!((d.rpm, d.tpm), (Some(10), Some(1000)));
+        assert_eq!(d.tags, ["a", "b"]);
+        assert_eq!(d.id, "7");
+        assert_eq!(d.info.default_params, vec![("temperature".to_string(), b"0.2".to_vec())]);
+        assert_eq!(d.info.access_groups, ["beta"]);
+    }
+}

@@ -1,0 +1,293 @@
+//! Plugin configuration: LiteLLM/DeltaLLM-shaped JSON → an immutable, indexed [`RouterConfig`].
+//!
+//! Loading never panics and never stops at the first problem: every problem is collected with
+//! its field path so `on_configure` can log one line each and refuse the config (fail closed).
+
+mod auth;
+mod deployment;
+mod env;
+mod fields;
+mod problems;
+mod settings;
+mod table;
+mod upstream;
+
+pub use auth::AuthHeader;
+pub use deployment::{Deployment, ModelInfo, ANTHROPIC_VERSION};
+pub use problems::{Diagnostics, Problem};
+pub use settings::{Alias, DropParams, EnvoySettings, PerClass, RouterSettings, Strategy};
+pub use table::{glob_capture, Group, Resolved, Table};
+pub use upstream::Upstream;
+
+use fields::{kind, Section};
+use serde_json::Value;
+
+/// Everything the request path needs, built once per `on_configure`.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub table: Table,
+    pub router: settings::RouterSettings,
+    pub envoy: settings::EnvoySettings,
+    /// `general_settings.master_key`; a secret, never logged.
+    pub master_key: Option<String>,
+}
+
+/// The outcome of loading: a config when there were no errors, and all diagnostics.
+pub struct Loaded {
+    pub config: Option<RouterConfig>,
+    pub diagnostics: Diagnostics,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &["model_list", "router_settings", "litellm_settings", "general_settings", "envoy_settings"];
+
+/// Parses and validates a plugin configuration. `lookup` reads the VM's environment.
+pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
+    let mut diags = Diagnostics::default();
+    let config = build(json, lookup, &mut diags);
+    let config = if diags.errors.is_empty() { config } else { None };
+    Loaded { config, diagnostics: diags }
+}
+
+fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagnostics) -> Option<RouterConfig> {
+    let mut root: Value = match serde_json::from_slice(json) {
+        Ok(v) => v,
+        Err(e) => {
+            diags.error("configuration", format!("is not valid JSON: {e}"));
+            return None;
+        }
+    };
+    if root.is_null() {
+        root = Value::Object(Default::default());
+    }
+    let Value::Object(map) = &mut root else {
+        diags.error("configuration", format!("must be a JSON object, got {}", kind(&root)));
+        return None;
+    };
+    for key in map.keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            diags.warn(key.clone(), "is not used by llm-router and is ignored");
+        }
+    }
+
+    // Ids come from the raw entries, before `os.environ/` resolution, so they never hash secrets.
+    let fingerprints: Vec<u64> = match map.get("model_list") {
+        Some(Value::Array(items)) => items.iter().map(fingerprint).collect(),
+        _ => Vec::new(),
+    };
+    for (key, value) in map.iter_mut() {
+        if key == "model_list" {
+            if let Value::Array(items) = value {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let name = item.get("model_name").and_then(Value::as_str).unwrap_or("?").to_string();
+                    env::resolve(item, &format!("model_list[{i}]"), &format!("deployment `{name}`"), lookup, diags);
+                }
+                continue;
+            }
+        }
+        env::resolve(value, key, "", lookup, diags);
+    }
+
+    let top = Section::new(Some(&root), "", diags);
+    let deployments = parse_model_list(top.get("model_list"), &fingerprints, diags);
+    let router = settings::parse_router(&top.child("router_settings", diags), &top.child("litellm_settings", diags), diags);
+    let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
+    let general = top.child("general_settings", diags);
+    for key in general.keys() {
+        if key != "master_key" {
+            diags.warn(general.field_path(key), "is not used by llm-router and is ignored");
+        }
+    }
+    let master_key = settings::parse_master_key(&general, diags);
+
+    let mut table = Table::new(deployments);
+    for alias in &router.model_group_alias {
+        let path = format!("router_settings.model_group_alias.{}", alias.alias);
+        match table.group_index(&alias.group) {
+            Some(g) if table.group_index(&alias.alias).is_some() => {
+                diags.warn(path, "shadows a model_name of the same name; the model_name wins");
+                table.add_alias(alias.alias.clone(), g);
+            }
+            Some(g) => table.add_alias(alias.alias.clone(), g),
+            None => diags.error(path, format!("points at model group `{}`, which no model_list entry defines", alias.group)),
+        }
+    }
+    Some(RouterConfig { table, router, envoy, master_key })
+}
+
+fn parse_model_list(value: Option<&Value>, fingerprints: &[u64], diags: &mut Diagnostics) -> Vec<Deployment> {
+    let items = match value {
+        None => {
+            diags.warn("model_list", "is missing: every routed request will get model_not_found");
+            return Vec::new();
+        }
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            diags.error("model_list", format!("must be a list of deployments, got {}", kind(other)));
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<Deployment> = Vec::with_capacity(items.len());
+    let mut explicit_ids: std::collections::HashMap<String, usize> = Default::default();
+    for (i, item) in items.iter().enumerate() {
+        let generated = format!("{:016x}", fingerprints.get(i).copied().unwrap_or(i as u64));
+        let Some(mut dep) = deployment::parse(item, i, generated.clone(), diags) else { continue };
+        if dep.id != generated {
+            if let Some(first) = explicit_ids.insert(dep.id.clone(), i) {
+                diags.error(format!("model_list[{i}].model_info.id"), format!("`{}` is already used by model_list[{first}]", dep.id));
+                continue;
+            }
+        } else {
+            // Identical non-secret fields (e.g. the same endpoint with two literal keys): keep
+            // ids distinct and stable by order of appearance.
+            let mut n = 1;
+            while out.iter().any(|d| d.id == dep.id) {
+                n += 1;
+                dep.id = format!("{generated}-{n}");
+            }
+        }
+        out.push(dep);
+    }
+    out
+}
+
+/// FNV-1a over the fields that identify an endpoint. `api_key` only counts when it is an
+/// `os.environ/` reference (a name, not a secret).
+fn fingerprint(entry: &Value) -> u64 {
+    let params = entry.get("litellm_params").or_else(|| entry.get("deltallm_params"));
+    let field = |k: &str| params.and_then(|p| p.get(k)).map(|v| v.to_string()).unwrap_or_default();
+    let key = params
+        .and_then(|p| p.get("api_key"))
+        .and_then(Value::as_str)
+        .filter(|k| k.starts_with("os.environ/"))
+        .unwrap_or("");
+    let name = entry.get("model_name").map(|v| v.to_string()).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [name, field("model"), field("provider"), field("api_base"), field("api_version"), field("cluster"), key.to_string()] {
+        for b in part.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "OPENAI_API_KEY" => Some("sk-openai".into()),
+            "AZURE_API_KEY" => Some("az-key".into()),
+            "MASTER_KEY" => Some("sk-master".into()),
+            _ => None,
+        }
+    }
+
+    fn load_json(v: Value) -> Loaded {
+        load(v.to_string().as_bytes(), &env)
+    }
+
+    fn sample() -> Value {
+        json!({
+            "model_list": [
+                {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/OPENAI_API_KEY", "weight": 3}},
+                {"model_name": "gpt-4o", "deltallm_params": {"provider": "azure_openai", "model": "azure/gpt-4o-prod",
+                    "api_base": "https://r.openai.azure.com", "api_key": "os.environ/AZURE_API_KEY", "api_version": "2024-10-21"}},
+                {"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key": "os.environ/OPENAI_API_KEY"}},
+                {"model_name": "*", "litellm_params": {"model": "openai/*", "api_key": "os.environ/OPENAI_API_KEY"}},
+            ],
+            "router_settings": {"model_group_alias": {"gpt4": "gpt-4o"}},
+            "general_settings": {"master_key": "os.environ/MASTER_KEY"},
+        })
+    }
+
+    #[test]
+    fn loads_sample_and_resolves_names() {
+        let loaded = load_json(sample());
+        assert!(loaded.diagnostics.errors.is_empty(), "{:?}", loaded.diagnostics.errors);
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        assert_eq!(cfg.master_key.as_deref(), Some("sk-master"));
+        let t = &cfg.table;
+        let name = |m: &str| t.resolve(m).and_then(|r| t.groups.get(r.group)).map(|g| g.name.clone());
+        assert_eq!(name("gpt-4o").as_deref(), Some("gpt-4o"));
+        assert_eq!(name("gpt4").as_deref(), Some("gpt-4o"));
+        assert_eq!(name("openai/gpt-4.1").as_deref(), Some("openai/*"));
+        assert_eq!(name("mistral-large").as_deref(), Some("*"));
+        assert_eq!(t.resolve("openai/gpt-4.1").and_then(|r| r.capture), Some("gpt-4.1"));
+        let g = t.resolve("gpt-4o").and_then(|r| t.groups.get(r.group)).map(|g| g.weights.clone());
+        assert_eq!(g, Some(vec![3.0, 0.0]));
+    }
+
+    #[test]
+    fn ids_are_stable_distinct_and_never_hash_secrets() {
+        let a = load_json(sample()).config.map(|c| c.table.deployments.iter().map(|d| d.id.clone()).collect::<Vec<_>>());
+        let b = load_json(sample()).config.map(|c| c.table.deployments.iter().map(|d| d.id.clone()).collect::<Vec<_>>());
+        assert_eq!(a, b);
+        // Same endpoint, two literal keys: distinct ids, independent of the key values.
+        let two = |k1: &str, k2: &str| {
+            load_json(json!({"model_list": [
+                {"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": k1}},
+                {"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": k2}}]}))
+            .config
+            .map(|c| c.table.deployments.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
+        };
+        let ids = two("key-one", "key-two");
+        assert_eq!(ids, two("other-1", "other-2"));
+        let ids = ids.unwrap_or_default();
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn missing_env_var_names_variable_and_deployment() {
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/MISSING_KEY"}}]}));
+        assert!(loaded.config.is_none());
+        let lines: Vec<String> = loaded.diagnostics.errors.iter().map(|p| p.to_string()).collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("model_list[0].litellm_params.api_key: environment variable MISSING_KEY is not set for deployment `gpt-4o`"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/x", "weight": -2}},
+            {"model_name": "b", "litellm_params": {"model": "openai/x", "auth_header_format": "{key}"}},
+            {"model_name": "c", "litellm_params": {"model": "openai/x"}, "model_info": {"id": "dup"}},
+            {"model_name": "d", "litellm_params": {"model": "openai/x"}, "model_info": {"id": "dup"}}],
+            "router_settings": {"model_group_alias": {"x": "nope"}, "cooldown_time": "soon"}}));
+        let paths: Vec<&str> = loaded.diagnostics.errors.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, [
+            "model_list[0].litellm_params.weight",
+            "model_list[1].litellm_params.auth_header_format",
+            "model_list[3].model_info.id",
+            "router_settings.cooldown_time",
+            "router_settings.model_group_alias.x",
+        ]);
+    }
+
+    #[test]
+    fn messy_but_valid_configs_load() {
+        for cfg in [
+            json!({}),
+            json!(null),
+            json!({"model_list": [], "router_settings": null, "litellm_settings": {}, "general_settings": null}),
+            json!({"model_list": [{"model_name": "a b:c/d", "litellm_params": {"model": "gpt-4"}, "model_info": null}],
+                   "litellm_settings": {"drop_params": true, "set_verbose": false}, "environment_variables": {}}),
+        ] {
+            let loaded = load_json(cfg.clone());
+            assert!(loaded.config.is_some(), "{cfg}: {:?}", loaded.diagnostics.errors);
+        }
+    }
+
+    #[test]
+    fn invalid_top_level_shapes() {
+        assert!(load(b"{", &env).config.is_none());
+        let l = load_json(json!([1]));
+        assert_eq!(l.diagnostics.errors[0].to_string(), "configuration: must be a JSON object, got a list");
+        let l = load_json(json!({"model_list": {"a": 1}}));
+        assert_eq!(l.diagnostics.errors[0].to_string(), "model_list: must be a list of deployments, got a mapping");
+    }
+}

@@ -1,0 +1,334 @@
+//! `router_settings`, `litellm_settings`, `general_settings` and the Envoy-specific
+//! `envoy_settings` section.
+//!
+//! LiteLLM reads several settings from either `router_settings` or `litellm_settings`
+//! (`num_retries`, `fallbacks`, `timeout`, ...); so does this router, `router_settings` winning.
+//! Everything a real config may carry is parsed now so it loads; keys the router does not use
+//! are logged once at load and ignored.
+
+use super::fields::{kind, Section};
+use super::problems::Diagnostics;
+use serde_json::Value;
+
+/// LiteLLM's defaults (`litellm.allowed_fails`, `DEFAULT_COOLDOWN_TIME_SECONDS`).
+pub const DEFAULT_ALLOWED_FAILS: u64 = 3;
+pub const DEFAULT_COOLDOWN_SECS: f64 = 5.0;
+/// LiteLLM counts failures per deployment over one minute.
+pub const FAILURE_WINDOW_SECS: f64 = 60.0;
+pub const DEFAULT_MAX_COOLDOWN_SECS: f64 = 300.0;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_CLUSTER_HEADER: &str = "x-llm-router-cluster";
+pub const DEFAULT_MAX_FALLBACKS: u64 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    SimpleShuffle,
+    LeastBusy,
+    UsageBased,
+    UsageBasedV2,
+    LatencyBased,
+    CostBased,
+}
+
+impl Strategy {
+    fn parse(s: &str) -> Option<Strategy> {
+        Some(match s {
+            "simple-shuffle" => Strategy::SimpleShuffle,
+            "least-busy" => Strategy::LeastBusy,
+            "usage-based-routing" => Strategy::UsageBased,
+            "usage-based-routing-v2" => Strategy::UsageBasedV2,
+            "latency-based-routing" => Strategy::LatencyBased,
+            "cost-based-routing" => Strategy::CostBased,
+            _ => return None,
+        })
+    }
+}
+
+/// Per-error-class counts (`retry_policy`, `allowed_fails_policy`), in LiteLLM's class names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PerClass {
+    pub bad_request: Option<u64>,
+    pub authentication: Option<u64>,
+    pub timeout: Option<u64>,
+    pub rate_limit: Option<u64>,
+    pub content_policy: Option<u64>,
+    pub internal_server: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alias {
+    pub alias: String,
+    pub group: String,
+    /// LiteLLM `{"model": ..., "hidden": true}`: routable, but left out of model listings.
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DropParams {
+    All(bool),
+    List(Vec<String>),
+}
+
+/// Routing behaviour, merged from `router_settings` and `litellm_settings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterSettings {
+    pub routing_strategy: Strategy,
+    pub latency_ttl_secs: Option<f64>,
+    pub lowest_latency_buffer: Option<f64>,
+    pub model_group_alias: Vec<Alias>,
+    pub allowed_fails: u64,
+    pub allowed_fails_policy: PerClass,
+    pub cooldown_time_secs: f64,
+    pub disable_cooldowns: bool,
+    pub num_retries: Option<u64>,
+    pub timeout_secs: Option<f64>,
+    pub retry_policy: PerClass,
+    pub fallbacks: Vec<(String, Vec<String>)>,
+    pub context_window_fallbacks: Vec<(String, Vec<String>)>,
+    pub content_policy_fallbacks: Vec<(String, Vec<String>)>,
+    pub default_fallbacks: Vec<String>,
+    pub max_fallbacks: u64,
+    pub enable_tag_filtering: bool,
+    pub enable_pre_call_checks: bool,
+    pub drop_params: DropParams,
+}
+
+/// Envoy-specific knobs (not part of LiteLLM's schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvoySettings {
+    pub cluster_header: String,
+    pub max_cooldown_secs: f64,
+    pub max_request_body_bytes: u64,
+}
+
+/// `router_settings` keys this router knows (used or parsed for later), beyond those read below.
+const KNOWN_ROUTER_KEYS: &[&str] = &[
+    "routing_strategy", "routing_strategy_args", "model_group_alias", "allowed_fails",
+    "allowed_fails_policy", "cooldown_time", "disable_cooldowns", "num_retries", "timeout",
+    "request_timeout", "stream_timeout", "retry_policy", "model_group_retry_policy", "fallbacks",
+    "context_window_fallbacks", "content_policy_fallbacks", "default_fallbacks", "max_fallbacks",
+    "enable_tag_filtering", "enable_pre_call_checks", "drop_params", "retry_after",
+    "background_health_checks", "health_check_interval", "optional_pre_call_checks",
+];
+
+/// Reads the router settings, `router_settings` first, then `litellm_settings`.
+pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Diagnostics) -> RouterSettings {
+    for (section, name) in [(router, "router_settings"), (litellm, "litellm_settings")] {
+        for key in section.keys() {
+            if !KNOWN_ROUTER_KEYS.contains(&key.as_str()) {
+                diags.warn(format!("{name}.{key}"), "is not used by llm-router and is ignored");
+            }
+        }
+    }
+    // A setting from router_settings if present there, else from litellm_settings.
+    let pick = |key: &str| if router.get(key).is_some() { router } else { litellm };
+
+    let routing_strategy = match pick("routing_strategy").str("routing_strategy", diags) {
+        None => Strategy::SimpleShuffle,
+        Some(s) => Strategy::parse(s).unwrap_or_else(|| {
+            diags.error(
+                pick("routing_strategy").field_path("routing_strategy"),
+                format!("unknown strategy `{s}` (simple-shuffle, least-busy, usage-based-routing, usage-based-routing-v2, latency-based-routing, cost-based-routing)"),
+            );
+            Strategy::SimpleShuffle
+        }),
+    };
+    let args = pick("routing_strategy_args").child("routing_strategy_args", diags);
+    let timeout_key = if pick("timeout").get("timeout").is_some() { "timeout" } else { "request_timeout" };
+
+    RouterSettings {
+        routing_strategy,
+        latency_ttl_secs: args.non_negative("ttl", diags),
+        lowest_latency_buffer: args.non_negative("lowest_latency_buffer", diags),
+        model_group_alias: parse_aliases(&pick("model_group_alias"), diags),
+        allowed_fails: pick("allowed_fails").count("allowed_fails", diags).unwrap_or(DEFAULT_ALLOWED_FAILS),
+        allowed_fails_policy: parse_per_class(&pick("allowed_fails_policy").child("allowed_fails_policy", diags), "AllowedFails", diags),
+        cooldown_time_secs: pick("cooldown_time").non_negative("cooldown_time", diags).unwrap_or(DEFAULT_COOLDOWN_SECS),
+        disable_cooldowns: pick("disable_cooldowns").bool("disable_cooldowns", diags).unwrap_or(false),
+        num_retries: pick("num_retries").count("num_retries", diags),
+        timeout_secs: pick(timeout_key).non_negative(timeout_key, diags),
+        retry_policy: parse_per_class(&pick("retry_policy").child("retry_policy", diags), "Retries", diags),
+        fallbacks: parse_fallbacks(&pick("fallbacks"), "fallbacks", diags),
+        context_window_fallbacks: parse_fallbacks(&pick("context_window_fallbacks"), "context_window_fallbacks", diags),
+        content_policy_fallbacks: parse_fallbacks(&pick("content_policy_fallbacks"), "content_policy_fallbacks", diags),
+        default_fallbacks: pick("default_fallbacks").string_list("default_fallbacks", diags),
+        max_fallbacks: pick("max_fallbacks").count("max_fallbacks", diags).unwrap_or(DEFAULT_MAX_FALLBACKS),
+        enable_tag_filtering: pick("enable_tag_filtering").bool("enable_tag_filtering", diags).unwrap_or(false),
+        enable_pre_call_checks: pick("enable_pre_call_checks").bool("enable_pre_call_checks", diags).unwrap_or(false),
+        drop_params: match pick("drop_params").get("drop_params") {
+            None => DropParams::All(false),
+            Some(Value::Array(_)) => DropParams::List(pick("drop_params").string_list("drop_params", diags)),
+            Some(_) => DropParams::All(pick("drop_params").bool("drop_params", diags).unwrap_or(false)),
+        },
+    }
+}
+
+pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySettings {
+    for key in section.keys() {
+        if !["cluster_header", "max_cooldown_time", "max_request_body_bytes"].contains(&key.as_str()) {
+            diags.warn(section.field_path(key), "is not a known envoy_settings key and is ignored");
+        }
+    }
+    let cluster_header = match section.str("cluster_header", diags) {
+        None => DEFAULT_CLUSTER_HEADER.to_string(),
+        Some(h) => match super::auth::validate_name(h) {
+            Ok(h) => h,
+            Err(e) => {
+                diags.error(section.field_path("cluster_header"), e);
+                DEFAULT_CLUSTER_HEADER.to_string()
+            }
+        },
+    };
+    EnvoySettings {
+        cluster_header,
+        max_cooldown_secs: section.non_negative("max_cooldown_time", diags).unwrap_or(DEFAULT_MAX_COOLDOWN_SECS),
+        max_request_body_bytes: section.count("max_request_body_bytes", diags).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+    }
+}
+
+/// `general_settings.master_key`, the one gateway key clients must present.
+pub fn parse_master_key(general: &Section<'_>, diags: &mut Diagnostics) -> Option<String> {
+    let key = general.str("master_key", diags).filter(|k| !k.is_empty())?;
+    if key.bytes().any(|b| b.is_ascii_control()) {
+        diags.error(general.field_path("master_key"), "contains control characters");
+        return None;
+    }
+    Some(key.to_string())
+}
+
+fn parse_aliases(section: &Section<'_>, diags: &mut Diagnostics) -> Vec<Alias> {
+    let aliases = section.child("model_group_alias", diags);
+    let mut out = Vec::new();
+    let Some(map) = aliases.map else { return out };
+    for (alias, target) in map {
+        let path = aliases.field_path(alias);
+        match target {
+            Value::String(group) => out.push(Alias { alias: alias.clone(), group: group.clone(), hidden: false }),
+            Value::Object(_) => {
+                let t = Section::new(Some(target), path.clone(), diags);
+                match t.str("model", diags) {
+                    Some(group) => out.push(Alias {
+                        alias: alias.clone(),
+                        group: group.to_string(),
+                        hidden: t.bool("hidden", diags).unwrap_or(false),
+                    }),
+                    None => diags.error(format!("{path}.model"), "is required"),
+                }
+            }
+            other => diags.error(path, format!("must be a model group name, got {}", kind(other))),
+        }
+    }
+    out
+}
+
+/// `[{"gpt-4": ["gpt-3.5"]}, ...]`, also accepting one mapping `{"gpt-4": [...], ...}`.
+fn parse_fallbacks(section: &Section<'_>, key: &str, diags: &mut Diagnostics) -> Vec<(String, Vec<String>)> {
+    let path = section.field_path(key);
+    let mut out = Vec::new();
+    let mut read_map = |value: &Value, path: String, diags: &mut Diagnostics| {
+        let m = Section::new(Some(value), path, diags);
+        for group in m.keys() {
+            out.push((group.clone(), m.string_list(group, diags)));
+        }
+    };
+    match section.get(key) {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                read_map(item, format!("{path}[{i}]"), diags);
+            }
+        }
+        Some(v @ Value::Object(_)) => read_map(v, path, diags),
+        Some(other) => diags.error(path, format!("must be a list of {{group: [fallback groups]}}, got {}", kind(other))),
+    }
+    out
+}
+
+/// Accepts LiteLLM's `RateLimitErrorRetries: 3` and the `RateLimitError: {max_retries: 3}` form.
+fn parse_per_class(section: &Section<'_>, suffix: &str, diags: &mut Diagnostics) -> PerClass {
+    let mut out = PerClass::default();
+    for key in section.keys() {
+        let class = key.strip_suffix(suffix).unwrap_or(key);
+        let slot = match class {
+            "BadRequestError" => &mut out.bad_request,
+            "AuthenticationError" => &mut out.authentication,
+            "TimeoutError" | "Timeout" => &mut out.timeout,
+            "RateLimitError" => &mut out.rate_limit,
+            "ContentPolicyViolationError" => &mut out.content_policy,
+            "InternalServerError" => &mut out.internal_server,
+            _ => {
+                diags.warn(section.field_path(key), "is not a known error class and is ignored");
+                continue;
+            }
+        };
+        *slot = match section.get(key) {
+            Some(Value::Object(_)) => {
+                let inner = section.child(key, diags);
+                inner.count("max_retries", diags).or_else(|| inner.count("allowed_fails", diags))
+            }
+            _ => section.count(key, diags),
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(router: Value, litellm: Value) -> (RouterSettings, Diagnostics) {
+        let mut d = Diagnostics::default();
+        let r = Section::new(Some(&router), "router_settings", &mut d);
+        let l = Section::new(Some(&litellm), "litellm_settings", &mut d);
+        let s = parse_router(&r, &l, &mut d);
+        (s, d)
+    }
+
+    #[test]
+    fn defaults_follow_litellm() {
+        let (s, d) = settings(Value::Null, Value::Null);
+        assert!(d.errors.is_empty() && d.warnings.is_empty());
+        assert_eq!(s.routing_strategy, Strategy::SimpleShuffle);
+        assert_eq!(s.allowed_fails, 3);
+        assert_eq!(s.cooldown_time_secs, 5.0);
+    }
+
+    #[test]
+    fn settings_come_from_either_section_router_first() {
+        let (s, d) = settings(
+            json!({"num_retries": 2, "fallbacks": [{"gpt-4": ["gpt-3.5", "claude"]}]}),
+            json!({"num_retries": 9, "request_timeout": 300, "fallbacks": [{"x": "y"}], "drop_params": ["a"],
+                   "context_window_fallbacks": [{"gpt-3.5": ["gpt-3.5-16k"]}], "success_callback": ["langfuse"]}),
+        );
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!(s.num_retries, Some(2));
+        assert_eq!(s.timeout_secs, Some(300.0));
+        assert_eq!(s.fallbacks, vec![("gpt-4".to_string(), vec!["gpt-3.5".to_string(), "claude".to_string()])]);
+        assert_eq!(s.context_window_fallbacks.len(), 1);
+        assert_eq!(s.drop_params, DropParams::List(vec!["a".into()]));
+        assert_eq!(d.warnings.len(), 1);
+        assert_eq!(d.warnings[0].path, "litellm_settings.success_callback");
+    }
+
+    #[test]
+    fn aliases_plain_and_hidden() {
+        let (s, _) = settings(json!({"model_group_alias": {"gpt4": "gpt-4o", "old": {"model": "gpt-4o", "hidden": true}}}), Value::Null);
+        assert_eq!(s.model_group_alias.len(), 2);
+        assert!(s.model_group_alias.iter().any(|a| a.alias == "old" && a.hidden));
+    }
+
+    #[test]
+    fn retry_policy_both_forms() {
+        let (s, d) = settings(json!({"retry_policy": {"RateLimitErrorRetries": 5, "Timeout": {"max_retries": 2}, "Bogus": 1}}), Value::Null);
+        assert_eq!(s.retry_policy.rate_limit, Some(5));
+        assert_eq!(s.retry_policy.timeout, Some(2));
+        assert_eq!(d.warnings.len(), 1);
+    }
+
+    #[test]
+    fn unknown_strategy_is_an_error_with_path() {
+        let (_, d) = settings(json!({"routing_strategy": "fastest"}), Value::Null);
+        assert!(d.errors[0].to_string().starts_with("router_settings.routing_strategy: unknown strategy `fastest`"));
+    }
+}
