@@ -1,0 +1,31 @@
+//! Deployment health: classify outcomes, count failures and cool deployments down — shared by
+//! every worker through the host's shared data, behind the [`Store`] and a caller-supplied clock.
+//!
+//! State lives in two kinds of keys (see [`keys`]): one small "cooldowns" record read on every
+//! request (so all workers skip a cooled deployment at once), and one failure counter per
+//! deployment, written only when that deployment fails. Successes write nothing.
+
+mod class;
+mod cooldown;
+mod failures;
+mod retry_after;
+mod store;
+
+pub use class::{classify, FailureClass};
+pub use cooldown::{CooldownEntry, CooldownView, Cooldowns};
+pub use failures::{record_failure, Failure, FailureRecord, Policy};
+pub use retry_after::parse_retry_after;
+pub use store::{update, MemStore, SetError, Store, StoreError};
+
+/// Shared-data keys. Versioned so a future format change cannot misread old state.
+pub mod keys {
+    pub const COOLDOWNS: &str = "llm_router.v1.cooldowns";
+    pub const FAILS_PREFIX: &str = "llm_router.v1.fails.";
+
+    pub fn fails(id: &str) -> String {
+        let mut k = String::with_capacity(FAILS_PREFIX.len() + id.len());
+        k.push_str(FAILS_PREFIX);
+        k.push_str(id);
+        k
+    }
+}
