@@ -9,9 +9,15 @@
 //! Everything except [`host`] is plain Rust with no proxy-wasm dependency and is unit-tested
 //! natively; `host` is the thin proxy-wasm shell, compiled for wasm32 only.
 
+// A panic kills the VM and fails every later request: no unwrap/expect/panic/indexing outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)
+)]
+
 pub mod config;
 pub mod health;
-// pub mod openai;
+pub mod openai;
 pub mod pipeline;
 pub mod provider;
 pub mod routing;

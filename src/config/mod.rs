@@ -15,7 +15,7 @@ mod upstream;
 pub use auth::AuthHeader;
 pub use deployment::{Deployment, ModelInfo, ANTHROPIC_VERSION};
 pub use problems::{Diagnostics, Problem};
-pub use settings::{Alias, DropParams, EnvoySettings, PerClass, RouterSettings, Strategy};
+pub use settings::{Alias, DropParams, EnvoySettings, PerClass, RouterSettings, Strategy, FAILURE_WINDOW_SECS};
 pub use table::{glob_capture, Group, Resolved, Table};
 pub use upstream::Upstream;
 

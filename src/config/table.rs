@@ -34,6 +34,10 @@ pub struct Table {
     aliases: HashMap<String, usize>,
     /// (pattern, group), most specific first.
     wildcards: Vec<(String, usize)>,
+    /// Deployment id → index, to map shared health state onto the table.
+    pub ids: HashMap<String, usize>,
+    /// Every key any deployment's `default_params` sets (the request scan looks for these).
+    pub default_param_keys: Vec<String>,
 }
 
 impl Table {
@@ -59,7 +63,14 @@ impl Table {
             let literal = |p: &str| p.len() - p.matches('*').count();
             literal(b).cmp(&literal(a)).then(a.matches('*').count().cmp(&b.matches('*').count())).then(ga.cmp(gb))
         });
-        Table { deployments, groups, by_name, aliases: HashMap::new(), wildcards }
+        let ids = deployments.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
+        let mut default_param_keys: Vec<String> = Vec::new();
+        for (k, _) in deployments.iter().flat_map(|d| d.info.default_params.iter()) {
+            if !default_param_keys.contains(k) {
+                default_param_keys.push(k.clone());
+            }
+        }
+        Table { deployments, groups, by_name, aliases: HashMap::new(), wildcards, ids, default_param_keys }
     }
 
     pub fn group_index(&self, name: &str) -> Option<usize> {

@@ -51,10 +51,6 @@ impl fmt::Display for FailureClass {
     }
 }
 
-/// Does this status need `response.code_details` to be classified? (Only Envoy's local 5xx.)
-pub fn needs_details(status: u16) -> bool {
-    status >= 500
-}
 
 /// Classifies a response status. `details` is Envoy's `response.code_details`
 /// (`via_upstream` for real upstream responses); pass it for 5xx statuses.

@@ -1,0 +1,82 @@
+//! The root context: loads the plugin configuration and creates one [`Http`] context per stream.
+
+use super::http::Http;
+use super::shared::{ensure_key, CooldownCache};
+use crate::config::{self, RouterConfig};
+use crate::health::keys;
+use crate::routing::Rng;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// State shared by every stream of this VM (one VM per Envoy worker thread).
+pub struct Vm {
+    pub cooldowns: RefCell<CooldownCache>,
+    pub rng: RefCell<Rng>,
+}
+
+pub struct Root {
+    config: Option<Rc<RouterConfig>>,
+    vm: Rc<Vm>,
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        let rng = Rng::from_entropy().unwrap_or_else(|e| {
+            log::warn!("llm-router: no entropy from the host ({e}); seeding from the clock");
+            Rng::from_seed(super::now_ms())
+        });
+        Root { config: None, vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng) }) }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => Vec::new(),
+            Err(status) => {
+                log::error!("llm-router: cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        let raw = if raw.iter().all(u8::is_ascii_whitespace) { b"{}".to_vec() } else { raw };
+        let loaded = config::load(&raw, &|name| std::env::var(name).ok());
+        for w in &loaded.diagnostics.warnings {
+            log::warn!("llm-router config: {w}");
+        }
+        for e in &loaded.diagnostics.errors {
+            log::error!("llm-router config error: {e}");
+        }
+        let Some(cfg) = loaded.config else {
+            log::error!(
+                "llm-router: configuration refused ({} problem(s) above)",
+                loaded.diagnostics.errors.len()
+            );
+            return false;
+        };
+        ensure_key(keys::COOLDOWNS);
+        for d in &cfg.table.deployments {
+            ensure_key(&keys::fails(&d.id));
+        }
+        log::info!(
+            "llm-router: configured {} deployment(s) in {} model group(s)",
+            cfg.table.deployments.len(),
+            cfg.table.groups.len()
+        );
+        self.config = Some(Rc::new(cfg));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(self.config.clone(), self.vm.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

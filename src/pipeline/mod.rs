@@ -1,0 +1,8 @@
+//! One request's decisions, as pure functions the proxy-wasm shell calls in order:
+//! [`request::on_head`] (is it ours? authorised? acceptable?), [`request::on_body`] (resolve,
+//! pick, rewrite), [`outcome::record`] (feed the health tracker). The shell only moves bytes
+//! and headers between Envoy and these functions.
+
+pub mod auth;
+pub mod outcome;
+pub mod request;
