@@ -12,9 +12,8 @@ mod shared;
 use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
-    // Respect Envoy's log level so disabled lines are never formatted.
-    let level = proxy_wasm::hostcalls::get_log_level().unwrap_or(LogLevel::Info);
-    proxy_wasm::set_log_level(level);
+    // Host calls are not allowed here (`_initialize`); the host's level is read in on_vm_start.
+    proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| Box::new(root::Root::default()));
 }}
 

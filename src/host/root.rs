@@ -35,6 +35,14 @@ impl Default for Root {
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        // Follow Envoy's log level so disabled lines are never formatted.
+        if let Ok(level) = hostcalls::get_log_level() {
+            proxy_wasm::set_log_level(level);
+        }
+        true
+    }
+
     fn on_configure(&mut self, size: usize) -> bool {
         let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
             Ok(Some(bytes)) => bytes,
