@@ -38,6 +38,9 @@ pub struct Loaded {
     pub diagnostics: Diagnostics,
 }
 
+/// The request scan tracks default-param keys in a 64-bit mask.
+const MAX_DEFAULT_PARAM_KEYS: usize = 64;
+
 const TOP_LEVEL_KEYS: &[&str] = &["model_list", "router_settings", "litellm_settings", "general_settings", "envoy_settings"];
 
 /// Parses and validates a plugin configuration. `lookup` reads the VM's environment.
@@ -100,6 +103,12 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
     let master_key = settings::parse_master_key(&general, diags);
 
     let mut table = Table::new(deployments);
+    if table.default_param_keys.len() > MAX_DEFAULT_PARAM_KEYS {
+        diags.error(
+            "model_list[*].model_info.default_params",
+            format!("at most {MAX_DEFAULT_PARAM_KEYS} distinct keys are supported across all deployments (found {})", table.default_param_keys.len()),
+        );
+    }
     for alias in &router.model_group_alias {
         let path = format!("router_settings.model_group_alias.{}", alias.alias);
         match table.group_index(&alias.group) {
