@@ -1,0 +1,416 @@
+"""Start a real Envoy with the llm_router wasm filter in front of mock providers.
+
+    with Envoy(plugin_config, {"outbound|18001||127.0.0.1": ("127.0.0.1", 18001)}) as envoy:
+        post_json(envoy.base_url, "/v1/chat/completions", {...})
+
+The bootstrap is JSON (Envoy reads it as YAML's subset) built by `bootstrap()`; envoy/demo.yaml holds the
+same listener, routes and filters in YAML (tests/e2e/test_demo.py compares them through Envoy's config dump).
+
+Ports: the listener and admin bind port 0 and Envoy picks free ones (no race with other processes); the admin
+address comes back through --admin-address-path and the listener port through the admin /listeners.
+Logs: every instance writes bootstrap.json and envoy.log under .run/e2e/<pid>-<n>-<label>/ and keeps them after the
+run for post-mortems (the session fixture empties .run/e2e at the start of each run).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import weakref
+from pathlib import Path
+from typing import Optional, Union
+
+REPO = Path(__file__).resolve().parents[3]
+ENVOY_BIN = REPO / ".venv" / "bin" / "envoy"
+WASM_PATH = REPO / "target" / "wasm32-wasip1" / "release" / "llm_router.wasm"
+RUN_DIR = REPO / ".run" / "e2e"
+CLUSTER_HEADER = "x-llm-router-cluster"
+PASSTHROUGH_CLUSTER = "passthrough"
+
+# The OpenAI-shaped body for Envoy's own 413 (request body over the 1 MiB buffer limit).
+TOO_LARGE_BODY = ('{"error":{"message":"Request body too large","type":"invalid_request_error",'
+                  '"param":null,"code":"request_too_large"}}')
+# Only Envoy's own 413 is rewritten: a 413 the filter sends itself keeps its message, and upstream errors
+# and 503/504 local replies are left alone.
+ENVOY_413_FILTER = "response.code == 413 && response.code_details == 'request_payload_too_large'"
+
+# Lines of the Envoy log that mean the wasm filter (hence its listener) was refused. Measured on Envoy 1.40:
+# when on_configure returns false (or the module does not load), Envoy logs
+#   [error][wasm] Wasm VM failed Failed to configure base Wasm plugin
+#   [critical][wasm] Plugin llm_router failed to load
+#   [critical][main] error `Unable to create Wasm plugin llm_router` initializing config '.../bootstrap.json'
+# and exits with code 1 within ~0.2 s (a static listener's filter cannot be created, so the server stops).
+REFUSAL_PATTERNS = (
+    r"Wasm VM failed",
+    r"Plugin \S+ failed to load",
+    r"Unable to create Wasm plugin",
+    r"error adding listener",
+)
+
+_counter = itertools.count(1)
+_live: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def live_envoys() -> list:
+    """Envoys started and not yet stopped (their logs are what a failing test wants to see)."""
+    return [e for e in list(_live) if e.proc.poll() is None]
+
+
+def plugin_config_json(plugin_config: Union[dict, str]) -> str:
+    return plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config, indent=2)
+
+
+def wasm_filter(plugin_config: Union[dict, str], wasm_path: Union[str, Path] = WASM_PATH,
+                env: Optional[dict] = None, host_env_keys: tuple = ()) -> dict:
+    """The http_filters entry of the llm_router filter (see shared notes: envoy-facts.md)."""
+    env_vars: dict = {"key_values": dict(env or {})}
+    if host_env_keys:
+        env_vars["host_env_keys"] = list(host_env_keys)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "llm_router",
+                "root_id": "llm_router",
+                "allow_on_headers_stop_iteration": True,
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": plugin_config_json(plugin_config)},
+                "vm_config": {
+                    "vm_id": "llm_router",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm_path)}},
+                    "environment_variables": env_vars,
+                },
+            },
+        },
+    }
+
+
+def strip_client_cluster_header() -> dict:
+    """An HCM early header mutation: it runs before the route is chosen, so a client cannot pick the upstream
+    cluster by sending the router's header itself (the first route matches on that header; the wasm filter sets
+    it only on requests it routes, and a later removal would not clear the already-chosen route)."""
+    return {"name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation"
+                                      ".header_mutation.v3.HeaderMutation",
+                             "mutations": [{"remove": CLUSTER_HEADER}]}}
+
+
+def buffer_filter(max_request_bytes: int = 1048576) -> dict:
+    """Stand-in for the wasm filter in harness smoke tests: buffers bodies like the router does."""
+    return {"name": "envoy.filters.http.buffer",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                             "max_request_bytes": max_request_bytes}}
+
+
+def local_reply_config() -> dict:
+    return {"mappers": [{
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3"
+                                      ".ExpressionFilter",
+                             "expression": ENVOY_413_FILTER}}},
+        "body": {"inline_string": TOO_LARGE_BODY},
+        "body_format_override": {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+                                 "content_type": "application/json"},
+    }]}
+
+
+def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = "30s") -> dict:
+    return {
+        "name": "llm_router_routes",
+        "virtual_hosts": [{
+            "name": "llm",
+            "domains": ["*"],
+            "routes": [
+                {"match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": True}]},
+                 "route": {"cluster_header": CLUSTER_HEADER, "timeout": route_timeout},
+                 "request_headers_to_remove": [CLUSTER_HEADER]},
+                {"match": {"prefix": "/"},
+                 "route": {"cluster": passthrough, "timeout": route_timeout}},
+            ],
+        }],
+    }
+
+
+def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_CLUSTER,
+                            route_timeout: str = "30s", strip_cluster_header: bool = True) -> dict:
+    hcm = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                     ".HttpConnectionManager",
+            "stat_prefix": "ingress",
+            "codec_type": "AUTO",
+            "route_config": route_config(passthrough, route_timeout),
+            "local_reply_config": local_reply_config(),
+            "http_filters": http_filters + [{
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        },
+    }
+    if strip_cluster_header:
+        hcm["typed_config"]["early_header_mutation_extensions"] = [strip_client_cluster_header()]
+    return hcm
+
+
+def static_cluster(name: str, host: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]},
+    }
+
+
+def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port: int = 0, admin_port: int = 0,
+              env: Optional[dict] = None, host_env_keys: tuple = (), passthrough: Optional[str] = None,
+              wasm: bool = True, wasm_path: Union[str, Path] = WASM_PATH, route_timeout: str = "30s") -> dict:
+    """The whole bootstrap. `clusters` maps cluster name -> (host, port); `passthrough` names the cluster for
+    requests the filter does not route (default: the first of `clusters`)."""
+    if not clusters:
+        raise ValueError("at least one cluster is needed (the passthrough cluster)")
+    passthrough = passthrough or next(iter(clusters))
+    cluster_list = [static_cluster(name, h, p) for name, (h, p) in clusters.items()]
+    if passthrough not in clusters:
+        raise ValueError(f"passthrough cluster {passthrough!r} is not among the clusters")
+    filters = [wasm_filter(plugin_config, wasm_path, env, host_env_keys)] if wasm else [buffer_filter()]
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+                "filter_chains": [{"filters": [http_connection_manager(
+                    filters, passthrough, route_timeout,
+                    # Without the wasm filter (harness smoke tests) the client sets the header itself.
+                    strip_cluster_header=wasm)]}],
+            }],
+            "clusters": cluster_list,
+        },
+    }
+
+
+class EnvoyError(AssertionError):
+    pass
+
+
+class Envoy:
+    """One Envoy process. Starts at construction; `wait_ready()` (or `with Envoy(...) as e:`) waits for it.
+
+    env: the wasm VM's environment (vm_config.environment_variables.key_values).
+    host_env: variables set in Envoy's own process environment and passed to the VM by name (host_env_keys),
+    as a production deployment would do with secrets.
+    wasm=False: a buffer filter instead of the wasm filter (harness smoke tests).
+    """
+
+    def __init__(self, plugin_config: Union[dict, str], clusters: dict, concurrency: int = 1,
+                 env: Optional[dict] = None, extra_args: tuple = (), *, passthrough: Optional[str] = None,
+                 wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = "30s",
+                 host_env: Optional[dict] = None, label: Optional[str] = None):
+        self.concurrency = concurrency
+        self.wasm_path = Path(wasm_path) if wasm_path else WASM_PATH
+        n = next(_counter)
+        if label is None:  # name the log folder after the running test, if any
+            label = os.environ.get("PYTEST_CURRENT_TEST", "envoy").split("::")[-1].split(" ")[0]
+        self.dir = RUN_DIR / f"{os.getpid()}-{n:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.bootstrap = bootstrap(plugin_config, clusters, env=env, host_env_keys=tuple(host_env or ()),
+                                   passthrough=passthrough, wasm=wasm, wasm_path=self.wasm_path,
+                                   route_timeout=route_timeout)
+        self.bootstrap_path = self.dir / "bootstrap.json"
+        self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
+        self.log_path = self.dir / "envoy.log"
+        self.admin_address_path = self.dir / "admin-address"
+        self.listener_port: Optional[int] = None
+        self.admin_port: Optional[int] = None
+        if not ENVOY_BIN.exists():
+            raise EnvoyError(f"{ENVOY_BIN} is missing: run scripts/setup")
+        if wasm and not self.wasm_path.exists():
+            raise EnvoyError(f"{self.wasm_path} is missing: run scripts/build")
+        cmd = [str(ENVOY_BIN), "-c", str(self.bootstrap_path), "--concurrency", str(concurrency),
+               "--log-level", "info", "--component-log-level", "wasm:debug", "--use-dynamic-base-id",
+               "--admin-address-path", str(self.admin_address_path), *extra_args]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=REPO, start_new_session=True, env={**os.environ, **(host_env or {})})
+        _live.add(self)
+
+    # ---- addresses -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self.listener_port is None:
+            self.wait_ready()
+        return f"http://127.0.0.1:{self.listener_port}"
+
+    @property
+    def admin_url(self) -> str:
+        if self.admin_port is None:
+            self.wait_ready()
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    # ---- logs --------------------------------------------------------------------------------
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    # ---- readiness ---------------------------------------------------------------------------
+    def _admin_get(self, path: str, timeout: float = 2.0) -> tuple:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as r:
+            return r.status, r.read()
+
+    def _discover(self) -> bool:
+        if self.admin_port is None:
+            try:
+                addr = self.admin_address_path.read_text().strip()
+            except FileNotFoundError:
+                return False
+            if not addr:
+                return False
+            self.admin_port = int(addr.rsplit(":", 1)[1])
+        try:
+            status, _ = self._admin_get("/ready")
+        except (urllib.error.URLError, OSError):
+            return False
+        if status != 200:
+            return False
+        if self.listener_port is None:
+            try:
+                _, raw = self._admin_get("/listeners?format=json")
+            except (urllib.error.URLError, OSError):
+                return False
+            for ls in json.loads(raw).get("listener_statuses", []):
+                port = ls.get("local_address", {}).get("socket_address", {}).get("port_value")
+                if ls.get("name") == "ingress" and port:
+                    self.listener_port = int(port)
+            if self.listener_port is None:
+                return False
+        try:
+            socket.create_connection(("127.0.0.1", self.listener_port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def wait_ready(self, timeout: float = 20.0) -> "Envoy":
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise EnvoyError(f"Envoy exited with code {self.proc.returncode} before it was ready; "
+                                 f"log {self.log_path}:\n{self.log_tail()}")
+            if self._discover():
+                return self
+            if time.monotonic() > deadline:
+                raise EnvoyError(f"Envoy was not ready within {timeout}s; log {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    # ---- admin helpers -----------------------------------------------------------------------
+    def stats(self, prefix: str = "") -> dict:
+        _, raw = self._admin_get("/stats?format=json" + (f"&filter={prefix}" if prefix else ""))
+        return {s["name"]: s.get("value") for s in json.loads(raw).get("stats", []) if "name" in s}
+
+    def config_dump(self) -> dict:
+        _, raw = self._admin_get("/config_dump")
+        return json.loads(raw)
+
+    # ---- shutdown ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        _live.discard(self)
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        if not self._log.closed:
+            self._log.close()
+
+    def __enter__(self) -> "Envoy":
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):
+        try:
+            self.stop()
+        except Exception:
+            pass
+
+    # ---- configs that must be refused --------------------------------------------------------
+    @classmethod
+    def expect_refused(cls, plugin_config: Union[dict, str], clusters: Optional[dict] = None,
+                       env: Optional[dict] = None, timeout: float = 20.0, **kwargs) -> tuple:
+        """Start Envoy with a plugin config the filter must refuse.
+
+        Returns (exited, log_text) once Envoy has exited or its log shows the filter/listener was refused.
+        Raises EnvoyError when Envoy instead comes up serving the listener, or nothing happens in `timeout`.
+        """
+        if clusters is None:
+            clusters = {PASSTHROUGH_CLUSTER: ("127.0.0.1", 9)}
+        envoy = cls(plugin_config, clusters, env=env, **kwargs)
+        refusal = re.compile("|".join(REFUSAL_PATTERNS))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if envoy.proc.poll() is not None:
+                    envoy.stop()
+                    return True, envoy.log_text()
+                if refusal.search(envoy.log_text()):
+                    # Give it a moment to exit (a static listener's filter failure ends the process).
+                    try:
+                        envoy.proc.wait(timeout=2)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    exited = envoy.proc.poll() is not None
+                    envoy.stop()
+                    return exited, envoy.log_text()
+                if envoy._discover():
+                    envoy.stop()
+                    raise EnvoyError("Envoy accepted the config and serves the listener; log tail:\n"
+                                     + envoy.log_tail())
+                if time.monotonic() > deadline:
+                    envoy.stop()
+                    raise EnvoyError(f"Envoy neither exited nor logged a refusal within {timeout}s; log tail:\n"
+                                     + envoy.log_tail())
+                time.sleep(0.05)
+        finally:
+            envoy.stop()
+
+
+def clusters_for(*mocks, passthrough=None) -> dict:
+    """Istio-style clusters (`outbound|PORT||127.0.0.1`) for mocks, plus an optional `passthrough` cluster
+    pointing at the given mock (it comes first, so it is the default passthrough)."""
+    out: dict = {}
+    if passthrough is not None:
+        out[PASSTHROUGH_CLUSTER] = (passthrough.host, passthrough.port)
+    for m in mocks:
+        out[m.cluster_name] = (m.host, m.port)
+    return out
