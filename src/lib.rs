@@ -16,6 +16,7 @@
 )]
 
 pub mod config;
+pub mod failover;
 pub mod health;
 pub mod openai;
 pub mod pipeline;

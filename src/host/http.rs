@@ -1,15 +1,19 @@
-//! One HTTP stream: read headers → (pause) → buffered body → apply the plan → observe the
-//! response. Host calls per routed request: 1 header read, 1 body read, 1 shared-data read,
-//! a few header writes, 1 body write when the body changes, and on the response 3 header
-//! reads/writes — shared-data writes happen only when an attempt failed.
+//! One HTTP stream on the downstream side: read headers → (pause) → buffered body → apply the
+//! plan → observe the response. Host calls per routed request: 1 header read, 1 body read,
+//! 1 shared-data read, a few header writes, 1 body write when the body changes, and on the
+//! response 1 status read and 3–4 header writes. Shared-data writes happen only when an
+//! attempt failed.
 
 use super::root::Vm;
 use super::shared::SharedData;
 use crate::config::RouterConfig;
-use crate::health::{classify, parse_retry_after};
+use crate::failover::{FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER, STATE_HEADER};
+use crate::health::{classify, parse_retry_after, FailureClass};
 use crate::pipeline::auth::ClientCredentials;
 use crate::pipeline::outcome;
-use crate::pipeline::request::{self, HeadDecision, Pending, Reply, RequestHead, CLIENT_AUTH_HEADERS};
+use crate::pipeline::request::{
+    self, Env, FailedAttempt, Forward, HeadDecision, Pending, Reply, RequestHead, CLIENT_AUTH_HEADERS, PER_TRY_TIMEOUT_HEADER,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
@@ -17,17 +21,28 @@ use std::rc::Rc;
 
 pub const DEPLOYMENT_HEADER: &str = "x-llm-router-deployment";
 pub const GROUP_HEADER: &str = "x-llm-router-model-group";
+pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
+pub const FALLBACK_FROM_HEADER: &str = "x-llm-router-fallback-from";
 
 /// Where the stream is.
 enum Phase {
     /// Not ours (or no config): everything passes through.
     Idle,
-    /// Waiting for the whole body; `present` lists the client's credential headers to strip.
+    /// Waiting for the whole body; `strip` lists client credential headers to remove.
     Buffering { pending: Pending, strip: Vec<&'static str> },
     /// Forwarded to deployment `index` of the config.
-    Forwarded { index: usize },
+    Forwarded(Sent),
     /// A local reply was sent.
     Replied,
+}
+
+/// What the response side needs to know about the forwarded attempt.
+struct Sent {
+    index: usize,
+    attempts: u32,
+    fallback_from: Option<String>,
+    start_ms: u64,
+    try_budget_ms: Option<u64>,
 }
 
 pub struct Http {
@@ -52,11 +67,71 @@ impl Http {
         Action::Pause
     }
 
-    fn set_header(name: &str, value: &str) {
-        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
-            log::warn!("llm-router: setting request header {name} failed: {status:?}");
+    /// Applies the plan to the request headers and body; false if the body could not be set.
+    fn apply(fwd: &Forward<'_>, strip: &[&'static str], body_size: usize) -> bool {
+        for name in strip.iter().copied().chain(fwd.stale_auth) {
+            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                log::warn!("llm-router: removing request header {name} failed: {status:?}");
+            }
+        }
+        set_request_header(fwd.cluster_header, fwd.cluster);
+        set_request_header(":authority", fwd.authority);
+        set_request_header(":path", &fwd.path);
+        set_request_header(STATE_HEADER, &fwd.state);
+        if let Some(auth) = fwd.auth {
+            set_request_header(&auth.name, &auth.value);
+        }
+        if let Some(v) = fwd.anthropic_version {
+            set_request_header("anthropic-version", v);
+        }
+        if let Some(ms) = fwd.per_try_timeout_ms {
+            set_request_header(PER_TRY_TIMEOUT_HEADER, &ms.to_string());
+        }
+        if let Some(new_body) = &fwd.body {
+            if let Err(status) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, new_body) {
+                log::error!("llm-router: replacing the request body failed: {status:?}");
+                return false;
+            }
+            // Envoy does not fix content-length after a body rewrite; a stale one corrupts
+            // the pooled upstream connection.
+            set_request_header("content-length", &new_body.len().to_string());
+        }
+        true
+    }
+
+    fn record(&self, cfg: &RouterConfig, failed: FailedAttempt, now: u64) {
+        let Some(dep) = cfg.table.deployments.get(failed.deployment_index) else { return };
+        let class = failed.class;
+        match outcome::record(&SharedData, cfg, failed.deployment_index, class, failed.retry_after_ms, now) {
+            Ok(r) => match r.cooled_until_ms {
+                Some(until) => log::info!(
+                    "llm-router: deployment {} of {} cooling for {} ms after {class} ({} failure(s) this window)",
+                    dep.id,
+                    dep.group,
+                    until.saturating_sub(now),
+                    r.fails_in_window
+                ),
+                None => log::debug!("llm-router: deployment {} failed with {class} ({} this window)", dep.id, r.fails_in_window),
+            },
+            Err(_) => log::warn!("llm-router: recording a {class} failure of deployment {} failed", dep.id),
         }
     }
+}
+
+fn set_request_header(name: &str, value: &str) {
+    if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
+        log::warn!("llm-router: setting request header {name} failed: {status:?}");
+    }
+}
+
+fn set_response_header(name: &str, value: Option<&str>) {
+    if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value) {
+        log::warn!("llm-router: setting response header {name} failed: {status:?}");
+    }
+}
+
+fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
 }
 
 impl Context for Http {}
@@ -78,9 +153,12 @@ impl HttpContext for Http {
             match name.as_str() {
                 ":method" => head.method = value,
                 ":path" => head.path = value,
+                ":authority" => head.authority = value,
                 "content-type" => head.content_type = Some(value),
                 "content-length" => head.content_length = Some(value),
                 "anthropic-version" => head.has_anthropic_version = true,
+                "x-envoy-original-url" => head.internal_redirect = true,
+                STATE_HEADER => head.state = Some(value),
                 "authorization" => creds.authorization = Some(value),
                 "api-key" => creds.api_key = Some(value),
                 "x-api-key" => creds.x_api_key = Some(value),
@@ -91,8 +169,14 @@ impl HttpContext for Http {
             }
         }
         head.credentials = creds;
-        match request::on_head(&cfg, &head) {
-            HeadDecision::PassThrough => Action::Continue,
+        match request::on_head(&cfg, &head, self.vm.key) {
+            HeadDecision::PassThrough => {
+                if head.state.is_some() {
+                    // Never let a client-sent state reach an upstream filter.
+                    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, STATE_HEADER);
+                }
+                Action::Continue
+            }
             HeadDecision::Reject(reply) => self.reply(&reply),
             HeadDecision::ReadBody(pending) => {
                 self.phase = Phase::Buffering { pending, strip };
@@ -119,105 +203,97 @@ impl HttpContext for Http {
             }
         };
         let now = super::now_ms();
-        let plan = {
+        let decision = {
             let mut cache = self.vm.cooldowns.borrow_mut();
-            let view = cache.refresh(&cfg);
+            let cooling = cache.refresh(&cfg);
             let mut rng = self.vm.rng.borrow_mut();
-            request::on_body(&cfg, pending, &body, view, now, &mut rng)
+            let mut env = Env { cooling, now_ms: now, rng: &mut rng, key: self.vm.key };
+            request::on_body(&cfg, pending, &body, &mut env)
         };
-        let fwd = match plan {
+        if let Some(failed) = decision.failed {
+            self.record(&cfg, failed, now);
+        }
+        let fwd = match decision.action {
             Ok(f) => f,
             Err(reply) => return self.reply(&reply),
         };
-        for name in strip {
-            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::warn!("llm-router: removing request header {name} failed: {status:?}");
-            }
-        }
-        Self::set_header(fwd.cluster_header, fwd.cluster);
-        Self::set_header(":authority", fwd.authority);
-        Self::set_header(":path", &fwd.path);
-        if let Some(auth) = fwd.auth {
-            Self::set_header(&auth.name, &auth.value);
-        }
-        if let Some(v) = fwd.anthropic_version {
-            Self::set_header("anthropic-version", v);
-        }
-        if let Some(new_body) = &fwd.body {
-            if let Err(status) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, new_body) {
-                log::error!("llm-router: replacing the request body failed: {status:?}");
-                let reply = Reply::from(crate::openai::ApiError::new(
-                    500,
-                    crate::openai::error::API_ERROR,
-                    None,
-                    Some("internal_error"),
-                    "llm-router could not rewrite the request body",
-                ));
-                return self.reply(&reply);
-            }
-            // Envoy does not fix content-length after a body rewrite; a stale one corrupts
-            // the pooled upstream connection.
-            Self::set_header("content-length", &new_body.len().to_string());
+        if !Self::apply(&fwd, strip, body_size) {
+            let reply = Reply::from(crate::openai::ApiError::new(
+                500,
+                crate::openai::error::API_ERROR,
+                None,
+                Some("internal_error"),
+                "llm-router could not rewrite the request body",
+            ));
+            return self.reply(&reply);
         }
         log::debug!(
-            "llm-router: {} → deployment {} ({}) via {}",
+            "llm-router: {} → deployment {} ({}) via {}, attempt {}",
             fwd.group,
             fwd.deployment.id,
             fwd.deployment.provider.name,
-            fwd.cluster
+            fwd.cluster,
+            fwd.attempts
         );
-        self.phase = Phase::Forwarded { index: fwd.deployment_index };
+        self.phase = Phase::Forwarded(Sent {
+            index: fwd.deployment_index,
+            attempts: fwd.attempts,
+            fallback_from: fwd.fallback_from,
+            start_ms: now,
+            try_budget_ms: fwd.per_try_timeout_ms,
+        });
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Phase::Forwarded { index } = self.phase else { return Action::Continue };
+        let Phase::Forwarded(sent) = &self.phase else { return Action::Continue };
         let Some(cfg) = self.config.clone() else { return Action::Continue };
-        let Some(dep) = cfg.table.deployments.get(index) else { return Action::Continue };
-        for (name, value) in [(DEPLOYMENT_HEADER, dep.id.as_str()), (GROUP_HEADER, dep.group.as_str())] {
-            if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)) {
-                log::warn!("llm-router: setting response header {name} failed: {status:?}");
-            }
+        let Some(dep) = cfg.table.deployments.get(sent.index) else { return Action::Continue };
+        set_response_header(DEPLOYMENT_HEADER, Some(&dep.id));
+        set_response_header(GROUP_HEADER, Some(&dep.group));
+        set_response_header(ATTEMPTS_HEADER, Some(&sent.attempts.to_string()));
+        if let Some(from) = &sent.fallback_from {
+            set_response_header(FALLBACK_FROM_HEADER, Some(from));
         }
-        let status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        if status < 400 {
+        let mut status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        if status < 400 && status != 307 {
             return Action::Continue;
         }
-        let details = if status >= 500 {
-            hostcalls::get_property(vec!["response", "code_details"])
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok())
-        } else {
-            None
-        };
-        let Some(class) = classify(status, details.as_deref()) else { return Action::Continue };
         let now = super::now_ms();
-        let retry_after = parse_retry_after(
-            response_header("retry-after").as_deref(),
-            response_header("retry-after-ms").as_deref(),
-            now,
-        );
-        match outcome::record(&SharedData, &cfg, index, class, retry_after, now) {
-            Ok(r) => {
-                if let Some(until) = r.cooled_until_ms {
-                    log::info!(
-                        "llm-router: deployment {} of {} cooling for {} ms after {class} ({} failure(s) this window)",
-                        dep.id,
-                        dep.group,
-                        until.saturating_sub(now),
-                        r.fails_in_window
-                    );
-                } else {
-                    log::debug!("llm-router: deployment {} failed with {class} ({} this window)", dep.id, r.fails_in_window);
-                }
-            }
-            Err(_) => log::warn!("llm-router: recording a {class} failure of deployment {} failed", dep.id),
+        // Envoy stopped following failover redirects (max_internal_redirects): the 307 names
+        // the real failure; give the client that instead of a redirect to an internal path.
+        if status == 307 {
+            let Some(report) = response_header("location")
+                .and_then(|l| l.split_once(FAILOVER_PATH).map(|(_, rest)| rest.trim_start_matches('?').to_string()))
+                .and_then(|q| FailureReport::from_query(&q))
+            else {
+                return Action::Continue;
+            };
+            status = if report.status == 0 { 503 } else { report.status };
+            set_response_header(":status", Some(&status.to_string()));
+            set_response_header("location", None);
         }
+        let redirector = response_header(REDIRECTOR_HEADER).is_some();
+        let class = if redirector {
+            set_response_header(REDIRECTOR_HEADER, None);
+            let elapsed = now.saturating_sub(sent.start_ms);
+            match sent.try_budget_ms {
+                Some(b) if elapsed.saturating_mul(10) >= b.saturating_mul(9) => Some(FailureClass::Timeout),
+                _ => Some(FailureClass::ConnectFailure),
+            }
+        } else {
+            let details = if status >= 500 {
+                hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
+            } else {
+                None
+            };
+            classify(status, details.as_deref())
+        };
+        let Some(class) = class else { return Action::Continue };
+        let retry_after =
+            parse_retry_after(response_header("retry-after").as_deref(), response_header("retry-after-ms").as_deref(), now);
+        let failed = FailedAttempt { deployment_index: sent.index, class, retry_after_ms: retry_after };
+        self.record(&cfg, failed, now);
         Action::Continue
     }
-}
-
-fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
 }

@@ -8,6 +8,7 @@
 mod http;
 mod root;
 mod shared;
+mod upstream;
 
 use proxy_wasm::types::LogLevel;
 

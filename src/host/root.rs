@@ -2,6 +2,7 @@
 
 use super::http::Http;
 use super::shared::{ensure_key, CooldownCache};
+use super::upstream::Upstream;
 use crate::config::{self, RouterConfig};
 use crate::health::keys;
 use crate::routing::Rng;
@@ -15,11 +16,18 @@ use std::rc::Rc;
 pub struct Vm {
     pub cooldowns: RefCell<CooldownCache>,
     pub rng: RefCell<Rng>,
+    /// Signs attempt state. Internal redirects replay on the same worker, so on the same VM:
+    /// the key never needs to leave it.
+    pub key: (u64, u64),
 }
+
+/// The `root_id` that makes this root the upstream-filter role (see `upstream.rs`).
+pub const UPSTREAM_ROOT_ID: &str = "llm_router_upstream";
 
 pub struct Root {
     config: Option<Rc<RouterConfig>>,
     vm: Rc<Vm>,
+    upstream: bool,
 }
 
 impl Default for Root {
@@ -28,7 +36,9 @@ impl Default for Root {
             log::warn!("llm-router: no entropy from the host ({e}); seeding from the clock");
             Rng::from_seed(super::now_ms())
         });
-        Root { config: None, vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng) }) }
+        let mut rng = rng;
+        let key = (rng.next_u64(), rng.next_u64());
+        Root { config: None, vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng), key }), upstream: false }
     }
 }
 
@@ -44,6 +54,12 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, size: usize) -> bool {
+        let root_id = hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten().and_then(|b| String::from_utf8(b).ok());
+        if root_id.as_deref() == Some(UPSTREAM_ROOT_ID) {
+            // The upstream role needs no configuration: everything travels in the state header.
+            self.upstream = true;
+            return true;
+        }
         let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => Vec::new(),
@@ -81,6 +97,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.upstream {
+            return Some(Box::new(Upstream::default()));
+        }
         Some(Box::new(Http::new(self.config.clone(), self.vm.clone())))
     }
 

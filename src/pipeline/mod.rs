@@ -4,5 +4,6 @@
 //! and headers between Envoy and these functions.
 
 pub mod auth;
+pub mod upstream;
 pub mod outcome;
 pub mod request;

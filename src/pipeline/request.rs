@@ -5,8 +5,9 @@
 //! (and the keys `default_params` may add), and one splice writes the new body.
 
 use super::auth::{is_authorized, ClientCredentials};
-use crate::config::{AuthHeader, Deployment, RouterConfig, ANTHROPIC_VERSION};
-use crate::health::CooldownView;
+use crate::config::{glob_capture, AuthHeader, Deployment, Group, RouterConfig, ANTHROPIC_VERSION};
+use crate::failover::{can_failover, next_targets, AttemptState, FailureReport, FAILOVER_PATH};
+use crate::health::{classify, CooldownView, FailureClass};
 use crate::openai::{json_scan, rewrite, ApiError};
 use crate::provider::{upstream_path, Endpoint, Wire};
 use crate::routing::{simple_shuffle, Pick, Rng};
@@ -14,24 +15,49 @@ use crate::routing::{simple_shuffle, Pick, Rng};
 /// Client headers that may carry credentials; none of them is ever forwarded upstream.
 pub const CLIENT_AUTH_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
 
+/// Request header giving Envoy the attempt's time-to-response-headers budget.
+pub const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
+
 /// What the shell reads from the request headers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RequestHead<'a> {
     pub method: &'a str,
     /// `:path`, query included.
     pub path: &'a str,
+    pub authority: &'a str,
     pub content_type: Option<&'a str>,
     pub content_length: Option<&'a str>,
     pub credentials: ClientCredentials<'a>,
     pub has_anthropic_version: bool,
+    /// `x-envoy-original-url` is present: Envoy replays this request after an internal redirect
+    /// (Envoy strips a client-sent one).
+    pub internal_redirect: bool,
+    /// The router's own attempt state header, if present.
+    pub state: Option<&'a str>,
+}
+
+/// A failover pass: the attempt that failed and what it reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub state: AttemptState,
+    pub report: FailureReport,
 }
 
 /// A request the router will handle once its body is buffered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub endpoint: Endpoint,
-    pub query: String,
+    /// The client's path and query.
+    pub path: String,
+    pub authority: String,
     pub has_anthropic_version: bool,
+    pub redirect: Option<Redirect>,
+}
+
+impl Pending {
+    fn query(&self) -> &str {
+        self.path.split_once('?').map_or("", |(_, q)| q)
+    }
 }
 
 /// A local reply: an OpenAI-shaped error plus any extra headers (`retry-after`, `allow`).
@@ -55,9 +81,24 @@ pub enum HeadDecision {
     ReadBody(Pending),
 }
 
-/// Header-time checks: endpoint, method, gateway key, content type, declared size.
-pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>) -> HeadDecision {
+/// Header-time checks: endpoint, method, gateway key, content type, declared size. A verified
+/// failover pass skips them: its first pass already passed them.
+pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> HeadDecision {
     let (path, query) = head.path.split_once('?').unwrap_or((head.path, ""));
+    if path == FAILOVER_PATH && head.internal_redirect {
+        if let Some(redirect) = verified_redirect(head, query, key) {
+            let client_path = redirect.state.path.split_once('?').map_or(redirect.state.path.as_str(), |(p, _)| p);
+            if let Some(endpoint) = Endpoint::from_path(client_path) {
+                return HeadDecision::ReadBody(Pending {
+                    endpoint,
+                    path: redirect.state.path.clone(),
+                    authority: redirect.state.authority.clone(),
+                    has_anthropic_version: head.has_anthropic_version,
+                    redirect: Some(redirect),
+                });
+            }
+        }
+    }
     let Some(endpoint) = Endpoint::from_path(path) else { return HeadDecision::PassThrough };
     if head.method != "POST" {
         return HeadDecision::Reject(Reply {
@@ -81,16 +122,40 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>) -> HeadDecision {
     }
     HeadDecision::ReadBody(Pending {
         endpoint,
-        query: query.to_string(),
+        path: head.path.to_string(),
+        authority: head.authority.to_string(),
         has_anthropic_version: head.has_anthropic_version,
+        redirect: None,
     })
+}
+
+fn verified_redirect(head: &RequestHead<'_>, query: &str, key: (u64, u64)) -> Option<Redirect> {
+    let state = AttemptState::decode(head.state?, key)?;
+    let report = FailureReport::from_query(query)?;
+    Some(Redirect { state, report })
 }
 
 /// `application/json`, `application/json; charset=utf-8`, `application/*+json`.
 fn is_json(content_type: &str) -> bool {
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    mime.eq_ignore_ascii_case("application/json")
-        || (mime.len() > 5 && mime.get(..12).is_some_and(|p| p.eq_ignore_ascii_case("application/")) && mime.to_ascii_lowercase().ends_with("+json"))
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// What a request's body phase needs from its surroundings.
+pub struct Env<'r> {
+    pub cooling: &'r CooldownView,
+    pub now_ms: u64,
+    pub rng: &'r mut Rng,
+    /// The per-VM key signing attempt state.
+    pub key: (u64, u64),
+}
+
+/// A failed attempt the shell must record in the health state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailedAttempt {
+    pub deployment_index: usize,
+    pub class: FailureClass,
+    pub retry_after_ms: Option<u64>,
 }
 
 /// The planned upstream request. Borrowed from the config, which outlives the request.
@@ -104,30 +169,109 @@ pub struct Forward<'c> {
     pub authority: &'c str,
     pub path: String,
     pub auth: Option<&'c AuthHeader>,
+    /// The previous attempt's auth header, to remove when this deployment uses another name.
+    pub stale_auth: Option<&'c str>,
     /// `anthropic-version` to add (Anthropic deployments, when the client sent none).
     pub anthropic_version: Option<&'static str>,
     /// The rewritten body, or None when the body goes upstream unchanged.
     pub body: Option<Vec<u8>>,
     pub stream: bool,
+    /// The signed attempt state for the upstream side and the next pass.
+    pub state: String,
+    pub per_try_timeout_ms: Option<u64>,
+    /// Attempts made for this client request, this one included.
+    pub attempts: u32,
+    /// The group the client asked for, when a fallback group serves.
+    pub fallback_from: Option<String>,
 }
 
-/// Body-time decision: resolve the model, pick a healthy deployment, plan the rewrite.
-pub fn on_body<'c>(
-    cfg: &'c RouterConfig,
-    pending: &Pending,
-    body: &[u8],
-    cooling: &CooldownView,
-    now_ms: u64,
-    rng: &mut Rng,
-) -> Result<Forward<'c>, Reply> {
+/// The body phase's result: what to record about the previous attempt, and what to do now.
+#[derive(Debug)]
+pub struct BodyDecision<'c> {
+    pub failed: Option<FailedAttempt>,
+    pub action: Result<Forward<'c>, Reply>,
+}
+
+/// Body-time decision: resolve the model (or continue a failover), pick a healthy deployment,
+/// plan the rewrite.
+pub fn on_body<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env: &mut Env<'_>) -> BodyDecision<'c> {
+    match &pending.redirect {
+        None => BodyDecision { failed: None, action: first_attempt(cfg, pending, body, env) },
+        Some(redirect) => next_attempt(cfg, pending, redirect, body, env),
+    }
+}
+
+fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env: &mut Env<'_>) -> Result<Forward<'c>, Reply> {
     let limit = cfg.envoy.max_request_body_bytes;
     if body.len() as u64 > limit {
         return Err(ApiError::body_too_large(limit as usize).into());
     }
+    let scanned = scan(cfg, body)?;
+    let requested = scanned.requested.as_str();
+    let resolved = cfg.table.resolve(requested).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
+    let group = cfg.table.groups.get(resolved.group).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
+    let index = match pick(group, &[], env) {
+        Some(Pick::Deployment(i)) => i,
+        Some(Pick::AllCooling { retry_after_ms }) => {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            return Err(Reply {
+                error: ApiError::all_cooling(&group.name, group.members.len(), secs),
+                headers: vec![("retry-after", secs.to_string())],
+            });
+        }
+        None => return Err(ApiError::model_not_found(requested).into()),
+    };
+    let state = AttemptState {
+        model: requested.to_string(),
+        origin_group: group.name.clone(),
+        group: group.name.clone(),
+        path: pending.path.clone(),
+        authority: pending.authority.clone(),
+        ..Default::default()
+    };
+    plan(cfg, pending, body, &scanned, group, index, state, None, env)
+}
+
+fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirect, body: &[u8], env: &mut Env<'_>) -> BodyDecision<'c> {
+    let prev = &redirect.state;
+    let report = redirect.report;
+    let prev_index = prev.current().and_then(|id| cfg.table.ids.get(id).copied());
+    let class = failure_class(prev, &report, env.now_ms);
+    let failed = prev_index.map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
+    let exhausted = |attempts: u32| Reply::from(exhausted_error(&prev.origin_group, attempts, class, &report));
+
+    let scanned = match scan(cfg, body) {
+        Ok(s) => s,
+        Err(reply) => return BodyDecision { failed, action: Err(reply) },
+    };
+    let tried: Vec<usize> = prev.tried.iter().filter_map(|id| cfg.table.ids.get(id).copied()).collect();
+    for target in next_targets(cfg, prev, class) {
+        let Some(group) = cfg.table.groups.get(target.group) else { continue };
+        let Some(Pick::Deployment(index)) = pick(group, &tried, env) else { continue };
+        let state = AttemptState {
+            hop: prev.hop + 1,
+            group: group.name.clone(),
+            fallback: target.fallback,
+            retries: target.retries,
+            ..prev.clone()
+        };
+        let stale_auth = prev_index.and_then(|i| cfg.table.deployments.get(i)).and_then(|d| d.auth.as_ref()).map(|a| a.name.as_str());
+        let action = plan(cfg, pending, body, &scanned, group, index, state, stale_auth, env);
+        return BodyDecision { failed, action };
+    }
+    BodyDecision { failed, action: Err(exhausted(prev.hop + 1)) }
+}
+
+/// What a pass needs from the body: the requested model (first pass) and where `model` is.
+struct Scanned<'b> {
+    requested: String,
+    scan: json_scan::RequestScan<'b>,
+}
+
+fn scan<'b>(cfg: &RouterConfig, body: &'b [u8]) -> Result<Scanned<'b>, Reply> {
     let wanted: Vec<&str> = cfg.table.default_param_keys.iter().map(String::as_str).collect();
     let scan = json_scan::scan_request(body, &wanted).map_err(|e| Reply::from(ApiError::from_scan_error(&e)))?;
-    let model_member = scan.model.as_ref().ok_or_else(|| Reply::from(ApiError::missing_model()))?;
-    let requested = model_member.as_str().ok_or_else(|| Reply::from(ApiError::missing_model()))?;
+    let requested = scan.model_name().ok_or_else(|| Reply::from(ApiError::missing_model()))?.into_owned();
     if scan.duplicate_model {
         return Err(ApiError::new(
             400,
@@ -138,39 +282,98 @@ pub fn on_body<'c>(
         )
         .into());
     }
+    Ok(Scanned { requested, scan })
+}
 
-    let resolved = cfg.table.resolve(&requested).ok_or_else(|| Reply::from(ApiError::model_not_found(&requested)))?;
-    let group = cfg.table.groups.get(resolved.group).ok_or_else(|| Reply::from(ApiError::model_not_found(&requested)))?;
-    let index = match simple_shuffle(group, cooling, now_ms, rng) {
-        Some(Pick::Deployment(i)) => i,
-        Some(Pick::AllCooling { retry_after_ms }) => {
-            let secs = retry_after_ms.div_ceil(1000).max(1);
-            return Err(Reply {
-                error: ApiError::all_cooling(&group.name, group.members.len(), secs),
-                headers: vec![("retry-after", secs.to_string())],
-            });
-        }
-        None => return Err(ApiError::model_not_found(&requested).into()),
+/// Picks a member of `group` that is neither cooling nor in `exclude`.
+fn pick(group: &Group, exclude: &[usize], env: &mut Env<'_>) -> Option<Pick> {
+    if exclude.iter().all(|i| !group.members.contains(i)) {
+        return simple_shuffle(group, env.cooling, env.now_ms, env.rng);
+    }
+    let (members, weights): (Vec<usize>, Vec<f64>) =
+        group.members.iter().zip(&group.weights).filter(|(i, _)| !exclude.contains(i)).map(|(i, w)| (*i, *w)).unzip();
+    if members.is_empty() {
+        return None;
+    }
+    let remaining = Group { name: group.name.clone(), members, weights };
+    simple_shuffle(&remaining, env.cooling, env.now_ms, env.rng)
+}
+
+/// The failed attempt's class. The redirector answers for attempts that got no response: a
+/// timeout when the attempt used up its time budget, else a failed connection.
+fn failure_class(prev: &AttemptState, report: &FailureReport, now_ms: u64) -> FailureClass {
+    if report.status == 0 {
+        let elapsed = now_ms.saturating_sub(prev.start_ms);
+        return match prev.try_budget_ms {
+            Some(budget) if elapsed.saturating_mul(10) >= budget.saturating_mul(9) => FailureClass::Timeout,
+            _ => FailureClass::ConnectFailure,
+        };
+    }
+    classify(report.status, Some("via_upstream")).unwrap_or(FailureClass::ServerError)
+}
+
+/// The error when every attempt failed: the last failure's kind, naming the group and count.
+fn exhausted_error(group: &str, attempts: u32, class: FailureClass, report: &FailureReport) -> ApiError {
+    let (status, kind, code) = match class {
+        FailureClass::RateLimit => (429, crate::openai::error::RATE_LIMIT, "rate_limited"),
+        FailureClass::Timeout => (504, crate::openai::error::API_ERROR, "upstream_timeout"),
+        FailureClass::ConnectFailure | FailureClass::Reset => (503, crate::openai::error::API_ERROR, "upstream_unavailable"),
+        _ => (502, crate::openai::error::API_ERROR, "upstream_error"),
     };
-    let dep = cfg.table.deployments.get(index).ok_or_else(|| Reply::from(ApiError::model_not_found(&requested)))?;
+    let last = if report.status == 0 { format!("{class}") } else { format!("status {}", report.status) };
+    ApiError::new(
+        status,
+        kind,
+        None,
+        Some(code),
+        format!("All {attempts} attempt(s) for model group `{group}` failed; the last one ended with {last}"),
+    )
+}
 
-    let upstream_model = substitute_wildcard(&dep.model, resolved.capture.unwrap_or(&requested));
-    let path = upstream_path(dep.provider.wire, &dep.upstream.base_path, pending.endpoint, &upstream_model, &dep.api_version, &pending.query)
+/// Plans the rewrite for deployment `index` of `group`, with `state` describing this attempt
+/// (its `tried`, `hop`, counters; completed here).
+#[allow(clippy::too_many_arguments)]
+fn plan<'c>(
+    cfg: &'c RouterConfig,
+    pending: &Pending,
+    body: &[u8],
+    scanned: &Scanned<'_>,
+    group: &'c Group,
+    index: usize,
+    mut state: AttemptState,
+    stale_auth: Option<&'c str>,
+    env: &mut Env<'_>,
+) -> Result<Forward<'c>, Reply> {
+    let dep = cfg.table.deployments.get(index).ok_or_else(|| Reply::from(ApiError::model_not_found(&state.model)))?;
+    let capture = glob_capture(&group.name, &state.model).flatten().unwrap_or(&state.model);
+    let upstream_model = substitute_wildcard(&dep.model, capture);
+    let path = upstream_path(dep.provider.wire, &dep.upstream.base_path, pending.endpoint, &upstream_model, &dep.api_version, pending.query())
         .ok_or_else(|| Reply::from(ApiError::unsupported_endpoint(pending.endpoint.public_path(), dep.provider.name)))?;
 
+    let wanted = &cfg.table.default_param_keys;
     let defaults: Vec<(&str, &[u8])> = dep
         .info
         .default_params
         .iter()
-        .filter(|(k, _)| !wanted.iter().position(|w| w == k).is_some_and(|i| scan.has(i)))
+        .filter(|(k, _)| !wanted.iter().position(|w| w == k).is_some_and(|i| scanned.scan.has(i)))
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
-    let new_body = if upstream_model != requested || !defaults.is_empty() {
-        let model_edit = (upstream_model != requested).then(|| (model_member.value.clone(), upstream_model.as_str()));
-        Some(rewrite(body, model_edit, &scan.object, &defaults))
-    } else {
-        None
-    };
+    let model_changes = upstream_model != scanned.requested;
+    let new_body = (model_changes || !defaults.is_empty()).then(|| {
+        let model_edit = match (&scanned.scan.model, model_changes) {
+            (Some(m), true) => Some((m.value.clone(), upstream_model.as_str())),
+            _ => None,
+        };
+        rewrite(body, model_edit, &scanned.scan.object, &defaults)
+    });
+
+    state.tried.push(dep.id.clone());
+    state.start_ms = env.now_ms;
+    let per_try_timeout_ms = dep.timeout_secs.or(cfg.router.timeout_secs).map(|s| (s * 1000.0).round() as u64).filter(|&ms| ms > 0);
+    state.try_budget_ms = per_try_timeout_ms;
+    let untried_in_group = group.members.iter().any(|i| cfg.table.deployments.get(*i).is_some_and(|d| !state.tried.contains(&d.id)));
+    state.can_failover = can_failover(cfg, &state, untried_in_group);
+    let fallback_from = (state.group != state.origin_group).then(|| state.origin_group.clone());
 
     Ok(Forward {
         deployment: dep,
@@ -181,9 +384,14 @@ pub fn on_body<'c>(
         authority: &dep.upstream.authority,
         path,
         auth: dep.auth.as_ref(),
+        stale_auth: stale_auth.filter(|name| dep.auth.as_ref().is_none_or(|a| a.name != *name)),
         anthropic_version: (dep.provider.wire == Wire::Anthropic && !pending.has_anthropic_version).then_some(ANTHROPIC_VERSION),
         body: new_body,
-        stream: scan.stream.unwrap_or(false),
+        stream: scanned.scan.stream.unwrap_or(false),
+        state: state.encode(env.key),
+        per_try_timeout_ms,
+        attempts: state.hop + 1,
+        fallback_from,
     })
 }
 
@@ -238,8 +446,10 @@ mod tests {
         }
     }
 
+    const KEY: (u64, u64) = (11, 22);
+
     fn pending(cfg: &RouterConfig, path: &str) -> Pending {
-        match on_head(cfg, &head("POST", path)) {
+        match on_head(cfg, &head("POST", path), KEY) {
             HeadDecision::ReadBody(p) => p,
             other => panic!("{other:?}"),
         }
@@ -247,7 +457,9 @@ mod tests {
 
     fn route<'c>(cfg: &'c RouterConfig, path: &str, body: &str) -> Result<Forward<'c>, Reply> {
         let view = CooldownView::new(&Cooldowns::default(), &cfg.table.ids, cfg.table.deployments.len());
-        on_body(cfg, &pending(cfg, path), body.as_bytes(), &view, 0, &mut Rng::from_seed(1))
+        let mut rng = Rng::from_seed(1);
+        let mut env = Env { cooling: &view, now_ms: 0, rng: &mut rng, key: KEY };
+        on_body(cfg, &pending(cfg, path), body.as_bytes(), &mut env).action
     }
 
     fn body_json(f: &Forward<'_>) -> Value {
@@ -264,9 +476,9 @@ mod tests {
     #[test]
     fn head_checks() {
         let c = sample();
-        assert_eq!(on_head(&c, &head("POST", "/healthz")), HeadDecision::PassThrough);
-        assert_eq!(on_head(&c, &head("GET", "/v1/models")), HeadDecision::PassThrough);
-        let reject = |h: &RequestHead<'_>| match on_head(&c, h) {
+        assert_eq!(on_head(&c, &head("POST", "/healthz"), KEY), HeadDecision::PassThrough);
+        assert_eq!(on_head(&c, &head("GET", "/v1/models"), KEY), HeadDecision::PassThrough);
+        let reject = |h: &RequestHead<'_>| match on_head(&c, h, KEY) {
             HeadDecision::Reject(r) => (r.error.status, r.error.code),
             other => panic!("{other:?}"),
         };
@@ -281,9 +493,9 @@ mod tests {
         h.content_length = Some("2000000");
         assert_eq!(reject(&h), (413, Some("request_too_large")));
         h.content_length = Some("20");
-        assert!(matches!(on_head(&c, &h), HeadDecision::ReadBody(_)));
+        assert!(matches!(on_head(&c, &h, KEY), HeadDecision::ReadBody(_)));
         h.content_type = Some("application/vnd.api+json");
-        assert!(matches!(on_head(&c, &h), HeadDecision::ReadBody(_)));
+        assert!(matches!(on_head(&c, &h, KEY), HeadDecision::ReadBody(_)));
     }
 
     #[test]
@@ -367,10 +579,118 @@ mod tests {
         let mut record = Cooldowns::default();
         record.extend("oa", 2_500, FailureClass::RateLimit);
         let view = CooldownView::new(&record, &c.table.ids, c.table.deployments.len());
-        let r = on_body(&c, &pending(&c, "/v1/chat/completions"), br#"{"model":"gpt-4o"}"#, &view, 1_000, &mut Rng::from_seed(1));
+        let mut rng = Rng::from_seed(1);
+        let mut env = Env { cooling: &view, now_ms: 1_000, rng: &mut rng, key: KEY };
+        let r = on_body(&c, &pending(&c, "/v1/chat/completions"), br#"{"model":"gpt-4o"}"#, &mut env).action;
         let Err(reply) = r else { panic!("forwarded") };
         assert_eq!((reply.error.status, reply.error.code), (429, Some("no_healthy_deployments")));
         assert_eq!(reply.headers, vec![("retry-after", "2".to_string())]);
         assert!(reply.error.message.contains("gpt-4o"));
+    }
+
+    fn failover_cfg() -> RouterConfig {
+        cfg(json!({
+            "model_list": [
+                {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1"}, "model_info": {"id": "a1"}},
+                {"model_name": "a", "litellm_params": {"model": "openai/a2", "api_base": "http://h2/v1"}, "model_info": {"id": "a2"}},
+                {"model_name": "b", "litellm_params": {"model": "azure/b1", "api_base": "http://h3", "api_key": "kb"}, "model_info": {"id": "b1"}},
+                {"model_name": "c", "litellm_params": {"model": "openai/c1", "api_base": "http://h4/v1", "timeout": 2}, "model_info": {"id": "c1"}},
+            ],
+            "router_settings": {"num_retries": 1, "fallbacks": [{"a": ["b", "c"]}]},
+        }))
+    }
+
+    /// Runs one pass; `redirect` is the failed previous pass (its state and reported status).
+    fn pass<'c>(c: &'c RouterConfig, body: &[u8], redirect: Option<(&str, &str)>, now: u64) -> BodyDecision<'c> {
+        let view = CooldownView::new(&Cooldowns::default(), &c.table.ids, c.table.deployments.len());
+        let mut rng = Rng::from_seed(3);
+        let mut env = Env { cooling: &view, now_ms: now, rng: &mut rng, key: KEY };
+        let path = redirect.map_or("/v1/chat/completions?q=1".to_string(), |(_, q)| format!("{FAILOVER_PATH}?{q}"));
+        let head = RequestHead {
+            method: "POST",
+            path: &path,
+            authority: "gw:10000",
+            internal_redirect: redirect.is_some(),
+            state: redirect.map(|(s, _)| s),
+            ..Default::default()
+        };
+        match on_head(c, &head, KEY) {
+            HeadDecision::ReadBody(p) => on_body(c, &p, body, &mut env),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failover_retries_in_group_then_falls_back_in_order() {
+        let c = failover_cfg();
+        let body = br#"{"model":"a","stream":true}"#.to_vec();
+        let first = pass(&c, &body, None, 1_000);
+        let f1 = first.action.unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!((f1.attempts, f1.fallback_from.as_deref()), (1, None));
+        let s1 = AttemptState::decode(&f1.state, KEY).unwrap_or_default();
+        assert!(s1.can_failover);
+        assert_eq!((s1.path.as_str(), s1.authority.as_str()), ("/v1/chat/completions?q=1", "gw:10000"));
+        let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+
+        // 500 → retry on the other member of `a`.
+        let second = pass(&c, &body1, Some((&f1.state, "status=500")), 1_100);
+        assert_eq!(second.failed.map(|f| (f.deployment_index, f.class)), Some((f1.deployment_index, FailureClass::ServerError)));
+        let f2 = second.action.unwrap_or_else(|r| panic!("{r:?}"));
+        assert_ne!(f2.deployment.id, f1.deployment.id);
+        assert_eq!(f2.group, "a");
+        assert_eq!(f2.path, "/v1/chat/completions?q=1");
+        assert_eq!(f2.attempts, 2);
+        let body2 = f2.body.clone().unwrap_or(body1);
+        assert_eq!(serde_json::from_slice::<Value>(&body2).ok(), Some(json!({"model": f2.deployment.model, "stream": true})));
+
+        // 429 → retries used up: first fallback `b` (Azure), previous auth header removed.
+        let third = pass(&c, &body2, Some((&f2.state, "status=429&ra=5000")), 1_200);
+        assert_eq!(third.failed.map(|f| (f.class, f.retry_after_ms)), Some((FailureClass::RateLimit, Some(5_000))));
+        let f3 = third.action.unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!((f3.deployment.id.as_str(), f3.attempts, f3.fallback_from.as_deref()), ("b1", 3, Some("a")));
+        assert_eq!(f3.path, "/openai/deployments/b1/chat/completions?api-version=2024-10-21");
+        assert!(f3.stream);
+        let body3 = f3.body.clone().unwrap_or(body2);
+
+        // Connect failure (redirector, well within the budget) → `b` has no retry target left → `c`.
+        let fourth = pass(&c, &body3, Some((&f3.state, "status=0")), 1_250);
+        assert_eq!(fourth.failed.map(|f| f.class), Some(FailureClass::ConnectFailure));
+        let f4 = fourth.action.unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!((f4.deployment.id.as_str(), f4.attempts), ("c1", 4));
+        assert_eq!(f4.per_try_timeout_ms, Some(2_000));
+        let s4 = AttemptState::decode(&f4.state, KEY).unwrap_or_default();
+        assert!(!s4.can_failover, "nothing is left after c");
+
+        // The redirector again, after the whole 2 s budget: a timeout; nothing left → 504.
+        let body4 = f4.body.clone().unwrap_or(body3);
+        let last = pass(&c, &body4, Some((&f4.state, "status=0")), 1_250 + 2_000);
+        assert_eq!(last.failed.map(|f| f.class), Some(FailureClass::Timeout));
+        let reply = match last.action {
+            Err(r) => r,
+            Ok(f) => panic!("forwarded to {}", f.deployment.id),
+        };
+        assert_eq!((reply.error.status, reply.error.code), (504, Some("upstream_timeout")));
+        assert!(reply.error.message.contains("All 4 attempt(s) for model group `a`"), "{}", reply.error.message);
+    }
+
+    #[test]
+    fn forged_or_unredirected_failover_requests_are_not_trusted() {
+        let c = failover_cfg();
+        let f1 = pass(&c, br#"{"model":"a"}"#, None, 0).action.unwrap_or_else(|r| panic!("{r:?}"));
+        let forged = f1.state.replace("h=0", "h=1");
+        let path = format!("{FAILOVER_PATH}?status=500");
+        for (state, redirected) in [(forged.as_str(), true), (f1.state.as_str(), false)] {
+            let head = RequestHead { method: "POST", path: &path, internal_redirect: redirected, state: Some(state), ..Default::default() };
+            assert_eq!(on_head(&c, &head, KEY), HeadDecision::PassThrough);
+        }
+    }
+
+    #[test]
+    fn no_failover_on_a_single_deployment_without_retries_or_fallbacks() {
+        let c = sample();
+        let f = route(&c, "/v1/chat/completions", r#"{"model":"claude"}"#).unwrap_or_else(|r| panic!("{r:?}"));
+        let s = AttemptState::decode(&f.state, KEY).unwrap_or_default();
+        assert!(!s.can_failover);
+        assert_eq!(f.per_try_timeout_ms, None);
     }
 }

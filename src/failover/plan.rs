@@ -1,0 +1,182 @@
+//! Where the next attempt goes after a failure: LiteLLM's order — retries within the model
+//! group (`num_retries`, or `retry_policy` per error class), then the group's `fallbacks` in
+//! order (else the `"*"` entry, else `default_fallbacks`), at most `max_fallbacks` of them.
+
+use super::state::AttemptState;
+use crate::config::{RouterConfig, RouterSettings};
+use crate::health::FailureClass;
+
+/// A model group to try next, with the counters the attempt will carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub group: usize,
+    /// Position in the fallback chain (0 = the origin group).
+    pub fallback: u32,
+    /// Retries used within `group`, this attempt included.
+    pub retries: u32,
+}
+
+/// Nothing is left to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exhausted;
+
+/// Retries allowed within a group after a failure of `class`.
+pub fn retry_budget(router: &RouterSettings, class: FailureClass) -> u32 {
+    let p = &router.retry_policy;
+    let n = match class {
+        FailureClass::RateLimit => p.rate_limit.or(router.num_retries),
+        FailureClass::Timeout | FailureClass::ConnectFailure => p.timeout.or(router.num_retries),
+        FailureClass::ServerError | FailureClass::Reset => p.internal_server.or(router.num_retries),
+        FailureClass::Authentication => p.authentication,
+        FailureClass::NotFound => None,
+    };
+    u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX)
+}
+
+/// The most retries any error class may get (decides whether a retry is possible at all).
+fn max_retry_budget(router: &RouterSettings) -> u32 {
+    [
+        FailureClass::RateLimit,
+        FailureClass::Timeout,
+        FailureClass::ServerError,
+        FailureClass::Authentication,
+    ]
+    .into_iter()
+    .map(|c| retry_budget(router, c))
+    .max()
+    .unwrap_or(0)
+}
+
+/// The fallback groups of `origin` (table indices), in order, without `origin` itself.
+pub fn fallback_chain(cfg: &RouterConfig, origin: &str) -> Vec<usize> {
+    let r = &cfg.router;
+    let names: &[String] = r
+        .fallbacks
+        .iter()
+        .find(|(g, _)| g == origin)
+        .or_else(|| r.fallbacks.iter().find(|(g, _)| g == "*"))
+        .map(|(_, list)| list.as_slice())
+        .unwrap_or(r.default_fallbacks.as_slice());
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(resolved) = cfg.table.resolve(name) {
+            let is_origin = cfg.table.groups.get(resolved.group).is_some_and(|g| g.name == origin);
+            if !is_origin && !out.contains(&resolved.group) {
+                out.push(resolved.group);
+            }
+        }
+    }
+    out.truncate(usize::try_from(r.max_fallbacks).unwrap_or(usize::MAX));
+    out
+}
+
+/// Targets to try, in order, after `state`'s attempt failed with `class`.
+pub fn next_targets(cfg: &RouterConfig, state: &AttemptState, class: FailureClass) -> Vec<Target> {
+    let mut out = Vec::new();
+    if state.retries < retry_budget(&cfg.router, class) {
+        if let Some(g) = cfg.table.group_index(&state.group) {
+            out.push(Target { group: g, fallback: state.fallback, retries: state.retries + 1 });
+        }
+    }
+    let chain = fallback_chain(cfg, &state.origin_group);
+    for (i, &g) in chain.iter().enumerate() {
+        let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        if position > state.fallback {
+            out.push(Target { group: g, fallback: position, retries: 0 });
+        }
+    }
+    out
+}
+
+/// Whether another attempt could follow the one `state` describes (`untried_in_group`: its
+/// group still has a member this request has not tried). Lets the upstream side pass a failure
+/// through untouched when nothing is left to try.
+pub fn can_failover(cfg: &RouterConfig, state: &AttemptState, untried_in_group: bool) -> bool {
+    let retry = state.retries < max_retry_budget(&cfg.router) && untried_in_group;
+    let fallback = u32::try_from(fallback_chain(cfg, &state.origin_group).len()).unwrap_or(u32::MAX) > state.fallback;
+    retry || fallback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use serde_json::json;
+
+    fn cfg(router: serde_json::Value) -> RouterConfig {
+        let v = json!({
+            "model_list": [
+                {"model_name": "a", "litellm_params": {"model": "openai/a"}},
+                {"model_name": "a", "litellm_params": {"model": "openai/a2"}},
+                {"model_name": "b", "litellm_params": {"model": "openai/b"}},
+                {"model_name": "c", "litellm_params": {"model": "openai/c"}},
+            ],
+            "router_settings": router,
+        });
+        match config::load(v.to_string().as_bytes(), &|_| None).config {
+            Some(c) => c,
+            None => panic!("refused"),
+        }
+    }
+
+    fn state(group: &str, fallback: u32, retries: u32, tried: &[&str]) -> AttemptState {
+        AttemptState {
+            origin_group: "a".into(),
+            group: group.into(),
+            fallback,
+            retries,
+            tried: tried.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn names(c: &RouterConfig, t: &[Target]) -> Vec<(String, u32, u32)> {
+        t.iter().map(|t| (c.table.groups[t.group].name.clone(), t.fallback, t.retries)).collect()
+    }
+
+    #[test]
+    fn retries_then_fallbacks_in_order() {
+        let c = cfg(json!({"num_retries": 1, "fallbacks": [{"a": ["b", "c"]}]}));
+        let t = next_targets(&c, &state("a", 0, 0, &["x"]), FailureClass::ServerError);
+        assert_eq!(names(&c, &t), [("a".into(), 0, 1), ("b".into(), 1, 0), ("c".into(), 2, 0)]);
+        // Retry used up: straight to the fallbacks.
+        let t = next_targets(&c, &state("a", 0, 1, &["x", "y"]), FailureClass::ServerError);
+        assert_eq!(names(&c, &t), [("b".into(), 1, 0), ("c".into(), 2, 0)]);
+        // Serving from the first fallback: only the later one remains (plus its own retry).
+        let t = next_targets(&c, &state("b", 1, 0, &["x", "y", "z"]), FailureClass::ServerError);
+        assert_eq!(names(&c, &t), [("b".into(), 1, 1), ("c".into(), 2, 0)]);
+    }
+
+    #[test]
+    fn per_class_policy_and_no_retry_on_auth_by_default() {
+        let c = cfg(json!({"num_retries": 2, "retry_policy": {"RateLimitErrorRetries": 0}}));
+        assert_eq!(retry_budget(&c.router, FailureClass::RateLimit), 0);
+        assert_eq!(retry_budget(&c.router, FailureClass::ServerError), 2);
+        assert_eq!(retry_budget(&c.router, FailureClass::Authentication), 0);
+        assert_eq!(retry_budget(&c.router, FailureClass::NotFound), 0);
+        assert!(next_targets(&c, &state("a", 0, 0, &["x"]), FailureClass::RateLimit).is_empty());
+    }
+
+    #[test]
+    fn wildcard_and_default_fallbacks_and_max() {
+        let c = cfg(json!({"fallbacks": [{"*": ["b"]}]}));
+        assert_eq!(fallback_chain(&c, "a"), vec![1]);
+        let c = cfg(json!({"default_fallbacks": ["c", "b"], "max_fallbacks": 1}));
+        assert_eq!(fallback_chain(&c, "a").len(), 1);
+        let c = cfg(json!({"fallbacks": [{"a": ["a", "nope", "b", "b"]}]}));
+        assert_eq!(fallback_chain(&c, "a"), vec![1]);
+    }
+
+    #[test]
+    fn can_failover_reflects_what_is_left() {
+        let none = cfg(json!({}));
+        assert!(!can_failover(&none, &state("a", 0, 0, &["x"]), true));
+        let retry = cfg(json!({"num_retries": 1}));
+        assert!(can_failover(&retry, &state("a", 0, 0, &["x"]), true));
+        assert!(!can_failover(&retry, &state("a", 0, 0, &["x", "y"]), false));
+        assert!(!can_failover(&retry, &state("a", 0, 1, &["x"]), true));
+        let fb = cfg(json!({"fallbacks": [{"a": ["b"]}]}));
+        assert!(can_failover(&fb, &state("a", 0, 0, &["x"]), false));
+        assert!(!can_failover(&fb, &state("b", 1, 0, &["x", "z"]), false));
+    }
+}

@@ -1,0 +1,218 @@
+//! The attempt state the router carries across Envoy internal redirects.
+//!
+//! A failover pass runs in a new stream that sees only headers and the (already rewritten)
+//! body, so everything the next pass needs travels in one request header, signed with a
+//! per-VM key: an internal redirect is replayed on the same worker, hence the same VM, so the
+//! key never has to leave it. A client-sent state header fails verification and is ignored.
+
+use super::siphash::siphash24;
+
+/// Request header carrying the signed state (stripped before it reaches a provider).
+pub const STATE_HEADER: &str = "x-llm-router-state";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttemptState {
+    /// Attempts made before this one (0 on the first pass).
+    pub hop: u32,
+    /// The model name the client asked for.
+    pub model: String,
+    /// The group the client's model resolved to.
+    pub origin_group: String,
+    /// The group being tried now (differs from `origin_group` after a fallback).
+    pub group: String,
+    /// Position in the fallback chain (0 = the origin group).
+    pub fallback: u32,
+    /// Retries used within `group`.
+    pub retries: u32,
+    /// Deployment ids already tried, this attempt's included.
+    pub tried: Vec<String>,
+    /// The client's path and query (the redirect replaces `:path`).
+    pub path: String,
+    /// The client's `:authority`: redirects go back to the same virtual host.
+    pub authority: String,
+    /// When this attempt was sent (ms since epoch).
+    pub start_ms: u64,
+    /// The per-try time budget given to this attempt (ms), if any; tells a timeout from a
+    /// refused connection when the redirector answers.
+    pub try_budget_ms: Option<u64>,
+    /// Another attempt is possible: the upstream side may redirect on failure.
+    pub can_failover: bool,
+    /// The original group is asked for a context-window fallback on an upstream "too long".
+    pub context_fallback: bool,
+}
+
+impl AttemptState {
+    /// The deployment of the current attempt.
+    pub fn current(&self) -> Option<&str> {
+        self.tried.last().map(String::as_str)
+    }
+
+    /// `k=v;k=v;...;mac=<hex>` with values percent-encoded.
+    pub fn encode(&self, key: (u64, u64)) -> String {
+        let mut out = String::with_capacity(128);
+        let mut push = |k: &str, v: &str| {
+            if !out.is_empty() {
+                out.push(';');
+            }
+            out.push_str(k);
+            out.push('=');
+            percent_encode(v, &mut out);
+        };
+        push("v", "1");
+        push("h", &self.hop.to_string());
+        push("m", &self.model);
+        push("o", &self.origin_group);
+        push("g", &self.group);
+        push("f", &self.fallback.to_string());
+        push("r", &self.retries.to_string());
+        push("t", &self.tried.iter().map(|t| encode_item(t)).collect::<Vec<_>>().join(","));
+        push("p", &self.path);
+        push("a", &self.authority);
+        push("s", &self.start_ms.to_string());
+        push("b", &self.try_budget_ms.map(|b| b.to_string()).unwrap_or_default());
+        push("c", if self.can_failover { "1" } else { "0" });
+        push("x", if self.context_fallback { "1" } else { "0" });
+        let mac = siphash24(key.0, key.1, out.as_bytes());
+        out.push_str(&format!(";mac={mac:016x}"));
+        out
+    }
+
+    /// Verifies the signature and decodes; None for anything forged, truncated or malformed.
+    pub fn decode(value: &str, key: (u64, u64)) -> Option<AttemptState> {
+        let (body, mac) = value.rsplit_once(";mac=")?;
+        let mac = u64::from_str_radix(mac, 16).ok()?;
+        if siphash24(key.0, key.1, body.as_bytes()) != mac {
+            return None;
+        }
+        Self::parse(body)
+    }
+
+    /// Decodes without checking the signature. Only for the upstream side, which sees the
+    /// header only after the router (which strips client-sent ones) set it, and whose decision
+    /// is re-checked by the router's verified decode on the next pass.
+    pub fn decode_unverified(value: &str) -> Option<AttemptState> {
+        let body = value.rsplit_once(";mac=").map_or(value, |(b, _)| b);
+        Self::parse(body)
+    }
+
+    fn parse(body: &str) -> Option<AttemptState> {
+        let mut s = AttemptState::default();
+        let mut version_ok = false;
+        for pair in body.split(';') {
+            let (k, v) = pair.split_once('=')?;
+            let v = percent_decode(v)?;
+            match k {
+                "v" => version_ok = v == "1",
+                "h" => s.hop = v.parse().ok()?,
+                "m" => s.model = v,
+                "o" => s.origin_group = v,
+                "g" => s.group = v,
+                "f" => s.fallback = v.parse().ok()?,
+                "r" => s.retries = v.parse().ok()?,
+                "t" => {
+                    s.tried = if v.is_empty() {
+                        Vec::new()
+                    } else {
+                        v.split(',').map(decode_item).collect::<Option<Vec<_>>>()?
+                    }
+                }
+                "p" => s.path = v,
+                "a" => s.authority = v,
+                "s" => s.start_ms = v.parse().ok()?,
+                "b" => s.try_budget_ms = if v.is_empty() { None } else { Some(v.parse().ok()?) },
+                "c" => s.can_failover = v == "1",
+                "x" => s.context_fallback = v == "1",
+                _ => {}
+            }
+        }
+        version_ok.then_some(s)
+    }
+}
+
+/// Ids inside the comma-separated list: escape `,` and `%` once more.
+fn encode_item(s: &str) -> String {
+    s.replace('%', "%25").replace(',', "%2C")
+}
+
+fn decode_item(s: &str) -> Option<String> {
+    percent_decode(s)
+}
+
+/// Percent-encodes everything but unreserved URL characters (header- and query-safe).
+pub fn percent_encode(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
+            out.push(char::from(HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0')));
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|c| char::from(*c).to_digit(16))?;
+            let lo = bytes.get(i + 2).and_then(|c| char::from(*c).to_digit(16))?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: (u64, u64) = (0x1234, 0x5678);
+
+    fn sample() -> AttemptState {
+        AttemptState {
+            hop: 2,
+            model: "gpt 4o; \"x\"=1".into(),
+            origin_group: "gpt-4o".into(),
+            group: "claude/*".into(),
+            fallback: 1,
+            retries: 1,
+            tried: vec!["a,b".into(), "100%".into(), "ü".into()],
+            path: "/v1/chat/completions?x=1&y=2".into(),
+            authority: "gateway.example:8443".into(),
+            start_ms: 1_700_000_000_000,
+            try_budget_ms: Some(2_000),
+            can_failover: true,
+            context_fallback: false,
+        }
+    }
+
+    #[test]
+    fn round_trips_awkward_values() {
+        let s = sample();
+        let enc = s.encode(KEY);
+        assert!(enc.bytes().all(|b| b.is_ascii_graphic()), "{enc}");
+        assert_eq!(AttemptState::decode(&enc, KEY), Some(s));
+        let empty = AttemptState::default();
+        assert_eq!(AttemptState::decode(&empty.encode(KEY), KEY), Some(empty));
+    }
+
+    #[test]
+    fn forged_or_tampered_state_is_rejected() {
+        let enc = sample().encode(KEY);
+        assert_eq!(AttemptState::decode(&enc, (1, 2)), None);
+        let tampered = enc.replace("h=2", "h=0");
+        assert_eq!(AttemptState::decode(&tampered, KEY), None);
+        assert_eq!(AttemptState::decode("v=1;h=0", KEY), None);
+        assert_eq!(AttemptState::decode("", KEY), None);
+        assert_eq!(AttemptState::decode(&enc[..enc.len() - 3], KEY), None);
+    }
+}
