@@ -1,7 +1,10 @@
 //! How the upstream side tells the next pass what failed: the redirect `location` points at
-//! [`FAILOVER_PATH`] with the failed status and the provider's retry hint in the query.
+//! [`FAILOVER_PATH`] with the failed status, the provider's retry hint and the signed attempt
+//! state in the query. (The state cannot ride in a request header: the request header map the
+//! redirect replays is the one the upstream filter edits, and it removes the state header so
+//! no provider sees it.)
 
-use super::state::{percent_encode, AttemptState};
+use super::state::{percent_decode, percent_encode};
 
 /// The path failover redirects go to (never forwarded anywhere: the router rewrites it).
 pub const FAILOVER_PATH: &str = "/__llm_router/failover";
@@ -19,29 +22,32 @@ pub struct FailureReport {
 }
 
 impl FailureReport {
-    /// Parses `status=..&ra=..` from the query of a failover path.
-    pub fn from_query(query: &str) -> Option<FailureReport> {
+    /// Parses `status=..&ra=..&state=..` from the query of a failover path: the report and the
+    /// (still unverified) encoded state.
+    pub fn from_query(query: &str) -> Option<(FailureReport, String)> {
         let mut status = None;
         let mut retry_after_ms = None;
+        let mut state = None;
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("status", v)) => status = v.parse().ok(),
                 Some(("ra", v)) => retry_after_ms = v.parse().ok(),
+                Some(("state", v)) => state = percent_decode(v),
                 _ => {}
             }
         }
-        Some(FailureReport { status: status?, retry_after_ms })
+        Some((FailureReport { status: status?, retry_after_ms }, state.unwrap_or_default()))
     }
 }
 
-/// `http://<client authority>/__llm_router/failover?status=..[&ra=..]`.
-pub fn failover_location(state: &AttemptState, report: &FailureReport) -> String {
-    let mut out = String::with_capacity(64 + state.authority.len());
+/// `http://<client authority>/__llm_router/failover?status=..[&ra=..]&state=..`.
+pub fn failover_location(authority: &str, encoded_state: &str, report: &FailureReport) -> String {
+    let mut out = String::with_capacity(64 + authority.len() + encoded_state.len() * 3 / 2);
     out.push_str("http://");
-    if state.authority.is_empty() {
+    if authority.is_empty() {
         out.push_str("llm-router.internal");
     } else {
-        percent_encode(&state.authority, &mut out);
+        percent_encode(authority, &mut out);
     }
     out.push_str(FAILOVER_PATH);
     out.push_str("?status=");
@@ -50,7 +56,20 @@ pub fn failover_location(state: &AttemptState, report: &FailureReport) -> String
         out.push_str("&ra=");
         out.push_str(&ra.to_string());
     }
+    out.push_str("&state=");
+    percent_encode_strict(encoded_state, &mut out);
     out
+}
+
+/// Query-value encoding: also escapes `/` and `:` (kept by the header-value encoder).
+fn percent_encode_strict(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -59,14 +78,14 @@ mod tests {
 
     #[test]
     fn location_round_trips_through_the_query() {
-        let state = AttemptState { authority: "gw:8080".into(), ..Default::default() };
         let r = FailureReport { status: 429, retry_after_ms: Some(7_000) };
-        let loc = failover_location(&state, &r);
-        assert_eq!(loc, "http://gw:8080/__llm_router/failover?status=429&ra=7000");
+        let state = "v=1;p=/v1/chat/completions%3Fa%3D1&b;mac=00ff";
+        let loc = failover_location("gw:8080", state, &r);
+        assert!(loc.starts_with("http://gw:8080/__llm_router/failover?status=429&ra=7000&state=v%3D1%3Bp%3D%2Fv1"), "{loc}");
         let query = loc.split_once('?').map(|(_, q)| q).unwrap_or("");
-        assert_eq!(FailureReport::from_query(query), Some(r));
+        assert_eq!(FailureReport::from_query(query), Some((r, state.to_string())));
         assert_eq!(FailureReport::from_query("ra=5"), None);
         let r0 = FailureReport { status: 0, retry_after_ms: None };
-        assert_eq!(FailureReport::from_query("status=0"), Some(r0));
+        assert_eq!(FailureReport::from_query("status=0"), Some((r0, String::new())));
     }
 }

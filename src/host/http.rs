@@ -158,7 +158,7 @@ impl HttpContext for Http {
                 "content-length" => head.content_length = Some(value),
                 "anthropic-version" => head.has_anthropic_version = true,
                 "x-envoy-original-url" => head.internal_redirect = true,
-                STATE_HEADER => head.state = Some(value),
+                STATE_HEADER => head.has_state_header = true,
                 "authorization" => creds.authorization = Some(value),
                 "api-key" => creds.api_key = Some(value),
                 "x-api-key" => creds.x_api_key = Some(value),
@@ -169,9 +169,16 @@ impl HttpContext for Http {
             }
         }
         head.credentials = creds;
+        log::trace!(
+            "llm-router: request {} {} (redirected: {}, state: {})",
+            head.method,
+            head.path,
+            head.internal_redirect,
+            head.has_state_header
+        );
         match request::on_head(&cfg, &head, self.vm.key) {
             HeadDecision::PassThrough => {
-                if head.state.is_some() {
+                if head.has_state_header {
                     // Never let a client-sent state reach an upstream filter.
                     let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, STATE_HEADER);
                 }
@@ -263,7 +270,7 @@ impl HttpContext for Http {
         // Envoy stopped following failover redirects (max_internal_redirects): the 307 names
         // the real failure; give the client that instead of a redirect to an internal path.
         if status == 307 {
-            let Some(report) = response_header("location")
+            let Some((report, _)) = response_header("location")
                 .and_then(|l| l.split_once(FAILOVER_PATH).map(|(_, rest)| rest.trim_start_matches('?').to_string()))
                 .and_then(|q| FailureReport::from_query(&q))
             else {

@@ -9,10 +9,43 @@ use crate::pipeline::upstream::{verdict, Verdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+/// Attempts still waiting for response headers, by `x-request-id`. Envoy's retry onto the
+/// redirector replays the request header map this filter already edited (the state header is
+/// gone by then), so the retried attempt finds its state here. Same worker thread, same VM.
+/// Bounded: an attempt whose client vanished never reaches its response and ages out.
+const MAX_PENDING: usize = 1024;
+
+thread_local! {
+    static PENDING: RefCell<VecDeque<(String, AttemptState, String)>> = const { RefCell::new(VecDeque::new()) };
+}
+
+fn remember(request_id: &str, state: &AttemptState, encoded: &str) {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        p.retain(|(id, _, _)| id != request_id);
+        if p.len() >= MAX_PENDING {
+            p.pop_front();
+        }
+        p.push_back((request_id.to_string(), state.clone(), encoded.to_string()));
+    });
+}
+
+fn recall(request_id: &str) -> Option<(AttemptState, String)> {
+    PENDING.with(|p| p.borrow().iter().find(|(id, _, _)| id == request_id).map(|(_, s, e)| (s.clone(), e.clone())))
+}
+
+fn forget(request_id: &str) {
+    PENDING.with(|p| p.borrow_mut().retain(|(id, _, _)| id != request_id));
+}
 
 #[derive(Default)]
 pub struct Upstream {
-    state: Option<AttemptState>,
+    /// The decoded state and its encoded form (passed on in the redirect location).
+    state: Option<(AttemptState, String)>,
+    request_id: Option<String>,
 }
 
 impl Context for Upstream {}
@@ -29,17 +62,28 @@ fn set(name: &str, value: Option<&str>) {
 
 impl HttpContext for Upstream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(value) = header(MapType::HttpRequestHeaders, STATE_HEADER) {
-            self.state = AttemptState::decode_unverified(&value);
-            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, STATE_HEADER) {
-                log::warn!("llm-router upstream: removing the state header failed: {status:?}");
+        self.request_id = header(MapType::HttpRequestHeaders, "x-request-id");
+        match header(MapType::HttpRequestHeaders, STATE_HEADER) {
+            Some(value) => {
+                self.state = AttemptState::decode_unverified(&value).map(|s| (s, value));
+                if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, STATE_HEADER) {
+                    log::warn!("llm-router upstream: removing the state header failed: {status:?}");
+                }
+                if let (Some(id), Some((state, encoded))) = (&self.request_id, &self.state) {
+                    remember(id, state, encoded);
+                }
             }
+            // A retry of an attempt that got no response (its state header is already gone).
+            None => self.state = self.request_id.as_deref().and_then(recall),
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(state) = &self.state else { return Action::Continue };
+        // A response arrived: Envoy will not retry this attempt any more.
+        if let Some(id) = &self.request_id {
+            forget(id);
+        }
         let status = header(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         if status < 300 {
             return Action::Continue;
@@ -50,10 +94,11 @@ impl HttpContext for Upstream {
             header(MapType::HttpResponseHeaders, "retry-after-ms").as_deref(),
             super::now_ms(),
         );
-        match verdict(Some(state), status, redirector, retry_after) {
+        let state = self.state.as_ref().map(|(s, e)| (s, e.as_str()));
+        match verdict(state, status, redirector, retry_after) {
             Verdict::Pass => {}
             Verdict::Redirect(location) => {
-                log::debug!("llm-router upstream: attempt {} got {status}; failing over", state.hop + 1);
+                log::debug!("llm-router upstream: got {status}{}; failing over", if redirector { " (no response)" } else { "" });
                 set(":status", Some("307"));
                 // Overwrite (not add): Envoy's own redirector sets a location too, and a
                 // comma-joined value is not followed.

@@ -32,8 +32,8 @@ pub struct RequestHead<'a> {
     /// `x-envoy-original-url` is present: Envoy replays this request after an internal redirect
     /// (Envoy strips a client-sent one).
     pub internal_redirect: bool,
-    /// The router's own attempt state header, if present.
-    pub state: Option<&'a str>,
+    /// A (client-sent) attempt state header is present: it must not reach an upstream.
+    pub has_state_header: bool,
 }
 
 /// A failover pass: the attempt that failed and what it reported.
@@ -86,7 +86,7 @@ pub enum HeadDecision {
 pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> HeadDecision {
     let (path, query) = head.path.split_once('?').unwrap_or((head.path, ""));
     if path == FAILOVER_PATH && head.internal_redirect {
-        if let Some(redirect) = verified_redirect(head, query, key) {
+        if let Some(redirect) = verified_redirect(query, key) {
             let client_path = redirect.state.path.split_once('?').map_or(redirect.state.path.as_str(), |(p, _)| p);
             if let Some(endpoint) = Endpoint::from_path(client_path) {
                 return HeadDecision::ReadBody(Pending {
@@ -129,9 +129,9 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> H
     })
 }
 
-fn verified_redirect(head: &RequestHead<'_>, query: &str, key: (u64, u64)) -> Option<Redirect> {
-    let state = AttemptState::decode(head.state?, key)?;
-    let report = FailureReport::from_query(query)?;
+fn verified_redirect(query: &str, key: (u64, u64)) -> Option<Redirect> {
+    let (report, encoded) = FailureReport::from_query(query)?;
+    let state = AttemptState::decode(&encoded, key)?;
     Some(Redirect { state, report })
 }
 
@@ -605,13 +605,16 @@ mod tests {
         let view = CooldownView::new(&Cooldowns::default(), &c.table.ids, c.table.deployments.len());
         let mut rng = Rng::from_seed(3);
         let mut env = Env { cooling: &view, now_ms: now, rng: &mut rng, key: KEY };
-        let path = redirect.map_or("/v1/chat/completions?q=1".to_string(), |(_, q)| format!("{FAILOVER_PATH}?{q}"));
+        let path = redirect.map_or("/v1/chat/completions?q=1".to_string(), |(state, report)| {
+            let report = FailureReport::from_query(report).map(|(r, _)| r).unwrap_or(FailureReport { status: 1, retry_after_ms: None });
+            let loc = crate::failover::failover_location("gw:10000", state, &report);
+            loc.split_once("gw:10000").map(|(_, p)| p.to_string()).unwrap_or_default()
+        });
         let head = RequestHead {
             method: "POST",
             path: &path,
             authority: "gw:10000",
             internal_redirect: redirect.is_some(),
-            state: redirect.map(|(s, _)| s),
             ..Default::default()
         };
         match on_head(c, &head, KEY) {
@@ -678,9 +681,11 @@ mod tests {
         let c = failover_cfg();
         let f1 = pass(&c, br#"{"model":"a"}"#, None, 0).action.unwrap_or_else(|r| panic!("{r:?}"));
         let forged = f1.state.replace("h=0", "h=1");
-        let path = format!("{FAILOVER_PATH}?status=500");
+        let report = FailureReport { status: 500, retry_after_ms: None };
         for (state, redirected) in [(forged.as_str(), true), (f1.state.as_str(), false)] {
-            let head = RequestHead { method: "POST", path: &path, internal_redirect: redirected, state: Some(state), ..Default::default() };
+            let loc = crate::failover::failover_location("gw", state, &report);
+            let path = loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default();
+            let head = RequestHead { method: "POST", path: &path, internal_redirect: redirected, ..Default::default() };
             assert_eq!(on_head(&c, &head, KEY), HeadDecision::PassThrough);
         }
     }

@@ -23,14 +23,18 @@ pub enum Verdict {
 /// Decides for one response. `state` is the attempt state the router attached to the request
 /// (None when the request did not come through the router); `redirector` says the response is
 /// the local redirector's (the real upstream never answered).
-pub fn verdict(state: Option<&AttemptState>, status: u16, redirector: bool, retry_after_ms: Option<u64>) -> Verdict {
-    let Some(state) = state else { return Verdict::Pass };
+/// `encoded` is the state exactly as received (it is passed on, signature included).
+pub fn verdict(state: Option<(&AttemptState, &str)>, status: u16, redirector: bool, retry_after_ms: Option<u64>) -> Verdict {
+    let Some((state, encoded)) = state else {
+        // Without state the redirector's own 307 (to the original URL) must never be followed.
+        return if redirector { Verdict::Unavailable } else { Verdict::Pass };
+    };
     let failed = redirector || is_failover_status(status);
     match (failed, state.can_failover) {
         (false, _) => Verdict::Pass,
         (true, true) => {
             let report = FailureReport { status: if redirector { 0 } else { status }, retry_after_ms };
-            Verdict::Redirect(failover_location(state, &report))
+            Verdict::Redirect(failover_location(&state.authority, encoded, &report))
         }
         (true, false) if redirector => Verdict::Unavailable,
         (true, false) => Verdict::Pass,
@@ -48,17 +52,20 @@ mod tests {
     #[test]
     fn failures_redirect_only_when_something_is_left() {
         let s = state(true);
-        assert_eq!(verdict(Some(&s), 200, false, None), Verdict::Pass);
-        assert_eq!(verdict(Some(&s), 400, false, None), Verdict::Pass);
-        assert_eq!(verdict(Some(&s), 422, false, None), Verdict::Pass);
+        let s = Some((&s, "S"));
+        assert_eq!(verdict(s, 200, false, None), Verdict::Pass);
+        assert_eq!(verdict(s, 400, false, None), Verdict::Pass);
+        assert_eq!(verdict(s, 422, false, None), Verdict::Pass);
         assert_eq!(
-            verdict(Some(&s), 429, false, Some(7_000)),
-            Verdict::Redirect("http://gw/__llm_router/failover?status=429&ra=7000".into())
+            verdict(s, 429, false, Some(7_000)),
+            Verdict::Redirect("http://gw/__llm_router/failover?status=429&ra=7000&state=S".into())
         );
-        assert_eq!(verdict(Some(&s), 307, true, None), Verdict::Redirect("http://gw/__llm_router/failover?status=0".into()));
+        assert_eq!(verdict(s, 307, true, None), Verdict::Redirect("http://gw/__llm_router/failover?status=0&state=S".into()));
         let last = state(false);
-        assert_eq!(verdict(Some(&last), 500, false, None), Verdict::Pass);
-        assert_eq!(verdict(Some(&last), 307, true, None), Verdict::Unavailable);
+        let last = Some((&last, "S"));
+        assert_eq!(verdict(last, 500, false, None), Verdict::Pass);
+        assert_eq!(verdict(last, 307, true, None), Verdict::Unavailable);
         assert_eq!(verdict(None, 500, false, None), Verdict::Pass);
+        assert_eq!(verdict(None, 307, true, None), Verdict::Unavailable);
     }
 }

@@ -125,7 +125,32 @@ def local_reply_config() -> dict:
     }]}
 
 
-def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = "30s") -> dict:
+# Failover (see ARCHITECTURE.md): the router route retries an attempt that got no response (connect failure,
+# reset, per-try timeout) once, onto the cluster's priority-1 endpoint, the local redirector; its 307 and
+# the upstream filter's 307s are followed as internal redirects back through the router.
+FAILOVER_RETRY_POLICY = {
+    # Only attempts that got no response (refused, reset, per-try timeout) are retried: a 5xx response is
+    # the upstream filter's to handle (with the router's state), never Envoy's.
+    "retry_on": "connect-failure,reset",
+    "num_retries": 1,
+    "retry_priority": {
+        "name": "envoy.retry_priorities.previous_priorities",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3"
+                                  ".PreviousPrioritiesConfig",
+                         "update_frequency": 1}},
+}
+FAILOVER_REDIRECT_POLICY = {"redirect_response_codes": [307], "max_internal_redirects": 10}
+REDIRECTOR_HEADER = "x-llm-router-redirector"
+REDIRECTOR_BODY = ('{"error":{"message":"The deployment did not answer (connection failed or timed out)",'
+                   '"type":"api_error","param":null,"code":"upstream_unavailable"}}')
+
+
+def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = "30s",
+                 failover: bool = False) -> dict:
+    routed = {"cluster_header": CLUSTER_HEADER, "timeout": route_timeout}
+    if failover:
+        routed["retry_policy"] = FAILOVER_RETRY_POLICY
+        routed["internal_redirect_policy"] = FAILOVER_REDIRECT_POLICY
     return {
         "name": "llm_router_routes",
         "virtual_hosts": [{
@@ -133,7 +158,7 @@ def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = "3
             "domains": ["*"],
             "routes": [
                 {"match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": True}]},
-                 "route": {"cluster_header": CLUSTER_HEADER, "timeout": route_timeout},
+                 "route": routed,
                  "request_headers_to_remove": [CLUSTER_HEADER]},
                 {"match": {"prefix": "/"},
                  "route": {"cluster": passthrough, "timeout": route_timeout}},
@@ -143,7 +168,8 @@ def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = "3
 
 
 def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_CLUSTER,
-                            route_timeout: str = "30s", strip_cluster_header: bool = True) -> dict:
+                            route_timeout: str = "30s", strip_cluster_header: bool = True,
+                            failover: bool = False) -> dict:
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -151,7 +177,7 @@ def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_C
                      ".HttpConnectionManager",
             "stat_prefix": "ingress",
             "codec_type": "AUTO",
-            "route_config": route_config(passthrough, route_timeout),
+            "route_config": route_config(passthrough, route_timeout, failover),
             "local_reply_config": local_reply_config(),
             "http_filters": http_filters + [{
                 "name": "envoy.filters.http.router",
@@ -163,7 +189,70 @@ def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_C
     return hcm
 
 
-def static_cluster(name: str, host: str, port: int) -> dict:
+def upstream_wasm_filter(wasm_path: Union[str, Path] = WASM_PATH) -> dict:
+    """The filter's upstream role (root_id llm_router_upstream) on a deployment cluster: it turns a failed
+    attempt into the 307 that sends the request back through the router. Same VM as the router."""
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "llm_router_upstream",
+                "root_id": "llm_router_upstream",
+                "vm_config": {"vm_id": "llm_router", "runtime": "envoy.wasm.runtime.v8",
+                              "code": {"local": {"filename": str(wasm_path)}}},
+            },
+        },
+    }
+
+
+def redirector_listener(port: int) -> dict:
+    """The local endpoint a failed connection or a timed-out attempt is retried onto: it answers 307 (marked),
+    which the upstream filter points back at the router."""
+    return {
+        "name": "llm_router_redirector",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                         ".HttpConnectionManager",
+                "stat_prefix": "llm_router_redirector",
+                "route_config": {"virtual_hosts": [{"name": "redirector", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 307, "body": {"inline_string": REDIRECTOR_BODY}},
+                    "response_headers_to_add": [
+                        {"header": {"key": REDIRECTOR_HEADER, "value": "1"}},
+                        {"header": {"key": "content-type", "value": "application/json"}}]}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            }}]}],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def static_cluster(name: str, host: str, port: int, redirector_port: Optional[int] = None,
+                   wasm_path: Union[str, Path] = WASM_PATH) -> dict:
+    """A deployment cluster; with `redirector_port`, wired for failover (upstream filter, priority-1
+    redirector endpoint)."""
+    cluster = _plain_cluster(name, host, port)
+    if redirector_port is not None:
+        cluster["load_assignment"]["endpoints"].append({"priority": 1, "lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": redirector_port}}}}]})
+        cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+            "http_filters"] = [
+            upstream_wasm_filter(wasm_path),
+            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
+    return cluster
+
+
+def _plain_cluster(name: str, host: str, port: int) -> dict:
     return {
         "name": name,
         "type": "STATIC",
@@ -180,16 +269,20 @@ def static_cluster(name: str, host: str, port: int) -> dict:
 
 def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port: int = 0, admin_port: int = 0,
               env: Optional[dict] = None, host_env_keys: tuple = (), passthrough: Optional[str] = None,
-              wasm: bool = True, wasm_path: Union[str, Path] = WASM_PATH, route_timeout: str = "30s") -> dict:
+              wasm: bool = True, wasm_path: Union[str, Path] = WASM_PATH, route_timeout: str = "30s",
+              failover_port: Optional[int] = None) -> dict:
     """The whole bootstrap. `clusters` maps cluster name -> (host, port); `passthrough` names the cluster for
-    requests the filter does not route (default: the first of `clusters`)."""
+    requests the filter does not route (default: the first of `clusters`). `failover_port`: wire in-request
+    failover, with the redirector listening on that port (the passthrough cluster is left plain)."""
     if not clusters:
         raise ValueError("at least one cluster is needed (the passthrough cluster)")
     passthrough = passthrough or next(iter(clusters))
-    cluster_list = [static_cluster(name, h, p) for name, (h, p) in clusters.items()]
+    cluster_list = [static_cluster(name, h, p, None if name == passthrough else failover_port, wasm_path)
+                    for name, (h, p) in clusters.items()]
     if passthrough not in clusters:
         raise ValueError(f"passthrough cluster {passthrough!r} is not among the clusters")
     filters = [wasm_filter(plugin_config, wasm_path, env, host_env_keys)] if wasm else [buffer_filter()]
+    extra_listeners = [redirector_listener(failover_port)] if failover_port is not None else []
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
@@ -199,8 +292,8 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
                 "filter_chains": [{"filters": [http_connection_manager(
                     filters, passthrough, route_timeout,
                     # Without the wasm filter (harness smoke tests) the client sets the header itself.
-                    strip_cluster_header=wasm)]}],
-            }],
+                    strip_cluster_header=wasm, failover=failover_port is not None)]}],
+            }] + extra_listeners,
             "clusters": cluster_list,
         },
     }
@@ -222,7 +315,7 @@ class Envoy:
     def __init__(self, plugin_config: Union[dict, str], clusters: dict, concurrency: int = 1,
                  env: Optional[dict] = None, extra_args: tuple = (), *, passthrough: Optional[str] = None,
                  wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = "30s",
-                 host_env: Optional[dict] = None, label: Optional[str] = None):
+                 host_env: Optional[dict] = None, label: Optional[str] = None, failover: bool = False):
         self.concurrency = concurrency
         self.wasm_path = Path(wasm_path) if wasm_path else WASM_PATH
         n = next(_counter)
@@ -232,7 +325,7 @@ class Envoy:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.bootstrap = bootstrap(plugin_config, clusters, env=env, host_env_keys=tuple(host_env or ()),
                                    passthrough=passthrough, wasm=wasm, wasm_path=self.wasm_path,
-                                   route_timeout=route_timeout)
+                                   route_timeout=route_timeout, failover_port=free_port() if failover else None)
         self.bootstrap_path = self.dir / "bootstrap.json"
         self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
         self.log_path = self.dir / "envoy.log"
@@ -244,7 +337,7 @@ class Envoy:
         if wasm and not self.wasm_path.exists():
             raise EnvoyError(f"{self.wasm_path} is missing: run scripts/build")
         cmd = [str(ENVOY_BIN), "-c", str(self.bootstrap_path), "--concurrency", str(concurrency),
-               "--log-level", "info", "--component-log-level", "wasm:debug", "--use-dynamic-base-id",
+               "--log-level", "info", "--component-log-level", os.environ.get("E2E_WASM_LOG", "wasm:debug"), "--use-dynamic-base-id",
                "--admin-address-path", str(self.admin_address_path), *extra_args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -1,0 +1,213 @@
+"""Failover inside one client request: retries within the model group, fallback groups, connect failures and
+timeouts — and a streamed answer still streams when a fallback serves it.
+
+The Envoy here is wired for failover (support/envoy.py `failover=True`): the upstream role of the filter on every
+deployment cluster, a priority-1 redirector endpoint, the route's retry and internal-redirect policies."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .support import client
+from .support.checks import expect_error, expect_routed, expect_upstream
+from .support.envoy import clusters_for, free_port
+from .support.plugin import chat, deployment, plugin_config
+
+STATE_HEADER = "x-llm-router-state"
+
+
+@pytest.fixture
+def mocks(make_mock):
+    return {name: make_mock("openai", name) for name in ("a1", "a2", "b1", "c1")}
+
+
+def failover_envoy(start_envoy, mocks, extra_clusters=None, **router_settings):
+    a1, a2, b1, c1 = (mocks[n] for n in ("a1", "a2", "b1", "c1"))
+    models = router_settings.pop("model_list", None) or [
+        deployment("a", "openai/a-one", a1.url + "/v1", api_key="sk-a1", id="a1"),
+        deployment("a", "openai/a-two", a2.url + "/v1", api_key="sk-a2", id="a2"),
+        deployment("b", "openai/b-one", b1.url + "/v1", api_key="sk-b1", id="b1"),
+        deployment("c", "openai/c-one", c1.url + "/v1", api_key="sk-c1", id="c1"),
+    ]
+    cfg = plugin_config(models, allowed_fails=100, cooldown_time=30, **router_settings)
+    clusters = clusters_for(a1, a2, b1, c1, passthrough=a1)
+    clusters.update(extra_clusters or {})
+    return start_envoy(cfg, clusters, failover=True)
+
+
+def served_by(resp):
+    return resp.headers.get("x-llm-router-deployment")
+
+
+def test_a_500_is_retried_on_the_other_deployment_of_the_group(start_envoy, mocks):
+    envoy = failover_envoy(start_envoy, mocks, num_retries=1)
+    mocks["a1"].respond(status=500)
+    mocks["a2"].respond(status=500)
+    first_ok = None
+    for _ in range(6):  # whichever member is picked first fails; the other one must serve too.
+        mocks["a1"].respond(status=500, times=1)
+        mocks["a2"].respond(status=200)
+        mocks["a1"].reset(); mocks["a2"].reset()
+        mocks["a1"].respond(status=500)
+        resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+        if resp.headers.get("x-llm-router-attempts") == "2":
+            first_ok = resp
+            break
+    assert first_ok is not None, "the failing member was never picked first in 6 tries"
+    expect_routed(first_ok, "a2", "a")
+    assert first_ok.json()["model"] == "a-two"
+    assert "x-llm-router-fallback-from" not in first_ok.headers
+    assert mocks["a1"].count == 1 and mocks["a2"].count == 1
+    rec = expect_upstream(mocks["a2"].last(), path="/v1/chat/completions", host=mocks["a2"].authority,
+                          model="a-two", headers={"authorization": "Bearer sk-a2"}, absent=[STATE_HEADER])
+    assert rec.json["messages"] == chat("a")["messages"]
+    assert STATE_HEADER not in mocks["a1"].last().headers
+
+
+def test_429_with_retry_after_falls_back_to_the_next_group_and_cools_the_deployment(start_envoy, mocks):
+    models = [
+        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1"),
+        deployment("a", "openai/a-two", mocks["a2"].url + "/v1", api_key="sk-a2", id="a2", weight=0),
+        deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
+    ]
+    # a2 weighs 0 so a1 is always first; no retries: a 429 goes straight to the fallback group.
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, fallbacks=[{"a": ["b"]}])
+    mocks["a1"].respond(status=429, headers={"retry-after": "20"})
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    expect_routed(resp, "b1", "b")
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    assert resp.headers["x-llm-router-fallback-from"] == "a"
+    assert resp.json()["model"] == "b-one"
+    expect_upstream(mocks["b1"].last(), path="/v1/chat/completions", host=mocks["b1"].authority, model="b-one",
+                    headers={"authorization": "Bearer sk-b1"})
+    # The 429 cooled a1 (for its Retry-After): the next request goes to a2 without touching a1.
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    expect_routed(resp, "a2", "a")
+    assert resp.headers["x-llm-router-attempts"] == "1"
+    assert mocks["a1"].count == 1
+
+
+def test_chained_fallbacks_a_to_b_to_c(start_envoy, mocks):
+    models = [
+        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1"),
+        deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
+        deployment("c", "openai/c-one", mocks["c1"].url + "/v1", api_key="sk-c1", id="c1"),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, fallbacks=[{"a": ["b", "c"]}])
+    mocks["a1"].respond(status=500)
+    mocks["b1"].respond(status=503)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    expect_routed(resp, "c1", "c")
+    assert resp.headers["x-llm-router-attempts"] == "3"
+    assert resp.headers["x-llm-router-fallback-from"] == "a"
+    assert [m.count for m in (mocks["a1"], mocks["b1"], mocks["c1"])] == [1, 1, 1]
+    assert mocks["c1"].last().json["model"] == "c-one"
+
+
+def test_connect_refused_fails_over(start_envoy, mocks):
+    dead = free_port()  # nothing listens there
+    dead_base = f"http://127.0.0.1:{dead}/v1"
+    models = [
+        deployment("a", "openai/a-dead", dead_base, api_key="sk-dead", id="dead"),
+        deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, fallbacks=[{"a": ["b"]}],
+                           extra_clusters={f"outbound|{dead}||127.0.0.1": ("127.0.0.1", dead)})
+    started = time.monotonic()
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    assert time.monotonic() - started < 2.0
+    expect_routed(resp, "b1", "b")
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    assert mocks["b1"].last().json["model"] == "b-one"
+
+
+def test_an_upstream_timeout_fails_over_within_the_deployment_timeout(start_envoy, mocks):
+    models = [
+        deployment("a", "openai/a-slow", mocks["a1"].url + "/v1", api_key="sk-a1", id="slow", timeout=0.5),
+        deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, fallbacks=[{"a": ["b"]}])
+    mocks["a1"].respond(delay=3.0)
+    started = time.monotonic()
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    elapsed = time.monotonic() - started
+    expect_routed(resp, "b1", "b")
+    assert 0.45 < elapsed < 2.0, f"failover took {elapsed:.2f}s with a 0.5 s deployment timeout"
+    assert mocks["b1"].count == 1
+
+
+def test_a_streamed_answer_still_streams_when_a_fallback_serves_it(start_envoy, mocks):
+    models = [
+        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1"),
+        deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, fallbacks=[{"a": ["b"]}])
+    mocks["a1"].respond(status=500)
+    mocks["b1"].respond(stream_delay=0.5)
+    s = client.stream_post(envoy.base_url, "/v1/chat/completions", chat("a", stream=True), timeout=15)
+    assert s.status == 200 and s.headers["content-type"].startswith("text/event-stream")
+    assert s.headers["x-llm-router-deployment"] == "b1"
+    assert s.headers["x-llm-router-fallback-from"] == "a"
+    first_at, first = next(s)
+    s.read_all()
+    last_at = s.chunks[-1][0]
+    assert b"chat.completion.chunk" in first
+    assert first_at < 0.4, f"first event after {first_at:.2f}s: the fallback's stream was buffered"
+    assert last_at > first_at + 1.0, "the fallback spaces its events 0.5 s apart"
+    assert mocks["b1"].last().json["stream"] is True
+
+
+def test_a_400_is_not_retried(start_envoy, mocks):
+    envoy = failover_envoy(start_envoy, mocks, num_retries=3, fallbacks=[{"a": ["b"]}])
+    mocks["a1"].respond(status=400)
+    mocks["a2"].respond(status=400)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    assert resp.status == 400
+    assert resp.headers["x-llm-router-attempts"] == "1"
+    assert mocks["a1"].count + mocks["a2"].count == 1 and mocks["b1"].count == 0
+
+
+def test_when_every_attempt_fails_the_last_upstream_error_reaches_the_client(start_envoy, mocks):
+    models = [
+        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1"),
+        deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, fallbacks=[{"a": ["b"]}])
+    mocks["a1"].respond(status=500)
+    mocks["b1"].respond(status=503)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    assert resp.status == 503, resp
+    expect_routed(resp, "b1", status=503)
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    err = expect_error(resp, 503, None)
+    assert "location" not in resp.headers
+    assert err["message"]  # the provider's own OpenAI-shaped error, as-is
+
+
+def test_when_the_last_deployment_is_unreachable_the_client_gets_an_openai_shaped_503(start_envoy, mocks):
+    dead = free_port()
+    models = [
+        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1"),
+        deployment("b", "openai/b-dead", f"http://127.0.0.1:{dead}/v1", api_key="sk-dead", id="dead"),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, fallbacks=[{"a": ["b"]}],
+                           extra_clusters={f"outbound|{dead}||127.0.0.1": ("127.0.0.1", dead)})
+    mocks["a1"].respond(status=500)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    expect_error(resp, 503, "upstream_unavailable")
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    assert "x-llm-router-redirector" not in resp.headers and "location" not in resp.headers
+
+
+def test_a_client_cannot_forge_a_failover_pass(start_envoy, mocks):
+    envoy = failover_envoy(start_envoy, mocks)
+    resp = client.post_json(envoy.base_url, "/__llm_router/failover?status=500", chat("a"),
+                            headers={STATE_HEADER: "v=1;h=0;m=a;o=a;g=a;f=0;r=0;t=a1;c=1;mac=0000000000000000",
+                                     "x-envoy-original-url": "http://x/v1/chat/completions"})
+    # Not a routed endpoint without a valid signed state: it passes through untouched, state header stripped.
+    assert "x-llm-router-deployment" not in resp.headers
+    rec = mocks["a1"].last()
+    assert rec.path == "/__llm_router/failover?status=500"
+    assert STATE_HEADER not in rec.headers
