@@ -72,9 +72,19 @@ def test_demo_yaml_matches_the_harness_bootstrap(demo_dump):
     clusters = {name: ("127.0.0.1", c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                        ["socket_address"]["port_value"]) for name, c in demo_clusters.items()}
     clusters = {"passthrough": clusters.pop("passthrough"), **clusters}
-    with Envoy(DEMO_CONFIG.read_text(), clusters, env=env, passthrough="passthrough", label="demo-twin") as twin:
+    redirector = [ls for ls in (l["listener"] for l in next(c for c in demo_dump["configs"] if c["@type"].endswith(
+        "ListenersConfigDump"))["static_listeners"]) if ls["name"] == "llm_router_redirector"]
+    port = redirector[0]["address"]["socket_address"]["port_value"]
+    with Envoy(DEMO_CONFIG.read_text(), clusters, env=env, passthrough="passthrough", label="demo-twin",
+               failover=port) as twin:
         twin_hcm, twin_clusters = hcm_and_clusters(twin.config_dump())
     for hcm in (demo_hcm, twin_hcm):  # the demo names the wasm relative to the repo, the harness absolutely
         wasm_config(hcm)["vm_config"]["code"]["local"]["filename"] = "<llm_router.wasm>"
+    for cs in (demo_clusters, twin_clusters):
+        for c in cs.values():
+            for f in c.get("typed_extension_protocol_options", {}).get(
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {}).get("http_filters", []):
+                if f["name"] == "envoy.filters.http.wasm":
+                    f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = "<llm_router.wasm>"
     assert demo_hcm == twin_hcm
     assert demo_clusters == twin_clusters

@@ -315,7 +315,7 @@ class Envoy:
     def __init__(self, plugin_config: Union[dict, str], clusters: dict, concurrency: int = 1,
                  env: Optional[dict] = None, extra_args: tuple = (), *, passthrough: Optional[str] = None,
                  wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = "30s",
-                 host_env: Optional[dict] = None, label: Optional[str] = None, failover: bool = False):
+                 host_env: Optional[dict] = None, label: Optional[str] = None, failover: Union[bool, int] = False):
         self.concurrency = concurrency
         self.wasm_path = Path(wasm_path) if wasm_path else WASM_PATH
         n = next(_counter)
@@ -325,7 +325,8 @@ class Envoy:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.bootstrap = bootstrap(plugin_config, clusters, env=env, host_env_keys=tuple(host_env or ()),
                                    passthrough=passthrough, wasm=wasm, wasm_path=self.wasm_path,
-                                   route_timeout=route_timeout, failover_port=free_port() if failover else None)
+                                   route_timeout=route_timeout,
+                                   failover_port=(failover if failover is not True else free_port()) or None)
         self.bootstrap_path = self.dir / "bootstrap.json"
         self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
         self.log_path = self.dir / "envoy.log"
