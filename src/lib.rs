@@ -22,6 +22,7 @@ pub mod openai;
 pub mod pipeline;
 pub mod provider;
 pub mod routing;
+pub mod stats;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

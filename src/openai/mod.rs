@@ -11,12 +11,17 @@
 //! * [`request_scan`]: the router's one-pass view (model, stream, keys set).
 //! * [`json_write`]: minimal-copy edits (model rewrite, member insertion).
 //! * [`error`]: OpenAI-shaped error bodies for the router's local replies.
+//! * [`request_facts`]: request tags and an input-token estimate, from the same scan.
+//! * [`usage`]: token usage read incrementally from response bodies (JSON or SSE).
 
 pub mod error;
 pub mod json_scan;
 pub mod json_string;
 pub mod json_write;
+pub mod request_facts;
 pub mod request_scan;
+pub mod usage;
+mod usage_json;
 
 pub use error::ApiError;
 pub use json_scan::{
@@ -24,4 +29,6 @@ pub use json_scan::{
 };
 pub use json_string::decode_string;
 pub use json_write::{insert_members, rewrite, splice, string_len, write_string};
+pub use request_facts::{body_facts, estimate_input_tokens, scan_request_with_facts, BodyFacts};
 pub use request_scan::{scan_request, RequestScan};
+pub use usage::{BodyFormat, Usage, UsageTracker};

@@ -84,7 +84,6 @@ pub(super) struct JsonWatch {
     recording: bool,
     key: [u8; KEY_CAP],
     key_len: usize,
-    key_long: bool,
     /// Class of the last string completed at depth 1–2 (a key when a `:` follows).
     last_string: Option<Key>,
     /// After a `:` at depth 1–2: the key whose value comes next, and that depth.
@@ -105,6 +104,11 @@ impl JsonWatch {
         let mut capture = std::mem::take(&mut self.capture);
         capture.clear();
         *self = JsonWatch { counts, capture, ..JsonWatch::default() };
+    }
+
+    #[cfg(test)]
+    pub fn capture_capacity(&self) -> usize {
+        self.capture.capacity()
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
@@ -145,7 +149,6 @@ impl JsonWatch {
                 self.awaiting = None;
                 self.recording = matches!(self.depth, 1 | 2);
                 self.key_len = 0;
-                self.key_long = false;
             }
             b'{' | b'[' => self.open(b == b'{'),
             b'}' | b']' => {
@@ -177,8 +180,11 @@ impl JsonWatch {
         match b {
             b'\\' => {
                 self.escape = true;
-                // Escaped keys are never the ones we look for.
-                self.key_long = true;
+                if self.recording {
+                    // Escaped keys are never the ones we look for.
+                    self.recording = false;
+                    self.last_string = Some(Key::Other);
+                }
             }
             b'"' => {
                 self.in_string = false;
@@ -192,16 +198,17 @@ impl JsonWatch {
                     *slot = b;
                     self.key_len += 1;
                 }
-                None => self.key_long = true,
+                None => {
+                    // Too long to be a key we want: decided, and the rest can be skipped fast.
+                    self.recording = false;
+                    self.last_string = Some(Key::Other);
+                }
             },
             _ => {}
         }
     }
 
     fn classify(&self) -> Key {
-        if self.key_long {
-            return Key::Other;
-        }
         match self.key.get(..self.key_len) {
             Some(b"usage") => Key::Usage,
             Some(b"message" | b"response") => Key::Parent,

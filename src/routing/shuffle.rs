@@ -6,36 +6,47 @@ use crate::health::CooldownView;
 
 /// Picks a member of `group` that is not cooling at `now_ms`, with probability proportional
 /// to its weight (uniform when every healthy member weighs 0).
+///
+/// The pre-[`super::select`] entry point, kept for callers that have not moved to `select`
+/// (which applies the same pick after its filters when the strategy is simple-shuffle).
 pub fn simple_shuffle(group: &Group, cooling: &CooldownView, now_ms: u64, rng: &mut Rng) -> Option<Pick> {
-    let healthy = || {
-        group
-            .members
-            .iter()
-            .zip(group.weights.iter())
-            .filter(|(&i, _)| cooling.remaining_ms(i, now_ms).is_none())
-    };
-    let (count, total) = healthy().fold((0usize, 0.0f64), |(n, t), (_, w)| (n + 1, t + w));
-    if count == 0 {
+    let healthy: Vec<usize> = group
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(_, &i)| cooling.remaining_ms(i, now_ms).is_none())
+        .map(|(pos, _)| pos)
+        .collect();
+    if healthy.is_empty() {
         let soonest = group.members.iter().filter_map(|&i| cooling.remaining_ms(i, now_ms)).min()?;
         return Some(Pick::AllCooling { retry_after_ms: soonest });
     }
+    weighted(&healthy, &group.weights, rng).and_then(|pos| group.members.get(pos)).map(|&i| Pick::Deployment(i))
+}
+
+/// A weighted pick among `positions` (indices into the group's members and `weights`):
+/// probability proportional to weight; zero-weight positions only when all weigh zero, then
+/// uniformly. Returns the chosen position.
+pub(super) fn weighted(positions: &[usize], weights: &[f64], rng: &mut Rng) -> Option<usize> {
+    let weight = |pos: usize| weights.get(pos).copied().filter(|w| w.is_finite() && *w > 0.0).unwrap_or(0.0);
+    let total: f64 = positions.iter().map(|&p| weight(p)).sum();
     if total <= 0.0 {
-        let k = rng.below(count);
-        return healthy().nth(k).map(|(&i, _)| Pick::Deployment(i));
+        return positions.get(rng.below(positions.len())).copied();
     }
     let mut target = rng.next_f64() * total;
     let mut last = None;
-    for (&i, &w) in healthy() {
+    for &pos in positions {
+        let w = weight(pos);
         if w <= 0.0 {
             continue;
         }
-        last = Some(i);
+        last = Some(pos);
         if target < w {
-            return Some(Pick::Deployment(i));
+            return Some(pos);
         }
         target -= w;
     }
-    last.map(Pick::Deployment)
+    last
 }
 
 #[cfg(test)]
@@ -106,5 +117,15 @@ mod tests {
     fn empty_group_picks_nothing() {
         let mut rng = Rng::from_seed(1);
         assert_eq!(simple_shuffle(&group(&[]), &view(&[], 0), 0, &mut rng), None);
+        assert_eq!(weighted(&[], &[], &mut rng), None);
+    }
+
+    #[test]
+    fn weighted_ignores_bad_weights_and_missing_positions() {
+        let mut rng = Rng::from_seed(3);
+        for _ in 0..100 {
+            assert_eq!(weighted(&[0, 1, 2], &[f64::NAN, -1.0, 2.0], &mut rng), Some(2));
+            assert_eq!(weighted(&[5], &[1.0], &mut rng), Some(5));
+        }
     }
 }
