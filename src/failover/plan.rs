@@ -47,16 +47,37 @@ fn max_retry_budget(router: &RouterSettings) -> u32 {
     .unwrap_or(0)
 }
 
+/// Which fallback list applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// `fallbacks` (else `default_fallbacks`): for failures and unavailable groups.
+    Regular,
+    /// `context_window_fallbacks`: for prompts too long for the group.
+    ContextWindow,
+}
+
 /// The fallback groups of `origin` (table indices), in order, without `origin` itself.
 pub fn fallback_chain(cfg: &RouterConfig, origin: &str) -> Vec<usize> {
+    chain(cfg, origin, Chain::Regular)
+}
+
+/// The groups of one fallback list for `origin`, in order, without `origin` itself.
+pub fn chain(cfg: &RouterConfig, origin: &str, which: Chain) -> Vec<usize> {
     let r = &cfg.router;
-    let names: &[String] = r
-        .fallbacks
+    let lists = match which {
+        Chain::Regular => &r.fallbacks,
+        Chain::ContextWindow => &r.context_window_fallbacks,
+    };
+    let default: &[String] = match which {
+        Chain::Regular => r.default_fallbacks.as_slice(),
+        Chain::ContextWindow => &[],
+    };
+    let names: &[String] = lists
         .iter()
         .find(|(g, _)| g == origin)
-        .or_else(|| r.fallbacks.iter().find(|(g, _)| g == "*"))
+        .or_else(|| lists.iter().find(|(g, _)| g == "*"))
         .map(|(_, list)| list.as_slice())
-        .unwrap_or(r.default_fallbacks.as_slice());
+        .unwrap_or(default);
     let mut out = Vec::new();
     for name in names {
         if let Some(resolved) = cfg.table.resolve(name) {
@@ -78,8 +99,8 @@ pub fn next_targets(cfg: &RouterConfig, state: &AttemptState, class: FailureClas
             out.push(Target { group: g, fallback: state.fallback, retries: state.retries + 1 });
         }
     }
-    let chain = fallback_chain(cfg, &state.origin_group);
-    for (i, &g) in chain.iter().enumerate() {
+    let which = if state.context_fallback { Chain::ContextWindow } else { Chain::Regular };
+    for (i, &g) in chain(cfg, &state.origin_group, which).iter().enumerate() {
         let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
         if position > state.fallback {
             out.push(Target { group: g, fallback: position, retries: 0 });
@@ -93,7 +114,8 @@ pub fn next_targets(cfg: &RouterConfig, state: &AttemptState, class: FailureClas
 /// through untouched when nothing is left to try.
 pub fn can_failover(cfg: &RouterConfig, state: &AttemptState, untried_in_group: bool) -> bool {
     let retry = state.retries < max_retry_budget(&cfg.router) && untried_in_group;
-    let fallback = u32::try_from(fallback_chain(cfg, &state.origin_group).len()).unwrap_or(u32::MAX) > state.fallback;
+    let which = if state.context_fallback { Chain::ContextWindow } else { Chain::Regular };
+    let fallback = u32::try_from(chain(cfg, &state.origin_group, which).len()).unwrap_or(u32::MAX) > state.fallback;
     retry || fallback
 }
 

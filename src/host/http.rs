@@ -16,6 +16,8 @@ use crate::pipeline::request::{
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
+use crate::openai::UsageTracker;
+use crate::stats::{self, Attempt, Finish, Outcome, StoreStats, Track};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
 
@@ -43,6 +45,13 @@ struct Sent {
     fallback_from: Option<String>,
     start_ms: u64,
     try_budget_ms: Option<u64>,
+    stream: bool,
+    /// The live-statistics receipt (untracked for simple-shuffle: no writes).
+    attempt: Attempt,
+    /// Reads token usage from the response body, when the strategy needs it.
+    usage: Option<UsageTracker>,
+    first_byte_ms: Option<u64>,
+    outcome: Option<Outcome>,
 }
 
 pub struct Http {
@@ -214,7 +223,8 @@ impl HttpContext for Http {
             let mut cache = self.vm.cooldowns.borrow_mut();
             let cooling = cache.refresh(&cfg);
             let mut rng = self.vm.rng.borrow_mut();
-            let mut env = Env { cooling, now_ms: now, rng: &mut rng, key: self.vm.key };
+            let live = StoreStats { store: &SharedData, table: &cfg.table, now_ms: now, latency_ttl_ms: stats::latency_ttl_ms(&cfg.router) };
+            let mut env = Env { cooling, stats: &live, now_ms: now, rng: &mut rng, key: self.vm.key };
             request::on_body(&cfg, pending, &body, &mut env)
         };
         if let Some(failed) = decision.failed {
@@ -242,18 +252,33 @@ impl HttpContext for Http {
             fwd.cluster,
             fwd.attempts
         );
+        let track = Track::for_deployment(&cfg.router, fwd.deployment);
+        let attempt = if track.any() {
+            let a = stats::on_start(&SharedData, &fwd.deployment.id, now, fwd.input_tokens, track);
+            if a.start_failed() {
+                log::warn!("llm-router: recording the start of an attempt on {} failed", fwd.deployment.id);
+            }
+            a
+        } else {
+            Attempt::untracked(now)
+        };
         self.phase = Phase::Forwarded(Sent {
             index: fwd.deployment_index,
             attempts: fwd.attempts,
             fallback_from: fwd.fallback_from,
             start_ms: now,
             try_budget_ms: fwd.per_try_timeout_ms,
+            stream: fwd.stream,
+            attempt,
+            usage: None,
+            first_byte_ms: None,
+            outcome: None,
         });
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Phase::Forwarded(sent) = &self.phase else { return Action::Continue };
+        let Phase::Forwarded(sent) = &mut self.phase else { return Action::Continue };
         let Some(cfg) = self.config.clone() else { return Action::Continue };
         let Some(dep) = cfg.table.deployments.get(sent.index) else { return Action::Continue };
         set_response_header(DEPLOYMENT_HEADER, Some(&dep.id));
@@ -264,6 +289,10 @@ impl HttpContext for Http {
         }
         let mut status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         if status < 400 && status != 307 {
+            sent.outcome = Some(Outcome::Success);
+            if sent.attempt.track.reads_response_body() && response_header("content-encoding").is_none() {
+                sent.usage = Some(UsageTracker::for_content_type(response_header("content-type").as_deref()));
+            }
             return Action::Continue;
         }
         let now = super::now_ms();
@@ -297,10 +326,47 @@ impl HttpContext for Http {
             classify(status, details.as_deref())
         };
         let Some(class) = class else { return Action::Continue };
+        sent.outcome = Some(if class == FailureClass::Timeout { Outcome::Timeout } else { Outcome::Failed });
         let retry_after =
             parse_retry_after(response_header("retry-after").as_deref(), response_header("retry-after-ms").as_deref(), now);
         let failed = FailedAttempt { deployment_index: sent.index, class, retry_after_ms: retry_after };
         self.record(&cfg, failed, now);
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        let Phase::Forwarded(sent) = &mut self.phase else { return Action::Continue };
+        if sent.first_byte_ms.is_none() && body_size > 0 {
+            sent.first_byte_ms = Some(super::now_ms());
+        }
+        if let Some(tracker) = &mut sent.usage {
+            match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                Ok(Some(chunk)) => tracker.feed(&chunk),
+                Ok(None) => {}
+                Err(status) => log::debug!("llm-router: reading a response chunk failed: {status:?}"),
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // Once per stream, whatever the ending (a failover pass ends here at its redirect).
+        let Phase::Forwarded(sent) = &mut self.phase else { return };
+        if !sent.attempt.open() && !sent.attempt.track.latency {
+            return;
+        }
+        let Some(cfg) = self.config.clone() else { return };
+        let Some(dep) = cfg.table.deployments.get(sent.index) else { return };
+        let now = super::now_ms();
+        let finish = Finish {
+            latency_ms: now.saturating_sub(sent.start_ms),
+            ttft_ms: sent.first_byte_ms.filter(|_| sent.stream).map(|t| t.saturating_sub(sent.start_ms)),
+            usage: sent.usage.as_mut().and_then(UsageTracker::finish),
+            in_flight_release: true,
+            outcome: sent.outcome.unwrap_or(Outcome::Failed),
+        };
+        if stats::on_finish(&SharedData, &dep.id, now, &mut sent.attempt, &finish).is_err() {
+            log::warn!("llm-router: recording the end of an attempt on {} failed", dep.id);
+        }
     }
 }

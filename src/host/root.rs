@@ -86,6 +86,9 @@ impl RootContext for Root {
         ensure_key(keys::COOLDOWNS);
         for d in &cfg.table.deployments {
             ensure_key(&keys::fails(&d.id));
+            if crate::stats::Track::for_deployment(&cfg.router, d).any() {
+                ensure_key(&crate::stats::keys::stats(&d.id));
+            }
         }
         log::info!(
             "llm-router: configured {} deployment(s) in {} model group(s)",

@@ -6,11 +6,12 @@
 
 use super::auth::{is_authorized, ClientCredentials};
 use crate::config::{glob_capture, AuthHeader, Deployment, Group, RouterConfig, ANTHROPIC_VERSION};
-use crate::failover::{can_failover, next_targets, AttemptState, FailureReport, FAILOVER_PATH};
+use crate::failover::{can_failover, chain, next_targets, AttemptState, Chain, FailureReport, FAILOVER_PATH};
 use crate::health::{classify, CooldownView, FailureClass};
-use crate::openai::{json_scan, rewrite, ApiError};
+use crate::openai::{json_scan, rewrite, scan_request_with_facts, ApiError, BodyFacts};
 use crate::provider::{upstream_path, Endpoint, Wire};
-use crate::routing::{simple_shuffle, Pick, Rng};
+use crate::routing::{select, Ineligible, RequestFacts, Rng, Selection};
+use crate::stats::{ms_to_next_minute, StatsSource};
 
 /// Client headers that may carry credentials; none of them is ever forwarded upstream.
 pub const CLIENT_AUTH_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
@@ -144,6 +145,8 @@ fn is_json(content_type: &str) -> bool {
 /// What a request's body phase needs from its surroundings.
 pub struct Env<'r> {
     pub cooling: &'r CooldownView,
+    /// Live per-deployment statistics (read only by the strategies that need them).
+    pub stats: &'r dyn StatsSource,
     pub now_ms: u64,
     pub rng: &'r mut Rng,
     /// The per-VM key signing attempt state.
@@ -183,6 +186,8 @@ pub struct Forward<'c> {
     pub attempts: u32,
     /// The group the client asked for, when a fallback group serves.
     pub fallback_from: Option<String>,
+    /// The request's input token estimate (usage accounting).
+    pub input_tokens: u64,
 }
 
 /// The body phase's result: what to record about the previous attempt, and what to do now.
@@ -210,18 +215,7 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
     let requested = scanned.requested.as_str();
     let resolved = cfg.table.resolve(requested).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
     let group = cfg.table.groups.get(resolved.group).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
-    let index = match pick(group, &[], env) {
-        Some(Pick::Deployment(i)) => i,
-        Some(Pick::AllCooling { retry_after_ms }) => {
-            let secs = retry_after_ms.div_ceil(1000).max(1);
-            return Err(Reply {
-                error: ApiError::all_cooling(&group.name, group.members.len(), secs),
-                headers: vec![("retry-after", secs.to_string())],
-            });
-        }
-        None => return Err(ApiError::model_not_found(requested).into()),
-    };
-    let state = AttemptState {
+    let mut state = AttemptState {
         model: requested.to_string(),
         origin_group: group.name.clone(),
         group: group.name.clone(),
@@ -229,7 +223,72 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
         authority: pending.authority.clone(),
         ..Default::default()
     };
+    let first = choose(cfg, resolved.group, &scanned, &[], env);
+    let index = match first {
+        Selection::Deployment(i) => i,
+        unavailable => {
+            // The group cannot serve this request: its fallbacks may (LiteLLM's order: a prompt
+            // too long goes to `context_window_fallbacks`, anything else to `fallbacks`).
+            let which = match unavailable {
+                Selection::NoneEligible(Ineligible::ContextWindow) => Chain::ContextWindow,
+                _ => Chain::Regular,
+            };
+            let fallback = chain(cfg, &group.name, which).into_iter().enumerate().find_map(|(i, g)| match choose(cfg, g, &scanned, &[], env) {
+                Selection::Deployment(d) => Some((i, g, d)),
+                _ => None,
+            });
+            let Some((position, g, d)) = fallback else { return Err(unavailable_reply(group, unavailable, env.now_ms, requested)) };
+            let Some(fallback_group) = cfg.table.groups.get(g) else { return Err(unavailable_reply(group, unavailable, env.now_ms, requested)) };
+            state.group = fallback_group.name.clone();
+            state.fallback = u32::try_from(position + 1).unwrap_or(u32::MAX);
+            state.context_fallback = which == Chain::ContextWindow;
+            return plan(cfg, pending, body, &scanned, fallback_group, d, state, None, env);
+        }
+    };
     plan(cfg, pending, body, &scanned, group, index, state, None, env)
+}
+
+/// The reply when the client's group has nothing to offer (and no fallback took over).
+fn unavailable_reply(group: &Group, why: Selection, now_ms: u64, requested: &str) -> Reply {
+    match why {
+        Selection::AllCooling { retry_after_ms } => {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            Reply {
+                error: ApiError::all_cooling(&group.name, group.members.len(), secs),
+                headers: vec![("retry-after", secs.to_string())],
+            }
+        }
+        Selection::NoneEligible(Ineligible::RateLimited) => {
+            let secs = ms_to_next_minute(now_ms).div_ceil(1000).max(1);
+            Reply {
+                error: ApiError::new(
+                    429,
+                    crate::openai::error::RATE_LIMIT,
+                    None,
+                    Some("rate_limited"),
+                    format!("Every deployment of model group `{}` is at its rpm/tpm limit. Retry after {secs}s.", group.name),
+                ),
+                headers: vec![("retry-after", secs.to_string())],
+            }
+        }
+        Selection::NoneEligible(Ineligible::ContextWindow) => ApiError::new(
+            400,
+            crate::openai::error::INVALID_REQUEST,
+            Some("messages"),
+            Some("context_length_exceeded"),
+            format!("The request is longer than the context window of every deployment of model group `{}`", group.name),
+        )
+        .into(),
+        Selection::NoneEligible(Ineligible::NoTagMatch) => ApiError::new(
+            400,
+            crate::openai::error::INVALID_REQUEST,
+            Some("tags"),
+            Some("no_matching_deployment"),
+            format!("No deployment of model group `{}` matches the request's tags", group.name),
+        )
+        .into(),
+        Selection::NoneEligible(Ineligible::AllTried) | Selection::Deployment(_) => ApiError::model_not_found(requested).into(),
+    }
 }
 
 fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirect, body: &[u8], env: &mut Env<'_>) -> BodyDecision<'c> {
@@ -247,7 +306,7 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
     let tried: Vec<usize> = prev.tried.iter().filter_map(|id| cfg.table.ids.get(id).copied()).collect();
     for target in next_targets(cfg, prev, class) {
         let Some(group) = cfg.table.groups.get(target.group) else { continue };
-        let Some(Pick::Deployment(index)) = pick(group, &tried, env) else { continue };
+        let Selection::Deployment(index) = choose(cfg, target.group, &scanned, &tried, env) else { continue };
         let state = AttemptState {
             hop: prev.hop + 1,
             group: group.name.clone(),
@@ -262,15 +321,17 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
     BodyDecision { failed, action: Err(exhausted(prev.hop + 1)) }
 }
 
-/// What a pass needs from the body: the requested model (first pass) and where `model` is.
+/// What a pass needs from the body: the requested model (first pass), where `model` is, and
+/// the facts selection filters on (tags, input token estimate).
 struct Scanned<'b> {
     requested: String,
     scan: json_scan::RequestScan<'b>,
+    facts: BodyFacts,
 }
 
 fn scan<'b>(cfg: &RouterConfig, body: &'b [u8]) -> Result<Scanned<'b>, Reply> {
     let wanted: Vec<&str> = cfg.table.default_param_keys.iter().map(String::as_str).collect();
-    let scan = json_scan::scan_request(body, &wanted).map_err(|e| Reply::from(ApiError::from_scan_error(&e)))?;
+    let (scan, facts) = scan_request_with_facts(body, &wanted).map_err(|e| Reply::from(ApiError::from_scan_error(&e)))?;
     let requested = scan.model_name().ok_or_else(|| Reply::from(ApiError::missing_model()))?.into_owned();
     if scan.duplicate_model {
         return Err(ApiError::new(
@@ -282,21 +343,13 @@ fn scan<'b>(cfg: &RouterConfig, body: &'b [u8]) -> Result<Scanned<'b>, Reply> {
         )
         .into());
     }
-    Ok(Scanned { requested, scan })
+    Ok(Scanned { requested, scan, facts })
 }
 
-/// Picks a member of `group` that is neither cooling nor in `exclude`.
-fn pick(group: &Group, exclude: &[usize], env: &mut Env<'_>) -> Option<Pick> {
-    if exclude.iter().all(|i| !group.members.contains(i)) {
-        return simple_shuffle(group, env.cooling, env.now_ms, env.rng);
-    }
-    let (members, weights): (Vec<usize>, Vec<f64>) =
-        group.members.iter().zip(&group.weights).filter(|(i, _)| !exclude.contains(i)).map(|(i, w)| (*i, *w)).unzip();
-    if members.is_empty() {
-        return None;
-    }
-    let remaining = Group { name: group.name.clone(), members, weights };
-    simple_shuffle(&remaining, env.cooling, env.now_ms, env.rng)
+/// Selects a deployment of group `group` for this request, skipping `exclude` (tried ones).
+fn choose(cfg: &RouterConfig, group: usize, scanned: &Scanned<'_>, exclude: &[usize], env: &mut Env<'_>) -> Selection {
+    let facts = RequestFacts { tags: &scanned.facts.tags, input_tokens: scanned.facts.input_tokens, stream: scanned.scan.stream.unwrap_or(false) };
+    select(&cfg.table, &cfg.router, group, &facts, env.cooling, env.stats, exclude, env.now_ms, env.rng)
 }
 
 /// The failed attempt's class. The redirector answers for attempts that got no response: a
@@ -392,6 +445,7 @@ fn plan<'c>(
         per_try_timeout_ms,
         attempts: state.hop + 1,
         fallback_from,
+        input_tokens: scanned.facts.input_tokens,
     })
 }
 
@@ -458,7 +512,7 @@ mod tests {
     fn route<'c>(cfg: &'c RouterConfig, path: &str, body: &str) -> Result<Forward<'c>, Reply> {
         let view = CooldownView::new(&Cooldowns::default(), &cfg.table.ids, cfg.table.deployments.len());
         let mut rng = Rng::from_seed(1);
-        let mut env = Env { cooling: &view, now_ms: 0, rng: &mut rng, key: KEY };
+        let mut env = Env { cooling: &view, stats: &crate::stats::NoStats, now_ms: 0, rng: &mut rng, key: KEY };
         on_body(cfg, &pending(cfg, path), body.as_bytes(), &mut env).action
     }
 
@@ -580,7 +634,7 @@ mod tests {
         record.extend("oa", 2_500, FailureClass::RateLimit);
         let view = CooldownView::new(&record, &c.table.ids, c.table.deployments.len());
         let mut rng = Rng::from_seed(1);
-        let mut env = Env { cooling: &view, now_ms: 1_000, rng: &mut rng, key: KEY };
+        let mut env = Env { cooling: &view, stats: &crate::stats::NoStats, now_ms: 1_000, rng: &mut rng, key: KEY };
         let r = on_body(&c, &pending(&c, "/v1/chat/completions"), br#"{"model":"gpt-4o"}"#, &mut env).action;
         let Err(reply) = r else { panic!("forwarded") };
         assert_eq!((reply.error.status, reply.error.code), (429, Some("no_healthy_deployments")));
@@ -604,7 +658,7 @@ mod tests {
     fn pass<'c>(c: &'c RouterConfig, body: &[u8], redirect: Option<(&str, &str)>, now: u64) -> BodyDecision<'c> {
         let view = CooldownView::new(&Cooldowns::default(), &c.table.ids, c.table.deployments.len());
         let mut rng = Rng::from_seed(3);
-        let mut env = Env { cooling: &view, now_ms: now, rng: &mut rng, key: KEY };
+        let mut env = Env { cooling: &view, stats: &crate::stats::NoStats, now_ms: now, rng: &mut rng, key: KEY };
         let path = redirect.map_or("/v1/chat/completions?q=1".to_string(), |(state, report)| {
             let report = FailureReport::from_query(report).map(|(r, _)| r).unwrap_or(FailureReport { status: 1, retry_after_ms: None });
             let loc = crate::failover::failover_location("gw:10000", state, &report);
