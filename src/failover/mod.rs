@@ -16,7 +16,9 @@ mod report;
 mod siphash;
 mod state;
 
-pub use plan::{can_failover, chain, fallback_chain, next_targets, retry_budget, Chain, Exhausted, Target};
+pub use plan::{
+    can_context_failover, can_failover, chain, context_targets, fallback_chain, next_targets, retry_budget, Chain, Exhausted, Target,
+};
 pub use report::{failover_location, FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER};
 pub use siphash::siphash24;
 pub use state::{percent_decode, percent_encode, AttemptState, STATE_HEADER};

@@ -109,6 +109,25 @@ pub fn next_targets(cfg: &RouterConfig, state: &AttemptState, class: FailureClas
     out
 }
 
+/// Targets after the upstream said the prompt is too long: the rest of the origin's
+/// `context_window_fallbacks` (no retry: every member of a group shares its context window).
+pub fn context_targets(cfg: &RouterConfig, state: &AttemptState) -> Vec<Target> {
+    let done = if state.context_fallback { state.fallback } else { 0 };
+    chain(cfg, &state.origin_group, Chain::ContextWindow)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, g)| {
+            let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            (position > done).then_some(Target { group: g, fallback: position, retries: 0 })
+        })
+        .collect()
+}
+
+/// Whether a context-window fallback could follow the attempt `state` describes.
+pub fn can_context_failover(cfg: &RouterConfig, state: &AttemptState) -> bool {
+    !context_targets(cfg, state).is_empty()
+}
+
 /// Whether another attempt could follow the one `state` describes (`untried_in_group`: its
 /// group still has a member this request has not tried). Lets the upstream side pass a failure
 /// through untouched when nothing is left to try.

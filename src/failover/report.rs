@@ -19,6 +19,8 @@ pub struct FailureReport {
     /// answered by the redirector).
     pub status: u16,
     pub retry_after_ms: Option<u64>,
+    /// The upstream rejected the prompt as too long for its context window.
+    pub context_window: bool,
 }
 
 impl FailureReport {
@@ -28,15 +30,17 @@ impl FailureReport {
         let mut status = None;
         let mut retry_after_ms = None;
         let mut state = None;
+        let mut context_window = false;
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("status", v)) => status = v.parse().ok(),
                 Some(("ra", v)) => retry_after_ms = v.parse().ok(),
+                Some(("cw", v)) => context_window = v == "1",
                 Some(("state", v)) => state = percent_decode(v),
                 _ => {}
             }
         }
-        Some((FailureReport { status: status?, retry_after_ms }, state.unwrap_or_default()))
+        Some((FailureReport { status: status?, retry_after_ms, context_window }, state.unwrap_or_default()))
     }
 }
 
@@ -55,6 +59,9 @@ pub fn failover_location(authority: &str, encoded_state: &str, report: &FailureR
     if let Some(ra) = report.retry_after_ms {
         out.push_str("&ra=");
         out.push_str(&ra.to_string());
+    }
+    if report.context_window {
+        out.push_str("&cw=1");
     }
     out.push_str("&state=");
     percent_encode_strict(encoded_state, &mut out);
@@ -78,14 +85,14 @@ mod tests {
 
     #[test]
     fn location_round_trips_through_the_query() {
-        let r = FailureReport { status: 429, retry_after_ms: Some(7_000) };
+        let r = FailureReport { status: 429, retry_after_ms: Some(7_000), context_window: false };
         let state = "v=1;p=/v1/chat/completions%3Fa%3D1&b;mac=00ff";
         let loc = failover_location("gw:8080", state, &r);
         assert!(loc.starts_with("http://gw:8080/__llm_router/failover?status=429&ra=7000&state=v%3D1%3Bp%3D%2Fv1"), "{loc}");
         let query = loc.split_once('?').map(|(_, q)| q).unwrap_or("");
         assert_eq!(FailureReport::from_query(query), Some((r, state.to_string())));
         assert_eq!(FailureReport::from_query("ra=5"), None);
-        let r0 = FailureReport { status: 0, retry_after_ms: None };
+        let r0 = FailureReport { status: 0, retry_after_ms: None, context_window: false };
         assert_eq!(FailureReport::from_query("status=0"), Some((r0, String::new())));
     }
 }

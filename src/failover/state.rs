@@ -37,8 +37,10 @@ pub struct AttemptState {
     pub try_budget_ms: Option<u64>,
     /// Another attempt is possible: the upstream side may redirect on failure.
     pub can_failover: bool,
-    /// The original group is asked for a context-window fallback on an upstream "too long".
+    /// This attempt serves from the `context_window_fallbacks` chain (position `fallback`).
     pub context_fallback: bool,
+    /// A context-window fallback remains: the upstream side inspects a 400 for "context too long".
+    pub can_context_failover: bool,
 }
 
 impl AttemptState {
@@ -72,6 +74,7 @@ impl AttemptState {
         push("b", &self.try_budget_ms.map(|b| b.to_string()).unwrap_or_default());
         push("c", if self.can_failover { "1" } else { "0" });
         push("x", if self.context_fallback { "1" } else { "0" });
+        push("w", if self.can_context_failover { "1" } else { "0" });
         let mac = siphash24(key.0, key.1, out.as_bytes());
         out.push_str(&format!(";mac={mac:016x}"));
         out
@@ -122,6 +125,7 @@ impl AttemptState {
                 "b" => s.try_budget_ms = if v.is_empty() { None } else { Some(v.parse().ok()?) },
                 "c" => s.can_failover = v == "1",
                 "x" => s.context_fallback = v == "1",
+                "w" => s.can_context_failover = v == "1",
                 _ => {}
             }
         }
@@ -192,6 +196,7 @@ mod tests {
             try_budget_ms: Some(2_000),
             can_failover: true,
             context_fallback: false,
+            can_context_failover: true,
         }
     }
 

@@ -5,10 +5,10 @@
 
 use crate::failover::{AttemptState, REDIRECTOR_HEADER, STATE_HEADER};
 use crate::health::parse_retry_after;
-use crate::pipeline::upstream::{verdict, Verdict};
+use crate::pipeline::upstream::{context_verdict, verdict, Verdict, MAX_INSPECTED_BODY};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
@@ -46,6 +46,8 @@ pub struct Upstream {
     /// The decoded state and its encoded form (passed on in the redirect location).
     state: Option<(AttemptState, String)>,
     request_id: Option<String>,
+    /// Response headers are held while a 400 body is read for a context-window error.
+    inspecting: bool,
 }
 
 impl Context for Upstream {}
@@ -79,7 +81,7 @@ impl HttpContext for Upstream {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // A response arrived: Envoy will not retry this attempt any more.
         if let Some(id) = &self.request_id {
             forget(id);
@@ -108,6 +110,33 @@ impl HttpContext for Upstream {
                 set(":status", Some("503"));
                 set("location", None);
             }
+            Verdict::Inspect if !end_of_stream => {
+                self.inspecting = true;
+                return Action::Pause;
+            }
+            Verdict::Inspect => {}
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.inspecting {
+            return Action::Continue;
+        }
+        if body_size > MAX_INSPECTED_BODY {
+            self.inspecting = false;
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.inspecting = false;
+        let Some((state, encoded)) = &self.state else { return Action::Continue };
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        if let Verdict::Redirect(location) = context_verdict(state, encoded, &body) {
+            log::debug!("llm-router upstream: prompt too long for this deployment; context-window fallback");
+            set(":status", Some("307"));
+            set("location", Some(&location));
         }
         Action::Continue
     }

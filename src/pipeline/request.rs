@@ -6,7 +6,9 @@
 
 use super::auth::{is_authorized, ClientCredentials};
 use crate::config::{glob_capture, AuthHeader, Deployment, Group, RouterConfig, ANTHROPIC_VERSION};
-use crate::failover::{can_failover, chain, next_targets, AttemptState, Chain, FailureReport, FAILOVER_PATH};
+use crate::failover::{
+    can_context_failover, can_failover, chain, context_targets, next_targets, AttemptState, Chain, FailureReport, FAILOVER_PATH,
+};
 use crate::health::{classify, CooldownView, FailureClass};
 use crate::openai::{json_scan, rewrite, scan_request_with_facts, ApiError, BodyFacts};
 use crate::provider::{upstream_path, Endpoint, Wire};
@@ -296,7 +298,10 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
     let report = redirect.report;
     let prev_index = prev.current().and_then(|id| cfg.table.ids.get(id).copied());
     let class = failure_class(prev, &report, env.now_ms);
-    let failed = prev_index.map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
+    // A prompt too long for the deployment is the request's problem, not the deployment's.
+    let failed = prev_index
+        .filter(|_| !report.context_window)
+        .map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
     let exhausted = |attempts: u32| Reply::from(exhausted_error(&prev.origin_group, attempts, class, &report));
 
     let scanned = match scan(cfg, body) {
@@ -304,7 +309,8 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
         Err(reply) => return BodyDecision { failed, action: Err(reply) },
     };
     let tried: Vec<usize> = prev.tried.iter().filter_map(|id| cfg.table.ids.get(id).copied()).collect();
-    for target in next_targets(cfg, prev, class) {
+    let targets = if report.context_window { context_targets(cfg, prev) } else { next_targets(cfg, prev, class) };
+    for target in targets {
         let Some(group) = cfg.table.groups.get(target.group) else { continue };
         let Selection::Deployment(index) = choose(cfg, target.group, &scanned, &tried, env) else { continue };
         let state = AttemptState {
@@ -312,6 +318,7 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
             group: group.name.clone(),
             fallback: target.fallback,
             retries: target.retries,
+            context_fallback: prev.context_fallback || report.context_window,
             ..prev.clone()
         };
         let stale_auth = prev_index.and_then(|i| cfg.table.deployments.get(i)).and_then(|d| d.auth.as_ref()).map(|a| a.name.as_str());
@@ -367,13 +374,28 @@ fn failure_class(prev: &AttemptState, report: &FailureReport, now_ms: u64) -> Fa
 
 /// The error when every attempt failed: the last failure's kind, naming the group and count.
 fn exhausted_error(group: &str, attempts: u32, class: FailureClass, report: &FailureReport) -> ApiError {
+    if report.context_window {
+        return ApiError::new(
+            400,
+            crate::openai::error::INVALID_REQUEST,
+            Some("messages"),
+            Some("context_length_exceeded"),
+            format!("The request is longer than the context window of model group `{group}` and its context-window fallbacks ({attempts} attempt(s))"),
+        );
+    }
     let (status, kind, code) = match class {
         FailureClass::RateLimit => (429, crate::openai::error::RATE_LIMIT, "rate_limited"),
         FailureClass::Timeout => (504, crate::openai::error::API_ERROR, "upstream_timeout"),
         FailureClass::ConnectFailure | FailureClass::Reset => (503, crate::openai::error::API_ERROR, "upstream_unavailable"),
         _ => (502, crate::openai::error::API_ERROR, "upstream_error"),
     };
-    let last = if report.status == 0 { format!("{class}") } else { format!("status {}", report.status) };
+    let last = if report.context_window {
+        "the prompt exceeding the context window".to_string()
+    } else if report.status == 0 {
+        format!("{class}")
+    } else {
+        format!("status {}", report.status)
+    };
     ApiError::new(
         status,
         kind,
@@ -426,6 +448,7 @@ fn plan<'c>(
     state.try_budget_ms = per_try_timeout_ms;
     let untried_in_group = group.members.iter().any(|i| cfg.table.deployments.get(*i).is_some_and(|d| !state.tried.contains(&d.id)));
     state.can_failover = can_failover(cfg, &state, untried_in_group);
+    state.can_context_failover = can_context_failover(cfg, &state);
     let fallback_from = (state.group != state.origin_group).then(|| state.origin_group.clone());
 
     Ok(Forward {
@@ -660,7 +683,7 @@ mod tests {
         let mut rng = Rng::from_seed(3);
         let mut env = Env { cooling: &view, stats: &crate::stats::NoStats, now_ms: now, rng: &mut rng, key: KEY };
         let path = redirect.map_or("/v1/chat/completions?q=1".to_string(), |(state, report)| {
-            let report = FailureReport::from_query(report).map(|(r, _)| r).unwrap_or(FailureReport { status: 1, retry_after_ms: None });
+            let report = FailureReport::from_query(report).map(|(r, _)| r).unwrap_or(FailureReport { status: 1, retry_after_ms: None, context_window: false });
             let loc = crate::failover::failover_location("gw:10000", state, &report);
             loc.split_once("gw:10000").map(|(_, p)| p.to_string()).unwrap_or_default()
         });
@@ -735,7 +758,7 @@ mod tests {
         let c = failover_cfg();
         let f1 = pass(&c, br#"{"model":"a"}"#, None, 0).action.unwrap_or_else(|r| panic!("{r:?}"));
         let forged = f1.state.replace("h=0", "h=1");
-        let report = FailureReport { status: 500, retry_after_ms: None };
+        let report = FailureReport { status: 500, retry_after_ms: None, context_window: false };
         for (state, redirected) in [(forged.as_str(), true), (f1.state.as_str(), false)] {
             let loc = crate::failover::failover_location("gw", state, &report);
             let path = loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default();

@@ -42,23 +42,17 @@ def served_by(resp):
 
 
 def test_a_500_is_retried_on_the_other_deployment_of_the_group(start_envoy, mocks):
-    envoy = failover_envoy(start_envoy, mocks, num_retries=1)
+    models = [  # a2 weighs 0: a1 is always picked first, a2 only as the retry
+        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1", weight=1),
+        deployment("a", "openai/a-two", mocks["a2"].url + "/v1", api_key="sk-a2", id="a2", weight=0),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, num_retries=1)
     mocks["a1"].respond(status=500)
-    mocks["a2"].respond(status=500)
-    first_ok = None
-    for _ in range(6):  # whichever member is picked first fails; the other one must serve too.
-        mocks["a1"].respond(status=500, times=1)
-        mocks["a2"].respond(status=200)
-        mocks["a1"].reset(); mocks["a2"].reset()
-        mocks["a1"].respond(status=500)
-        resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
-        if resp.headers.get("x-llm-router-attempts") == "2":
-            first_ok = resp
-            break
-    assert first_ok is not None, "the failing member was never picked first in 6 tries"
-    expect_routed(first_ok, "a2", "a")
-    assert first_ok.json()["model"] == "a-two"
-    assert "x-llm-router-fallback-from" not in first_ok.headers
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    expect_routed(resp, "a2", "a")
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    assert resp.json()["model"] == "a-two"
+    assert "x-llm-router-fallback-from" not in resp.headers
     assert mocks["a1"].count == 1 and mocks["a2"].count == 1
     rec = expect_upstream(mocks["a2"].last(), path="/v1/chat/completions", host=mocks["a2"].authority,
                           model="a-two", headers={"authorization": "Bearer sk-a2"}, absent=[STATE_HEADER])
@@ -68,7 +62,7 @@ def test_a_500_is_retried_on_the_other_deployment_of_the_group(start_envoy, mock
 
 def test_429_with_retry_after_falls_back_to_the_next_group_and_cools_the_deployment(start_envoy, mocks):
     models = [
-        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1"),
+        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1", weight=1),
         deployment("a", "openai/a-two", mocks["a2"].url + "/v1", api_key="sk-a2", id="a2", weight=0),
         deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
     ]
@@ -211,3 +205,28 @@ def test_a_client_cannot_forge_a_failover_pass(start_envoy, mocks):
     rec = mocks["a1"].last()
     assert rec.path == "/__llm_router/failover?status=500"
     assert STATE_HEADER not in rec.headers
+
+
+def test_an_upstream_context_length_error_goes_to_the_context_window_fallback(start_envoy, mocks):
+    models = [
+        deployment("a", "openai/a-small", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1"),
+        deployment("a-long", "openai/a-long", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, context_window_fallbacks=[{"a": ["a-long"]}])
+    too_long = {"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages "
+                                     "resulted in 9000 tokens.", "type": "invalid_request_error",
+                          "param": "messages", "code": "context_length_exceeded"}}
+    mocks["a1"].respond(status=400, body=too_long, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a", "a long prompt"))
+    expect_routed(resp, "b1", "a-long")
+    assert resp.headers["x-llm-router-fallback-from"] == "a"
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    assert mocks["b1"].last().json["model"] == "a-long"
+    # Not the deployment's fault: a1 is not cooled, it serves the next (short) request.
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    expect_routed(resp, "a1", "a")
+    # Any other 400 is the client's: returned as-is, no fallback.
+    mocks["a1"].respond(status=400, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    assert resp.status == 400 and resp.headers["x-llm-router-attempts"] == "1"
+    assert mocks["b1"].count == 1

@@ -199,6 +199,8 @@ def upstream_wasm_filter(wasm_path: Union[str, Path] = WASM_PATH) -> dict:
             "config": {
                 "name": "llm_router_upstream",
                 "root_id": "llm_router_upstream",
+                # It holds a 400's headers while reading its body (context-window errors).
+                "allow_on_headers_stop_iteration": True,
                 "vm_config": {"vm_id": "llm_router", "runtime": "envoy.wasm.runtime.v8",
                               "code": {"local": {"filename": str(wasm_path)}}},
             },
