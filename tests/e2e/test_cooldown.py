@@ -243,3 +243,28 @@ def test_failures_are_counted_across_workers(start_envoy, make_mock):
     for r in later:
         expect_no_healthy(r, "solo")
     assert a.count == 3
+
+
+def test_cooldown_state_survives_a_plugin_config_reload_for_unchanged_deployment_ids(make_mock, start_envoy):
+    primary, backup, extra = make_mock("openai", "primary"), make_mock("openai", "backup"), make_mock("openai", "extra")
+    models = [
+        deployment("gpt-4o", "openai/gpt-4o", primary.url + "/v1", api_key="sk-1", id="primary"),
+        deployment("gpt-4o", "openai/gpt-4o", backup.url + "/v1", api_key="sk-2", id="backup"),
+    ]
+    envoy = start_envoy(plugin_config(models, allowed_fails=0, cooldown_time=60),
+                        clusters_for(primary, backup, extra), dynamic_listener=True)
+    primary.respond(status=500)
+    for _ in range(20):  # until the primary has failed once (allowed_fails 0: cooled on its first failure)
+        client.post_json(envoy.base_url, "/v1/chat/completions", chat("gpt-4o"))
+        if primary.count:
+            break
+    assert primary.count == 1
+    # A new config: one more group, the same two deployment ids.
+    models.append(deployment("other", "openai/other", extra.url + "/v1", api_key="sk-3", id="extra"))
+    envoy.reload_plugin_config(plugin_config(models, allowed_fails=0, cooldown_time=60))
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("other"))
+    assert resp.headers.get("x-llm-router-deployment") == "extra", "the new config is live"
+    for _ in range(20):
+        resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("gpt-4o"))
+        assert resp.headers.get("x-llm-router-deployment") == "backup"
+    assert primary.count == 1, "the cooled deployment stayed cooled across the reload"

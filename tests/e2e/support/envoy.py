@@ -317,8 +317,12 @@ class Envoy:
     def __init__(self, plugin_config: Union[dict, str], clusters: dict, concurrency: int = 1,
                  env: Optional[dict] = None, extra_args: tuple = (), *, passthrough: Optional[str] = None,
                  wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = "30s",
-                 host_env: Optional[dict] = None, label: Optional[str] = None, failover: Union[bool, int] = False):
+                 host_env: Optional[dict] = None, label: Optional[str] = None, failover: Union[bool, int] = False,
+                 dynamic_listener: bool = False):
         self.concurrency = concurrency
+        self._bootstrap_args = dict(env=env, host_env_keys=tuple(host_env or ()), passthrough=passthrough, wasm=wasm,
+                                    route_timeout=route_timeout)
+        self._clusters = clusters
         self.wasm_path = Path(wasm_path) if wasm_path else WASM_PATH
         n = next(_counter)
         if label is None:  # name the log folder after the running test, if any
@@ -329,6 +333,19 @@ class Envoy:
                                    passthrough=passthrough, wasm=wasm, wasm_path=self.wasm_path,
                                    route_timeout=route_timeout,
                                    failover_port=(failover if failover is not True else free_port()) or None)
+        self.lds_path: Optional[Path] = None
+        if dynamic_listener:
+            # The ingress listener comes from a watched LDS file, so a test can reload the plugin config
+            # the way a control plane would (reload_plugin_config). A fixed port: the listener keeps it.
+            ingress = self.bootstrap["static_resources"]["listeners"][0]
+            ingress["address"]["socket_address"]["port_value"] = free_port()
+            self.bootstrap["static_resources"]["listeners"] = self.bootstrap["static_resources"]["listeners"][1:]
+            self.lds_path = self.dir / "lds" / "lds.json"
+            self.lds_path.parent.mkdir(exist_ok=True)
+            self._write_lds(ingress)
+            self.bootstrap["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
+                "path": str(self.lds_path), "watched_directory": {"path": str(self.lds_path.parent)}}}}
+            self.bootstrap["node"] = {"id": "llm-router-e2e", "cluster": "e2e"}
         self.bootstrap_path = self.dir / "bootstrap.json"
         self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
         self.log_path = self.dir / "envoy.log"
@@ -417,6 +434,34 @@ class Envoy:
                 return self
             if time.monotonic() > deadline:
                 raise EnvoyError(f"Envoy was not ready within {timeout}s; log {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    # ---- plugin config reload (dynamic_listener=True) ---------------------------------------
+    def _write_lds(self, listener: dict) -> None:
+        assert self.lds_path is not None
+        tmp = self.lds_path.parent / "lds.json.tmp"
+        tmp.write_text(json.dumps({"resources": [
+            {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", **listener}]}, indent=2))
+        os.replace(tmp, self.lds_path)
+
+    def reload_plugin_config(self, plugin_config: Union[dict, str], timeout: float = 10.0) -> None:
+        """Pushes a new plugin config through LDS and waits until Envoy has applied it."""
+        assert self.lds_path is not None, "start the Envoy with dynamic_listener=True"
+        before = self.stats("listener_manager.lds.update_success").get("listener_manager.lds.update_success", 0)
+        fresh = bootstrap(plugin_config, self._clusters, wasm_path=self.wasm_path, **self._bootstrap_args)
+        listener = fresh["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = self.listener_port
+        self._write_lds(listener)
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats("listener_manager")
+            if stats.get("listener_manager.lds.update_success", 0) > before and \
+                    stats.get("listener_manager.total_listeners_warming", 0) == 0:
+                return
+            if stats.get("listener_manager.lds.update_rejected", 0):
+                raise EnvoyError("Envoy rejected the new listener; log tail:\n" + self.log_tail())
+            if time.monotonic() > deadline:
+                raise EnvoyError("the listener update did not apply in time; log tail:\n" + self.log_tail())
             time.sleep(0.05)
 
     # ---- admin helpers -----------------------------------------------------------------------
