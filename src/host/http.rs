@@ -86,7 +86,9 @@ impl Http {
         set_request_header(fwd.cluster_header, fwd.cluster);
         set_request_header(":authority", fwd.authority);
         set_request_header(":path", &fwd.path);
-        set_request_header(STATE_HEADER, &fwd.state);
+        if let Some(state) = &fwd.state {
+            set_request_header(STATE_HEADER, state);
+        }
         if let Some(auth) = fwd.auth {
             set_request_header(&auth.name, &auth.value);
         }

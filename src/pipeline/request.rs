@@ -181,8 +181,9 @@ pub struct Forward<'c> {
     /// The rewritten body, or None when the body goes upstream unchanged.
     pub body: Option<Vec<u8>>,
     pub stream: bool,
-    /// The signed attempt state for the upstream side and the next pass.
-    pub state: String,
+    /// The signed attempt state for the upstream side and the next pass; None when no further
+    /// attempt is possible (the upstream side then has nothing to do).
+    pub state: Option<String>,
     pub per_try_timeout_ms: Option<u64>,
     /// Attempts made for this client request, this one included.
     pub attempts: u32,
@@ -464,7 +465,7 @@ fn plan<'c>(
         anthropic_version: (dep.provider.wire == Wire::Anthropic && !pending.has_anthropic_version).then_some(ANTHROPIC_VERSION),
         body: new_body,
         stream: scanned.scan.stream.unwrap_or(false),
-        state: state.encode(env.key),
+        state: (state.can_failover || state.can_context_failover).then(|| state.encode(env.key)),
         per_try_timeout_ms,
         attempts: state.hop + 1,
         fallback_from,
@@ -707,13 +708,13 @@ mod tests {
         let first = pass(&c, &body, None, 1_000);
         let f1 = first.action.unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!((f1.attempts, f1.fallback_from.as_deref()), (1, None));
-        let s1 = AttemptState::decode(&f1.state, KEY).unwrap_or_default();
+        let s1 = AttemptState::decode(f1.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
         assert!(s1.can_failover);
         assert_eq!((s1.path.as_str(), s1.authority.as_str()), ("/v1/chat/completions?q=1", "gw:10000"));
         let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
 
         // 500 → retry on the other member of `a`.
-        let second = pass(&c, &body1, Some((&f1.state, "status=500")), 1_100);
+        let second = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=500")), 1_100);
         assert_eq!(second.failed.map(|f| (f.deployment_index, f.class)), Some((f1.deployment_index, FailureClass::ServerError)));
         let f2 = second.action.unwrap_or_else(|r| panic!("{r:?}"));
         assert_ne!(f2.deployment.id, f1.deployment.id);
@@ -724,7 +725,7 @@ mod tests {
         assert_eq!(serde_json::from_slice::<Value>(&body2).ok(), Some(json!({"model": f2.deployment.model, "stream": true})));
 
         // 429 → retries used up: first fallback `b` (Azure), previous auth header removed.
-        let third = pass(&c, &body2, Some((&f2.state, "status=429&ra=5000")), 1_200);
+        let third = pass(&c, &body2, Some((f2.state.as_deref().unwrap_or(""), "status=429&ra=5000")), 1_200);
         assert_eq!(third.failed.map(|f| (f.class, f.retry_after_ms)), Some((FailureClass::RateLimit, Some(5_000))));
         let f3 = third.action.unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!((f3.deployment.id.as_str(), f3.attempts, f3.fallback_from.as_deref()), ("b1", 3, Some("a")));
@@ -733,33 +734,60 @@ mod tests {
         let body3 = f3.body.clone().unwrap_or(body2);
 
         // Connect failure (redirector, well within the budget) → `b` has no retry target left → `c`.
-        let fourth = pass(&c, &body3, Some((&f3.state, "status=0")), 1_250);
+        let fourth = pass(&c, &body3, Some((f3.state.as_deref().unwrap_or(""), "status=0")), 1_250);
         assert_eq!(fourth.failed.map(|f| f.class), Some(FailureClass::ConnectFailure));
         let f4 = fourth.action.unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!((f4.deployment.id.as_str(), f4.attempts), ("c1", 4));
         assert_eq!(f4.per_try_timeout_ms, Some(2_000));
-        let s4 = AttemptState::decode(&f4.state, KEY).unwrap_or_default();
-        assert!(!s4.can_failover, "nothing is left after c");
+        assert_eq!(f4.state, None, "nothing is left after c: no state, the upstream side passes failures through");
+    }
 
-        // The redirector again, after the whole 2 s budget: a timeout; nothing left → 504.
-        let body4 = f4.body.clone().unwrap_or(body3);
-        let last = pass(&c, &body4, Some((&f4.state, "status=0")), 1_250 + 2_000);
-        assert_eq!(last.failed.map(|f| f.class), Some(FailureClass::Timeout));
-        let reply = match last.action {
+    #[test]
+    fn exhausted_when_every_remaining_target_is_cooling() {
+        let c = cfg(json!({
+            "model_list": [
+                {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1", "timeout": 2, "weight": 1}, "model_info": {"id": "a1"}},
+                {"model_name": "a", "litellm_params": {"model": "openai/a2", "api_base": "http://h2/v1", "weight": 0}, "model_info": {"id": "a2"}},
+            ],
+            "router_settings": {"num_retries": 1},
+        }));
+        let mut record = Cooldowns::default();
+        record.extend("a2", 60_000, FailureClass::RateLimit);
+        let view = CooldownView::new(&record, &c.table.ids, c.table.deployments.len());
+        let mut rng = Rng::from_seed(5);
+        let run = |pending: &Pending, body: &[u8], now: u64, rng: &mut Rng| {
+            let mut env = Env { cooling: &view, stats: &crate::stats::NoStats, now_ms: now, rng, key: KEY };
+            on_body(&c, pending, body, &mut env)
+        };
+        let f1 = run(&pending(&c, "/v1/chat/completions"), br#"{"model":"a"}"#, 1_000, &mut rng).action.unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(f1.deployment.id, "a1");
+        let state = f1.state.clone().unwrap_or_default();
+        assert!(!state.is_empty(), "a retry is possible (a2 is untried)");
+        // The attempt used its whole 2 s budget: the redirector answered → a timeout; a2 cools → 504.
+        let report = FailureReport { status: 0, retry_after_ms: None, context_window: false };
+        let loc = crate::failover::failover_location("gw", &state, &report);
+        let path = loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default();
+        let head = RequestHead { method: "POST", path: &path, internal_redirect: true, ..Default::default() };
+        let HeadDecision::ReadBody(p2) = on_head(&c, &head, KEY) else { panic!("not a failover pass") };
+        let body = f1.body.clone().unwrap_or_default();
+        let second = run(&p2, &body, 3_000, &mut rng);
+        assert_eq!(second.failed.map(|f| f.class), Some(FailureClass::Timeout));
+        let reply = match second.action {
             Err(r) => r,
             Ok(f) => panic!("forwarded to {}", f.deployment.id),
         };
         assert_eq!((reply.error.status, reply.error.code), (504, Some("upstream_timeout")));
-        assert!(reply.error.message.contains("All 4 attempt(s) for model group `a`"), "{}", reply.error.message);
+        assert!(reply.error.message.contains("All 1 attempt(s) for model group `a`"), "{}", reply.error.message);
     }
 
     #[test]
     fn forged_or_unredirected_failover_requests_are_not_trusted() {
         let c = failover_cfg();
         let f1 = pass(&c, br#"{"model":"a"}"#, None, 0).action.unwrap_or_else(|r| panic!("{r:?}"));
-        let forged = f1.state.replace("h=0", "h=1");
+        let f1_state = f1.state.clone().unwrap_or_default();
+        let forged = f1_state.replace("h=0", "h=1");
         let report = FailureReport { status: 500, retry_after_ms: None, context_window: false };
-        for (state, redirected) in [(forged.as_str(), true), (f1.state.as_str(), false)] {
+        for (state, redirected) in [(forged.as_str(), true), (f1_state.as_str(), false)] {
             let loc = crate::failover::failover_location("gw", state, &report);
             let path = loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default();
             let head = RequestHead { method: "POST", path: &path, internal_redirect: redirected, ..Default::default() };
@@ -771,8 +799,7 @@ mod tests {
     fn no_failover_on_a_single_deployment_without_retries_or_fallbacks() {
         let c = sample();
         let f = route(&c, "/v1/chat/completions", r#"{"model":"claude"}"#).unwrap_or_else(|r| panic!("{r:?}"));
-        let s = AttemptState::decode(&f.state, KEY).unwrap_or_default();
-        assert!(!s.can_failover);
+        assert_eq!(f.state, None, "no further attempt possible: no state header at all");
         assert_eq!(f.per_try_timeout_ms, None);
     }
 }
