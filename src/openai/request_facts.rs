@@ -18,7 +18,7 @@
 
 use super::json_scan::{scan_object, Member, ScanError, ValueKind};
 use super::json_string::decode_string;
-use super::request_scan::RequestScan;
+use super::request_scan::{scan_request_members, RequestScan};
 
 /// Tags kept per request (matching is O(request tags × deployment tags) per candidate).
 pub const MAX_TAGS: usize = 32;
@@ -43,42 +43,11 @@ pub fn estimate_input_tokens(body_len: usize) -> u64 {
 /// # Errors
 /// Same as [`scan_request`](super::request_scan::scan_request).
 pub fn scan_request_with_facts<'a>(body: &'a [u8], wanted: &[&str]) -> Result<(RequestScan<'a>, BodyFacts), ScanError> {
-    let mut model: Option<Member<'a>> = None;
-    let mut duplicate_model = false;
-    let mut stream = None;
-    let mut stream_seen = false;
-    let mut duplicate_stream = false;
-    let mut present = 0u64;
-    let mut tags: Option<Member<'a>> = None;
-    let mut metadata: Option<Member<'a>> = None;
-    // Mirrors scan_request's visitor exactly (a test holds them equal).
-    let object = scan_object(body, |m| {
-        if m.key_is("model") {
-            if model.is_none() {
-                model = Some(m.clone());
-            } else {
-                duplicate_model = true;
-            }
-        } else if m.key_is("stream") {
-            if stream_seen {
-                duplicate_stream = true;
-            } else {
-                stream_seen = true;
-                stream = m.as_bool();
-            }
-        } else if m.key_is("tags") {
-            tags.get_or_insert_with(|| m.clone());
-        } else if m.key_is("metadata") {
-            metadata.get_or_insert_with(|| m.clone());
-        }
-        for (bit, name) in wanted.iter().take(64).enumerate() {
-            if m.key_is(name) {
-                present |= 1u64 << (bit & 63);
-            }
-        }
-    })?;
-    let scan = RequestScan { model, duplicate_model, stream, duplicate_stream, object, present };
-    let facts = BodyFacts { tags: request_tags(tags.as_ref(), metadata.as_ref()), input_tokens: estimate_input_tokens(body.len()) };
+    let (scan, members) = scan_request_members(body, wanted)?;
+    let facts = BodyFacts {
+        tags: request_tags(members.tags.as_ref(), members.metadata.as_ref()),
+        input_tokens: estimate_input_tokens(body.len()),
+    };
     Ok((scan, facts))
 }
 

@@ -55,12 +55,25 @@ impl<'a> RequestScan<'a> {
 /// # Errors
 /// Same as [`scan_object`].
 pub fn scan_request<'a>(body: &'a [u8], wanted: &[&str]) -> Result<RequestScan<'a>, ScanError> {
+    scan_request_members(body, wanted).map(|(scan, _)| scan)
+}
+
+/// The top-level members request facts are read from (first occurrence each).
+#[derive(Debug, Clone, Default)]
+pub(super) struct FactMembers<'a> {
+    pub tags: Option<Member<'a>>,
+    pub metadata: Option<Member<'a>>,
+}
+
+/// [`scan_request`], also keeping the `tags` and `metadata` members: the one visitor both use.
+pub(super) fn scan_request_members<'a>(body: &'a [u8], wanted: &[&str]) -> Result<(RequestScan<'a>, FactMembers<'a>), ScanError> {
     let mut model: Option<Member<'a>> = None;
     let mut duplicate_model = false;
     let mut stream = None;
     let mut stream_seen = false;
     let mut duplicate_stream = false;
     let mut present = 0u64;
+    let mut facts = FactMembers::default();
     let object = scan_object(body, |m| {
         if m.key_is("model") {
             if model.is_none() {
@@ -75,6 +88,10 @@ pub fn scan_request<'a>(body: &'a [u8], wanted: &[&str]) -> Result<RequestScan<'
                 stream_seen = true;
                 stream = m.as_bool();
             }
+        } else if m.key_is("tags") {
+            facts.tags.get_or_insert_with(|| m.clone());
+        } else if m.key_is("metadata") {
+            facts.metadata.get_or_insert_with(|| m.clone());
         }
         for (bit, name) in wanted.iter().take(64).enumerate() {
             if m.key_is(name) {
@@ -82,14 +99,7 @@ pub fn scan_request<'a>(body: &'a [u8], wanted: &[&str]) -> Result<RequestScan<'
             }
         }
     })?;
-    Ok(RequestScan {
-        model,
-        duplicate_model,
-        stream,
-        duplicate_stream,
-        object,
-        present,
-    })
+    Ok((RequestScan { model, duplicate_model, stream, duplicate_stream, object, present }, facts))
 }
 
 #[cfg(test)]
