@@ -13,6 +13,7 @@ use crate::pipeline::auth::ClientCredentials;
 use crate::pipeline::outcome;
 use crate::pipeline::request::{
     self, Env, FailedAttempt, Forward, HeadDecision, Pending, Reply, RequestHead, CLIENT_AUTH_HEADERS, PER_TRY_TIMEOUT_HEADER,
+    TAGS_HEADER,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -170,6 +171,10 @@ impl HttpContext for Http {
                 "anthropic-version" => head.has_anthropic_version = true,
                 "x-envoy-original-url" => head.internal_redirect = true,
                 STATE_HEADER => head.has_state_header = true,
+                TAGS_HEADER => {
+                    head.tags = Some(value);
+                    strip.push(TAGS_HEADER);
+                }
                 "authorization" => creds.authorization = Some(value),
                 "api-key" => creds.api_key = Some(value),
                 "x-api-key" => creds.x_api_key = Some(value),

@@ -18,6 +18,10 @@ use crate::stats::{ms_to_next_minute, StatsSource};
 /// Client headers that may carry credentials; none of them is ever forwarded upstream.
 pub const CLIENT_AUTH_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
 
+/// Request header carrying routing tags (comma-separated), besides the body's `tags` /
+/// `metadata.tags`. Consumed by the router, never forwarded.
+pub const TAGS_HEADER: &str = "x-llm-router-tags";
+
 /// Request header giving Envoy the attempt's time-to-response-headers budget.
 pub const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
 
@@ -37,6 +41,8 @@ pub struct RequestHead<'a> {
     pub internal_redirect: bool,
     /// A (client-sent) attempt state header is present: it must not reach an upstream.
     pub has_state_header: bool,
+    /// The `x-llm-router-tags` header.
+    pub tags: Option<&'a str>,
 }
 
 /// A failover pass: the attempt that failed and what it reported.
@@ -55,6 +61,8 @@ pub struct Pending {
     pub authority: String,
     pub has_anthropic_version: bool,
     pub redirect: Option<Redirect>,
+    /// Tags from the `x-llm-router-tags` header.
+    pub header_tags: Vec<String>,
 }
 
 impl Pending {
@@ -98,6 +106,7 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> H
                     authority: redirect.state.authority.clone(),
                     has_anthropic_version: head.has_anthropic_version,
                     redirect: Some(redirect),
+                    header_tags: header_tags(head.tags),
                 });
             }
         }
@@ -129,7 +138,12 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> H
         authority: head.authority.to_string(),
         has_anthropic_version: head.has_anthropic_version,
         redirect: None,
+        header_tags: header_tags(head.tags),
     })
+}
+
+fn header_tags(value: Option<&str>) -> Vec<String> {
+    value.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect()
 }
 
 fn verified_redirect(query: &str, key: (u64, u64)) -> Option<Redirect> {
@@ -214,7 +228,7 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
     if body.len() as u64 > limit {
         return Err(ApiError::body_too_large(limit as usize).into());
     }
-    let scanned = scan(cfg, body)?;
+    let scanned = scan(cfg, body, pending)?;
     let requested = scanned.requested.as_str();
     let resolved = cfg.table.resolve(requested).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
     let group = cfg.table.groups.get(resolved.group).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
@@ -305,7 +319,7 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
         .map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
     let exhausted = |attempts: u32| Reply::from(exhausted_error(&prev.origin_group, attempts, class, &report));
 
-    let scanned = match scan(cfg, body) {
+    let scanned = match scan(cfg, body, pending) {
         Ok(s) => s,
         Err(reply) => return BodyDecision { failed, action: Err(reply) },
     };
@@ -337,9 +351,14 @@ struct Scanned<'b> {
     facts: BodyFacts,
 }
 
-fn scan<'b>(cfg: &RouterConfig, body: &'b [u8]) -> Result<Scanned<'b>, Reply> {
+fn scan<'b>(cfg: &RouterConfig, body: &'b [u8], pending: &Pending) -> Result<Scanned<'b>, Reply> {
     let wanted: Vec<&str> = cfg.table.default_param_keys.iter().map(String::as_str).collect();
-    let (scan, facts) = scan_request_with_facts(body, &wanted).map_err(|e| Reply::from(ApiError::from_scan_error(&e)))?;
+    let (scan, mut facts) = scan_request_with_facts(body, &wanted).map_err(|e| Reply::from(ApiError::from_scan_error(&e)))?;
+    for tag in &pending.header_tags {
+        if !facts.tags.contains(tag) {
+            facts.tags.push(tag.clone());
+        }
+    }
     let requested = scan.model_name().ok_or_else(|| Reply::from(ApiError::missing_model()))?.into_owned();
     if scan.duplicate_model {
         return Err(ApiError::new(
