@@ -1,0 +1,448 @@
+//! Command line: argument parsing and the three commands. Every command writes to the given
+//! streams and returns the exit status (0 ok, 1 the config has errors, 2 usage errors).
+
+use crate::env::Env;
+use crate::envoy::{self, Addr};
+use crate::istio;
+use crate::plan::{self, EnvMode, Validated};
+use crate::source::{self, Diag, Files, Severity, Source};
+use crate::value::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "\
+llm-router: operator tool for the llm-router Envoy filter
+
+Usage:
+  llm-router check CONFIG [--env-file FILE] [--allow-missing-env] [--print-json]
+  llm-router envoy CONFIG [-o FILE] [--format yaml|json] [--wasm PATH] [--listen ADDR:PORT]
+                          [--admin ADDR:PORT] [--redirector ADDR:PORT] [--failover | --no-failover]
+                          [--ca-file PATH] [--route-timeout SECONDS] [--env-file FILE]
+  llm-router istio CONFIG [-o FILE] [--format yaml|json] [--name NAME] [--namespace NS] [--url URL]
+                          [--selector KEY=VALUE]... [--target-ref KIND/NAME] [--env-file FILE]
+
+CONFIG is a LiteLLM or DeltaLLM proxy config (YAML, or JSON when it ends in .json), read the way
+LiteLLM reads it: YAML 1.1 scalars, anchors and `<<:` merge keys, `include:` of further files.
+
+check   Validates CONFIG with the filter's own loader and prints every problem with its field
+        path and file position. Exit status 1 when there is an error (warnings do not fail).
+        `os.environ/NAME` values come from the environment (and --env-file, which wins);
+        --allow-missing-env treats unset ones as set. --print-json writes the JSON the filter
+        takes to stdout (problems then go to stderr).
+envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one cluster per
+        upstream (TLS with SNI for https api_bases), routes, admin, buffer limits, and the
+        in-request failover wiring (redirector listener, upstream filter). Defaults:
+        --listen 127.0.0.1:10000 --admin 127.0.0.1:9901 --redirector 127.0.0.1:10001
+        --wasm target/wasm32-wasip1/release/llm_router.wasm
+        --ca-file /etc/ssl/certs/ca-certificates.crt --route-timeout 600 (or the config's
+        longest timeout). Secrets stay `os.environ/NAME` references: Envoy's environment must
+        provide them (they are listed in vm_config.environment_variables.host_env_keys).
+istio   Writes a WasmPlugin (phase STATS, failStrategy FAIL_CLOSE, vmConfig.env from the host
+        for every secret) and a ServiceEntry + DestinationRule per upstream host. Defaults:
+        --name llm-router --selector istio=ingressgateway --url oci://REGISTRY/llm-router:0.1.0
+
+Output goes to stdout unless -o FILE is given; --format defaults to yaml (json when FILE ends
+in .json). Problems and notes go to stderr.
+";
+
+/// Runs the tool with `args` (without the program name).
+pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match try_run(args, out, err) {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
+            let _ = writeln!(err, "llm-router: {msg}\n\n{USAGE}");
+            2
+        }
+        Err(Failure::Io(msg)) => {
+            let _ = writeln!(err, "llm-router: {msg}");
+            1
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Io(String),
+}
+
+fn io(e: std::io::Error) -> Failure {
+    Failure::Io(e.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+/// Parsed options: flags with values, switches, and the one positional CONFIG.
+struct Opts {
+    config: PathBuf,
+    values: Vec<(String, String)>,
+    switches: Vec<String>,
+}
+
+impl Opts {
+    fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<Opts, Failure> {
+        let mut config = None;
+        let mut values = Vec::new();
+        let mut found = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            if arg == "-o" || arg.starts_with("--") {
+                let (name, inline) = match arg.split_once('=') {
+                    Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+                    _ => (arg.clone(), None),
+                };
+                if with_value.contains(&name.as_str()) {
+                    let v = match inline {
+                        Some(v) => v,
+                        None => it.next().cloned().ok_or_else(|| Failure::Usage(format!("{name} needs a value")))?,
+                    };
+                    values.push((name, v));
+                } else if switches.contains(&name.as_str()) && inline.is_none() {
+                    found.push(name);
+                } else {
+                    return Err(Failure::Usage(format!("unknown option `{arg}`")));
+                }
+            } else if config.is_none() {
+                config = Some(PathBuf::from(arg));
+            } else {
+                return Err(Failure::Usage(format!("unexpected argument `{arg}` (one CONFIG only)")));
+            }
+        }
+        let config = config.ok_or_else(|| Failure::Usage("missing CONFIG".into()))?;
+        Ok(Opts { config, values, switches: found })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.values.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+
+    fn env(&self) -> Result<Env, Failure> {
+        match self.get("--env-file") {
+            Some(path) => Env::process().with_file(Path::new(path)).map_err(Failure::Io),
+            None => Ok(Env::process()),
+        }
+    }
+
+    fn format(&self) -> Result<Format, Failure> {
+        match self.get("--format") {
+            Some("yaml") => Ok(Format::Yaml),
+            Some("json") => Ok(Format::Json),
+            Some(other) => Err(Failure::Usage(format!("--format must be yaml or json, not `{other}`"))),
+            None if self.get("-o").is_some_and(|o| o.ends_with(".json")) => Ok(Format::Json),
+            None => Ok(Format::Yaml),
+        }
+    }
+}
+
+fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err(Failure::Usage("missing command".into()));
+    };
+    match command.as_str() {
+        "check" => check(&Opts::parse(rest, &["--env-file"], &["--allow-missing-env", "--print-json"])?, out, err),
+        "envoy" => envoy(
+            &Opts::parse(
+                rest,
+                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--route-timeout", "--env-file"],
+                &["--failover", "--no-failover"],
+            )?,
+            out,
+            err,
+        ),
+        "istio" => istio(
+            &Opts::parse(rest, &["-o", "--format", "--name", "--namespace", "--url", "--selector", "--target-ref", "--env-file"], &[])?,
+            out,
+            err,
+        ),
+        "-h" | "--help" | "help" => {
+            write!(out, "{USAGE}").map_err(io)?;
+            Ok(0)
+        }
+        "-V" | "--version" => {
+            writeln!(out, "llm-router {}", env!("CARGO_PKG_VERSION")).map_err(io)?;
+            Ok(0)
+        }
+        other => Err(Failure::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn print_diags(files: &Files, diags: &[Diag], w: &mut dyn Write) -> Result<(), Failure> {
+    for d in diags {
+        writeln!(w, "{}", files.render(d)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn count(diags: &[Diag], severity: Severity) -> usize {
+    diags.iter().filter(|d| d.severity == severity).count()
+}
+
+fn check(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
+    let env = opts.env()?;
+    let print_json = opts.has("--print-json");
+    let (source, mut diags) = source::read(&opts.config);
+    let files = source.as_ref().map(|s| s.files.clone()).unwrap_or_else(|| Files { names: vec![opts.config.display().to_string()] });
+    let main = files.names.first().cloned().unwrap_or_default();
+    let mut validated: Option<Validated> = None;
+    if let Some(src) = &source {
+        let mode = if opts.has("--allow-missing-env") { EnvMode::Placeholders } else { EnvMode::Strict };
+        let v = plan::validate(src, &env, mode);
+        diags.extend(v.diags.iter().cloned());
+        validated = Some(v);
+    }
+    plan::sort(&mut diags);
+    let (errors, warnings) = (count(&diags, Severity::Error), count(&diags, Severity::Warning));
+    let report: &mut dyn Write = if print_json { &mut *err } else { &mut *out };
+    print_diags(&files, &diags, report)?;
+    if !opts.has("--allow-missing-env") && diags.iter().any(|d| d.message.starts_with("environment variable ")) {
+        writeln!(report, "{main}: note: set the variables (or pass --env-file FILE), or check without them using --allow-missing-env")
+            .map_err(io)?;
+    }
+    let loaded = match (&source, &validated) {
+        (Some(src), Some(v)) if errors == 0 => v.config.as_ref().map(|cfg| (src, v, cfg)),
+        _ => None,
+    };
+    match loaded {
+        Some((src, v, cfg)) => {
+            let clusters = plan::endpoints(cfg, src, &env).map(|e| e.len()).unwrap_or(0);
+            writeln!(
+                report,
+                "{main}: ok: {} in {}, {}{}",
+                plural(cfg.table.deployments.len(), "deployment", "deployments"),
+                plural(cfg.table.groups.len(), "model group", "model groups"),
+                plural(clusters, "upstream cluster", "upstream clusters"),
+                if warnings > 0 { format!(", {}", plural(warnings, "warning", "warnings")) } else { String::new() }
+            )
+            .map_err(io)?;
+            if !v.env_refs.is_empty() {
+                writeln!(report, "{main}: note: the filter reads these environment variables: {}", v.env_refs.join(", ")).map_err(io)?;
+            }
+        }
+        None => {
+            writeln!(report, "{main}: {}, {}", plural(errors, "error", "errors"), plural(warnings, "warning", "warnings")).map_err(io)?;
+        }
+    }
+    if print_json {
+        if let Some(src) = &source {
+            writeln!(out, "{}", src.json()).map_err(io)?;
+        }
+    }
+    Ok(if errors > 0 { 1 } else { 0 })
+}
+
+/// Reads and validates CONFIG for generation. On failure the problems have been printed.
+fn prepare(opts: &Opts, env: &Env, err: &mut dyn Write) -> Result<Option<(Source, Validated, Vec<plan::Endpoint>)>, Failure> {
+    let (source, mut diags) = source::read(&opts.config);
+    let files = source.as_ref().map(|s| s.files.clone()).unwrap_or_else(|| Files { names: vec![opts.config.display().to_string()] });
+    let Some(source) = source else {
+        print_diags(&files, &diags, err)?;
+        return Ok(None);
+    };
+    let validated = plan::validate(&source, env, EnvMode::Placeholders);
+    diags.extend(validated.diags.iter().cloned());
+    let endpoints = match &validated.config {
+        Some(cfg) if count(&diags, Severity::Error) == 0 => match plan::endpoints(cfg, &source, env) {
+            Ok(e) => Some(e),
+            Err(more) => {
+                diags.extend(more);
+                None
+            }
+        },
+        _ => None,
+    };
+    plan::sort(&mut diags);
+    print_diags(&files, &diags, err)?;
+    match endpoints {
+        Some(e) if count(&diags, Severity::Error) == 0 => Ok(Some((source, validated, e))),
+        _ => {
+            writeln!(err, "{}: not generating: {}", files.at(None), plural(count(&diags, Severity::Error), "error", "errors")).map_err(io)?;
+            Ok(None)
+        }
+    }
+}
+
+fn emit(opts: &Opts, text: &str, out: &mut dyn Write) -> Result<(), Failure> {
+    match opts.get("-o") {
+        Some(path) if path != "-" => std::fs::write(path, text).map_err(|e| Failure::Io(format!("{path}: {e}"))),
+        _ => out.write_all(text.as_bytes()).map_err(io),
+    }
+}
+
+fn addr(opts: &Opts, name: &str, default: &str) -> Result<Addr, Failure> {
+    Addr::parse(opts.get(name).unwrap_or(default)).map_err(|e| Failure::Usage(format!("{name}: {e}")))
+}
+
+fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
+    let format = opts.format()?;
+    let env = opts.env()?;
+    let eo = envoy::Options {
+        wasm: opts.get("--wasm").unwrap_or(envoy::DEFAULT_WASM).to_string(),
+        listen: addr(opts, "--listen", "127.0.0.1:10000")?,
+        admin: addr(opts, "--admin", "127.0.0.1:9901")?,
+        redirector: addr(opts, "--redirector", "127.0.0.1:10001")?,
+        // The last of --failover / --no-failover wins; on by default.
+        failover: opts.switches.iter().rev().find(|s| s.ends_with("failover")).is_none_or(|s| s != "--no-failover"),
+        ca_file: opts.get("--ca-file").unwrap_or(envoy::DEFAULT_CA_FILE).to_string(),
+        route_timeout_secs: match opts.get("--route-timeout") {
+            None => None,
+            Some(t) => Some(t.parse::<u64>().map_err(|_| Failure::Usage(format!("--route-timeout: `{t}` is not a number of seconds")))?),
+        },
+    };
+    let mut used = vec![&eo.listen, &eo.admin];
+    if eo.failover {
+        used.push(&eo.redirector);
+    }
+    for (i, a) in used.iter().enumerate() {
+        if a.port != 0 && used.iter().skip(i + 1).any(|b| b.port == a.port && b.host == a.host) {
+            return Err(Failure::Usage(format!("{} is used twice (listener, admin and redirector need distinct addresses)", a.show())));
+        }
+    }
+    let Some((source, validated, endpoints)) = prepare(opts, &env, err)? else { return Ok(1) };
+    let Some(cfg) = validated.config.as_ref() else { return Ok(1) };
+    let bootstrap = envoy::bootstrap(&source, cfg, &endpoints, &validated.env_refs, &eo);
+    let text = match format {
+        Format::Json => format!("{}\n", bootstrap.to_json_pretty()),
+        Format::Yaml => format!("{}{}", envoy_header(&source, &eo, &endpoints, &validated.env_refs, cfg), bootstrap.to_yaml()),
+    };
+    emit(opts, &text, out)?;
+    if endpoints.iter().any(|e| e.tls) && !Path::new(&eo.ca_file).exists() {
+        writeln!(err, "{}: note: {} does not exist here; Envoy needs a CA bundle there to verify https upstreams (--ca-file)", source.files.at(None), eo.ca_file)
+            .map_err(io)?;
+    }
+    writeln!(
+        err,
+        "{}: Envoy bootstrap with {} ({}){}",
+        source.files.at(None),
+        plural(endpoints.len(), "upstream cluster", "upstream clusters"),
+        if eo.failover { "failover on" } else { "failover off" },
+        if validated.env_refs.is_empty() { String::new() } else { format!("; Envoy's environment must set {}", validated.env_refs.join(", ")) }
+    )
+    .map_err(io)?;
+    Ok(0)
+}
+
+fn envoy_header(source: &Source, eo: &envoy::Options, endpoints: &[plan::Endpoint], env_refs: &[String], cfg: &llm_router::config::RouterConfig) -> String {
+    let mut h = format!(
+        "# Envoy bootstrap for llm-router, generated by `llm-router envoy` from {}.\n\
+         # Regenerate it when the config changes rather than editing it.\n#\n\
+         #   run:       envoy -c <this file>\n\
+         #   listener:  {} (OpenAI-style API, e.g. POST /v1/chat/completions)\n\
+         #   admin:     {}\n",
+        source.files,
+        eo.listen.show(),
+        eo.admin.show()
+    );
+    if eo.failover {
+        h.push_str(&format!("#   failover:  redirector listener on {} (--no-failover turns in-request failover off)\n", eo.redirector.show()));
+    }
+    h.push_str(&format!("#   wasm:      {} (relative paths are relative to Envoy's working directory)\n", eo.wasm));
+    h.push_str(&format!(
+        "#   buffers:   {} bytes per request body (envoy_settings.max_request_body_bytes); route timeout {}s\n",
+        envoy::buffer_limit(cfg),
+        envoy::route_timeout_secs(cfg, eo)
+    ));
+    if !env_refs.is_empty() {
+        h.push_str(&format!("#   env:       Envoy's environment must set {} (passed to the filter by name)\n", env_refs.join(", ")));
+    }
+    for ep in endpoints {
+        h.push_str(&format!("#   cluster:   {} -> {}\n", ep.cluster, ep.url()));
+    }
+    h.push('\n');
+    h
+}
+
+fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
+    let format = opts.format()?;
+    let env = opts.env()?;
+    let mut selector = Vec::new();
+    for s in opts.all("--selector") {
+        let (k, v) = s.split_once('=').ok_or_else(|| Failure::Usage(format!("--selector: expected KEY=VALUE, got `{s}`")))?;
+        selector.push((k.to_string(), v.to_string()));
+    }
+    if selector.is_empty() {
+        selector.push(("istio".to_string(), "ingressgateway".to_string()));
+    }
+    let target_ref = match opts.get("--target-ref") {
+        None => None,
+        Some(t) => {
+            let (k, n) = t.split_once('/').ok_or_else(|| Failure::Usage(format!("--target-ref: expected KIND/NAME, got `{t}`")))?;
+            Some((k.to_string(), n.to_string()))
+        }
+    };
+    let io_opts = istio::Options {
+        name: opts.get("--name").unwrap_or("llm-router").to_string(),
+        namespace: opts.get("--namespace").map(str::to_string),
+        url: opts.get("--url").unwrap_or(istio::DEFAULT_URL).to_string(),
+        selector,
+        target_ref,
+    };
+    let Some((source, validated, endpoints)) = prepare(opts, &env, err)? else { return Ok(1) };
+    let objects = istio::objects(&source, &endpoints, &io_opts);
+    let text = match format {
+        Format::Json => format!("{}\n", Value::map([("apiVersion", Value::from("v1")), ("kind", Value::from("List")), ("items", Value::Seq(objects))]).to_json_pretty()),
+        Format::Yaml => {
+            let mut t = istio_header(&source, &io_opts, &validated.env_refs);
+            for (i, o) in objects.iter().enumerate() {
+                if i > 0 {
+                    t.push_str("---\n");
+                }
+                t.push_str(&o.to_yaml());
+            }
+            t
+        }
+    };
+    emit(opts, &text, out)?;
+    for note in istio::notes(&endpoints) {
+        writeln!(err, "{}: note: {note}", source.files.at(None)).map_err(io)?;
+    }
+    writeln!(
+        err,
+        "{}: WasmPlugin `{}` and {} ServiceEntry/DestinationRule pairs",
+        source.files.at(None),
+        io_opts.name,
+        istio::hosts(&endpoints).iter().filter(|h| !istio::in_cluster(&h.host)).count()
+    )
+    .map_err(io)?;
+    Ok(0)
+}
+
+fn istio_header(source: &Source, o: &istio::Options, env_refs: &[String]) -> String {
+    let mut h = format!(
+        "# Istio objects for llm-router, generated by `llm-router istio` from {}.\n\
+         # - WasmPlugin: set spec.url to where llm_router.wasm is published (now {}), and the\n\
+         #   selector/targetRefs to the proxies that serve the LLM API (e.g. an ingress gateway).\n\
+         #   phase STATS: after Istio's authentication and authorization, before routing (the filter\n\
+         #   rewrites :authority, :path and the authorization header). failStrategy FAIL_CLOSE: no\n\
+         #   unrouted traffic when the plugin cannot load.\n",
+        source.files, o.url
+    );
+    if !env_refs.is_empty() {
+        h.push_str(&format!(
+            "# - The proxy container's environment must set {} (vmConfig.env valueFrom: HOST),\n\
+             #   e.g. from a Secret in the gateway Deployment.\n",
+            env_refs.join(", ")
+        ));
+    }
+    h.push_str(
+        "# - One ServiceEntry + DestinationRule per upstream host: the mesh then has the\n\
+         #   outbound|PORT||HOST clusters the filter names, with TLS origination for https.\n\
+         # - Not expressible in a WasmPlugin: the in-request failover wiring (upstream filter role,\n\
+         #   redirector); a failed attempt is returned to the client and still cools its deployment.\n",
+    );
+    h
+}

@@ -1,0 +1,528 @@
+//! A complete Envoy bootstrap for a config: the same listener, routes, filters and failover
+//! wiring as `envoy/demo.yaml` and the end-to-end harness (tests/e2e/support/envoy.py), with one
+//! cluster per upstream the filter can name.
+
+use crate::plan::Endpoint;
+use crate::source::Source;
+use crate::value::Value;
+use llm_router::config::RouterConfig;
+
+/// `ADDRESS:PORT` as Envoy's `socket_address` wants it (IPv6 without brackets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Addr {
+    /// Parses `127.0.0.1:10000`, `0.0.0.0:10000`, `[::]:10000` or `localhost:10000`.
+    pub fn parse(s: &str) -> Result<Addr, String> {
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest.split_once("]:").ok_or_else(|| format!("`{s}`: expected [IPv6]:PORT"))?;
+            (h, p)
+        } else {
+            s.rsplit_once(':').ok_or_else(|| format!("`{s}`: expected ADDRESS:PORT"))?
+        };
+        let port = port.parse::<u16>().map_err(|_| format!("`{s}`: invalid port `{port}`"))?;
+        if host.is_empty() {
+            return Err(format!("`{s}`: missing address"));
+        }
+        Ok(Addr { host: host.to_string(), port })
+    }
+
+    fn socket_address(&self) -> Value {
+        Value::map([("socket_address", Value::map([("address", Value::from(self.host.as_str())), ("port_value", Value::from(self.port))]))])
+    }
+
+    pub fn show(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Path of llm_router.wasm as Envoy will open it (relative paths: to Envoy's working directory).
+    pub wasm: String,
+    pub listen: Addr,
+    pub admin: Addr,
+    /// The failover redirector's listener (only with `failover`).
+    pub redirector: Addr,
+    pub failover: bool,
+    /// CA bundle for verifying https upstreams.
+    pub ca_file: String,
+    /// Route timeout; default: 600 s, or the config's longest `timeout` if longer.
+    pub route_timeout_secs: Option<u64>,
+}
+
+pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/llm_router.wasm";
+pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+const DEFAULT_ROUTE_TIMEOUT_SECS: u64 = 600;
+const CONNECT_TIMEOUT: &str = "5s";
+/// The smallest connection buffer we configure: headers alone may need this much.
+const MIN_BUFFER_BYTES: u64 = 64 * 1024;
+
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+pub const REDIRECTOR_HEADER: &str = "x-llm-router-redirector";
+/// Endpoint metadata that selects the plain-text transport for the redirector endpoint of a TLS cluster.
+const REDIRECTOR_MATCH: &str = "llm_router_redirector";
+
+const TOO_LARGE_BODY: &str = r#"{"error":{"message":"Request body too large","type":"invalid_request_error","param":null,"code":"request_too_large"}}"#;
+const REDIRECTOR_BODY: &str = r#"{"error":{"message":"The deployment did not answer (connection failed or timed out)","type":"api_error","param":null,"code":"upstream_unavailable"}}"#;
+const NOT_FOUND_BODY: &str = r#"{"error":{"message":"Not found: this gateway serves the OpenAI-style API of its configured models (e.g. POST /v1/chat/completions)","type":"invalid_request_error","param":null,"code":"not_found"}}"#;
+
+fn typed(type_url: &str, rest: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+    let mut entries: Vec<(String, Value)> = vec![("@type".to_string(), Value::from(type_url))];
+    entries.extend(rest.into_iter().map(|(k, v)| (k.to_string(), v)));
+    Value::Map(entries)
+}
+
+fn vm_config(opts: &Options, env_keys: &[String]) -> Value {
+    let mut vm = vec![
+        ("vm_id", Value::from("llm_router")),
+        ("runtime", Value::from("envoy.wasm.runtime.v8")),
+        ("code", Value::map([("local", Value::map([("filename", Value::from(opts.wasm.as_str()))]))])),
+    ];
+    if !env_keys.is_empty() {
+        vm.push((
+            "environment_variables",
+            Value::map([("host_env_keys", Value::seq(env_keys.iter().map(|k| Value::from(k.as_str()))))]),
+        ));
+    }
+    Value::map(vm)
+}
+
+fn wasm_filter(config_json: &str, opts: &Options, env_keys: &[String]) -> Value {
+    Value::map([
+        ("name", Value::from("envoy.filters.http.wasm")),
+        (
+            "typed_config",
+            typed(
+                WASM_TYPE,
+                [(
+                    "config",
+                    Value::map([
+                        ("name", Value::from("llm_router")),
+                        ("root_id", Value::from("llm_router")),
+                        // Required: the filter holds the headers until it has read the body.
+                        ("allow_on_headers_stop_iteration", Value::from(true)),
+                        ("vm_config", vm_config(opts, env_keys)),
+                        (
+                            "configuration",
+                            typed("type.googleapis.com/google.protobuf.StringValue", [("value", Value::from(config_json))]),
+                        ),
+                    ]),
+                )],
+            ),
+        ),
+    ])
+}
+
+fn upstream_wasm_filter(opts: &Options) -> Value {
+    Value::map([
+        ("name", Value::from("envoy.filters.http.wasm")),
+        (
+            "typed_config",
+            typed(
+                WASM_TYPE,
+                [(
+                    "config",
+                    Value::map([
+                        ("name", Value::from("llm_router_upstream")),
+                        ("root_id", Value::from("llm_router_upstream")),
+                        // It holds a 400's headers while reading its body (context-window errors).
+                        ("allow_on_headers_stop_iteration", Value::from(true)),
+                        // Same vm_id, runtime and code: it shares the router's VM.
+                        ("vm_config", vm_config(opts, &[])),
+                    ]),
+                )],
+            ),
+        ),
+    ])
+}
+
+fn router_filter() -> Value {
+    Value::map([("name", Value::from("envoy.filters.http.router")), ("typed_config", typed(ROUTER_TYPE, []))])
+}
+
+fn json_header(key: &str, value: &str) -> Value {
+    Value::map([
+        ("header", Value::map([("key", Value::from(key)), ("value", Value::from(value))])),
+        ("append_action", Value::from("OVERWRITE_IF_EXISTS_OR_ADD")),
+    ])
+}
+
+fn route_config(cfg: &RouterConfig, opts: &Options, timeout: &str) -> Value {
+    let header = cfg.envoy.cluster_header.as_str();
+    let mut routed = vec![("cluster_header", Value::from(header)), ("timeout", Value::from(timeout))];
+    if opts.failover {
+        routed.push((
+            "retry_policy",
+            Value::map([
+                // Only attempts that got no response (refused, reset, per-try timeout) are retried,
+                // onto the cluster's priority-1 endpoint (the redirector); a 5xx response is the
+                // upstream filter's to handle.
+                ("retry_on", Value::from("connect-failure,reset")),
+                ("num_retries", Value::from(1u64)),
+                (
+                    "retry_priority",
+                    Value::map([
+                        ("name", Value::from("envoy.retry_priorities.previous_priorities")),
+                        (
+                            "typed_config",
+                            typed(
+                                "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                                [("update_frequency", Value::from(1u64))],
+                            ),
+                        ),
+                    ]),
+                ),
+            ]),
+        ));
+        routed.push((
+            "internal_redirect_policy",
+            Value::map([("redirect_response_codes", Value::seq([Value::from(307u64)])), ("max_internal_redirects", Value::from(10u64))]),
+        ));
+    }
+    Value::map([
+        ("name", Value::from("llm_router_routes")),
+        (
+            "virtual_hosts",
+            Value::seq([Value::map([
+                ("name", Value::from("llm")),
+                ("domains", Value::seq([Value::from("*")])),
+                (
+                    "routes",
+                    Value::seq([
+                        Value::map([
+                            (
+                                "match",
+                                Value::map([
+                                    ("prefix", Value::from("/")),
+                                    ("headers", Value::seq([Value::map([("name", Value::from(header)), ("present_match", Value::from(true))])])),
+                                ]),
+                            ),
+                            ("route", Value::map(routed)),
+                            ("request_headers_to_remove", Value::seq([Value::from(header)])),
+                        ]),
+                        // What the filter does not route gets an OpenAI-shaped 404; nothing passes through.
+                        Value::map([
+                            ("match", Value::map([("prefix", Value::from("/"))])),
+                            (
+                                "direct_response",
+                                Value::map([("status", Value::from(404u64)), ("body", Value::map([("inline_string", Value::from(NOT_FOUND_BODY))]))]),
+                            ),
+                            ("response_headers_to_add", Value::seq([json_header("content-type", "application/json")])),
+                        ]),
+                    ]),
+                ),
+            ])]),
+        ),
+    ])
+}
+
+fn local_reply_config() -> Value {
+    Value::map([(
+        "mappers",
+        Value::seq([Value::map([
+            (
+                "filter",
+                Value::map([(
+                    "extension_filter",
+                    Value::map([
+                        ("name", Value::from("envoy.access_loggers.extension_filters.cel")),
+                        (
+                            "typed_config",
+                            typed(
+                                "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                                [("expression", Value::from("response.code == 413 && response.code_details == 'request_payload_too_large'"))],
+                            ),
+                        ),
+                    ]),
+                )]),
+            ),
+            ("body", Value::map([("inline_string", Value::from(TOO_LARGE_BODY))])),
+            (
+                "body_format_override",
+                Value::map([
+                    ("text_format_source", Value::map([("inline_string", Value::from("%LOCAL_REPLY_BODY%"))])),
+                    ("content_type", Value::from("application/json")),
+                ]),
+            ),
+        ])]),
+    )])
+}
+
+fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_keys: &[String], timeout: &str, body_limit: u64) -> Value {
+    let header = cfg.envoy.cluster_header.as_str();
+    let hcm = typed(
+        HCM_TYPE,
+        [
+            ("stat_prefix", Value::from("ingress")),
+            ("codec_type", Value::from("AUTO")),
+            // Runs before the route is chosen: a client cannot pick an upstream cluster by sending
+            // the router's header itself.
+            (
+                "early_header_mutation_extensions",
+                Value::seq([Value::map([
+                    ("name", Value::from("envoy.http.early_header_mutation.header_mutation")),
+                    (
+                        "typed_config",
+                        typed(
+                            "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                            [("mutations", Value::seq([Value::map([("remove", Value::from(header))])]))],
+                        ),
+                    ),
+                ])]),
+            ),
+            // LLM answers can take minutes before the first byte.
+            ("stream_idle_timeout", Value::from(timeout)),
+            ("route_config", route_config(cfg, opts, timeout)),
+            ("local_reply_config", local_reply_config()),
+            ("http_filters", Value::seq([wasm_filter(&source.json(), opts, env_keys), router_filter()])),
+        ],
+    );
+    Value::map([
+        ("name", Value::from("ingress")),
+        ("address", opts.listen.socket_address()),
+        // The filter buffers whole request bodies (up to envoy_settings.max_request_body_bytes),
+        // and retries and failover redirects replay them: this limit (also the per-request buffer
+        // limit, since the route sets none) must hold the largest body.
+        ("per_connection_buffer_limit_bytes", Value::from(body_limit)),
+        (
+            "filter_chains",
+            Value::seq([Value::map([(
+                "filters",
+                Value::seq([Value::map([("name", Value::from("envoy.filters.network.http_connection_manager")), ("typed_config", hcm)])]),
+            )])]),
+        ),
+    ])
+}
+
+fn redirector_listener(opts: &Options) -> Value {
+    let hcm = typed(
+        HCM_TYPE,
+        [
+            ("stat_prefix", Value::from("llm_router_redirector")),
+            (
+                "route_config",
+                Value::map([(
+                    "virtual_hosts",
+                    Value::seq([Value::map([
+                        ("name", Value::from("redirector")),
+                        ("domains", Value::seq([Value::from("*")])),
+                        (
+                            "routes",
+                            Value::seq([Value::map([
+                                ("match", Value::map([("prefix", Value::from("/"))])),
+                                (
+                                    "direct_response",
+                                    Value::map([
+                                        ("status", Value::from(307u64)),
+                                        ("body", Value::map([("inline_string", Value::from(REDIRECTOR_BODY))])),
+                                    ]),
+                                ),
+                                (
+                                    "response_headers_to_add",
+                                    Value::seq([json_header(REDIRECTOR_HEADER, "1"), json_header("content-type", "application/json")]),
+                                ),
+                            ])]),
+                        ),
+                    ])]),
+                )]),
+            ),
+            ("http_filters", Value::seq([router_filter()])),
+        ],
+    );
+    Value::map([
+        ("name", Value::from("llm_router_redirector")),
+        ("address", opts.redirector.socket_address()),
+        (
+            "filter_chains",
+            Value::seq([Value::map([(
+                "filters",
+                Value::seq([Value::map([("name", Value::from("envoy.filters.network.http_connection_manager")), ("typed_config", hcm)])]),
+            )])]),
+        ),
+    ])
+}
+
+fn lb_endpoint(addr: &Addr, hostname: Option<&str>, metadata: Option<Value>) -> Value {
+    let mut endpoint = vec![("address", addr.socket_address())];
+    if let Some(h) = hostname {
+        endpoint.push(("hostname", Value::from(h)));
+    }
+    let mut e = vec![("endpoint", Value::map(endpoint))];
+    if let Some(m) = metadata {
+        e.push(("metadata", m));
+    }
+    Value::map(e)
+}
+
+fn tls_transport_socket(ep: &Endpoint, opts: &Options) -> Value {
+    let san_type = if ep.is_ip() { "IP_ADDRESS" } else { "DNS" };
+    Value::map([
+        ("name", Value::from("envoy.transport_sockets.tls")),
+        (
+            "typed_config",
+            typed(
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                [
+                    ("sni", Value::from(ep.host.as_str())),
+                    (
+                        "common_tls_context",
+                        Value::map([(
+                            "validation_context",
+                            Value::map([
+                                ("trusted_ca", Value::map([("filename", Value::from(opts.ca_file.as_str()))])),
+                                (
+                                    "match_typed_subject_alt_names",
+                                    Value::seq([Value::map([
+                                        ("san_type", Value::from(san_type)),
+                                        ("matcher", Value::map([("exact", Value::from(ep.host.as_str()))])),
+                                    ])]),
+                                ),
+                            ]),
+                        )]),
+                    ),
+                ],
+            ),
+        ),
+    ])
+}
+
+fn cluster(ep: &Endpoint, opts: &Options, body_limit: u64) -> Value {
+    let mut protocol = vec![
+        ("@type".to_string(), Value::from("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions")),
+        ("explicit_http_config".to_string(), Value::map([("http_protocol_options", Value::map(Vec::<(String, Value)>::new()))])),
+    ];
+    if opts.failover {
+        // The filter's upstream role turns a failed attempt into the redirect back through the router.
+        protocol.push((
+            "http_filters".to_string(),
+            Value::seq([
+                upstream_wasm_filter(opts),
+                Value::map([
+                    ("name", Value::from("envoy.filters.http.upstream_codec")),
+                    ("typed_config", typed("type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec", [])),
+                ]),
+            ]),
+        ));
+    }
+    let provider = Addr { host: ep.host.clone(), port: ep.port };
+    let mut endpoints = vec![Value::map([(
+        "lb_endpoints",
+        Value::seq([lb_endpoint(&provider, (!ep.is_ip()).then_some(ep.host.as_str()), None)]),
+    )])];
+    if opts.failover {
+        let metadata = ep.tls.then(|| {
+            Value::map([(
+                "filter_metadata",
+                Value::map([("envoy.transport_socket_match", Value::map([(REDIRECTOR_MATCH, Value::from(true))]))]),
+            )])
+        });
+        endpoints.push(Value::map([
+            ("priority", Value::from(1u64)),
+            ("lb_endpoints", Value::seq([lb_endpoint(&opts.redirector, None, metadata)])),
+        ]));
+    }
+    let mut c = vec![
+        ("name", Value::from(ep.cluster.as_str())),
+        // STRICT_DNS, not LOGICAL_DNS: the cluster also holds the redirector endpoint.
+        ("type", Value::from(if ep.is_ip() { "STATIC" } else { "STRICT_DNS" })),
+    ];
+    if !ep.is_ip() {
+        c.push(("dns_lookup_family", Value::from("V4_PREFERRED")));
+        c.push(("respect_dns_ttl", Value::from(true)));
+    }
+    c.extend([
+        ("connect_timeout", Value::from(CONNECT_TIMEOUT)),
+        ("lb_policy", Value::from("ROUND_ROBIN")),
+        ("per_connection_buffer_limit_bytes", Value::from(body_limit)),
+        ("typed_extension_protocol_options", Value::Map(vec![(HTTP_OPTIONS.to_string(), Value::Map(protocol))])),
+        ("load_assignment", Value::map([("cluster_name", Value::from(ep.cluster.as_str())), ("endpoints", Value::Seq(endpoints))])),
+    ]);
+    if ep.tls {
+        c.push(("transport_socket", tls_transport_socket(ep, opts)));
+        if opts.failover {
+            // The redirector speaks plain HTTP: its endpoint (marked in its metadata) skips TLS.
+            c.push((
+                "transport_socket_matches",
+                Value::seq([Value::map([
+                    ("name", Value::from("redirector")),
+                    ("match", Value::map([(REDIRECTOR_MATCH, Value::from(true))])),
+                    (
+                        "transport_socket",
+                        Value::map([
+                            ("name", Value::from("envoy.transport_sockets.raw_buffer")),
+                            ("typed_config", typed("type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", [])),
+                        ]),
+                    ),
+                ])]),
+            ));
+        }
+    }
+    Value::map(c)
+}
+
+/// The route (and stream idle) timeout in seconds.
+pub fn route_timeout_secs(cfg: &RouterConfig, opts: &Options) -> u64 {
+    if let Some(t) = opts.route_timeout_secs {
+        return t;
+    }
+    let longest = cfg
+        .table
+        .deployments
+        .iter()
+        .filter_map(|d| d.timeout_secs)
+        .chain(cfg.router.timeout_secs)
+        .fold(0.0_f64, f64::max);
+    DEFAULT_ROUTE_TIMEOUT_SECS.max(longest.ceil() as u64)
+}
+
+/// The buffer limit for listener, route and clusters: whole request bodies up to the filter's
+/// `max_request_body_bytes` must fit (the filter reads the body before routing; retries and
+/// failover redirects replay it).
+pub fn buffer_limit(cfg: &RouterConfig) -> u64 {
+    cfg.envoy.max_request_body_bytes.max(MIN_BUFFER_BYTES)
+}
+
+/// The whole bootstrap. `env_keys`: the variables the config refers to (passed to the VM by name).
+pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], env_keys: &[String], opts: &Options) -> Value {
+    let timeout = format!("{}s", route_timeout_secs(cfg, opts));
+    let body_limit = buffer_limit(cfg);
+    let mut listeners = vec![ingress_listener(source, cfg, opts, env_keys, &timeout, body_limit)];
+    if opts.failover {
+        listeners.push(redirector_listener(opts));
+    }
+    Value::map([
+        ("admin", Value::map([("address", opts.admin.socket_address())])),
+        (
+            "static_resources",
+            Value::map([
+                ("listeners", Value::Seq(listeners)),
+                ("clusters", Value::seq(endpoints.iter().map(|ep| cluster(ep, opts, body_limit)))),
+            ]),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(Addr::parse("127.0.0.1:10000"), Ok(Addr { host: "127.0.0.1".into(), port: 10000 }));
+        assert_eq!(Addr::parse("[::]:80"), Ok(Addr { host: "::".into(), port: 80 }));
+        assert!(Addr::parse("10000").is_err());
+        assert!(Addr::parse("h:99999").is_err());
+        assert!(Addr::parse(":80").is_err());
+    }
+}

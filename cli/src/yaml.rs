@@ -1,0 +1,685 @@
+//! YAML as LiteLLM reads it (PyYAML's `yaml.safe_load`), into a tree that remembers where every
+//! node and key was written.
+//!
+//! saphyr-parser supplies events with positions; this module builds the tree and applies the
+//! YAML 1.1 rules PyYAML applies and a YAML 1.2 library would not:
+//! - plain scalars: `yes`/`No`/`on`/`OFF`/`True` are booleans, `0o17`-style octal is `017`,
+//!   `1:30` is sexagesimal 90, `1_000` is 1000, `1e5` (no dot) is a string, `.5` a float;
+//! - unquoted timestamps (`api_version: 2024-02-01`) become dates in PyYAML; JSON has no dates,
+//!   so they are kept as the text the user wrote;
+//! - `<<:` merge keys (a mapping, or a list of mappings where earlier ones win; explicit keys win
+//!   over merged ones), anchors and aliases;
+//! - one document only (`safe_load` refuses a second one); unknown tags are refused.
+//!
+//! Unlike PyYAML, a key written twice in one mapping is reported (with both lines): PyYAML
+//! silently keeps the last one, which is how deployments get lost. The tree still keeps the last
+//! value, as LiteLLM would.
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, StrInput, Tag};
+use std::collections::HashMap;
+
+/// A position in one of the files of a configuration (`file` indexes the caller's file list).
+/// `line` and `col` are 1-based; `line == 0` means unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loc {
+    pub file: usize,
+    pub line: usize,
+    pub col: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub kind: Kind,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_loc: Loc,
+    pub value: Node,
+}
+
+impl Node {
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            Kind::Map(entries) => entries.iter().find(|e| e.key == key).map(|e| &e.value),
+            _ => None,
+        }
+    }
+
+    /// A short description of the node's type for messages ("a list", "a string", ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Null => "null",
+            Kind::Bool(_) => "a boolean",
+            Kind::Int(_) | Kind::Float(_) => "a number",
+            Kind::Str(_) => "a string",
+            Kind::Seq(_) => "a list",
+            Kind::Map(_) => "a mapping",
+        }
+    }
+}
+
+/// A problem found while reading, at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub loc: Loc,
+    pub message: String,
+}
+
+/// How plain (unquoted) scalars are typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// PyYAML's YAML 1.1 resolver (LiteLLM reads its config with `yaml.safe_load`).
+    Yaml11,
+    /// JSON: only `true`, `false`, `null` and JSON numbers are not strings.
+    Json,
+}
+
+/// The result of parsing one file. `root` is `None` for an empty document (PyYAML: `None`) or
+/// when a syntax error stopped parsing (then `errors` says where).
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub root: Option<Node>,
+    pub errors: Vec<Problem>,
+}
+
+/// The type of a plain scalar, by the YAML 1.1 rules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str,
+}
+
+const MAX_DEPTH: usize = 256;
+/// Bound on nodes after alias expansion ("billion laughs").
+const MAX_NODES: usize = 2_000_000;
+
+pub fn parse(text: &str, file: usize, schema: Schema) -> Parsed {
+    let mut b = Builder {
+        parser: Parser::new_from_str(text),
+        file,
+        schema,
+        anchors: HashMap::new(),
+        nodes: 0,
+        errors: Vec::new(),
+    };
+    let root = match b.document() {
+        Ok(root) => root,
+        Err(p) => {
+            b.errors.push(p);
+            None
+        }
+    };
+    Parsed { root, errors: b.errors }
+}
+
+struct Builder<'a> {
+    parser: Parser<'a, StrInput<'a>>,
+    file: usize,
+    schema: Schema,
+    anchors: HashMap<usize, (Node, usize)>,
+    nodes: usize,
+    errors: Vec<Problem>,
+}
+
+impl<'a> Builder<'a> {
+    fn loc(&self, span: &Span) -> Loc {
+        Loc { file: self.file, line: span.start.line(), col: span.start.col() + 1 }
+    }
+
+    fn scan_error(&self, e: &ScanError) -> Problem {
+        let m = e.marker();
+        Problem {
+            loc: Loc { file: self.file, line: m.line(), col: m.col() + 1 },
+            message: format!("invalid YAML: {}", e.info()),
+        }
+    }
+
+    fn next(&mut self) -> Result<(Event<'a>, Span), Problem> {
+        match self.parser.next_event() {
+            Some(Ok(ev)) => Ok(ev),
+            Some(Err(e)) => Err(self.scan_error(&e)),
+            None => Err(Problem { loc: Loc { file: self.file, line: 0, col: 0 }, message: "invalid YAML: unexpected end of input".into() }),
+        }
+    }
+
+    fn document(&mut self) -> Result<Option<Node>, Problem> {
+        let mut root = None;
+        let mut documents = 0;
+        loop {
+            let (ev, span) = self.next()?;
+            match ev {
+                Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+                Event::StreamEnd => return Ok(root),
+                Event::DocumentStart(_) => {
+                    documents += 1;
+                    if documents > 1 {
+                        return Err(Problem {
+                            loc: self.loc(&span),
+                            message: "expected a single document in the stream, found a second one (LiteLLM reads one)".into(),
+                        });
+                    }
+                }
+                other => {
+                    let node = self.node(other, span, 0)?;
+                    // `safe_load` of an empty document is None, like an absent config.
+                    root = Some(node);
+                }
+            }
+        }
+    }
+
+    fn count(&mut self, n: usize, span: &Span) -> Result<(), Problem> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(Problem { loc: self.loc(span), message: format!("document too large: more than {MAX_NODES} nodes after expanding aliases") });
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, Problem> {
+        if depth > MAX_DEPTH {
+            return Err(Problem { loc: self.loc(&span), message: format!("nesting deeper than {MAX_DEPTH} levels") });
+        }
+        let loc = self.loc(&span);
+        let nodes_before = self.nodes;
+        let (node, anchor) = match ev {
+            Event::Alias(id) => {
+                let Some((node, size)) = self.anchors.get(&id).cloned() else {
+                    return Err(Problem { loc, message: "invalid YAML: alias to an unknown anchor".into() });
+                };
+                self.count(size, &span)?;
+                return Ok(node);
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                self.count(1, &span)?;
+                let kind = self.scalar(&value, style, tag.as_deref(), loc);
+                (Node { kind, loc }, anchor)
+            }
+            Event::SequenceStart(anchor, tag) => {
+                self.count(1, &span)?;
+                self.collection_tag(tag.as_deref(), "seq", loc);
+                let mut items = Vec::new();
+                loop {
+                    let (ev, span) = self.next()?;
+                    if matches!(ev, Event::SequenceEnd) {
+                        break;
+                    }
+                    items.push(self.node(ev, span, depth + 1)?);
+                }
+                (Node { kind: Kind::Seq(items), loc }, anchor)
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.count(1, &span)?;
+                self.collection_tag(tag.as_deref(), "map", loc);
+                let kind = self.mapping(depth)?;
+                (Node { kind, loc }, anchor)
+            }
+            _ => return Err(Problem { loc, message: "invalid YAML: unexpected event".into() }),
+        };
+        if anchor > 0 {
+            let size = self.nodes.saturating_sub(nodes_before);
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        Ok(node)
+    }
+
+    fn collection_tag(&mut self, tag: Option<&Tag>, expected: &str, loc: Loc) {
+        if let Some(tag) = tag {
+            let core = tag.is_yaml_core_schema() && tag.suffix == expected;
+            let non_specific = tag.handle.is_empty() && tag.suffix == "!";
+            if !core && !non_specific {
+                self.errors.push(Problem { loc, message: format!("unsupported tag `{}` (yaml.safe_load cannot read it)", show_tag(tag)) });
+            }
+        }
+    }
+
+    fn mapping(&mut self, depth: usize) -> Result<Kind, Problem> {
+        let mut explicit: Vec<Entry> = Vec::new();
+        let mut merged: Vec<Entry> = Vec::new();
+        loop {
+            let (ev, span) = self.next()?;
+            if matches!(ev, Event::MappingEnd) {
+                break;
+            }
+            let is_merge_key = matches!(&ev, Event::Scalar(v, ScalarStyle::Plain, _, tag)
+                if v.as_ref() == "<<" && tag.as_deref().is_none_or(|t| t.is_yaml_core_schema() && t.suffix == "merge"));
+            let key = self.node(ev, span, depth + 1)?;
+            let (vev, vspan) = self.next()?;
+            let value = self.node(vev, vspan, depth + 1)?;
+            if is_merge_key {
+                let contribution = self.merge_source(&value);
+                for e in contribution {
+                    match merged.iter_mut().find(|m| m.key == e.key) {
+                        // A later `<<` wins over an earlier one (PyYAML applies them in order).
+                        Some(m) => *m = e,
+                        None => merged.push(e),
+                    }
+                }
+                continue;
+            }
+            let Some(name) = key_string(&key) else {
+                self.errors.push(Problem { loc: key.loc, message: format!("a mapping key must be a plain value, not {}", key.kind_name()) });
+                continue;
+            };
+            let entry = Entry { key: name, key_loc: key.loc, value };
+            match explicit.iter_mut().find(|e| e.key == entry.key) {
+                Some(first) => {
+                    self.errors.push(Problem {
+                        loc: entry.key_loc,
+                        message: format!(
+                            "duplicate key `{}` (first at line {}); LiteLLM would silently keep only this last one",
+                            entry.key, first.key_loc.line
+                        ),
+                    });
+                    first.value = entry.value;
+                }
+                None => explicit.push(entry),
+            }
+        }
+        if merged.is_empty() {
+            return Ok(Kind::Map(explicit));
+        }
+        for e in explicit {
+            match merged.iter_mut().find(|m| m.key == e.key) {
+                Some(m) => *m = e,
+                None => merged.push(e),
+            }
+        }
+        Ok(Kind::Map(merged))
+    }
+
+    /// The entries a `<<:` value contributes: a mapping's, or a list of mappings' (earlier wins).
+    fn merge_source(&mut self, value: &Node) -> Vec<Entry> {
+        match &value.kind {
+            Kind::Map(entries) => entries.clone(),
+            Kind::Seq(items) => {
+                let mut out: Vec<Entry> = Vec::new();
+                for item in items {
+                    match &item.kind {
+                        Kind::Map(entries) => {
+                            for e in entries {
+                                if !out.iter().any(|o| o.key == e.key) {
+                                    out.push(e.clone());
+                                }
+                            }
+                        }
+                        _ => self.errors.push(Problem {
+                            loc: item.loc,
+                            message: format!("`<<` merges mappings, but this list item is {}", item.kind_name()),
+                        }),
+                    }
+                }
+                out
+            }
+            _ => {
+                self.errors.push(Problem {
+                    loc: value.loc,
+                    message: format!("`<<` needs a mapping or a list of mappings (e.g. `<<: *defaults`), got {}", value.kind_name()),
+                });
+                Vec::new()
+            }
+        }
+    }
+
+    fn scalar(&mut self, value: &str, style: ScalarStyle, tag: Option<&Tag>, loc: Loc) -> Kind {
+        let text = || Kind::Str(value.to_string());
+        let resolved = |r: Result<Scalar, String>, errors: &mut Vec<Problem>| match r {
+            Ok(Scalar::Null) => Kind::Null,
+            Ok(Scalar::Bool(b)) => Kind::Bool(b),
+            Ok(Scalar::Int(i)) => Kind::Int(i),
+            Ok(Scalar::Float(f)) => Kind::Float(f),
+            Ok(Scalar::Str) => Kind::Str(value.to_string()),
+            Err(message) => {
+                errors.push(Problem { loc, message });
+                Kind::Str(value.to_string())
+            }
+        };
+        match tag {
+            None if style == ScalarStyle::Plain => match self.schema {
+                Schema::Yaml11 => resolved(resolve_plain(value), &mut self.errors),
+                Schema::Json => resolved(Ok(resolve_json(value)), &mut self.errors),
+            },
+            None => text(),
+            Some(t) if t.handle.is_empty() && t.suffix == "!" => text(),
+            Some(t) if t.is_yaml_core_schema() => {
+                let want = |ok: fn(&Scalar) -> bool, r: Result<Scalar, String>| match r {
+                    Ok(s) if ok(&s) => Ok(s),
+                    Ok(_) | Err(_) => Err(format!("`{value}` is not a valid !!{}", t.suffix)),
+                };
+                match t.suffix.as_str() {
+                    "str" | "binary" | "timestamp" => text(),
+                    "null" => Kind::Null,
+                    "bool" => resolved(want(|s| matches!(s, Scalar::Bool(_)), resolve_plain(value)), &mut self.errors),
+                    "int" => resolved(want(|s| matches!(s, Scalar::Int(_)), resolve_plain(value)), &mut self.errors),
+                    "float" => {
+                        let r = match resolve_plain(value) {
+                            Ok(Scalar::Int(i)) => Ok(Scalar::Float(i as f64)),
+                            other => other,
+                        };
+                        resolved(want(|s| matches!(s, Scalar::Float(_)), r), &mut self.errors)
+                    }
+                    _ => {
+                        self.errors.push(Problem { loc, message: format!("unsupported tag `{}` (yaml.safe_load cannot read it)", show_tag(t)) });
+                        text()
+                    }
+                }
+            }
+            Some(t) => {
+                self.errors.push(Problem { loc, message: format!("unsupported tag `{}` (yaml.safe_load cannot read it)", show_tag(t)) });
+                text()
+            }
+        }
+    }
+}
+
+fn show_tag(t: &Tag) -> String {
+    if t.is_yaml_core_schema() {
+        format!("!!{}", t.suffix)
+    } else {
+        format!("{}{}", t.handle, t.suffix)
+    }
+}
+
+/// A key as JSON spells it (Python's `json.dumps` turns `True`/`1`/`None` keys into strings).
+fn key_string(key: &Node) -> Option<String> {
+    Some(match &key.kind {
+        Kind::Str(s) => s.clone(),
+        Kind::Null => "null".into(),
+        Kind::Bool(b) => b.to_string(),
+        Kind::Int(i) => i.to_string(),
+        Kind::Float(f) => crate::value::format_float(*f),
+        Kind::Seq(_) | Kind::Map(_) => return None,
+    })
+}
+
+fn resolve_json(s: &str) -> Scalar {
+    match s {
+        "null" => Scalar::Null,
+        "true" => Scalar::Bool(true),
+        "false" => Scalar::Bool(false),
+        _ => {
+            let number = s.strip_prefix('-').unwrap_or(s);
+            let json_number = number.starts_with(|c: char| c.is_ascii_digit())
+                && number.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c));
+            if json_number {
+                if let Ok(i) = s.parse::<i128>() {
+                    return Scalar::Int(i);
+                }
+                if let Ok(f) = s.parse::<f64>() {
+                    if f.is_finite() {
+                        return Scalar::Float(f);
+                    }
+                }
+            }
+            Scalar::Str
+        }
+    }
+}
+
+/// Types a plain scalar as PyYAML's resolver does (YAML 1.1). `Err` for values that are numbers
+/// in YAML 1.1 but have no JSON form (`.inf`, `.nan`) or that PyYAML itself fails to construct.
+pub fn resolve_plain(s: &str) -> Result<Scalar, String> {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Ok(Scalar::Null),
+        "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => return Ok(Scalar::Bool(true)),
+        "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => return Ok(Scalar::Bool(false)),
+        _ => {}
+    }
+    if is_int_11(s) {
+        return construct_int(s).map(Scalar::Int).ok_or_else(|| format!("`{s}` is an integer YAML 1.1 cannot construct"));
+    }
+    if is_float_11(s) {
+        return match construct_float(s) {
+            Some(f) if f.is_finite() => Ok(Scalar::Float(f)),
+            _ => Err(format!("`{s}` is a YAML 1.1 float with no JSON form (quote it if it is meant as text)")),
+        };
+    }
+    Ok(Scalar::Str)
+}
+
+fn split_sign(s: &str) -> (bool, &str) {
+    match s.as_bytes().first() {
+        Some(b'-') => (true, s.get(1..).unwrap_or("")),
+        Some(b'+') => (false, s.get(1..).unwrap_or("")),
+        _ => (false, s),
+    }
+}
+
+fn all(s: &str, f: impl Fn(char) -> bool) -> bool {
+    s.chars().all(f)
+}
+
+/// `[0-5]?[0-9]` groups after `:` (sexagesimal).
+fn sexagesimal_tail(parts: &[&str]) -> bool {
+    !parts.is_empty()
+        && parts.iter().all(|p| {
+            let b = p.as_bytes();
+            match b {
+                [d] => d.is_ascii_digit(),
+                [a, d] => (b'0'..=b'5').contains(a) && d.is_ascii_digit(),
+                _ => false,
+            }
+        })
+}
+
+/// PyYAML's int pattern:
+/// `[-+]?0b[0-1_]+ | [-+]?0[0-7_]+ | [-+]?(?:0|[1-9][0-9_]*) | [-+]?0x[0-9a-fA-F_]+ | [-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+`
+fn is_int_11(s: &str) -> bool {
+    let (_, body) = split_sign(s);
+    if let Some(bin) = body.strip_prefix("0b") {
+        return !bin.is_empty() && all(bin, |c| c == '0' || c == '1' || c == '_');
+    }
+    if let Some(hex) = body.strip_prefix("0x") {
+        return !hex.is_empty() && all(hex, |c| c.is_ascii_hexdigit() || c == '_');
+    }
+    if body == "0" {
+        return true;
+    }
+    if let Some(oct) = body.strip_prefix('0') {
+        return !oct.is_empty() && all(oct, |c| ('0'..='7').contains(&c) || c == '_');
+    }
+    let mut parts = body.split(':');
+    let head = parts.next().unwrap_or("");
+    let head_ok = head.starts_with(|c: char| ('1'..='9').contains(&c)) && all(head, |c| c.is_ascii_digit() || c == '_');
+    let tail: Vec<&str> = parts.collect();
+    head_ok && (tail.is_empty() || sexagesimal_tail(&tail))
+}
+
+fn construct_int(s: &str) -> Option<i128> {
+    let cleaned: String = s.chars().filter(|&c| c != '_').collect();
+    let (negative, body) = split_sign(&cleaned);
+    let magnitude = if body == "0" {
+        0
+    } else if let Some(bin) = body.strip_prefix("0b") {
+        i128::from_str_radix(bin, 2).ok()?
+    } else if let Some(hex) = body.strip_prefix("0x") {
+        i128::from_str_radix(hex, 16).ok()?
+    } else if let Some(oct) = body.strip_prefix('0') {
+        i128::from_str_radix(oct, 8).ok()?
+    } else if body.contains(':') {
+        let mut v: i128 = 0;
+        for part in body.split(':') {
+            v = v.checked_mul(60)?.checked_add(part.parse::<i128>().ok()?)?;
+        }
+        v
+    } else {
+        body.parse::<i128>().ok()?
+    };
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// PyYAML's float pattern:
+/// `[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)? | \.[0-9_]+(?:[eE][-+][0-9]+)?
+///  | [-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]* | [-+]?\.(?:inf|Inf|INF) | \.(?:nan|NaN|NAN)`
+fn is_float_11(s: &str) -> bool {
+    if matches!(s, ".nan" | ".NaN" | ".NAN") {
+        return true;
+    }
+    let (_, body) = split_sign(s);
+    if matches!(body, ".inf" | ".Inf" | ".INF") {
+        return true;
+    }
+    let exponent_ok = |e: &str| {
+        let e = e.strip_prefix(['-', '+']);
+        matches!(e, Some(d) if !d.is_empty() && all(d, |c| c.is_ascii_digit()))
+    };
+    let digits_ = |d: &str| all(d, |c| c.is_ascii_digit() || c == '_');
+    // `\.[0-9_]+(exp)?` takes no sign.
+    if let Some(frac) = s.strip_prefix('.') {
+        let (frac, exp) = match frac.find(['e', 'E']) {
+            Some(i) => (frac.get(..i).unwrap_or(""), frac.get(i + 1..)),
+            None => (frac, None),
+        };
+        return !frac.is_empty() && digits_(frac) && exp.is_none_or(exponent_ok);
+    }
+    let Some((int_part, rest)) = body.split_once('.') else { return false };
+    if !int_part.starts_with(|c: char| c.is_ascii_digit()) {
+        return false;
+    }
+    if int_part.contains(':') {
+        // Sexagesimal float: `[0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*`
+        let mut parts = int_part.split(':');
+        let head = parts.next().unwrap_or("");
+        let tail: Vec<&str> = parts.collect();
+        return digits_(head) && sexagesimal_tail(&tail) && digits_(rest);
+    }
+    if !digits_(int_part) {
+        return false;
+    }
+    match rest.find(['e', 'E']) {
+        Some(i) => digits_(rest.get(..i).unwrap_or("")) && rest.get(i + 1..).is_some_and(exponent_ok),
+        None => digits_(rest),
+    }
+}
+
+fn construct_float(s: &str) -> Option<f64> {
+    let cleaned: String = s.chars().filter(|&c| c != '_').collect::<String>().to_ascii_lowercase();
+    let (negative, body) = split_sign(&cleaned);
+    let sign = if negative { -1.0 } else { 1.0 };
+    if body == ".inf" {
+        return Some(sign * f64::INFINITY);
+    }
+    if body == ".nan" {
+        return Some(f64::NAN);
+    }
+    if body.contains(':') {
+        let mut v = 0.0;
+        for part in body.split(':') {
+            v = v * 60.0 + part.parse::<f64>().ok()?;
+        }
+        return Some(sign * v);
+    }
+    body.parse::<f64>().ok().map(|f| sign * f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_1_1_plain_scalars() {
+        let cases: &[(&str, Scalar)] = &[
+            ("True", Scalar::Bool(true)),
+            ("yes", Scalar::Bool(true)),
+            ("OFF", Scalar::Bool(false)),
+            ("~", Scalar::Null),
+            ("", Scalar::Null),
+            ("0", Scalar::Int(0)),
+            ("017", Scalar::Int(15)),
+            ("0x1F", Scalar::Int(31)),
+            ("0b101", Scalar::Int(5)),
+            ("1_000", Scalar::Int(1000)),
+            ("-1:30", Scalar::Int(-90)),
+            ("1.5", Scalar::Float(1.5)),
+            ("1.", Scalar::Float(1.0)),
+            (".5", Scalar::Float(0.5)),
+            ("1.0e+3", Scalar::Float(1000.0)),
+            ("1:30.5", Scalar::Float(90.5)),
+            ("1e5", Scalar::Str),
+            ("1.0e5", Scalar::Str),
+            ("09", Scalar::Str),
+            ("2024-02-01", Scalar::Str),
+            ("y", Scalar::Str),
+            ("1.2.3", Scalar::Str),
+            ("gpt-4o", Scalar::Str),
+        ];
+        for (s, want) in cases {
+            assert_eq!(resolve_plain(s).as_ref(), Ok(want), "{s}");
+        }
+        assert!(resolve_plain(".inf").is_err());
+        assert!(resolve_plain(".NaN").is_err());
+    }
+
+    fn root(text: &str) -> (Option<Node>, Vec<Problem>) {
+        let p = parse(text, 0, Schema::Yaml11);
+        (p.root, p.errors)
+    }
+
+    #[test]
+    fn merge_keys_and_anchors() {
+        let (r, errors) = root("base: &b {x: 1, y: 2}\nother: &o {y: 3, z: 4}\nm:\n  <<: [*b, *o]\n  x: 9\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let m = r.as_ref().and_then(|r| r.get("m"));
+        let Some(Node { kind: Kind::Map(entries), .. }) = m else { panic!("{m:?}") };
+        let got: Vec<(String, Kind)> = entries.iter().map(|e| (e.key.clone(), e.value.kind.clone())).collect();
+        assert_eq!(got, vec![("x".into(), Kind::Int(9)), ("y".into(), Kind::Int(2)), ("z".into(), Kind::Int(4))]);
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_with_lines() {
+        let (r, errors) = root("a: 1\nb: 2\na: 3\n");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].loc.line, 3);
+        assert!(errors[0].message.contains("first at line 1"), "{}", errors[0].message);
+        assert_eq!(r.and_then(|r| r.get("a").map(|n| n.kind.clone())), Some(Kind::Int(3)));
+    }
+
+    #[test]
+    fn syntax_errors_and_multiple_documents() {
+        let (r, errors) = root("a: 1\n b: 2\n");
+        assert!(r.is_none());
+        assert_eq!(errors[0].loc.line, 2);
+        let (_, errors) = root("a: 1\n---\nb: 2\n");
+        assert!(errors[0].message.contains("single document"));
+        let (r, errors) = root("# only a comment\n");
+        assert!(r.is_none() && errors.is_empty());
+    }
+
+    #[test]
+    fn tags() {
+        let (r, errors) = root("a: !!str 1\nb: !!int '7'\nc: !Ref x\n");
+        assert_eq!(r.as_ref().and_then(|r| r.get("a")).map(|n| n.kind.clone()), Some(Kind::Str("1".into())));
+        assert_eq!(r.as_ref().and_then(|r| r.get("b")).map(|n| n.kind.clone()), Some(Kind::Int(7)));
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("!Ref"));
+    }
+
+    #[test]
+    fn alias_bombs_are_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let prev = format!("*a{}", i - 1);
+            text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        let (r, errors) = root(&text);
+        assert!(r.is_none());
+        assert!(errors[0].message.contains("too large"), "{errors:?}");
+    }
+}

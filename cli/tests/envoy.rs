@@ -1,0 +1,199 @@
+//! `llm-router envoy`: the generated bootstrap, parsed back.
+
+mod common;
+use common::{dir, json, run, write, yaml_to_json};
+use serde_json::Value;
+
+const CONFIG: &str = "\
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: gpt-4o-mini
+    litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: local
+    litellm_params: {model: openai/llama, api_base: 'http://127.0.0.1:18001/v1'}
+  - model_name: vllm
+    litellm_params: {model: hosted_vllm/llama, api_base: 'http://vllm.internal:8000/v1', cluster: my-vllm, api_key: os.environ/VLLM_KEY}
+envoy_settings:
+  cluster_header: x-route-to
+  max_request_body_bytes: 4194304
+router_settings:
+  timeout: 900
+";
+
+fn generate(extra: &[&str]) -> (Value, String) {
+    let d = dir("envoy");
+    let config = write(&d, "config.yaml", CONFIG);
+    let mut args = vec!["envoy", config.as_str(), "--format", "json", "--wasm", "/opt/llm_router.wasm"];
+    args.extend_from_slice(extra);
+    let out = run(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    (json(&out.stdout), out.stderr)
+}
+
+fn clusters(b: &Value) -> Vec<&Value> {
+    b["static_resources"]["clusters"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+}
+
+fn cluster<'a>(b: &'a Value, name: &str) -> &'a Value {
+    clusters(b).into_iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+fn listener<'a>(b: &'a Value, name: &str) -> &'a Value {
+    let ls = b["static_resources"]["listeners"].as_array().unwrap_or_else(|| panic!("no listeners"));
+    ls.iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("no listener {name}"))
+}
+
+fn hcm(l: &Value) -> &Value {
+    &l["filter_chains"][0]["filters"][0]["typed_config"]
+}
+
+#[test]
+fn one_cluster_per_upstream_with_tls_for_https() {
+    let (b, stderr) = generate(&[]);
+    let names: Vec<&str> = clusters(&b).iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["outbound|443||api.openai.com", "outbound|18001||127.0.0.1", "my-vllm"]);
+    assert!(stderr.contains("3 upstream clusters (failover on); Envoy's environment must set OPENAI_API_KEY, VLLM_KEY"), "{stderr}");
+
+    let openai = cluster(&b, "outbound|443||api.openai.com");
+    assert_eq!(openai["type"], "STRICT_DNS");
+    assert_eq!(openai["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"], serde_json::json!({"address": "api.openai.com", "port_value": 443}));
+    let tls = &openai["transport_socket"];
+    assert_eq!(tls["name"], "envoy.transport_sockets.tls");
+    assert_eq!(tls["typed_config"]["sni"], "api.openai.com");
+    assert_eq!(tls["typed_config"]["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"], "api.openai.com");
+    // The redirector endpoint of a TLS cluster is reached in plain text.
+    assert_eq!(openai["transport_socket_matches"][0]["match"], serde_json::json!({"llm_router_redirector": true}));
+    assert_eq!(
+        openai["load_assignment"]["endpoints"][1]["lb_endpoints"][0]["metadata"]["filter_metadata"]["envoy.transport_socket_match"],
+        serde_json::json!({"llm_router_redirector": true})
+    );
+
+    let local = cluster(&b, "outbound|18001||127.0.0.1");
+    assert_eq!(local["type"], "STATIC");
+    assert!(local.get("transport_socket").is_none());
+    let vllm = cluster(&b, "my-vllm");
+    assert_eq!(vllm["type"], "STRICT_DNS");
+    assert!(vllm.get("transport_socket").is_none());
+    assert_eq!(vllm["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"], 8000);
+
+    for c in clusters(&b) {
+        assert_eq!(c["per_connection_buffer_limit_bytes"], 4194304, "{}", c["name"]);
+        // Failover: the redirector at priority 1 and the filter's upstream role.
+        let eps = &c["load_assignment"]["endpoints"];
+        assert_eq!(eps[1]["priority"], 1);
+        assert_eq!(eps[1]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"], serde_json::json!({"address": "127.0.0.1", "port_value": 10001}));
+        let filters = &c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"];
+        assert_eq!(filters[0]["typed_config"]["config"]["root_id"], "llm_router_upstream");
+        assert_eq!(filters[0]["typed_config"]["config"]["vm_config"]["vm_id"], "llm_router");
+        assert_eq!(filters[1]["name"], "envoy.filters.http.upstream_codec");
+    }
+}
+
+#[test]
+fn listener_routes_and_filter() {
+    let (b, _) = generate(&["--listen", "0.0.0.0:8080", "--admin", "127.0.0.1:9000"]);
+    assert_eq!(b["admin"]["address"]["socket_address"], serde_json::json!({"address": "127.0.0.1", "port_value": 9000}));
+    let ingress = listener(&b, "ingress");
+    assert_eq!(ingress["address"]["socket_address"], serde_json::json!({"address": "0.0.0.0", "port_value": 8080}));
+    assert_eq!(ingress["per_connection_buffer_limit_bytes"], 4194304);
+    let hcm = hcm(ingress);
+    assert_eq!(hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"][0]["remove"], "x-route-to");
+    // The config's longest timeout (900 s) wins over the 600 s default.
+    assert_eq!(hcm["stream_idle_timeout"], "900s");
+
+    let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
+    assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-route-to");
+    assert_eq!(routes[0]["route"]["cluster_header"], "x-route-to");
+    assert_eq!(routes[0]["route"]["timeout"], "900s");
+    assert_eq!(routes[0]["route"]["retry_policy"]["retry_on"], "connect-failure,reset");
+    assert_eq!(routes[0]["route"]["retry_policy"]["retry_priority"]["name"], "envoy.retry_priorities.previous_priorities");
+    assert_eq!(routes[0]["route"]["internal_redirect_policy"]["redirect_response_codes"], serde_json::json!([307]));
+    assert_eq!(routes[0]["request_headers_to_remove"], serde_json::json!(["x-route-to"]));
+    // Nothing passes through: everything else is an OpenAI-shaped 404.
+    assert_eq!(routes[1]["direct_response"]["status"], 404);
+    let body = json(routes[1]["direct_response"]["body"]["inline_string"].as_str().unwrap_or(""));
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(routes.as_array().map(Vec::len), Some(2));
+
+    let filters = hcm["http_filters"].as_array().unwrap_or_else(|| panic!("no filters"));
+    assert_eq!(filters.len(), 2);
+    let wasm = &filters[0]["typed_config"]["config"];
+    assert_eq!(wasm["root_id"], "llm_router");
+    assert_eq!(wasm["allow_on_headers_stop_iteration"], true);
+    assert_eq!(wasm["vm_config"]["code"]["local"]["filename"], "/opt/llm_router.wasm");
+    assert_eq!(wasm["vm_config"]["environment_variables"]["host_env_keys"], serde_json::json!(["OPENAI_API_KEY", "VLLM_KEY"]));
+    // The config is embedded as the filter reads it, secrets as references.
+    let embedded = json(wasm["configuration"]["value"].as_str().unwrap_or(""));
+    assert_eq!(embedded["model_list"][0]["litellm_params"]["api_key"], "os.environ/OPENAI_API_KEY");
+    assert_eq!(embedded["model_list"][3]["litellm_params"]["cluster"], "my-vllm");
+    assert_eq!(filters[1]["name"], "envoy.filters.http.router");
+
+    let redirector = listener(&b, "llm_router_redirector");
+    let r = &self::hcm(redirector)["route_config"]["virtual_hosts"][0]["routes"][0];
+    assert_eq!(r["direct_response"]["status"], 307);
+    assert_eq!(r["response_headers_to_add"][0]["header"], serde_json::json!({"key": "x-llm-router-redirector", "value": "1"}));
+}
+
+#[test]
+fn no_failover_leaves_the_failover_pieces_out() {
+    let (b, _) = generate(&["--no-failover"]);
+    assert_eq!(b["static_resources"]["listeners"].as_array().map(Vec::len), Some(1));
+    let routed = &hcm(listener(&b, "ingress"))["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
+    assert!(routed.get("retry_policy").is_none() && routed.get("internal_redirect_policy").is_none());
+    for c in clusters(&b) {
+        assert_eq!(c["load_assignment"]["endpoints"].as_array().map(Vec::len), Some(1));
+        assert!(c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].get("http_filters").is_none());
+        assert!(c.get("transport_socket_matches").is_none());
+    }
+}
+
+#[test]
+fn yaml_output_is_the_same_bootstrap() {
+    let d = dir("envoy-yaml");
+    let config = write(&d, "config.yaml", CONFIG);
+    let as_json = run(&["envoy", &config, "--format", "json"], &[]);
+    let as_yaml = run(&["envoy", &config], &[]);
+    assert_eq!(as_yaml.code, 0, "{}", as_yaml.stderr);
+    assert!(as_yaml.stdout.starts_with("# Envoy bootstrap for llm-router"));
+    assert_eq!(yaml_to_json(&as_yaml.stdout), json(&as_json.stdout));
+    // -o FILE.json picks JSON.
+    let out_path = d.join("bootstrap.json").display().to_string();
+    assert_eq!(run(&["envoy", &config, "-o", &out_path], &[]).code, 0);
+    assert_eq!(json(&std::fs::read_to_string(&out_path).unwrap_or_default()), json(&as_json.stdout));
+}
+
+#[test]
+fn configs_that_cannot_be_generated_are_refused() {
+    let d = dir("envoy-bad");
+    // One cluster name, two endpoints.
+    let config = write(
+        &d,
+        "config.yaml",
+        "model_list:\n\
+         - model_name: a\n  litellm_params: {model: openai/a, api_base: 'https://a.example.com', cluster: shared}\n\
+         - model_name: b\n  litellm_params: {model: openai/b, api_base: 'https://b.example.com', cluster: shared}\n",
+    );
+    let out = run(&["envoy", &config], &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.is_empty());
+    assert!(out.stderr.contains(&format!("{config}:5:")) && out.stderr.contains("cluster `shared` leads to https://b.example.com:443 here but to https://a.example.com:443 for model_list[0]"), "{}", out.stderr);
+
+    // An api_base from the environment must be known to derive its cluster; secrets need not be.
+    let config = write(&d, "env.yaml", "model_list:\n- model_name: a\n  litellm_params: {model: azure/a, api_base: os.environ/AZ_BASE, api_key: os.environ/AZ_KEY}\n");
+    let out = run(&["envoy", &config], &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("model_list[0].litellm_params.api_base: environment variable AZ_BASE must be set"), "{}", out.stderr);
+    let out = run(&["envoy", &config, "--format", "json"], &[("AZ_BASE", "https://r.openai.azure.com")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let b = json(&out.stdout);
+    assert_eq!(cluster(&b, "outbound|443||r.openai.azure.com")["transport_socket"]["typed_config"]["sni"], "r.openai.azure.com");
+    let wasm = &hcm(listener(&b, "ingress"))["http_filters"][0]["typed_config"]["config"];
+    assert_eq!(wasm["vm_config"]["environment_variables"]["host_env_keys"], serde_json::json!(["AZ_BASE", "AZ_KEY"]));
+
+    // Invalid configs are not generated, and usage errors are usage errors.
+    let config = write(&d, "invalid.yaml", "model_list:\n- model_name: a\n  litellm_params: {model: bedrock/x}\n");
+    assert_eq!(run(&["envoy", &config], &[]).code, 1);
+    assert_eq!(run(&["envoy", &config, "--listen", "nope"], &[]).code, 2);
+    assert_eq!(run(&["envoy", &config, "--listen", "127.0.0.1:9901"], &[]).code, 2);
+}
