@@ -79,7 +79,9 @@ impl Http {
 
     /// Applies the plan to the request headers and body; false if the body could not be set.
     fn apply(fwd: &Forward<'_>, strip: &[&'static str], body_size: usize) -> bool {
-        for name in strip.iter().copied().chain(fwd.stale_auth) {
+        // A header the provider's own auth header replaces needs no separate removal.
+        let replaced = fwd.auth.map(|a| a.name.as_str());
+        for name in strip.iter().copied().filter(|n| Some(*n) != replaced).chain(fwd.stale_auth) {
             if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
                 log::warn!("llm-router: removing request header {name} failed: {status:?}");
             }
