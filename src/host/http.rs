@@ -1,6 +1,6 @@
 //! One HTTP stream on the downstream side: read headers → (pause) → buffered body → apply the
 //! plan → observe the response. Host calls per routed request: 1 header read, 1 body read,
-//! 1 shared-data read, a few header writes, 1 body write when the body changes, and on the
+//! 1 shared-data read, 1 header-map write, 1 body write when the body changes, and on the
 //! response 1 status read and 3–4 header writes. Shared-data writes happen only when an
 //! attempt failed.
 
