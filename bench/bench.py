@@ -81,20 +81,22 @@ def run_checked(cmd, **kw) -> str:
     return p.stdout + p.stderr
 
 
-def build(skip: bool) -> None:
+def build(skip: bool, router_wasm: Path) -> None:
     if not skip:
-        log("building llm_router.wasm (scripts/build) and the no-op filter")
-        run_checked([str(REPO / "scripts" / "build")], cwd=REPO)
+        if router_wasm == WASM_PATH:
+            log("building llm_router.wasm (scripts/build)")
+            run_checked([str(REPO / "scripts" / "build")], cwd=REPO)
+        log("building the no-op filter")
         run_checked(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1", "--manifest-path",
                      str(NOOP_MANIFEST)], cwd=REPO)
-    for p in (WASM_PATH, NOOP_WASM, ENVOY_BIN):
+    for p in (router_wasm, NOOP_WASM, ENVOY_BIN):
         if not p.exists():
             raise BenchError(f"{p} is missing (run without --no-build; scripts/setup installs Envoy)")
     for tool in ("nginx", "wrk", "taskset"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise BenchError(f"{tool} not found (bench/run installs nginx and wrk with apt-get)")
     RUN.mkdir(exist_ok=True)
-    shutil.copyfile(WASM_PATH, WASM_COPY["router"])
+    shutil.copyfile(router_wasm, WASM_COPY["router"])
     shutil.copyfile(NOOP_WASM, WASM_COPY["noop"])
 
 
@@ -129,15 +131,17 @@ def machine() -> dict:
 
 def git_info() -> dict:
     def g(*a):
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout
     dirty = g("status", "--porcelain", "--untracked-files=no", "--", "src", "Cargo.toml", "Cargo.lock")
-    return {"commit": g("rev-parse", "HEAD"), "short": g("rev-parse", "--short", "HEAD") or "nogit",
-            "src_dirty": bool(dirty), "dirty_paths": [line[3:] for line in dirty.splitlines()]}
+    paths = [line.split(maxsplit=1)[-1] for line in dirty.splitlines() if line.strip()]
+    return {"commit": g("rev-parse", "HEAD").strip(), "short": g("rev-parse", "--short", "HEAD").strip() or "nogit",
+            "src_dirty": bool(paths), "dirty_paths": paths}
 
 
 def wasm_info(path: Path, built: Path) -> dict:
     data = path.read_bytes()
-    return {"path": str(built.relative_to(REPO)), "bytes": len(data), "kib": round(len(data) / 1024, 1),
+    path = built.relative_to(REPO) if built.is_relative_to(REPO) else built
+    return {"path": str(path), "bytes": len(data), "kib": round(len(data) / 1024, 1),
             "sha256": hashlib.sha256(data).hexdigest()[:16]}
 
 
@@ -537,6 +541,8 @@ def report_md(data: dict) -> str:
     lines = [f"# llm-router benchmark {data['date']} ({data['git']['short']}"
              + (f"; uncommitted changes in {', '.join(data['git'].get('dirty_paths') or ['src'])}"
               if data['git']['src_dirty'] else "") + ")", ""]
+    if data["git"].get("note"):
+        lines += [data["git"]["note"], ""]
     lines += [f"Machine: {data['machine']['cpu']}, {data['machine']['cpus']} CPUs, Linux {data['machine']['kernel']}; "
               f"load average at start {' '.join(data['machine']['loadavg_at_start'])}.",
               f"Tools: Envoy {data['tools']['envoy']}; {data['tools']['nginx']}; {data['tools']['wrk']}.",
@@ -615,10 +621,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=1, help="warm-up seconds per body per Envoy")
     ap.add_argument("--memory-requests", type=int, default=200_000,
                     help="requests in the memory check (RSS sampled every 50k; 0 = skip)")
-    ap.add_argument("--no-breakdown", action="store_true", help="skip the breakdown variants (1b 2b 3nr 3ns)")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the breakdown variants (1b 2b 2h 3nr 3ns)")
     ap.add_argument("--variants", help="comma-separated subset, e.g. 2,3")
     ap.add_argument("--no-build", action="store_true", help="use the existing wasm artifacts")
     ap.add_argument("--out", help="results directory (default bench/results; bench/.run/results with --quick)")
+    ap.add_argument("--wasm", help="benchmark this llm_router.wasm instead of building the repo's (A/B runs)")
     ap.add_argument("--report", metavar="JSON", help="only re-render the .md of an earlier run's .json")
     args = ap.parse_args()
     if args.report:
@@ -643,7 +650,8 @@ def main() -> int:
     except BlockingIOError:
         raise BenchError("another bench/run is running on this machine (/tmp/llm-router-bench.lock); two at once "
                          "share the pinned CPUs and both measure nonsense")
-    build(args.no_build)
+    router_wasm = Path(args.wasm).resolve() if args.wasm else WASM_PATH
+    build(args.no_build, router_wasm)
     variants = list(VARIANTS) + ([] if args.no_breakdown else list(BREAKDOWN))
     if args.variants:
         wanted = args.variants.split(",")
@@ -666,7 +674,7 @@ def main() -> int:
     data = {"date": dt.date.today().isoformat(), "git": git, "machine": machine(), "tools": tool_versions(),
             "settings": {k: getattr(args, k) for k in ("rounds", "duration", "duration_c1", "breakdown_duration",
                                                        "warmup", "memory_requests", "quick")},
-            "wasm": {"router": wasm_info(WASM_COPY["router"], WASM_PATH),
+            "wasm": {"router": wasm_info(WASM_COPY["router"], router_wasm),
                      "noop": wasm_info(WASM_COPY["noop"], NOOP_WASM)},
             "variants": {k: v for k, v in {**VARIANTS, **BREAKDOWN}.items() if k in variants},
             "bodies": {k: len(v) for k, v in body_bytes.items()}, "rounds": []}
