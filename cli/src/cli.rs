@@ -246,8 +246,13 @@ fn check(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
 }
 
 /// Reads and validates CONFIG for generation. On failure the problems have been printed.
-fn prepare(opts: &Opts, env: &Env, err: &mut dyn Write) -> Result<Option<(Source, Validated, Vec<plan::Endpoint>)>, Failure> {
-    let (source, mut diags) = source::read(&opts.config);
+/// Reads and validates the config; `failover` (for `envoy`) declares whether the output carries
+/// the failover wiring (see [`Source::declare_failover`]).
+fn prepare(opts: &Opts, env: &Env, failover: Option<bool>, err: &mut dyn Write) -> Result<Option<(Source, Validated, Vec<plan::Endpoint>)>, Failure> {
+    let (mut source, mut diags) = source::read(&opts.config);
+    if let (Some(s), Some(on)) = (source.as_mut(), failover) {
+        s.declare_failover(on);
+    }
     let files = source.as_ref().map(|s| s.files.clone()).unwrap_or_else(|| Files { names: vec![opts.config.display().to_string()] });
     let Some(source) = source else {
         print_diags(&files, &diags, err)?;
@@ -312,7 +317,7 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
             return Err(Failure::Usage(format!("{} is used twice (listener, admin and redirector need distinct addresses)", a.show())));
         }
     }
-    let Some((source, validated, endpoints)) = prepare(opts, &env, err)? else { return Ok(1) };
+    let Some((source, validated, endpoints)) = prepare(opts, &env, Some(eo.failover), err)? else { return Ok(1) };
     let Some(cfg) = validated.config.as_ref() else { return Ok(1) };
     let bootstrap = envoy::bootstrap(&source, cfg, &endpoints, &validated.env_refs, &eo);
     let text = match format {
@@ -391,7 +396,7 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         selector,
         target_ref,
     };
-    let Some((source, validated, endpoints)) = prepare(opts, &env, err)? else { return Ok(1) };
+    let Some((source, validated, endpoints)) = prepare(opts, &env, None, err)? else { return Ok(1) };
     let objects = istio::objects(&source, &endpoints, &io_opts);
     let text = match format {
         Format::Json => format!("{}\n", Value::map([("apiVersion", Value::from("v1")), ("kind", Value::from("List")), ("items", Value::Seq(objects))]).to_json_pretty()),

@@ -104,6 +104,31 @@ impl Source {
     pub fn json(&self) -> String {
         self.value.to_json_pretty()
     }
+
+    /// Sets `envoy_settings.failover`, which tells the filter whether Envoy carries the failover
+    /// wiring: a generated bootstrap knows, so it overrides what the file says.
+    pub fn declare_failover(&mut self, on: bool) {
+        let Value::Map(top) = &mut self.value else { return };
+        let settings = match top.iter_mut().find(|(k, _)| k == "envoy_settings") {
+            Some((_, v)) => v,
+            None => {
+                top.push(("envoy_settings".to_string(), Value::Map(Vec::new())));
+                match top.last_mut() {
+                    Some((_, v)) => v,
+                    None => return,
+                }
+            }
+        };
+        if !matches!(settings, Value::Map(_)) {
+            *settings = Value::Map(Vec::new());
+        }
+        if let Value::Map(entries) = settings {
+            match entries.iter_mut().find(|(k, _)| k == "failover") {
+                Some((_, v)) => *v = Value::Bool(on),
+                None => entries.push(("failover".to_string(), Value::Bool(on))),
+            }
+        }
+    }
 }
 
 /// Reads `path` (YAML, or JSON when it ends in `.json`), follows `include:`, and converts.

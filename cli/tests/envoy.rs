@@ -127,6 +127,8 @@ fn listener_routes_and_filter() {
     let embedded = json(wasm["configuration"]["value"].as_str().unwrap_or(""));
     assert_eq!(embedded["model_list"][0]["litellm_params"]["api_key"], "os.environ/OPENAI_API_KEY");
     assert_eq!(embedded["model_list"][3]["litellm_params"]["cluster"], "my-vllm");
+    // The wiring is in this bootstrap, so the embedded config declares it; the user's settings stay.
+    assert_eq!(embedded["envoy_settings"], serde_json::json!({"cluster_header": "x-route-to", "max_request_body_bytes": 4194304, "failover": true}));
     assert_eq!(filters[1]["name"], "envoy.filters.http.router");
 
     let redirector = listener(&b, "llm_router_redirector");
@@ -138,6 +140,9 @@ fn listener_routes_and_filter() {
 #[test]
 fn no_failover_leaves_the_failover_pieces_out() {
     let (b, _) = generate(&["--no-failover"]);
+    let wasm = &hcm(listener(&b, "ingress"))["http_filters"][0]["typed_config"]["config"];
+    let embedded = json(wasm["configuration"]["value"].as_str().unwrap_or(""));
+    assert_eq!(embedded["envoy_settings"]["failover"], false, "no wiring: the attempt state must not be sent");
     assert_eq!(b["static_resources"]["listeners"].as_array().map(Vec::len), Some(1));
     let routed = &hcm(listener(&b, "ingress"))["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
     assert!(routed.get("retry_policy").is_none() && routed.get("internal_redirect_policy").is_none());

@@ -94,6 +94,14 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
     let deployments = parse_model_list(top.get("model_list"), &fingerprints, diags);
     let router = settings::parse_router(&top.child("router_settings", diags), &top.child("litellm_settings", diags), diags);
     let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
+    if !envoy.failover {
+        if let Some(what) = settings::needs_failover(&router) {
+            diags.warn(
+                "envoy_settings.failover",
+                format!("is off, so {what} cannot act within a request (a failed attempt goes back to the client and feeds cooldowns); set it to true once Envoy has the failover wiring (README: Envoy wiring)"),
+            );
+        }
+    }
     let general = top.child("general_settings", diags);
     for key in general.keys() {
         if key != "master_key" {

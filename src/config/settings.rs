@@ -99,6 +99,10 @@ pub struct EnvoySettings {
     pub cluster_header: String,
     pub max_cooldown_secs: f64,
     pub max_request_body_bytes: u64,
+    /// `failover`: the Envoy config carries the in-request failover wiring (upstream filter role on
+    /// the deployment clusters, redirector, internal redirects). Off by default: without the
+    /// wiring the signed attempt state would reach the provider, and no retry could happen anyway.
+    pub failover: bool,
 }
 
 /// `router_settings` keys this router knows (used or parsed for later), beyond those read below.
@@ -163,9 +167,24 @@ pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Dia
     }
 }
 
+/// The first configured setting that needs in-request failover, if any.
+pub fn needs_failover(r: &RouterSettings) -> Option<&'static str> {
+    let p = &r.retry_policy;
+    let retry_policy = [p.bad_request, p.authentication, p.timeout, p.rate_limit, p.content_policy, p.internal_server];
+    if r.num_retries.is_some_and(|n| n > 0) || retry_policy.iter().any(|n| n.is_some_and(|n| n > 0)) {
+        Some("router_settings.num_retries / retry_policy")
+    } else if !r.fallbacks.is_empty() || !r.default_fallbacks.is_empty() {
+        Some("router_settings.fallbacks")
+    } else if !r.context_window_fallbacks.is_empty() {
+        Some("router_settings.context_window_fallbacks (after an upstream context-length error)")
+    } else {
+        None
+    }
+}
+
 pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySettings {
     for key in section.keys() {
-        if !["cluster_header", "max_cooldown_time", "max_request_body_bytes"].contains(&key.as_str()) {
+        if !["cluster_header", "max_cooldown_time", "max_request_body_bytes", "failover"].contains(&key.as_str()) {
             diags.warn(section.field_path(key), "is not a known envoy_settings key and is ignored");
         }
     }
@@ -183,6 +202,7 @@ pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySetti
         cluster_header,
         max_cooldown_secs: section.non_negative("max_cooldown_time", diags).unwrap_or(DEFAULT_MAX_COOLDOWN_SECS),
         max_request_body_bytes: section.count("max_request_body_bytes", diags).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        failover: section.bool("failover", diags).unwrap_or(false),
     }
 }
 
@@ -330,5 +350,22 @@ mod tests {
     fn unknown_strategy_is_an_error_with_path() {
         let (_, d) = settings(json!({"routing_strategy": "fastest"}), Value::Null);
         assert!(d.errors[0].to_string().starts_with("router_settings.routing_strategy: unknown strategy `fastest`"));
+    }
+
+    #[test]
+    fn failover_switch_is_off_by_default_and_named_when_retries_need_it() {
+        let load = |v: Value| crate::config::load(v.to_string().as_bytes(), &|_| None);
+        let list = json!([{"model_name": "a", "litellm_params": {"model": "openai/a"}}]);
+        let off = load(json!({"model_list": list, "router_settings": {"num_retries": 2}}));
+        assert_eq!(off.config.as_ref().map(|c| c.envoy.failover), Some(false));
+        let w: Vec<String> = off.diagnostics.warnings.iter().map(ToString::to_string).collect();
+        assert!(w.iter().any(|w| w.starts_with("envoy_settings.failover: is off, so router_settings.num_retries")), "{w:?}");
+        let on = load(json!({"model_list": list, "router_settings": {"num_retries": 2}, "envoy_settings": {"failover": true}}));
+        assert_eq!(on.config.as_ref().map(|c| c.envoy.failover), Some(true));
+        assert!(on.diagnostics.warnings.is_empty(), "{:?}", on.diagnostics.warnings);
+        let quiet = load(json!({"model_list": list}));
+        assert!(quiet.diagnostics.warnings.is_empty(), "no retries, no fallbacks: nothing to warn about");
+        let bad = load(json!({"model_list": list, "envoy_settings": {"failover": "yes"}}));
+        assert!(bad.diagnostics.errors.iter().any(|e| e.path == "envoy_settings.failover"), "{:?}", bad.diagnostics.errors);
     }
 }

@@ -484,7 +484,8 @@ fn plan<'c>(
         anthropic_version: (dep.provider.wire == Wire::Anthropic && !pending.has_anthropic_version).then_some(ANTHROPIC_VERSION),
         body: new_body,
         stream: scanned.scan.stream.unwrap_or(false),
-        state: (state.can_failover || state.can_context_failover).then(|| state.encode(env.key)),
+        // Only with the failover wiring: nothing else strips the header before the provider.
+        state: (cfg.envoy.failover && (state.can_failover || state.can_context_failover)).then(|| state.encode(env.key)),
         per_try_timeout_ms,
         attempts: state.hop + 1,
         fallback_from,
@@ -507,8 +508,12 @@ mod tests {
     use crate::health::{Cooldowns, FailureClass};
     use serde_json::{json, Value};
 
-    fn cfg(v: Value) -> RouterConfig {
+    /// Loads `v`; with the failover wiring declared (`envoy_settings.failover`) unless `v` says.
+    fn cfg(mut v: Value) -> RouterConfig {
         let env = |n: &str| (n == "OPENAI_API_KEY").then(|| "sk-up".to_string());
+        if let Some(obj) = v.as_object_mut() {
+            obj.entry("envoy_settings").or_insert_with(|| json!({"failover": true}));
+        }
         match config::load(v.to_string().as_bytes(), &env).config {
             Some(c) => c,
             None => panic!("config refused"),
@@ -812,6 +817,26 @@ mod tests {
             let head = RequestHead { method: "POST", path: &path, internal_redirect: redirected, ..Default::default() };
             assert_eq!(on_head(&c, &head, KEY), HeadDecision::PassThrough);
         }
+    }
+
+    #[test]
+    fn without_the_failover_wiring_no_state_header_is_sent() {
+        // Retries and fallbacks configured, but envoy_settings.failover is off: the provider
+        // must not receive the attempt state (nothing would strip it).
+        let c = cfg(json!({
+            "model_list": [
+                {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1"}, "model_info": {"id": "a1"}},
+                {"model_name": "a", "litellm_params": {"model": "openai/a2", "api_base": "http://h2/v1"}, "model_info": {"id": "a2"}},
+            ],
+            "router_settings": {"num_retries": 2, "fallbacks": [{"a": ["a"]}]},
+            "envoy_settings": {},
+        }));
+        assert!(!c.envoy.failover);
+        let f = pass(&c, br#"{"model":"a"}"#, None, 0).action.unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(f.state, None);
+        let on = failover_cfg();
+        let f = pass(&on, br#"{"model":"a"}"#, None, 0).action.unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(f.state.is_some(), "with the wiring declared the state travels");
     }
 
     #[test]

@@ -230,3 +230,19 @@ def test_an_upstream_context_length_error_goes_to_the_context_window_fallback(st
     resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
     assert resp.status == 400 and resp.headers["x-llm-router-attempts"] == "1"
     assert mocks["b1"].count == 1
+
+
+def test_without_the_wiring_the_attempt_state_never_reaches_the_provider(start_envoy, mocks):
+    """Retries and fallbacks configured, Envoy not wired for failover, envoy_settings.failover left off (its
+    default): the failed attempt is the answer, and the provider sees no x-llm-router-state header."""
+    models = [deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1", weight=1),
+              deployment("a", "openai/a-two", mocks["a2"].url + "/v1", api_key="sk-a2", id="a2", weight=0),
+              deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1")]
+    cfg = plugin_config(models, allowed_fails=100, num_retries=2, fallbacks=[{"a": ["b"]}])
+    envoy = start_envoy(cfg, clusters_for(mocks["a1"], mocks["a2"], mocks["b1"]))
+    mocks["a1"].respond(status=500)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    assert resp.status == 500 and served_by(resp) == "a1", (resp.status, resp.headers)
+    expect_upstream(mocks["a1"].last(), path="/v1/chat/completions", host=mocks["a1"].authority, model="a-one",
+                    absent=[STATE_HEADER])
+    assert mocks["a2"].count == 0 and mocks["b1"].count == 0

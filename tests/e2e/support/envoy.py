@@ -283,6 +283,10 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
                     for name, (h, p) in clusters.items()]
     if passthrough not in clusters:
         raise ValueError(f"passthrough cluster {passthrough!r} is not among the clusters")
+    if failover_port is not None and isinstance(plugin_config, dict):
+        # The wiring is there: declare it, as an operator would (envoy_settings.failover), unless the test says.
+        plugin_config = json.loads(json.dumps(plugin_config))
+        plugin_config.setdefault("envoy_settings", {}).setdefault("failover", True)
     filters = [wasm_filter(plugin_config, wasm_path, env, host_env_keys)] if wasm else [buffer_filter()]
     extra_listeners = [redirector_listener(failover_port)] if failover_port is not None else []
     return {
