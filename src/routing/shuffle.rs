@@ -1,28 +1,7 @@
-//! LiteLLM's `simple-shuffle`: a weighted random pick among the healthy members.
+//! LiteLLM's `simple-shuffle` pick: weighted random among the members that survived
+//! [`super::select`]'s filters (cooling, tags, caps, ...).
 
-use super::{Pick, Rng};
-use crate::config::Group;
-use crate::health::CooldownView;
-
-/// Picks a member of `group` that is not cooling at `now_ms`, with probability proportional
-/// to its weight (uniform when every healthy member weighs 0).
-///
-/// The pre-[`super::select`] entry point, kept for callers that have not moved to `select`
-/// (which applies the same pick after its filters when the strategy is simple-shuffle).
-pub fn simple_shuffle(group: &Group, cooling: &CooldownView, now_ms: u64, rng: &mut Rng) -> Option<Pick> {
-    let healthy: Vec<usize> = group
-        .members
-        .iter()
-        .enumerate()
-        .filter(|(_, &i)| cooling.remaining_ms(i, now_ms).is_none())
-        .map(|(pos, _)| pos)
-        .collect();
-    if healthy.is_empty() {
-        let soonest = group.members.iter().filter_map(|&i| cooling.remaining_ms(i, now_ms)).min()?;
-        return Some(Pick::AllCooling { retry_after_ms: soonest });
-    }
-    weighted(&healthy, &group.weights, rng).and_then(|pos| group.members.get(pos)).map(|&i| Pick::Deployment(i))
-}
+use super::Rng;
 
 /// A weighted pick among `positions` (indices into the group's members and `weights`):
 /// probability proportional to weight; zero-weight positions only when all weigh zero, then
@@ -52,31 +31,14 @@ pub(super) fn weighted(positions: &[usize], weights: &[f64], rng: &mut Rng) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{Cooldowns, FailureClass};
-    use std::collections::HashMap;
 
-    fn group(weights: &[f64]) -> Group {
-        Group { name: "g".into(), members: (0..weights.len()).collect(), weights: weights.to_vec() }
-    }
-
-    fn view(cooling: &[(usize, u64)], n: usize) -> CooldownView {
-        let mut c = Cooldowns::default();
-        let mut index = HashMap::new();
-        for i in 0..n {
-            index.insert(format!("d{i}"), i);
-        }
-        for &(i, until) in cooling {
-            c.extend(&format!("d{i}"), until, FailureClass::ServerError);
-        }
-        CooldownView::new(&c, &index, n)
-    }
-
-    fn shares(g: &Group, v: &CooldownView, n: usize) -> Vec<f64> {
+    /// Share of `n` picks each position of `weights` got, picking among `positions`.
+    fn shares(positions: &[usize], weights: &[f64], n: usize) -> Vec<f64> {
         let mut rng = Rng::from_seed(7);
-        let mut counts = vec![0usize; g.members.len()];
+        let mut counts = vec![0usize; weights.len()];
         for _ in 0..n {
-            if let Some(Pick::Deployment(i)) = simple_shuffle(g, v, 0, &mut rng) {
-                counts[i] += 1;
+            if let Some(pos) = weighted(positions, weights, &mut rng) {
+                counts[pos] += 1;
             }
         }
         counts.iter().map(|&c| c as f64 / n as f64).collect()
@@ -84,39 +46,29 @@ mod tests {
 
     #[test]
     fn weighted_split() {
-        let s = shares(&group(&[3.0, 1.0]), &view(&[], 2), 20_000);
+        let s = shares(&[0, 1], &[3.0, 1.0], 20_000);
         assert!((s[0] - 0.75).abs() < 0.02, "{s:?}");
     }
 
     #[test]
     fn zero_weight_never_chosen_unless_all_zero() {
-        let s = shares(&group(&[1.0, 0.0]), &view(&[], 2), 2_000);
+        let s = shares(&[0, 1], &[1.0, 0.0], 2_000);
         assert_eq!(s[1], 0.0);
-        let s = shares(&group(&[0.0, 0.0]), &view(&[], 2), 20_000);
+        let s = shares(&[0, 1], &[0.0, 0.0], 20_000);
         assert!((s[0] - 0.5).abs() < 0.02, "{s:?}");
     }
 
     #[test]
-    fn cooling_members_are_skipped() {
-        let s = shares(&group(&[3.0, 1.0]), &view(&[(0, 10)], 2), 1_000);
-        assert_eq!(s, vec![0.0, 1.0]);
-        // Only zero-weight members left healthy: uniform among them.
-        let s = shares(&group(&[1.0, 0.0, 0.0]), &view(&[(0, 10)], 3), 10_000);
+    fn only_the_given_positions_are_picked() {
+        // Position 0 was filtered out (cooling, say); the zero-weight rest share uniformly.
+        let s = shares(&[1, 2], &[1.0, 0.0, 0.0], 10_000);
         assert_eq!(s[0], 0.0);
         assert!((s[1] - 0.5).abs() < 0.03, "{s:?}");
     }
 
     #[test]
-    fn all_cooling_reports_soonest_expiry() {
+    fn nothing_to_pick_from() {
         let mut rng = Rng::from_seed(1);
-        let p = simple_shuffle(&group(&[1.0, 1.0]), &view(&[(0, 5_000), (1, 2_000)], 2), 1_000, &mut rng);
-        assert_eq!(p, Some(Pick::AllCooling { retry_after_ms: 1_000 }));
-    }
-
-    #[test]
-    fn empty_group_picks_nothing() {
-        let mut rng = Rng::from_seed(1);
-        assert_eq!(simple_shuffle(&group(&[]), &view(&[], 0), 0, &mut rng), None);
         assert_eq!(weighted(&[], &[], &mut rng), None);
     }
 
