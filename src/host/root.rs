@@ -83,6 +83,7 @@ impl RootContext for Root {
             );
             return false;
         };
+        forget_removed_deployments(&cfg);
         ensure_key(keys::COOLDOWNS);
         for d in &cfg.table.deployments {
             ensure_key(&keys::fails(&d.id));
@@ -108,5 +109,15 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// A reload keeps the state of unchanged deployment ids; drop that of the ids that went away.
+fn forget_removed_deployments(cfg: &RouterConfig) {
+    let plugin = hostcalls::get_property(vec!["plugin_name"]).ok().flatten().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
+    match crate::pipeline::reload::forget_removed(&super::shared::SharedData, &plugin, cfg, super::now_ms()) {
+        Ok(gone) if gone.is_empty() => {}
+        Ok(gone) => log::info!("llm-router: dropped the shared state of {} removed deployment(s): {}", gone.len(), gone.join(", ")),
+        Err(_) => log::warn!("llm-router: could not drop the shared state of removed deployments"),
     }
 }

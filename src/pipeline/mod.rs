@@ -1,9 +1,10 @@
 //! One request's decisions, as pure functions the proxy-wasm shell calls in order:
 //! [`request::on_head`] (is it ours? authorised? acceptable?), [`request::on_body`] (resolve,
-//! pick, rewrite), [`outcome::record`] (feed the health tracker). The shell only moves bytes
+//! pick, rewrite), [`outcome::record`] (feed the health tracker); [`reload::forget_removed`] at configure time. The shell only moves bytes
 //! and headers between Envoy and these functions.
 
 pub mod auth;
 pub mod upstream;
 pub mod outcome;
+pub mod reload;
 pub mod request;

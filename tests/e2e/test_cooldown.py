@@ -268,3 +268,30 @@ def test_cooldown_state_survives_a_plugin_config_reload_for_unchanged_deployment
         resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("gpt-4o"))
         assert resp.headers.get("x-llm-router-deployment") == "backup"
     assert primary.count == 1, "the cooled deployment stayed cooled across the reload"
+
+
+def test_a_reload_drops_the_state_of_removed_deployments(make_mock, start_envoy):
+    """A deployment removed by a reload loses its cooldown and failure window: when a later config brings the
+    same id back, it starts healthy (cooled for 60 s before, now taking traffic at once)."""
+    primary, backup = make_mock("openai", "primary"), make_mock("openai", "backup")
+    both = [
+        deployment("gpt-4o", "openai/gpt-4o", primary.url + "/v1", api_key="sk-1", id="primary"),
+        deployment("gpt-4o", "openai/gpt-4o", backup.url + "/v1", api_key="sk-2", id="backup"),
+    ]
+    envoy = start_envoy(plugin_config(both, allowed_fails=0, cooldown_time=60), clusters_for(primary, backup),
+                        dynamic_listener=True, concurrency=2)
+    primary.respond(status=500)
+    until_hit(lambda: client.post_json(envoy.base_url, "/v1/chat/completions", chat("gpt-4o")), primary)
+    assert primary.count == 1
+    for _ in range(10):  # cooled: every request goes to the backup
+        assert client.post_json(envoy.base_url, "/v1/chat/completions", chat("gpt-4o")) \
+            .headers.get("x-llm-router-deployment") == "backup"
+    envoy.reload_plugin_config(plugin_config(both[1:], allowed_fails=0, cooldown_time=60))
+    assert client.post_json(envoy.base_url, "/v1/chat/completions", chat("gpt-4o")) \
+        .headers.get("x-llm-router-deployment") == "backup"
+    primary.respond(status=200)
+    envoy.reload_plugin_config(plugin_config(both, allowed_fails=0, cooldown_time=60))
+    served = {client.post_json(envoy.base_url, "/v1/chat/completions", chat("gpt-4o"))
+              .headers.get("x-llm-router-deployment") for _ in range(30)}
+    assert served == {"primary", "backup"}, f"the re-added primary starts healthy: served by {served}"
+    assert "dropped the shared state of 1 removed deployment(s): primary" in envoy.log_text()
