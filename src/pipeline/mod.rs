@@ -4,6 +4,9 @@
 //! and headers between Envoy and these functions.
 
 pub mod auth;
+pub mod health_report;
+pub mod listing;
+pub mod log_props;
 pub mod upstream;
 pub mod outcome;
 pub mod request;
