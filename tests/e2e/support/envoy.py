@@ -385,6 +385,8 @@ class Envoy:
         cmd = [str(ENVOY_BIN), "-c", str(self.bootstrap_path), "--concurrency", str(concurrency),
                "--log-level", "info", "--component-log-level", os.environ.get("E2E_WASM_LOG", "wasm:debug"), "--use-dynamic-base-id",
                "--admin-address-path", str(self.admin_address_path), *extra_args]
+        if access_log:
+            cmd += ["--file-flush-interval-msec", "100"]  # Envoy's default is 10 s
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=REPO, start_new_session=True, env={**os.environ, **(host_env or {})})
