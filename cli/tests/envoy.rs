@@ -101,6 +101,10 @@ fn listener_routes_and_filter() {
     assert_eq!(hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"][0]["remove"], "x-route-to");
     // The config's longest timeout (900 s) wins over the 600 s default.
     assert_eq!(hcm["stream_idle_timeout"], "900s");
+    // The access log prints the router's filter-state properties.
+    assert_eq!(hcm["access_log"][0]["name"], "envoy.access_loggers.stdout");
+    let format = hcm["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"].as_str().unwrap_or("");
+    assert_eq!(format, llm_router::pipeline::log_props::ACCESS_LOG_FORMAT);
 
     let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
     assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-route-to");

@@ -19,6 +19,19 @@ pub const FALLBACK_FROM: &str = "llm_router.fallback_from";
 pub const PROMPT_TOKENS: &str = "llm_router.prompt_tokens";
 pub const COMPLETION_TOKENS: &str = "llm_router.completion_tokens";
 
+/// The access-log line shipped in envoy/demo.yaml and the CLI's bootstrap (the e2e harness has
+/// the same, tests/e2e/support/envoy.py): Envoy's usual request fields, then the router's.
+/// `-` where a value is unset (not routed; tokens unknown; no fallback).
+pub const ACCESS_LOG_FORMAT: &str = concat!(
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% ",
+    "%DURATION%ms deployment=%FILTER_STATE(wasm.llm_router.deployment:PLAIN)% ",
+    "group=%FILTER_STATE(wasm.llm_router.model_group:PLAIN)% attempts=%FILTER_STATE(wasm.llm_router.attempts:PLAIN)% ",
+    "fallback_from=%FILTER_STATE(wasm.llm_router.fallback_from:PLAIN)% ",
+    "prompt_tokens=%FILTER_STATE(wasm.llm_router.prompt_tokens:PLAIN)% ",
+    "completion_tokens=%FILTER_STATE(wasm.llm_router.completion_tokens:PLAIN)% ",
+    "upstream=%UPSTREAM_CLUSTER% request_id=%REQ(X-REQUEST-ID)%\n",
+);
+
 /// The properties of a forwarded attempt (`fallback_from` only when a fallback group serves).
 pub fn routing(fwd: &Forward<'_>) -> Vec<(&'static str, String)> {
     let mut out = vec![
@@ -58,6 +71,14 @@ mod tests {
         assert!(reads_usage(&e, false, false));
         e.access_log_properties = false;
         assert!(!reads_usage(&e, false, false));
+    }
+
+    #[test]
+    fn the_shipped_format_prints_every_property() {
+        for name in [DEPLOYMENT, MODEL_GROUP, ATTEMPTS, FALLBACK_FROM, PROMPT_TOKENS, COMPLETION_TOKENS] {
+            assert!(ACCESS_LOG_FORMAT.contains(&format!("%FILTER_STATE(wasm.{name}:PLAIN)%")), "{name}");
+        }
+        assert!(ACCESS_LOG_FORMAT.ends_with('\n'));
     }
 
     #[test]

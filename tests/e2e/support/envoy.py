@@ -179,11 +179,16 @@ def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = "3
 
 
 def access_log(path: Union[str, Path], log_format: str = ACCESS_LOG_FORMAT) -> dict:
-    """A file access log with the router's fields (envoy/access-log.md explains each)."""
+    """An access log with the router's fields (envoy/access-log.md explains each): to a file, or to Envoy's
+    stdout for path "stdout" (as envoy/demo.yaml and the CLI's bootstrap do)."""
+    log_format_field = {"log_format": {"text_format_source": {"inline_string": log_format}}}
+    if str(path) == "stdout":
+        return {"name": "envoy.access_loggers.stdout",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3"
+                                          ".StdoutAccessLog", **log_format_field}}
     return {"name": "envoy.access_loggers.file",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                             "path": str(path),
-                             "log_format": {"text_format_source": {"inline_string": log_format}}}}
+                             "path": str(path), **log_format_field}}
 
 
 def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_CLUSTER,
@@ -341,7 +346,7 @@ class Envoy:
                  env: Optional[dict] = None, extra_args: tuple = (), *, passthrough: Optional[str] = None,
                  wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = "30s",
                  host_env: Optional[dict] = None, label: Optional[str] = None, failover: Union[bool, int] = False,
-                 dynamic_listener: bool = False, access_log: bool = False):
+                 dynamic_listener: bool = False, access_log: Union[bool, str] = False):
         self.concurrency = concurrency
         self._bootstrap_args = dict(env=env, host_env_keys=tuple(host_env or ()), passthrough=passthrough, wasm=wasm,
                                     route_timeout=route_timeout)
@@ -352,8 +357,10 @@ class Envoy:
             label = os.environ.get("PYTEST_CURRENT_TEST", "envoy").split("::")[-1].split(" ")[0]
         self.dir = RUN_DIR / f"{os.getpid()}-{n:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        # access_log=True: the ingress listener logs ACCESS_LOG_FORMAT lines to access.log (see access_lines()).
-        self.access_log_path: Optional[Path] = self.dir / "access.log" if access_log else None
+        # access_log=True: the ingress listener logs ACCESS_LOG_FORMAT lines to access.log (see access_lines());
+        # "stdout": to Envoy's stdout (its log file), as envoy/demo.yaml does.
+        self.access_log_path: Optional[Union[Path, str]] = (
+            "stdout" if access_log == "stdout" else self.dir / "access.log" if access_log else None)
         self.bootstrap = bootstrap(plugin_config, clusters, env=env, host_env_keys=tuple(host_env or ()),
                                    passthrough=passthrough, wasm=wasm, wasm_path=self.wasm_path,
                                    route_timeout=route_timeout,
@@ -385,7 +392,7 @@ class Envoy:
         cmd = [str(ENVOY_BIN), "-c", str(self.bootstrap_path), "--concurrency", str(concurrency),
                "--log-level", "info", "--component-log-level", os.environ.get("E2E_WASM_LOG", "wasm:debug"), "--use-dynamic-base-id",
                "--admin-address-path", str(self.admin_address_path), *extra_args]
-        if access_log:
+        if isinstance(self.access_log_path, Path):
             cmd += ["--file-flush-interval-msec", "100"]  # Envoy's default is 10 s
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -416,9 +423,11 @@ class Envoy:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def access_lines(self) -> list:
-        """The access log's lines so far (Envoy flushes it about once a second; poll)."""
+        """The access log file's lines so far (flushed every 100 ms here, Envoy's default is 10 s: poll)."""
         try:
-            return self.access_log_path.read_text(errors="replace").splitlines() if self.access_log_path else []
+            if not isinstance(self.access_log_path, Path):
+                return []
+            return self.access_log_path.read_text(errors="replace").splitlines()
         except FileNotFoundError:
             return []
 
