@@ -213,68 +213,55 @@ pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySetti
 /// failover path, and the two settings must not share a path.
 fn parse_local_paths(section: &Section<'_>, diags: &mut Diagnostics) -> (Vec<String>, Option<String>) {
     let raw = |key: &str| section.map.and_then(|m| m.get(key));
-    let models: Vec<(String, String)> = match raw("models_paths") {
-        None => DEFAULT_MODELS_PATHS.iter().map(|p| (p.to_string(), String::new())).collect(),
+    let list_path = section.field_path("models_paths");
+    let candidates: Vec<String> = match raw("models_paths") {
+        None => DEFAULT_MODELS_PATHS.iter().map(|p| p.to_string()).collect(),
         Some(Value::Null) => Vec::new(),
         Some(Value::String(_)) => {
-            diags.error(section.field_path("models_paths"), "must be a list of paths, e.g. [\"/v1/models\"]");
+            diags.error(&list_path, "must be a list of paths, e.g. [\"/v1/models\"]");
             Vec::new()
         }
-        Some(_) => section
-            .string_list("models_paths", diags)
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| (p, format!("{}[{i}]", section.field_path("models_paths"))))
-            .collect(),
+        Some(_) => section.string_list("models_paths", diags),
     };
-    let health = match raw("health_path") {
-        None => Some((DEFAULT_HEALTH_PATH.to_string(), String::new())),
-        Some(Value::Null) => None,
-        Some(Value::String(p)) if p.is_empty() => None,
-        Some(_) => section.str("health_path", diags).map(|p| (p.to_string(), section.field_path("health_path"))),
-    };
-    let mut models_paths = Vec::new();
-    for (p, field) in &models {
-        if let Err(e) = validate_local_path(p) {
-            diags.error(field.clone(), e);
-        } else if models_paths.contains(p) {
-            diags.error(field.clone(), format!("`{p}` is listed twice"));
-        } else {
-            models_paths.push(p.clone());
+    let mut models_paths: Vec<String> = Vec::new();
+    for (i, p) in candidates.into_iter().enumerate() {
+        let problem = if models_paths.contains(&p) { Some("is listed twice") } else { local_path_problem(&p) };
+        match problem {
+            Some(why) => diags.error(format!("{list_path}[{i}]"), why),
+            None => models_paths.push(p),
         }
     }
-    let health_path = match health {
-        None => None,
-        Some((p, field)) => match validate_local_path(&p) {
-            Err(e) => {
-                diags.error(field, e);
-                None
+    let health_path = match raw("health_path") {
+        None => Some(DEFAULT_HEALTH_PATH.to_string()),
+        Some(Value::Null) => None,
+        Some(Value::String(p)) if p.is_empty() => None,
+        Some(_) => section.str("health_path", diags).and_then(|p| {
+            let problem = if models_paths.iter().any(|m| m == p) { Some("is also in models_paths") } else { local_path_problem(p) };
+            match problem {
+                Some(why) => {
+                    diags.error(section.field_path("health_path"), why);
+                    None
+                }
+                None => Some(p.to_string()),
             }
-            Ok(()) if models_paths.contains(&p) => {
-                diags.error(field, format!("`{p}` is also in models_paths"));
-                None
-            }
-            Ok(()) => Some(p),
-        },
+        }),
     };
     (models_paths, health_path)
 }
 
-fn validate_local_path(p: &str) -> Result<(), String> {
+/// Why `p` cannot be a local endpoint's path, if it cannot.
+fn local_path_problem(p: &str) -> Option<&'static str> {
     if !p.starts_with('/') {
-        return Err(format!("`{p}` must start with /"));
+        Some("must start with /")
+    } else if p.bytes().any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control()) {
+        Some("must be a plain path (no query, spaces or control characters)")
+    } else if crate::provider::Endpoint::from_path(p).is_some() {
+        Some("is a routed endpoint; a local reply there would hide it")
+    } else if p == crate::failover::FAILOVER_PATH {
+        Some("is the router's failover path")
+    } else {
+        None
     }
-    if p.bytes().any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control()) {
-        return Err(format!("`{p}` must be a plain path (no query, spaces or control characters)"));
-    }
-    let bare = p.split_once('?').map_or(p, |(path, _)| path);
-    if crate::provider::Endpoint::from_path(bare).is_some() {
-        return Err(format!("`{p}` is a routed endpoint; a local reply there would hide it"));
-    }
-    if bare == crate::failover::FAILOVER_PATH {
-        return Err(format!("`{p}` is the router's failover path"));
-    }
-    Ok(())
 }
 
 /// `general_settings.master_key`, the one gateway key clients must present.
@@ -445,10 +432,10 @@ mod tests {
         let errors = |v: Value| envoy(v).1.errors.iter().map(|p| p.to_string()).collect::<Vec<_>>();
         let e = errors(json!({"models_paths": ["models", "/v1/chat/completions", "/m", "/m"], "health_path": "/m"}));
         assert_eq!(e.len(), 4, "{e:?}");
-        assert!(e[0].starts_with("envoy_settings.models_paths[0]: `models` must start with /"), "{e:?}");
-        assert!(e[1].starts_with("envoy_settings.models_paths[1]: `/v1/chat/completions` is a routed endpoint"), "{e:?}");
-        assert!(e[2].starts_with("envoy_settings.models_paths[3]: `/m` is listed twice"), "{e:?}");
-        assert!(e[3].starts_with("envoy_settings.health_path: `/m` is also in models_paths"), "{e:?}");
+        assert!(e[0].starts_with("envoy_settings.models_paths[0]: must start with /"), "{e:?}");
+        assert!(e[1].starts_with("envoy_settings.models_paths[1]: is a routed endpoint"), "{e:?}");
+        assert!(e[2].starts_with("envoy_settings.models_paths[3]: is listed twice"), "{e:?}");
+        assert!(e[3].starts_with("envoy_settings.health_path: is also in models_paths"), "{e:?}");
         let e = errors(json!({"models_paths": "/v1/models", "health_path": 5}));
         assert!(e[0].starts_with("envoy_settings.models_paths: must be a list"), "{e:?}");
         assert!(e[1].starts_with("envoy_settings.health_path: must be a string"), "{e:?}");

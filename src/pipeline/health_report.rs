@@ -9,9 +9,9 @@
 //! id and the Envoy cluster name — never api keys, auth headers or `api_base` (whose query could
 //! carry a key). Built per request from 1 + 2N shared-data reads; never on the routed path.
 
+use super::json_out::{array, Obj};
 use crate::config::{RouterConfig, FAILURE_WINDOW_SECS};
 use crate::health::{keys, Cooldowns, FailureClass, FailureWindow, ProbeResult, Store};
-use serde_json::{json, Value};
 
 /// What the store holds about one deployment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,30 +55,43 @@ pub fn body(cfg: &RouterConfig, states: &[DeploymentHealth], now_ms: u64) -> Vec
         // The most recent failure's class: the window records every failure, the cooldown
         // record only the one that set the deadline.
         let last_error = h.window.and_then(|w| w.last_class).or(h.cooling_class);
-        let probe = h.probe.map_or(Value::Null, |p| json!({"at_ms": p.at_ms, "status": p.status, "result": p.result()}));
-        deployments.push(json!({
-            "id": d.id,
-            "model_group": d.group,
-            "provider": d.provider.name,
-            "model": d.model,
-            "cluster": d.upstream.cluster,
-            "state": if until.is_some() { "cooling" } else { "healthy" },
-            "cooling_until_ms": until,
-            "cooldown_remaining_ms": until.map(|u| u - now_ms),
-            "failures_in_window": h.window.map_or(0, |w| w.count_at(now_ms, window_ms)),
-            "last_error_class": last_error.map(FailureClass::as_str),
-            "last_probe": probe,
-        }));
+        let probe = h.probe.map(|p| {
+            let mut out = Vec::with_capacity(48);
+            let mut o = Obj::begin(&mut out);
+            o.num("at_ms", p.at_ms).num("status", u64::from(p.status)).str("result", p.result());
+            o.end();
+            out
+        });
+        let mut out = Vec::with_capacity(320);
+        let mut o = Obj::begin(&mut out);
+        o.str("id", &d.id)
+            .str("model_group", &d.group)
+            .str("provider", d.provider.name)
+            .str("model", &d.model)
+            .str("cluster", &d.upstream.cluster)
+            .str("state", if until.is_some() { "cooling" } else { "healthy" })
+            .opt_num("cooling_until_ms", until)
+            .opt_num("cooldown_remaining_ms", until.map(|u| u - now_ms))
+            .num("failures_in_window", h.window.map_or(0, |w| w.count_at(now_ms, window_ms)))
+            .opt_str("last_error_class", last_error.map(FailureClass::as_str))
+            .raw("last_probe", probe.as_deref().unwrap_or(b"null"));
+        o.end();
+        deployments.push(out);
     }
     let unhealthy = states.len() as u64 - healthy.min(states.len() as u64);
-    let doc = json!({"healthy_count": healthy, "unhealthy_count": unhealthy, "deployments": deployments});
-    serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec())
+    let list = array(&deployments);
+    let mut out = Vec::with_capacity(48 + list.len());
+    let mut o = Obj::begin(&mut out);
+    o.num("healthy_count", healthy).num("unhealthy_count", unhealthy).raw("deployments", &list);
+    o.end();
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config;
+    use serde_json::{json, Value};
     use crate::health::{record_failure, Failure, MemStore, Policy};
 
     fn cfg() -> RouterConfig {

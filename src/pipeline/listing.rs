@@ -10,8 +10,8 @@
 //! caller what it may ask for. The body only changes with the config, so it is built once per
 //! `on_configure` and kept in [`crate::config::RouterConfig`]; a request only copies it out.
 
+use super::json_out::{array, Obj};
 use crate::config::{Alias, Table};
-use serde_json::{json, Value};
 
 /// LiteLLM's fixed `created` for proxy models (the gateway has no creation date to report).
 pub const CREATED: u64 = 1_677_610_602;
@@ -38,9 +38,21 @@ pub fn models_body(table: &Table, aliases: &[Alias]) -> Vec<u8> {
             ids.push((a.alias.as_str(), owner(g)));
         }
     }
-    let data: Vec<Value> =
-        ids.iter().map(|(id, owned_by)| json!({"id": id, "object": "model", "created": CREATED, "owned_by": owned_by})).collect();
-    serde_json::to_vec(&json!({"object": "list", "data": data})).unwrap_or_else(|_| br#"{"object":"list","data":[]}"#.to_vec())
+    let data: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|(id, owned_by)| {
+            let mut m = Vec::with_capacity(80 + id.len());
+            let mut o = Obj::begin(&mut m);
+            o.str("id", id).str("object", "model").num("created", CREATED).str("owned_by", owned_by);
+            o.end();
+            m
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut list = Obj::begin(&mut out);
+    list.str("object", "list").raw("data", &array(&data));
+    list.end();
+    out
 }
 
 #[cfg(test)]
@@ -75,6 +87,6 @@ mod tests {
     #[test]
     fn empty_table_is_an_empty_list() {
         let c = config::load(b"{}", &|_| None).config;
-        assert_eq!(c.map(|c| c.models_body), Some(br#"{"data":[],"object":"list"}"#.to_vec()));
+        assert_eq!(c.map(|c| c.models_body), Some(br#"{"object":"list","data":[]}"#.to_vec()));
     }
 }
