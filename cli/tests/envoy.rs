@@ -54,6 +54,7 @@ fn one_cluster_per_upstream_with_tls_for_https() {
     let names: Vec<&str> = clusters(&b).iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(names, ["outbound|443||api.openai.com", "outbound|18001||127.0.0.1", "my-vllm"]);
     assert!(stderr.contains("3 upstream clusters (failover on); Envoy's environment must set OPENAI_API_KEY, VLLM_KEY"), "{stderr}");
+    assert!(stderr.contains("note: the access log prints the router's deployment, group, attempts and tokens only with envoy_settings.access_log_properties: true"), "{stderr}");
 
     let openai = cluster(&b, "outbound|443||api.openai.com");
     assert_eq!(openai["type"], "STRICT_DNS");

@@ -106,7 +106,8 @@ pub struct EnvoySettings {
     pub models_paths: Vec<String>,
     /// Path answered locally with the deployments' health (`health_path`; None: disabled).
     pub health_path: Option<String>,
-    /// Set the `llm_router.*` filter-state properties access logs can print (`access_log_properties`).
+    /// Set the `llm_router.*` filter-state properties access logs can print (`access_log_properties`,
+    /// off by default: 3–4 host calls per pass that only pay off when an access log prints them).
     pub access_log_properties: bool,
     /// Read every JSON/SSE response's token usage for the access log (`access_log_tokens`), even
     /// when the routing strategy does not need it.
@@ -203,7 +204,7 @@ pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySetti
         max_request_body_bytes: section.count("max_request_body_bytes", diags).unwrap_or(DEFAULT_MAX_BODY_BYTES),
         models_paths,
         health_path,
-        access_log_properties: section.bool("access_log_properties", diags).unwrap_or(true),
+        access_log_properties: section.bool("access_log_properties", diags).unwrap_or(false),
         access_log_tokens: section.bool("access_log_tokens", diags).unwrap_or(false),
     }
 }
@@ -416,7 +417,7 @@ mod tests {
         assert!(d.errors.is_empty() && d.warnings.is_empty());
         assert_eq!(s.models_paths, ["/v1/models", "/models"]);
         assert_eq!(s.health_path.as_deref(), Some("/llm-router/health"));
-        assert!(s.access_log_properties && !s.access_log_tokens);
+        assert!(!s.access_log_properties && !s.access_log_tokens);
         let (s, d) = envoy(json!({"models_paths": [], "health_path": null}));
         assert!(d.errors.is_empty());
         assert!(s.models_paths.is_empty() && s.health_path.is_none());

@@ -1,7 +1,7 @@
 //! One HTTP stream on the downstream side: read headers → (pause) → buffered body → apply the
 //! plan → observe the response. Host calls per routed request: 1 header read, 1 body read,
 //! 1 shared-data read, 1 header-map write, 1 body write when the body changes, and on the
-//! response 1 status read and 3–4 header writes; with `access_log_properties` (default) 3–4
+//! response 1 status read and 3–4 header writes; with `access_log_properties` (opt-in) 3–4
 //! `set_property` calls per pass (+2 at the end when token usage is known). Shared-data writes
 //! happen only when an attempt failed. The local endpoints answer in the headers phase.
 

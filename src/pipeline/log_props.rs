@@ -68,9 +68,10 @@ mod tests {
         assert!(reads_usage(&e, true, false));
         assert!(!reads_usage(&e, true, true));
         e.access_log_tokens = true;
+        assert!(!reads_usage(&e, false, false), "tokens need the properties on");
+        e.access_log_properties = true;
         assert!(reads_usage(&e, false, false));
-        e.access_log_properties = false;
-        assert!(!reads_usage(&e, false, false));
+        assert!(!reads_usage(&e, false, true));
     }
 
     #[test]

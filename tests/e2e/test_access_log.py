@@ -42,7 +42,8 @@ def send(envoy, body: dict) -> tuple:
 def test_routed_request_line_names_deployment_group_attempts_and_tokens(start_envoy, make_mock):
     a1, other = make_mock("openai", "a1"), make_mock("openai", "other")
     cfg = plugin_config([deployment("gpt-4o", "openai/gpt-4o", a1.url + "/v1", api_key="sk-a1", id="a1")],
-                        aliases={"gpt4": "gpt-4o"}, envoy_settings={"access_log_tokens": True})
+                        aliases={"gpt4": "gpt-4o"},
+                        envoy_settings={"access_log_properties": True, "access_log_tokens": True})
     envoy = start_envoy(cfg, clusters_for(a1, passthrough=other), access_log=True)
     rid, resp = send(envoy, chat("gpt4"))
     assert resp.status == 200, resp
@@ -61,15 +62,17 @@ def test_routed_request_line_names_deployment_group_attempts_and_tokens(start_en
     assert (line["path"], line["deployment"], line["attempts"], line["prompt_tokens"]) == ("/not-routed", "-", "-", "-")
 
 
-def test_tokens_only_when_asked_and_properties_can_be_turned_off(start_envoy, make_mock):
+def test_tokens_only_when_asked_and_properties_off_by_default(start_envoy, make_mock):
     a1, other = make_mock("openai", "a1"), make_mock("openai", "other")
     models = [deployment("m", "openai/m", a1.url + "/v1", api_key="sk-a1", id="a1")]
-    envoy = start_envoy(plugin_config(models), clusters_for(a1, passthrough=other), access_log=True)
+    on = plugin_config(models, envoy_settings={"access_log_properties": True})
+    envoy = start_envoy(on, clusters_for(a1, passthrough=other), access_log=True)
     rid, _ = send(envoy, chat("m"))
     [line] = lines_for(envoy, rid, 1)
     assert (line["deployment"], line["prompt_tokens"], line["completion_tokens"]) == ("a1", "-", "-")
 
-    off = plugin_config(models, envoy_settings={"access_log_properties": False, "access_log_tokens": True})
+    # Off by default (no host calls for operators who do not log them), access_log_tokens included.
+    off = plugin_config(models, envoy_settings={"access_log_tokens": True})
     envoy = start_envoy(off, clusters_for(a1, passthrough=other), access_log=True)
     rid, resp = send(envoy, chat("m"))
     assert resp.headers["x-llm-router-deployment"] == "a1"
@@ -85,7 +88,7 @@ def test_failover_writes_one_line_per_pass_and_the_last_names_the_final_deployme
         deployment("b", "openai/b-one", b1.url + "/v1", api_key="sk-b1", id="b1"),
     ]
     cfg = plugin_config(models, allowed_fails=100, num_retries=1, fallbacks=[{"a": ["b"]}],
-                        envoy_settings={"access_log_tokens": True})
+                        envoy_settings={"access_log_properties": True, "access_log_tokens": True})
     envoy = start_envoy(cfg, clusters_for(a1, a2, b1, passthrough=a1), failover=True, access_log=True)
     a1.respond(status=500, times=1)
     a2.respond(status=429, times=1)
