@@ -302,7 +302,7 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
     """The whole bootstrap. `clusters` maps cluster name -> (host, port); `passthrough` names the cluster for
     requests the filter does not route (default: the first of `clusters`). `failover_port`: wire in-request
     failover, with the redirector listening on that port (the passthrough cluster is left plain).
-    `access_log_path`: the ingress listener writes ACCESS_LOG_FORMAT lines to that file."""
+    `access_log_path`: the ingress listener writes ACCESS_LOG_FORMAT lines to that file ("stdout": Envoy's stdout)."""
     if not clusters:
         raise ValueError("at least one cluster is needed (the passthrough cluster)")
     passthrough = passthrough or next(iter(clusters))
@@ -361,6 +361,7 @@ class Envoy:
         # "stdout": to Envoy's stdout (its log file), as envoy/demo.yaml does.
         self.access_log_path: Optional[Union[Path, str]] = (
             "stdout" if access_log == "stdout" else self.dir / "access.log" if access_log else None)
+        self._bootstrap_args["access_log_path"] = self.access_log_path  # kept by reload_plugin_config
         self.bootstrap = bootstrap(plugin_config, clusters, env=env, host_env_keys=tuple(host_env or ()),
                                    passthrough=passthrough, wasm=wasm, wasm_path=self.wasm_path,
                                    route_timeout=route_timeout,
