@@ -139,7 +139,12 @@ Try it (Ctrl-C stops the demo):
   curl -s {BASE}/v1/chat/completions -H 'content-type: application/json' \\
     -d '{{"model": "no-such-model", "messages": []}}'
 
+  # the filter's own endpoints: the model list, and each deployment's health (cooling, last error)
+  curl -s {BASE}/v1/models
+  curl -s {BASE}/llm-router/health
+
 Envoy admin: http://{ADMIN[0]}:{ADMIN[1]}/  (stats: /stats?filter=wasm)   logs: .run/demo/*.log
+(Envoy's access log, one line per request with the chosen deployment and tokens: .run/demo/envoy.log)
 """
 
 

@@ -338,6 +338,14 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         if validated.env_refs.is_empty() { String::new() } else { format!("; Envoy's environment must set {}", validated.env_refs.join(", ")) }
     )
     .map_err(io)?;
+    if !cfg.envoy.access_log_properties {
+        writeln!(
+            err,
+            "{}: note: the access log prints the router's deployment, group, attempts and tokens only with envoy_settings.access_log_properties: true",
+            source.files.at(None)
+        )
+        .map_err(io)?;
+    }
     Ok(0)
 }
 

@@ -6,6 +6,7 @@ use crate::plan::Endpoint;
 use crate::source::Source;
 use crate::value::Value;
 use llm_router::config::RouterConfig;
+use llm_router::pipeline::log_props::ACCESS_LOG_FORMAT;
 
 /// `ADDRESS:PORT` as Envoy's `socket_address` wants it (IPv6 without brackets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +260,24 @@ fn local_reply_config() -> Value {
     )])
 }
 
+/// Every request on stdout, with the router's deployment, group, attempts, fallback and token
+/// counts (filter state the filter sets; envoy/access-log.md).
+fn access_log() -> Value {
+    Value::seq([Value::map([
+        ("name", Value::from("envoy.access_loggers.stdout")),
+        (
+            "typed_config",
+            typed(
+                "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                [(
+                    "log_format",
+                    Value::map([("text_format_source", Value::map([("inline_string", Value::from(ACCESS_LOG_FORMAT))]))]),
+                )],
+            ),
+        ),
+    ])])
+}
+
 fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_keys: &[String], timeout: &str, body_limit: u64) -> Value {
     let header = cfg.envoy.cluster_header.as_str();
     let hcm = typed(
@@ -285,6 +304,7 @@ fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_key
             ("stream_idle_timeout", Value::from(timeout)),
             ("route_config", route_config(cfg, opts, timeout)),
             ("local_reply_config", local_reply_config()),
+            ("access_log", access_log()),
             ("http_filters", Value::seq([wasm_filter(&source.json(), opts, env_keys), router_filter()])),
         ],
     );
@@ -516,6 +536,21 @@ pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], en
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_log_is_stdout_with_the_router_fields() {
+        let log = access_log();
+        let entry = log.as_seq().and_then(|s| s.first()).unwrap_or_else(|| panic!("no access log"));
+        assert_eq!(entry.get("name").and_then(Value::as_str), Some("envoy.access_loggers.stdout"));
+        let format = entry
+            .get("typed_config")
+            .and_then(|t| t.get("log_format"))
+            .and_then(|f| f.get("text_format_source"))
+            .and_then(|f| f.get("inline_string"))
+            .and_then(Value::as_str);
+        assert_eq!(format, Some(ACCESS_LOG_FORMAT));
+        assert!(ACCESS_LOG_FORMAT.contains("deployment=%FILTER_STATE(wasm.llm_router.deployment:PLAIN)%"));
+    }
 
     #[test]
     fn addresses() {

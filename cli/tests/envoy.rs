@@ -54,6 +54,7 @@ fn one_cluster_per_upstream_with_tls_for_https() {
     let names: Vec<&str> = clusters(&b).iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(names, ["outbound|443||api.openai.com", "outbound|18001||127.0.0.1", "my-vllm"]);
     assert!(stderr.contains("3 upstream clusters (failover on); Envoy's environment must set OPENAI_API_KEY, VLLM_KEY"), "{stderr}");
+    assert!(stderr.contains("note: the access log prints the router's deployment, group, attempts and tokens only with envoy_settings.access_log_properties: true"), "{stderr}");
 
     let openai = cluster(&b, "outbound|443||api.openai.com");
     assert_eq!(openai["type"], "STRICT_DNS");
@@ -101,6 +102,10 @@ fn listener_routes_and_filter() {
     assert_eq!(hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"][0]["remove"], "x-route-to");
     // The config's longest timeout (900 s) wins over the 600 s default.
     assert_eq!(hcm["stream_idle_timeout"], "900s");
+    // The access log prints the router's filter-state properties.
+    assert_eq!(hcm["access_log"][0]["name"], "envoy.access_loggers.stdout");
+    let format = hcm["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"].as_str().unwrap_or("");
+    assert_eq!(format, llm_router::pipeline::log_props::ACCESS_LOG_FORMAT);
 
     let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
     assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-route-to");

@@ -30,6 +30,8 @@ pub struct RouterConfig {
     pub envoy: settings::EnvoySettings,
     /// `general_settings.master_key`; a secret, never logged.
     pub master_key: Option<String>,
+    /// The `GET /v1/models` answer, built once per config (`pipeline::listing`).
+    pub models_body: Vec<u8>,
 }
 
 /// The outcome of loading: a config when there were no errors, and all diagnostics.
@@ -128,7 +130,8 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
             None => diags.error(path, format!("points at model group `{}`, which no model_list entry defines", alias.group)),
         }
     }
-    Some(RouterConfig { table, router, envoy, master_key })
+    let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
+    Some(RouterConfig { table, router, envoy, master_key, models_body })
 }
 
 fn parse_model_list(value: Option<&Value>, fingerprints: &[u64], diags: &mut Diagnostics) -> Vec<Deployment> {

@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_COOLDOWN_SECS: f64 = 300.0;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-llm-router-cluster";
 pub const DEFAULT_MAX_FALLBACKS: u64 = 5;
+/// LiteLLM answers the model list on both paths.
+pub const DEFAULT_MODELS_PATHS: [&str; 2] = ["/v1/models", "/models"];
+pub const DEFAULT_HEALTH_PATH: &str = "/llm-router/health";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -103,6 +106,16 @@ pub struct EnvoySettings {
     /// the deployment clusters, redirector, internal redirects). Off by default: without the
     /// wiring the signed attempt state would reach the provider, and no retry could happen anyway.
     pub failover: bool,
+    /// Paths answered locally with the model list (`models_paths`; empty: disabled).
+    pub models_paths: Vec<String>,
+    /// Path answered locally with the deployments' health (`health_path`; None: disabled).
+    pub health_path: Option<String>,
+    /// Set the `llm_router.*` filter-state properties access logs can print (`access_log_properties`,
+    /// off by default: 3–4 host calls per pass that only pay off when an access log prints them).
+    pub access_log_properties: bool,
+    /// Read every JSON/SSE response's token usage for the access log (`access_log_tokens`), even
+    /// when the routing strategy does not need it.
+    pub access_log_tokens: bool,
 }
 
 /// `router_settings` keys this router knows (used or parsed for later), beyond those read below.
@@ -182,9 +195,14 @@ pub fn needs_failover(r: &RouterSettings) -> Option<&'static str> {
     }
 }
 
+const ENVOY_KEYS: &[&str] = &[
+    "cluster_header", "max_cooldown_time", "max_request_body_bytes", "models_paths", "health_path",
+    "access_log_properties", "access_log_tokens", "failover",
+];
+
 pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySettings {
     for key in section.keys() {
-        if !["cluster_header", "max_cooldown_time", "max_request_body_bytes", "failover"].contains(&key.as_str()) {
+        if !ENVOY_KEYS.contains(&key.as_str()) {
             diags.warn(section.field_path(key), "is not a known envoy_settings key and is ignored");
         }
     }
@@ -198,11 +216,72 @@ pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySetti
             }
         },
     };
+    let (models_paths, health_path) = parse_local_paths(section, diags);
     EnvoySettings {
         cluster_header,
         max_cooldown_secs: section.non_negative("max_cooldown_time", diags).unwrap_or(DEFAULT_MAX_COOLDOWN_SECS),
         max_request_body_bytes: section.count("max_request_body_bytes", diags).unwrap_or(DEFAULT_MAX_BODY_BYTES),
         failover: section.bool("failover", diags).unwrap_or(false),
+        models_paths,
+        health_path,
+        access_log_properties: section.bool("access_log_properties", diags).unwrap_or(false),
+        access_log_tokens: section.bool("access_log_tokens", diags).unwrap_or(false),
+    }
+}
+
+/// `models_paths` (absent: LiteLLM's two paths; `[]` or null: off) and `health_path` (absent:
+/// the default; null or "": off). A local path must not shadow a routed endpoint or the
+/// failover path, and the two settings must not share a path.
+fn parse_local_paths(section: &Section<'_>, diags: &mut Diagnostics) -> (Vec<String>, Option<String>) {
+    let raw = |key: &str| section.map.and_then(|m| m.get(key));
+    let list_path = section.field_path("models_paths");
+    let candidates: Vec<String> = match raw("models_paths") {
+        None => DEFAULT_MODELS_PATHS.iter().map(|p| p.to_string()).collect(),
+        Some(Value::Null) => Vec::new(),
+        Some(Value::String(_)) => {
+            diags.error(&list_path, "must be a list of paths, e.g. [\"/v1/models\"]");
+            Vec::new()
+        }
+        Some(_) => section.string_list("models_paths", diags),
+    };
+    let mut models_paths: Vec<String> = Vec::new();
+    for (i, p) in candidates.into_iter().enumerate() {
+        let problem = if models_paths.contains(&p) { Some("is listed twice") } else { local_path_problem(&p) };
+        match problem {
+            Some(why) => diags.error(format!("{list_path}[{i}]"), why),
+            None => models_paths.push(p),
+        }
+    }
+    let health_path = match raw("health_path") {
+        None => Some(DEFAULT_HEALTH_PATH.to_string()),
+        Some(Value::Null) => None,
+        Some(Value::String(p)) if p.is_empty() => None,
+        Some(_) => section.str("health_path", diags).and_then(|p| {
+            let problem = if models_paths.iter().any(|m| m == p) { Some("is also in models_paths") } else { local_path_problem(p) };
+            match problem {
+                Some(why) => {
+                    diags.error(section.field_path("health_path"), why);
+                    None
+                }
+                None => Some(p.to_string()),
+            }
+        }),
+    };
+    (models_paths, health_path)
+}
+
+/// Why `p` cannot be a local endpoint's path, if it cannot.
+fn local_path_problem(p: &str) -> Option<&'static str> {
+    if !p.starts_with('/') {
+        Some("must start with /")
+    } else if p.bytes().any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control()) {
+        Some("must be a plain path (no query, spaces or control characters)")
+    } else if crate::provider::Endpoint::from_path(p).is_some() {
+        Some("is a routed endpoint; a local reply there would hide it")
+    } else if p == crate::failover::FAILOVER_PATH {
+        Some("is the router's failover path")
+    } else {
+        None
     }
 }
 
@@ -344,6 +423,49 @@ mod tests {
         assert_eq!(s.retry_policy.rate_limit, Some(5));
         assert_eq!(s.retry_policy.timeout, Some(2));
         assert_eq!(d.warnings.len(), 1);
+    }
+
+    fn envoy(v: Value) -> (EnvoySettings, Diagnostics) {
+        let mut d = Diagnostics::default();
+        let s = parse_envoy(&Section::new(Some(&v), "envoy_settings", &mut d), &mut d);
+        (s, d)
+    }
+
+    #[test]
+    fn local_paths_default_disable_and_custom() {
+        let (s, d) = envoy(Value::Null);
+        assert!(d.errors.is_empty() && d.warnings.is_empty());
+        assert_eq!(s.models_paths, ["/v1/models", "/models"]);
+        assert_eq!(s.health_path.as_deref(), Some("/llm-router/health"));
+        assert!(!s.access_log_properties && !s.access_log_tokens);
+        let (s, d) = envoy(json!({"models_paths": [], "health_path": null}));
+        assert!(d.errors.is_empty());
+        assert!(s.models_paths.is_empty() && s.health_path.is_none());
+        let (s, _) = envoy(json!({"models_paths": null, "health_path": ""}));
+        assert!(s.models_paths.is_empty() && s.health_path.is_none());
+        let (s, d) = envoy(json!({"models_paths": ["/gw/models"], "health_path": "/gw/health", "access_log_tokens": true}));
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!((s.models_paths, s.health_path.as_deref(), s.access_log_tokens), (vec!["/gw/models".to_string()], Some("/gw/health"), true));
+    }
+
+    #[test]
+    fn bad_local_paths_name_the_field() {
+        let errors = |v: Value| envoy(v).1.errors.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let e = errors(json!({"models_paths": ["models", "/v1/chat/completions", "/m", "/m"], "health_path": "/m"}));
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].starts_with("envoy_settings.models_paths[0]: must start with /"), "{e:?}");
+        assert!(e[1].starts_with("envoy_settings.models_paths[1]: is a routed endpoint"), "{e:?}");
+        assert!(e[2].starts_with("envoy_settings.models_paths[3]: is listed twice"), "{e:?}");
+        assert!(e[3].starts_with("envoy_settings.health_path: is also in models_paths"), "{e:?}");
+        let e = errors(json!({"models_paths": "/v1/models", "health_path": 5}));
+        assert!(e[0].starts_with("envoy_settings.models_paths: must be a list"), "{e:?}");
+        assert!(e[1].starts_with("envoy_settings.health_path: must be a string"), "{e:?}");
+        let e = errors(json!({"health_path": "/chat/completions/"}));
+        assert!(e[0].contains("routed endpoint"), "{e:?}");
+        let e = errors(json!({"health_path": "/h?x=1"}));
+        assert!(e[0].contains("plain path"), "{e:?}");
+        let e = errors(json!({"health_path": "/__llm_router/failover"}));
+        assert!(e[0].contains("failover path"), "{e:?}");
     }
 
     #[test]

@@ -51,10 +51,10 @@ pub fn record_failure<S: Store + ?Sized>(
 ) -> Result<FailureRecord, StoreError> {
     let mut fails = 0;
     update(store, &keys::fails(failure.id), |current| {
-        let (start, count) = current.and_then(parse_window).unwrap_or((now_ms, 0));
+        let (start, count) = current.and_then(FailureWindow::decode).map_or((now_ms, 0), |w| (w.start_ms, w.count));
         let (start, count) = if now_ms.saturating_sub(start) >= policy.window_ms { (now_ms, 1) } else { (start, count + 1) };
         fails = count;
-        Some(format!("{start} {count}").into_bytes())
+        Some(format!("{start} {count} {}", failure.class).into_bytes())
     })?;
 
     if policy.disabled {
@@ -76,10 +76,33 @@ pub fn record_failure<S: Store + ?Sized>(
     Ok(FailureRecord { fails_in_window: fails, cooled_until_ms: deadline })
 }
 
-fn parse_window(bytes: &[u8]) -> Option<(u64, u64)> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let (start, count) = text.split_once(' ')?;
-    Some((start.parse().ok()?, count.parse().ok()?))
+/// One deployment's failure window as stored: `"<start_ms> <count> <class>"`, the class being
+/// the last failure's (for the health report). The older two-field form still reads (no class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureWindow {
+    pub start_ms: u64,
+    pub count: u64,
+    pub last_class: Option<FailureClass>,
+}
+
+impl FailureWindow {
+    pub fn decode(bytes: &[u8]) -> Option<FailureWindow> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.split(' ');
+        let start_ms = parts.next()?.parse().ok()?;
+        let count = parts.next()?.parse().ok()?;
+        let last_class = parts.next().and_then(FailureClass::parse);
+        Some(FailureWindow { start_ms, count, last_class })
+    }
+
+    /// Failures still inside the window at `now_ms` (0 once the window has passed).
+    pub fn count_at(&self, now_ms: u64, window_ms: u64) -> u64 {
+        if now_ms.saturating_sub(self.start_ms) >= window_ms {
+            0
+        } else {
+            self.count
+        }
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +133,23 @@ mod tests {
         let r = fail(&s, 3_000, "a", FailureClass::ServerError, 2, None);
         assert_eq!(r, FailureRecord { fails_in_window: 3, cooled_until_ms: Some(8_000) });
         assert_eq!(cooling_until(&s, "a"), Some(8_000));
+    }
+
+    #[test]
+    fn window_keeps_the_last_class_and_reads_the_old_form() {
+        let s = MemStore::default();
+        fail(&s, 1_000, "a", FailureClass::ServerError, 2, None);
+        fail(&s, 2_000, "a", FailureClass::Timeout, 2, None);
+        let stored = s.get(&keys::fails("a")).ok().and_then(|(v, _)| v).unwrap_or_default();
+        assert_eq!(stored, b"1000 2 timeout");
+        let w = FailureWindow::decode(&stored);
+        assert_eq!(w, Some(FailureWindow { start_ms: 1_000, count: 2, last_class: Some(FailureClass::Timeout) }));
+        assert_eq!(w.map(|w| (w.count_at(60_999, 60_000), w.count_at(61_000, 60_000))), Some((2, 0)));
+        // The two-field form written before the class was added.
+        assert_eq!(FailureWindow::decode(b"5 3"), Some(FailureWindow { start_ms: 5, count: 3, last_class: None }));
+        assert_eq!(FailureWindow::decode(b"x 3"), None);
+        s.set(&keys::fails("b"), b"0 1", None).ok();
+        assert_eq!(fail(&s, 10, "b", FailureClass::RateLimit, 1, None).fails_in_window, 2);
     }
 
     #[test]

@@ -8,12 +8,14 @@
 mod class;
 mod cooldown;
 mod failures;
+mod probe;
 mod retry_after;
 mod store;
 
 pub use class::{classify, FailureClass};
 pub use cooldown::{CooldownEntry, CooldownView, Cooldowns};
-pub use failures::{record_failure, Failure, FailureRecord, Policy};
+pub use failures::{record_failure, Failure, FailureRecord, FailureWindow, Policy};
+pub use probe::ProbeResult;
 pub use retry_after::parse_retry_after;
 pub use store::{update, MemStore, SetError, Store, StoreError};
 
@@ -21,10 +23,20 @@ pub use store::{update, MemStore, SetError, Store, StoreError};
 pub mod keys {
     pub const COOLDOWNS: &str = "llm_router.v1.cooldowns";
     pub const FAILS_PREFIX: &str = "llm_router.v1.fails.";
+    /// The active health probe's last result per deployment (`"<finished_ms> <http_status> <result>"`).
+    pub const PROBE_PREFIX: &str = "llm_router.v1.probe.";
 
     pub fn fails(id: &str) -> String {
-        let mut k = String::with_capacity(FAILS_PREFIX.len() + id.len());
-        k.push_str(FAILS_PREFIX);
+        prefixed(FAILS_PREFIX, id)
+    }
+
+    pub fn probe(id: &str) -> String {
+        prefixed(PROBE_PREFIX, id)
+    }
+
+    fn prefixed(prefix: &str, id: &str) -> String {
+        let mut k = String::with_capacity(prefix.len() + id.len());
+        k.push_str(prefix);
         k.push_str(id);
         k
     }

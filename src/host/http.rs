@@ -1,8 +1,9 @@
 //! One HTTP stream on the downstream side: read headers → (pause) → buffered body → apply the
 //! plan → observe the response. Host calls per routed request: 1 header read, 1 body read,
 //! 1 shared-data read, 1 header-map write, 1 body write when the body changes, and on the
-//! response 1 status read and 3–4 header writes. Shared-data writes happen only when an
-//! attempt failed.
+//! response 1 status read and 3–4 header writes; with `access_log_properties` (opt-in) 3–4
+//! `set_property` calls per pass (+2 at the end when token usage is known). Shared-data writes
+//! happen only when an attempt failed. The local endpoints answer in the headers phase.
 
 use super::root::Vm;
 use super::shared::SharedData;
@@ -10,11 +11,11 @@ use crate::config::RouterConfig;
 use crate::failover::{FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER, STATE_HEADER};
 use crate::health::{classify, parse_retry_after, FailureClass};
 use crate::pipeline::auth::ClientCredentials;
-use crate::pipeline::outcome;
 use crate::pipeline::request::{
-    self, Env, FailedAttempt, Forward, HeadDecision, Pending, Reply, RequestHead, CLIENT_AUTH_HEADERS, PER_TRY_TIMEOUT_HEADER,
-    TAGS_HEADER,
+    self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, Reply, RequestHead, CLIENT_AUTH_HEADERS,
+    PER_TRY_TIMEOUT_HEADER, TAGS_HEADER,
 };
+use crate::pipeline::{health_report, log_props, outcome};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use crate::openai::UsageTracker;
@@ -72,6 +73,24 @@ impl Http {
         headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
         if let Err(status) = hostcalls::send_http_response(u32::from(reply.error.status), headers, Some(&body)) {
             log::error!("llm-router: sending a {} reply failed: {status:?}", reply.error.status);
+        }
+        self.phase = Phase::Replied;
+        Action::Pause
+    }
+
+    /// Answers the model list or the health report (GET/HEAD; Envoy drops the body for HEAD).
+    fn local(&mut self, cfg: &RouterConfig, local: LocalReply) -> Action {
+        let health;
+        let body: &[u8] = match local {
+            LocalReply::Models => &cfg.models_body,
+            LocalReply::Health => {
+                health = health_report::body(cfg, &health_report::read(cfg, &SharedData), super::now_ms());
+                &health
+            }
+        };
+        let headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+        if let Err(status) = hostcalls::send_http_response(200, headers, Some(body)) {
+            log::error!("llm-router: sending a local {local:?} reply failed: {status:?}");
         }
         self.phase = Phase::Replied;
         Action::Pause
@@ -149,6 +168,13 @@ fn set_response_header(name: &str, value: Option<&str>) {
     }
 }
 
+/// One filter-state property (`wasm.<name>` in Envoy; see `pipeline::log_props`).
+fn set_property(name: &str, value: &str) {
+    if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
+        log::debug!("llm-router: setting property {name} failed: {status:?}");
+    }
+}
+
 fn response_header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
 }
@@ -208,6 +234,7 @@ impl HttpContext for Http {
                 Action::Continue
             }
             HeadDecision::Reject(reply) => self.reply(&reply),
+            HeadDecision::Local(local) => self.local(&cfg, local),
             HeadDecision::ReadBody(pending) => {
                 self.phase = Phase::Buffering { pending, strip, headers };
                 if end_of_stream {
@@ -272,6 +299,12 @@ impl HttpContext for Http {
             fwd.cluster,
             fwd.attempts
         );
+        if cfg.envoy.access_log_properties {
+            // Once per pass: each pass of a failover writes its own access-log line.
+            for (name, value) in log_props::routing(&fwd) {
+                set_property(name, &value);
+            }
+        }
         let track = Track::for_deployment(&cfg.router, fwd.deployment);
         let attempt = if track.any() {
             let a = stats::on_start(&SharedData, &fwd.deployment.id, now, fwd.input_tokens, track);
@@ -310,7 +343,10 @@ impl HttpContext for Http {
         let mut status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         if status < 400 && status != 307 {
             sent.outcome = Some(Outcome::Success);
-            if sent.attempt.track.reads_response_body() && response_header("content-encoding").is_none() {
+            let strategy_reads = sent.attempt.track.reads_response_body();
+            if (strategy_reads || cfg.envoy.access_log_tokens)
+                && log_props::reads_usage(&cfg.envoy, strategy_reads, response_header("content-encoding").is_some())
+            {
                 sent.usage = Some(UsageTracker::for_content_type(response_header("content-type").as_deref()));
             }
             return Action::Continue;
@@ -372,16 +408,24 @@ impl HttpContext for Http {
     fn on_log(&mut self) {
         // Once per stream, whatever the ending (a failover pass ends here at its redirect).
         let Phase::Forwarded(sent) = &mut self.phase else { return };
+        // The response's token usage, read once for the access log and the statistics.
+        let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
+        let Some(cfg) = self.config.clone() else { return };
+        if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties) {
+            // Envoy runs the filter's on_log before the access loggers: these reach the line.
+            for (name, value) in log_props::tokens(u) {
+                set_property(name, &value);
+            }
+        }
         if !sent.attempt.open() && !sent.attempt.track.latency {
             return;
         }
-        let Some(cfg) = self.config.clone() else { return };
         let Some(dep) = cfg.table.deployments.get(sent.index) else { return };
         let now = super::now_ms();
         let finish = Finish {
             latency_ms: now.saturating_sub(sent.start_ms),
             ttft_ms: sent.first_byte_ms.filter(|_| sent.stream).map(|t| t.saturating_sub(sent.start_ms)),
-            usage: sent.usage.as_mut().and_then(UsageTracker::finish),
+            usage,
             in_flight_release: true,
             outcome: sent.outcome.unwrap_or(Outcome::Failed),
         };

@@ -168,13 +168,19 @@ impl ApiError {
     /// 405: only POST is routed (echoed method truncated to 32 chars).
     #[must_use]
     pub fn method_not_allowed(method: &str) -> Self {
+        Self::method_not_allowed_use(method, "POST")
+    }
+
+    /// 405 naming the allowed method(s), e.g. `GET` for the filter's own endpoints.
+    #[must_use]
+    pub fn method_not_allowed_use(method: &str, allowed: &str) -> Self {
         Self::new(
             405,
             INVALID_REQUEST,
             None,
             Some("method_not_allowed"),
             format!(
-                "Method {} is not allowed on this endpoint; use POST",
+                "Method {} is not allowed on this endpoint; use {allowed}",
                 truncate(method, MAX_METHOD_CHARS)
             ),
         )

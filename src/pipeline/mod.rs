@@ -4,6 +4,10 @@
 //! and headers between Envoy and these functions.
 
 pub mod auth;
+pub mod health_report;
+mod json_out;
+pub mod listing;
+pub mod log_props;
 pub mod upstream;
 pub mod outcome;
 pub mod reload;

@@ -22,8 +22,8 @@ pub fn registry_key(plugin: &str) -> String {
 }
 
 /// Every per-deployment key that holds state for `id`.
-pub fn state_keys(id: &str) -> [String; 2] {
-    [keys::fails(id), crate::stats::keys::stats(id)]
+pub fn state_keys(id: &str) -> [String; 3] {
+    [keys::fails(id), crate::stats::keys::stats(id), keys::probe(id)]
 }
 
 /// Records `cfg`'s ids as plugin `plugin`'s and forgets the state of ids it no longer has.

@@ -84,12 +84,23 @@ impl From<ApiError> for Reply {
     }
 }
 
+/// An endpoint the filter answers itself (GET or HEAD, 200 `application/json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalReply {
+    /// The model list (`envoy_settings.models_paths`), body precomputed in the config.
+    Models,
+    /// The deployments' health (`envoy_settings.health_path`), read from shared data.
+    Health,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadDecision {
     /// Not a routed endpoint: leave the request alone.
     PassThrough,
     Reject(Reply),
     ReadBody(Pending),
+    /// Answer locally, without a body phase.
+    Local(LocalReply),
 }
 
 /// Header-time checks: endpoint, method, gateway key, content type, declared size. A verified
@@ -110,6 +121,9 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> H
                 });
             }
         }
+    }
+    if let Some(local) = local_endpoint(cfg, path) {
+        return local_head(cfg, head, local);
     }
     let Some(endpoint) = Endpoint::from_path(path) else { return HeadDecision::PassThrough };
     if head.method != "POST" {
@@ -140,6 +154,34 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> H
         redirect: None,
         header_tags: header_tags(head.tags),
     })
+}
+
+/// Which local endpoint `path` (no query) is, if any: exact match on the configured paths.
+fn local_endpoint(cfg: &RouterConfig, path: &str) -> Option<LocalReply> {
+    if cfg.envoy.models_paths.iter().any(|p| p == path) {
+        Some(LocalReply::Models)
+    } else if cfg.envoy.health_path.as_deref() == Some(path) {
+        Some(LocalReply::Health)
+    } else {
+        None
+    }
+}
+
+/// GET and HEAD only; with a master key, the same key as the routed endpoints (LiteLLM asks
+/// for a key on `/v1/models` and `/health` too).
+fn local_head(cfg: &RouterConfig, head: &RequestHead<'_>, local: LocalReply) -> HeadDecision {
+    if head.method != "GET" && head.method != "HEAD" {
+        return HeadDecision::Reject(Reply {
+            error: ApiError::method_not_allowed_use(head.method, "GET"),
+            headers: vec![("allow", "GET, HEAD".to_string())],
+        });
+    }
+    if let Some(key) = &cfg.master_key {
+        if !is_authorized(key, &head.credentials) {
+            return HeadDecision::Reject(ApiError::invalid_api_key().into());
+        }
+    }
+    HeadDecision::Local(local)
 }
 
 fn header_tags(value: Option<&str>) -> Vec<String> {
@@ -579,7 +621,7 @@ mod tests {
     fn head_checks() {
         let c = sample();
         assert_eq!(on_head(&c, &head("POST", "/healthz"), KEY), HeadDecision::PassThrough);
-        assert_eq!(on_head(&c, &head("GET", "/v1/models"), KEY), HeadDecision::PassThrough);
+        assert_eq!(on_head(&c, &head("GET", "/v1/model"), KEY), HeadDecision::PassThrough);
         let reject = |h: &RequestHead<'_>| match on_head(&c, h, KEY) {
             HeadDecision::Reject(r) => (r.error.status, r.error.code),
             other => panic!("{other:?}"),
@@ -598,6 +640,38 @@ mod tests {
         assert!(matches!(on_head(&c, &h, KEY), HeadDecision::ReadBody(_)));
         h.content_type = Some("application/vnd.api+json");
         assert!(matches!(on_head(&c, &h, KEY), HeadDecision::ReadBody(_)));
+    }
+
+    #[test]
+    fn local_endpoints_get_or_head_with_the_master_key() {
+        let c = sample();
+        let decide = |method, path, key: Option<&'static str>| {
+            let mut h = head(method, path);
+            h.credentials = ClientCredentials { authorization: key, ..Default::default() };
+            on_head(&c, &h, KEY)
+        };
+        let ok = Some("Bearer sk-master");
+        assert_eq!(decide("GET", "/v1/models", ok), HeadDecision::Local(LocalReply::Models));
+        assert_eq!(decide("GET", "/models?limit=5", ok), HeadDecision::Local(LocalReply::Models));
+        assert_eq!(decide("HEAD", "/llm-router/health", ok), HeadDecision::Local(LocalReply::Health));
+        assert_eq!(decide("GET", "/v1/models/", ok), HeadDecision::PassThrough, "exact paths only");
+        let HeadDecision::Reject(r) = decide("POST", "/llm-router/health", ok) else { panic!("not rejected") };
+        assert_eq!((r.error.status, r.headers.clone()), (405, vec![("allow", "GET, HEAD".to_string())]));
+        assert!(r.error.message.ends_with("use GET"), "{}", r.error.message);
+        let HeadDecision::Reject(r) = decide("GET", "/v1/models", None) else { panic!("not rejected") };
+        assert_eq!(r.error.code, Some("invalid_api_key"));
+        let HeadDecision::Reject(r) = decide("GET", "/v1/models", Some("Bearer wrong")) else { panic!("not rejected") };
+        assert_eq!(r.error.status, 401);
+
+        // Custom paths; disabled endpoints pass through; no master key: open.
+        let custom = cfg(json!({
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m", "api_key": "k"}}],
+            "envoy_settings": {"models_paths": ["/gw/models"], "health_path": null},
+        }));
+        let anon = |path| on_head(&custom, &RequestHead { method: "GET", path, ..Default::default() }, KEY);
+        assert_eq!(anon("/gw/models"), HeadDecision::Local(LocalReply::Models));
+        assert_eq!(anon("/v1/models"), HeadDecision::PassThrough);
+        assert_eq!(anon("/llm-router/health"), HeadDecision::PassThrough);
     }
 
     #[test]

@@ -12,6 +12,7 @@ plain-text failover redirector, so the request fails over to the next deployment
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from .support.checks import expect_routed, expect_upstream
-from .support.client import post_json
-from .support.envoy import ENVOY_BIN, REPO, RUN_DIR, WASM_PATH, free_port
+from .support.client import get, post_json
+from .support.envoy import ACCESS_LOG_FORMAT, ENVOY_BIN, REPO, RUN_DIR, WASM_PATH, free_port
 from .support.mock_provider import MockProvider
 from .support.plugin import chat
 
@@ -169,6 +170,21 @@ def test_envoy_output_for_the_example_boots_and_routes(wasm, demo_mocks, gateway
     # Nothing passes through: unknown paths get the OpenAI-shaped 404 of the generated default route.
     resp = post_json(gw.url, "/not/an/endpoint", {"x": 1})
     assert resp.status == 404 and resp.json()["error"]["code"] == "not_found", resp
+
+    # The filter answers the model list itself, before any route.
+    resp = get(gw.url, "/v1/models")
+    assert resp.status == 200 and "gpt4" in [m["id"] for m in resp.json()["data"]], resp
+
+
+def test_envoy_output_has_the_access_log_the_harness_and_demo_use():
+    proc = cli("envoy", EXAMPLE, "--format", "json", env=KEYS)
+    assert proc.returncode == 0, proc.stderr
+    listeners = json.loads(proc.stdout)["static_resources"]["listeners"]
+    (ingress,) = [ls for ls in listeners if ls["name"] == "ingress"]
+    (log,) = ingress["filter_chains"][0]["filters"][0]["typed_config"]["access_log"]
+    assert log["name"] == "envoy.access_loggers.stdout"
+    assert log["typed_config"]["log_format"]["text_format_source"]["inline_string"] == ACCESS_LOG_FORMAT
+    assert "envoy_settings.access_log_properties: true" in proc.stderr, proc.stderr
 
 
 def test_tls_cluster_fails_over_through_the_plain_redirector(wasm, gateways, tmp_path, make_mock):

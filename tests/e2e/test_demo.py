@@ -76,7 +76,7 @@ def test_demo_yaml_matches_the_harness_bootstrap(demo_dump):
         "ListenersConfigDump"))["static_listeners"]) if ls["name"] == "llm_router_redirector"]
     port = redirector[0]["address"]["socket_address"]["port_value"]
     with Envoy(DEMO_CONFIG.read_text(), clusters, env=env, passthrough="passthrough", label="demo-twin",
-               failover=port) as twin:
+               failover=port, access_log="stdout") as twin:
         twin_hcm, twin_clusters = hcm_and_clusters(twin.config_dump())
     for hcm in (demo_hcm, twin_hcm):  # the demo names the wasm relative to the repo, the harness absolutely
         wasm_config(hcm)["vm_config"]["code"]["local"]["filename"] = "<llm_router.wasm>"

@@ -55,6 +55,17 @@ REFUSAL_PATTERNS = (
     r"error adding listener",
 )
 
+# The access-log line the router's properties feed (envoy/access-log.md; the same format is in envoy/demo.yaml and
+# the CLI's bootstrap). The filter sets filter state `wasm.llm_router.*`; `-` when a value is unset.
+ACCESS_LOG_FORMAT = (
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% "
+    "%DURATION%ms deployment=%FILTER_STATE(wasm.llm_router.deployment:PLAIN)% "
+    "group=%FILTER_STATE(wasm.llm_router.model_group:PLAIN)% attempts=%FILTER_STATE(wasm.llm_router.attempts:PLAIN)% "
+    "fallback_from=%FILTER_STATE(wasm.llm_router.fallback_from:PLAIN)% "
+    "prompt_tokens=%FILTER_STATE(wasm.llm_router.prompt_tokens:PLAIN)% "
+    "completion_tokens=%FILTER_STATE(wasm.llm_router.completion_tokens:PLAIN)% "
+    "upstream=%UPSTREAM_CLUSTER% request_id=%REQ(X-REQUEST-ID)%\n")
+
 _counter = itertools.count(1)
 _live: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -167,9 +178,22 @@ def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = "3
     }
 
 
+def access_log(path: Union[str, Path], log_format: str = ACCESS_LOG_FORMAT) -> dict:
+    """An access log with the router's fields (envoy/access-log.md explains each): to a file, or to Envoy's
+    stdout for path "stdout" (as envoy/demo.yaml and the CLI's bootstrap do)."""
+    log_format_field = {"log_format": {"text_format_source": {"inline_string": log_format}}}
+    if str(path) == "stdout":
+        return {"name": "envoy.access_loggers.stdout",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3"
+                                          ".StdoutAccessLog", **log_format_field}}
+    return {"name": "envoy.access_loggers.file",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                             "path": str(path), **log_format_field}}
+
+
 def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_CLUSTER,
                             route_timeout: str = "30s", strip_cluster_header: bool = True,
-                            failover: bool = False) -> dict:
+                            failover: bool = False, access_log_path: Optional[Union[str, Path]] = None) -> dict:
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -186,6 +210,8 @@ def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_C
     }
     if strip_cluster_header:
         hcm["typed_config"]["early_header_mutation_extensions"] = [strip_client_cluster_header()]
+    if access_log_path is not None:
+        hcm["typed_config"]["access_log"] = [access_log(access_log_path)]
     return hcm
 
 
@@ -272,10 +298,11 @@ def _plain_cluster(name: str, host: str, port: int) -> dict:
 def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port: int = 0, admin_port: int = 0,
               env: Optional[dict] = None, host_env_keys: tuple = (), passthrough: Optional[str] = None,
               wasm: bool = True, wasm_path: Union[str, Path] = WASM_PATH, route_timeout: str = "30s",
-              failover_port: Optional[int] = None) -> dict:
+              failover_port: Optional[int] = None, access_log_path: Optional[Union[str, Path]] = None) -> dict:
     """The whole bootstrap. `clusters` maps cluster name -> (host, port); `passthrough` names the cluster for
     requests the filter does not route (default: the first of `clusters`). `failover_port`: wire in-request
-    failover, with the redirector listening on that port (the passthrough cluster is left plain)."""
+    failover, with the redirector listening on that port (the passthrough cluster is left plain).
+    `access_log_path`: the ingress listener writes ACCESS_LOG_FORMAT lines to that file ("stdout": Envoy's stdout)."""
     if not clusters:
         raise ValueError("at least one cluster is needed (the passthrough cluster)")
     passthrough = passthrough or next(iter(clusters))
@@ -298,7 +325,8 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
                 "filter_chains": [{"filters": [http_connection_manager(
                     filters, passthrough, route_timeout,
                     # Without the wasm filter (harness smoke tests) the client sets the header itself.
-                    strip_cluster_header=wasm, failover=failover_port is not None)]}],
+                    strip_cluster_header=wasm, failover=failover_port is not None,
+                    access_log_path=access_log_path)]}],
             }] + extra_listeners,
             "clusters": cluster_list,
         },
@@ -322,7 +350,7 @@ class Envoy:
                  env: Optional[dict] = None, extra_args: tuple = (), *, passthrough: Optional[str] = None,
                  wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = "30s",
                  host_env: Optional[dict] = None, label: Optional[str] = None, failover: Union[bool, int] = False,
-                 dynamic_listener: bool = False):
+                 dynamic_listener: bool = False, access_log: Union[bool, str] = False):
         self.concurrency = concurrency
         self._bootstrap_args = dict(env=env, host_env_keys=tuple(host_env or ()), passthrough=passthrough, wasm=wasm,
                                     route_timeout=route_timeout)
@@ -333,10 +361,16 @@ class Envoy:
             label = os.environ.get("PYTEST_CURRENT_TEST", "envoy").split("::")[-1].split(" ")[0]
         self.dir = RUN_DIR / f"{os.getpid()}-{n:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        # access_log=True: the ingress listener logs ACCESS_LOG_FORMAT lines to access.log (see access_lines());
+        # "stdout": to Envoy's stdout (its log file), as envoy/demo.yaml does.
+        self.access_log_path: Optional[Union[Path, str]] = (
+            "stdout" if access_log == "stdout" else self.dir / "access.log" if access_log else None)
+        self._bootstrap_args["access_log_path"] = self.access_log_path  # kept by reload_plugin_config
         self.bootstrap = bootstrap(plugin_config, clusters, env=env, host_env_keys=tuple(host_env or ()),
                                    passthrough=passthrough, wasm=wasm, wasm_path=self.wasm_path,
                                    route_timeout=route_timeout,
-                                   failover_port=(failover if failover is not True else free_port()) or None)
+                                   failover_port=(failover if failover is not True else free_port()) or None,
+                                   access_log_path=self.access_log_path)
         self.lds_path: Optional[Path] = None
         if dynamic_listener:
             # The ingress listener comes from a watched LDS file, so a test can reload the plugin config
@@ -363,6 +397,8 @@ class Envoy:
         cmd = [str(ENVOY_BIN), "-c", str(self.bootstrap_path), "--concurrency", str(concurrency),
                "--log-level", "info", "--component-log-level", os.environ.get("E2E_WASM_LOG", "wasm:debug"), "--use-dynamic-base-id",
                "--admin-address-path", str(self.admin_address_path), *extra_args]
+        if isinstance(self.access_log_path, Path):
+            cmd += ["--file-flush-interval-msec", "100"]  # Envoy's default is 10 s
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=REPO, start_new_session=True, env={**os.environ, **(host_env or {})})
@@ -390,6 +426,15 @@ class Envoy:
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def access_lines(self) -> list:
+        """The access log file's lines so far (flushed every 100 ms here, Envoy's default is 10 s: poll)."""
+        try:
+            if not isinstance(self.access_log_path, Path):
+                return []
+            return self.access_log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
 
     # ---- readiness ---------------------------------------------------------------------------
     def _admin_get(self, path: str, timeout: float = 2.0) -> tuple:

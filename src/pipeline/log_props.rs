@@ -1,0 +1,90 @@
+//! What the router tells Envoy's access log: filter-state properties named `llm_router.*`.
+//!
+//! The shell sets each with one `set_property([name], value)`; Envoy 1.40 stores it as filter
+//! state `wasm.<name>`, so an access log prints it with `%FILTER_STATE(wasm.llm_router.deployment:PLAIN)%`
+//! (or `%CEL(filter_state['wasm.llm_router.deployment'])%`). A single-element path is required:
+//! Envoy joins a multi-element path with NUL bytes into the key, which no format can name.
+//! Routing values are set once per pass when the request is forwarded, so with failover every
+//! pass's own log line names its own deployment; token counts are set at the end of the
+//! response (`on_log`, which Envoy runs before the access loggers). See envoy/access-log.md.
+
+use super::request::Forward;
+use crate::config::EnvoySettings;
+use crate::openai::Usage;
+
+pub const DEPLOYMENT: &str = "llm_router.deployment";
+pub const MODEL_GROUP: &str = "llm_router.model_group";
+pub const ATTEMPTS: &str = "llm_router.attempts";
+pub const FALLBACK_FROM: &str = "llm_router.fallback_from";
+pub const PROMPT_TOKENS: &str = "llm_router.prompt_tokens";
+pub const COMPLETION_TOKENS: &str = "llm_router.completion_tokens";
+
+/// The access-log line shipped in envoy/demo.yaml and the CLI's bootstrap (the e2e harness has
+/// the same, tests/e2e/support/envoy.py): Envoy's usual request fields, then the router's.
+/// `-` where a value is unset (not routed; tokens unknown; no fallback).
+pub const ACCESS_LOG_FORMAT: &str = concat!(
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% ",
+    "%DURATION%ms deployment=%FILTER_STATE(wasm.llm_router.deployment:PLAIN)% ",
+    "group=%FILTER_STATE(wasm.llm_router.model_group:PLAIN)% attempts=%FILTER_STATE(wasm.llm_router.attempts:PLAIN)% ",
+    "fallback_from=%FILTER_STATE(wasm.llm_router.fallback_from:PLAIN)% ",
+    "prompt_tokens=%FILTER_STATE(wasm.llm_router.prompt_tokens:PLAIN)% ",
+    "completion_tokens=%FILTER_STATE(wasm.llm_router.completion_tokens:PLAIN)% ",
+    "upstream=%UPSTREAM_CLUSTER% request_id=%REQ(X-REQUEST-ID)%\n",
+);
+
+/// The properties of a forwarded attempt (`fallback_from` only when a fallback group serves).
+pub fn routing(fwd: &Forward<'_>) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (DEPLOYMENT, fwd.deployment.id.clone()),
+        (MODEL_GROUP, fwd.group.to_string()),
+        (ATTEMPTS, fwd.attempts.to_string()),
+    ];
+    if let Some(from) = &fwd.fallback_from {
+        out.push((FALLBACK_FROM, from.clone()));
+    }
+    out
+}
+
+/// The token-count properties, once the response's usage is known.
+pub fn tokens(usage: &Usage) -> [(&'static str, String); 2] {
+    [(PROMPT_TOKENS, usage.input_tokens.to_string()), (COMPLETION_TOKENS, usage.output_tokens.to_string())]
+}
+
+/// The one decision whether a response body is fed to a usage tracker: when the routing
+/// strategy needs token counts or latency per token, or the operator wants tokens in the
+/// access log. Compressed bodies are never read (the tracker cannot see the JSON).
+pub fn reads_usage(envoy: &EnvoySettings, strategy_reads_body: bool, content_encoded: bool) -> bool {
+    !content_encoded && (strategy_reads_body || (envoy.access_log_properties && envoy.access_log_tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_read_only_when_someone_needs_it() {
+        let mut e = crate::config::load(b"{}", &|_| None).config.map(|c| c.envoy).unwrap_or_else(|| panic!("config"));
+        assert!(!reads_usage(&e, false, false));
+        assert!(reads_usage(&e, true, false));
+        assert!(!reads_usage(&e, true, true));
+        e.access_log_tokens = true;
+        assert!(!reads_usage(&e, false, false), "tokens need the properties on");
+        e.access_log_properties = true;
+        assert!(reads_usage(&e, false, false));
+        assert!(!reads_usage(&e, false, true));
+    }
+
+    #[test]
+    fn the_shipped_format_prints_every_property() {
+        for name in [DEPLOYMENT, MODEL_GROUP, ATTEMPTS, FALLBACK_FROM, PROMPT_TOKENS, COMPLETION_TOKENS] {
+            assert!(ACCESS_LOG_FORMAT.contains(&format!("%FILTER_STATE(wasm.{name}:PLAIN)%")), "{name}");
+        }
+        assert!(ACCESS_LOG_FORMAT.ends_with('\n'));
+    }
+
+    #[test]
+    fn token_properties() {
+        let t = tokens(&Usage { input_tokens: 12, output_tokens: 5 });
+        assert_eq!(t, [(PROMPT_TOKENS, "12".to_string()), (COMPLETION_TOKENS, "5".to_string())]);
+    }
+}
