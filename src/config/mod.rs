@@ -15,7 +15,10 @@ mod upstream;
 pub use auth::AuthHeader;
 pub use deployment::{Deployment, ModelInfo, ANTHROPIC_VERSION};
 pub use problems::{Diagnostics, Problem};
-pub use settings::{Alias, DropParams, EnvoySettings, PerClass, RouterSettings, Strategy, FAILURE_WINDOW_SECS};
+pub use settings::{
+    Alias, DropParams, EnvoySettings, HealthCheckSettings, PerClass, RouterSettings, Strategy, DEFAULT_HEALTH_CHECK_TIMEOUT_SECS,
+    FAILURE_WINDOW_SECS,
+};
 pub use table::{glob_capture, Group, Resolved, Table};
 pub use upstream::Upstream;
 
@@ -30,6 +33,8 @@ pub struct RouterConfig {
     pub envoy: settings::EnvoySettings,
     /// `general_settings.master_key`; a secret, never logged.
     pub master_key: Option<String>,
+    /// Background health probes (`src/probe/`).
+    pub health_checks: settings::HealthCheckSettings,
 }
 
 /// The outcome of loading: a config when there were no errors, and all diagnostics.
@@ -92,15 +97,17 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
 
     let top = Section::new(Some(&root), "", diags);
     let deployments = parse_model_list(top.get("model_list"), &fingerprints, diags);
-    let router = settings::parse_router(&top.child("router_settings", diags), &top.child("litellm_settings", diags), diags);
+    let router_section = top.child("router_settings", diags);
+    let router = settings::parse_router(&router_section, &top.child("litellm_settings", diags), diags);
     let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
     let general = top.child("general_settings", diags);
     for key in general.keys() {
-        if key != "master_key" {
+        if key != "master_key" && !settings::HEALTH_CHECK_KEYS.contains(&key.as_str()) {
             diags.warn(general.field_path(key), "is not used by llm-router and is ignored");
         }
     }
     let master_key = settings::parse_master_key(&general, diags);
+    let health_checks = settings::parse_health_checks(&general, &router_section, diags);
 
     let mut table = Table::new(deployments);
     if table.default_param_keys.len() > MAX_DEFAULT_PARAM_KEYS {
@@ -120,7 +127,7 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
             None => diags.error(path, format!("points at model group `{}`, which no model_list entry defines", alias.group)),
         }
     }
-    Some(RouterConfig { table, router, envoy, master_key })
+    Some(RouterConfig { table, router, envoy, master_key, health_checks })
 }
 
 fn parse_model_list(value: Option<&Value>, fingerprints: &[u64], diags: &mut Diagnostics) -> Vec<Deployment> {

@@ -22,6 +22,18 @@ pub mod keys {
     pub const COOLDOWNS: &str = "llm_router.v1.cooldowns";
     pub const FAILS_PREFIX: &str = "llm_router.v1.fails.";
 
+    /// The health-probe lease (`src/probe/lease.rs`): `<holder_id> <expires_ms>`.
+    pub const PROBE_LEASE: &str = "llm_router.v1.probe_lease";
+    pub const PROBE_PREFIX: &str = "llm_router.v1.probe.";
+
+    /// The last probe result of deployment `id`: `<finished_ms> <http_status> <result>`.
+    pub fn probe(id: &str) -> String {
+        let mut k = String::with_capacity(PROBE_PREFIX.len() + id.len());
+        k.push_str(PROBE_PREFIX);
+        k.push_str(id);
+        k
+    }
+
     pub fn fails(id: &str) -> String {
         let mut k = String::with_capacity(FAILS_PREFIX.len() + id.len());
         k.push_str(FAILS_PREFIX);

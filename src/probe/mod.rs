@@ -1,0 +1,25 @@
+//! Background health probes (`background_health_checks`): one cheap request per deployment every
+//! `health_check_interval`, whose failures feed the same cooldown state as live traffic.
+//!
+//! Every Envoy worker runs its own VM and every root context ticks, so without coordination each
+//! VM would probe every deployment (N workers + the main thread = N+1 times the traffic). A lease
+//! in shared data ([`lease`]) makes exactly one VM per Envoy process the prober; when it stops
+//! renewing (its VM or config is gone), another VM takes over after the lease expires.
+//!
+//! Plain Rust like the rest of the core: the shell (`host/probe.rs`) ticks, dispatches the
+//! planned requests and hands the answers back here.
+
+pub mod lease;
+pub mod outcome;
+pub mod request;
+pub mod schedule;
+
+pub use lease::{tick, Lease};
+pub use outcome::{finish, Answer};
+pub use request::{plan, Planned, ProbeRequest};
+pub use schedule::Schedule;
+
+/// How often the shell ticks while probes are enabled.
+pub const TICK_MS: u64 = 1000;
+/// The lease outlives three missed renewals' worth of ticks before another VM may take it.
+pub const LEASE_TTL_MS: u64 = 3 * TICK_MS;
