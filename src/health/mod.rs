@@ -22,8 +22,10 @@ pub mod keys {
     pub const COOLDOWNS: &str = "llm_router.v1.cooldowns";
     pub const FAILS_PREFIX: &str = "llm_router.v1.fails.";
 
-    /// The health-probe lease (`src/probe/lease.rs`): `<holder_id> <expires_ms>`.
+    /// The health-probe lease (`src/probe/lease.rs`): `<holder_id> <expires_ms> <generation>`.
     pub const PROBE_LEASE: &str = "llm_router.v1.probe_lease";
+    /// `<config hash> <generation>` of the newest plugin configuration (orders lease holders).
+    pub const PROBE_CONFIG: &str = "llm_router.v1.probe_config";
     pub const PROBE_PREFIX: &str = "llm_router.v1.probe.";
 
     /// The last probe result of deployment `id`: `<finished_ms> <http_status> <result>`.

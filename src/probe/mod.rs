@@ -14,12 +14,15 @@ pub mod outcome;
 pub mod request;
 pub mod schedule;
 
-pub use lease::{tick, Lease};
+pub use lease::{generation, tick, Lease};
 pub use outcome::{finish, Answer};
 pub use request::{plan, Planned, ProbeRequest};
 pub use schedule::Schedule;
 
 /// How often the shell ticks while probes are enabled.
 pub const TICK_MS: u64 = 1000;
-/// The lease outlives three missed renewals' worth of ticks before another VM may take it.
-pub const LEASE_TTL_MS: u64 = 3 * TICK_MS;
+/// The lease lasts three tick periods (as observed by the holder): another VM takes it only
+/// after the holder missed about three renewals.
+pub const LEASE_TICKS: u64 = 3;
+/// Observed tick periods are capped here when sizing the lease.
+pub const MAX_TICK_MS: u64 = 20_000;
