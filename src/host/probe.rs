@@ -13,10 +13,28 @@ use crate::config::RouterConfig;
 use crate::health::{keys, parse_retry_after};
 use crate::probe::{self, Answer, Lease, Planned, ProbeRequest, Schedule};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
+use proxy_wasm::types::{BufferType, MapType, Status};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
+
+thread_local! {
+    /// Whether this VM also runs the upstream role (same `vm_id`). Measured on Envoy 1.40: a
+    /// callout to a cluster whose upstream filter runs in the calling VM creates that filter's
+    /// HTTP context synchronously, re-entering the VM inside `on_tick`; the SDK's dispatcher is
+    /// already borrowed there and panics ("RefCell already mutably borrowed"), which breaks the
+    /// VM. Such a VM therefore never probes.
+    static UPSTREAM_ROLE_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called when the upstream role is configured in this VM.
+pub fn note_upstream_role() {
+    UPSTREAM_ROLE_HERE.with(|f| f.set(true));
+}
+
+/// How long a VM whose callouts Envoy refuses stays out of the lease.
+const WITHDRAW_MS: u64 = 60_000;
 
 /// One root context's prober.
 pub struct Probes {
@@ -28,6 +46,10 @@ pub struct Probes {
     requests: Vec<ProbeRequest>,
     schedule: Schedule,
     holding: bool,
+    /// Set when this VM's callouts fail inside Envoy (measured: the main thread's VM cannot
+    /// dispatch to a cluster that has the upstream wasm filter); it then leaves probing to the
+    /// other VMs until this time, and competes for the lease again afterwards.
+    withdrawn_until_ms: u64,
     /// The previous tick, to size the lease by the tick period actually observed (another
     /// feature may set a different period for this root context; the last setter wins).
     last_tick_ms: Option<u64>,
@@ -64,13 +86,29 @@ pub fn configure(cfg: &Rc<RouterConfig>, vm: &Vm, raw: &[u8]) -> Option<Probes> 
         cfg.health_checks.interval_secs,
         requests.len()
     );
-    Some(Probes { cfg: cfg.clone(), me, generation, requests, schedule: Schedule::default(), holding: false, last_tick_ms: None, in_flight: HashMap::new() })
+    Some(Probes { cfg: cfg.clone(), me, generation, requests, schedule: Schedule::default(), holding: false, withdrawn_until_ms: 0, last_tick_ms: None, in_flight: HashMap::new() })
 }
 
 /// One tick: renew or take the lease; when holding, dispatch the probes that are due.
 pub fn on_tick(probes: &mut Option<Probes>) {
     let Some(p) = probes else { return };
     let now = super::now_ms();
+    if now < p.withdrawn_until_ms {
+        return;
+    }
+    if UPSTREAM_ROLE_HERE.with(Cell::get) {
+        log::error!(
+            "llm-router: background health probes are off: the upstream role (root_id {}) runs in this VM; \
+             give its filter its own vm_config.vm_id so probes do not re-enter the router's VM",
+            super::root::UPSTREAM_ROOT_ID
+        );
+        p.withdrawn_until_ms = u64::MAX;
+        if p.holding {
+            probe::release(&SharedData, p.me);
+            p.holding = false;
+        }
+        return;
+    }
     let period = p.last_tick_ms.map_or(probe::TICK_MS, |last| now.saturating_sub(last)).clamp(probe::TICK_MS, probe::MAX_TICK_MS);
     p.last_tick_ms = Some(now);
     let holding = probe::tick(&SharedData, p.me, p.generation, now, probe::LEASE_TICKS * period) == Lease::Holding;
@@ -97,6 +135,19 @@ pub fn on_tick(probes: &mut Option<Probes>) {
         match hostcalls::dispatch_http_call(&r.cluster, headers, Some(&r.body), vec![], Duration::from_millis(r.timeout_ms)) {
             Ok(token) => {
                 p.in_flight.insert(token, (i, now));
+            }
+            Err(Status::InternalFailure) => {
+                // Envoy could not start the callout from this VM (not the deployment's fault).
+                log::info!(
+                    "llm-router: health probes: holder {:016x} cannot dispatch to cluster {} (InternalFailure); leaving the probes to another VM",
+                    p.me,
+                    r.cluster
+                );
+                p.withdrawn_until_ms = now.saturating_add(WITHDRAW_MS);
+                p.holding = false;
+                p.schedule.disarm();
+                probe::release(&SharedData, p.me);
+                return;
             }
             Err(status) => {
                 log::warn!("llm-router: health probe of deployment {} not sent (cluster {}): {status:?}", r.id, r.cluster);

@@ -68,6 +68,7 @@ impl RootContext for Root {
         if root_id.as_deref() == Some(UPSTREAM_ROOT_ID) {
             // The upstream role needs no configuration: everything travels in the state header.
             self.upstream = true;
+            super::probe::note_upstream_role();
             return true;
         }
         let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {

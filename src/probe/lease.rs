@@ -60,6 +60,15 @@ pub fn tick<S: Store + ?Sized>(store: &S, me: u64, generation: u64, now_ms: u64,
     }
 }
 
+/// Gives the lease up at once when `me` holds it (the holder cannot probe: see
+/// `host/probe.rs`), so another VM takes it on its next tick instead of after expiry.
+pub fn release<S: Store + ?Sized>(store: &S, me: u64) {
+    let _ = health::update(store, keys::PROBE_LEASE, |current| match current.and_then(decode) {
+        Some(h) if h.id == me => Some(encode(Holder { expires_ms: 0, ..h })),
+        _ => None,
+    });
+}
+
 /// The generation of the plugin configuration whose content hash is `config_hash`, from shared
 /// data key [`keys::PROBE_CONFIG`] (`<hash hex> <generation>`): the stored generation when the
 /// hash is the current one, else the next generation (stored). Every root context of one
@@ -143,6 +152,16 @@ mod tests {
         }
         // Another root context of the same new config does not steal it either.
         assert_eq!(tick(&s, 0xc, 2, 5_500, TTL), Lease::NotHolding);
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_on_the_next_tick() {
+        let s = store();
+        assert_eq!(tick(&s, 0xa, 1, 1_000, TTL), Lease::Holding);
+        release(&s, 0xb); // not b's: nothing happens
+        assert_eq!(tick(&s, 0xb, 1, 1_500, TTL), Lease::NotHolding);
+        release(&s, 0xa);
+        assert_eq!(tick(&s, 0xb, 1, 1_600, TTL), Lease::Holding);
     }
 
     #[test]

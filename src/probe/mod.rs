@@ -14,7 +14,7 @@ pub mod outcome;
 pub mod request;
 pub mod schedule;
 
-pub use lease::{generation, tick, Lease};
+pub use lease::{generation, release, tick, Lease};
 pub use outcome::{finish, Answer};
 pub use request::{plan, Planned, ProbeRequest};
 pub use schedule::Schedule;

@@ -8,6 +8,7 @@ import re
 import time
 
 from .support import client
+from .support import envoy as envoy_support
 from .support.checks import expect_routed, expect_upstream
 from .support.envoy import clusters_for, free_port
 from .support.plugin import chat, deployment, plugin_config
@@ -36,6 +37,16 @@ def wait_for_probes(mock, n: int, timeout: float = 10.0) -> list:
         time.sleep(0.05)
     raise AssertionError(f"{mock.name} received {len(probes(mock))} probe(s) within {timeout}s, expected {n}; "
                          f"requests: {mock.requests}")
+
+
+def wait_for_log(envoy, pattern: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = envoy.log_text()
+        if re.search(pattern, log):
+            return log
+        assert time.monotonic() < deadline, f"{pattern!r} not logged; log tail:\n{envoy.log_tail()}"
+        time.sleep(0.05)
 
 
 def probe_config(model_list: list, *, enabled=True, interval=1, **router_settings) -> dict:
@@ -72,21 +83,53 @@ def test_one_vm_per_process_probes_each_deployment_once_per_interval(start_envoy
     assert "lost the lease" not in log
 
 
-def test_a_failing_probe_cools_the_deployment_for_live_traffic(start_envoy, make_mock):
+def upstream_role_in_its_own_vm(monkeypatch) -> None:
+    """Failover wiring whose upstream filter has its own vm_id (the wiring background probes need)."""
+    original = envoy_support.upstream_wasm_filter
+
+    def own_vm(*args, **kwargs):
+        f = original(*args, **kwargs)
+        f["typed_config"]["config"]["vm_config"]["vm_id"] = "llm_router_upstream"
+        return f
+
+    monkeypatch.setattr(envoy_support, "upstream_wasm_filter", own_vm)
+
+
+def test_a_failing_probe_cools_the_deployment_for_live_traffic(start_envoy, make_mock, monkeypatch):
     a, b = make_mock("openai", "a"), make_mock("openai", "b")
     a.respond(status=500, body={"error": {"message": "down", "type": "server_error"}})
     cfg = probe_config([deployment("pair", f"openai/model-{m.name}", m.url + "/v1", api_key="k", id=m.name)
                         for m in (a, b)], allowed_fails=0, cooldown_time=60)
-    envoy = start_envoy(cfg, clusters_for(a, b), concurrency=2)
+    # With the failover wiring, b's cluster runs the upstream role (a's is the plain passthrough cluster).
+    upstream_role_in_its_own_vm(monkeypatch)
+    envoy = start_envoy(cfg, clusters_for(a, b), concurrency=2, failover=True)
     # The next probe of a is sent only once the previous answer was recorded.
     wait_for_probes(a, 2)
+    wait_for_probes(b, 1)
     served = [client.post_json(envoy.base_url, "/v1/chat/completions", chat("pair")) for _ in range(20)]
     assert all(r.status == 200 and r.headers.get("x-llm-router-deployment") == "b" for r in served), \
         [(r.status, r.headers.get("x-llm-router-deployment")) for r in served]
     assert a.count == len(probes(a)), "live traffic must avoid the cooled deployment"
     # The last result, as written to llm_router.v1.probe.<id>: "<finished_ms> <http_status> <result>".
-    assert re.search(r"health probe of deployment a failed: \d{13} 500 server_error\n", envoy.log_text())
-    assert re.search(r"health probe of deployment b: \d{13} 200 ok\n", envoy.log_text())
+    log = wait_for_log(envoy, r"health probe of deployment b: \d{13} 200 ok\n")
+    assert re.search(r"health probe of deployment a failed: \d{13} 500 server_error\n", log)
+
+
+def test_probes_stay_off_when_the_upstream_role_shares_the_vm(start_envoy, make_mock):
+    """Measured: a callout to a cluster whose upstream wasm filter runs in the calling VM re-enters that VM
+    (proxy-wasm's dispatcher panics: "RefCell already mutably borrowed"). The router detects the shared VM
+    and does not probe; routing is unaffected."""
+    a, b = make_mock("openai", "a"), make_mock("openai", "b")
+    cfg = probe_config([deployment("pair", f"openai/model-{m.name}", m.url + "/v1", api_key="k", id=m.name)
+                        for m in (a, b)])
+    envoy = start_envoy(cfg, clusters_for(a, b), concurrency=2, failover=True)
+    wait_for_log(envoy, r"background health probes are off: the upstream role \(root_id llm_router_upstream\) "
+                        r"runs in this VM")
+    time.sleep(2.0)  # an absence: two intervals without a probe
+    assert not probes(a) and not probes(b), (a.requests, b.requests)
+    served = [client.post_json(envoy.base_url, "/v1/chat/completions", chat("pair")) for _ in range(10)]
+    assert all(r.status == 200 for r in served), served
+    assert "panicked" not in envoy.log_text()
 
 
 def test_no_probes_unless_enabled(start_envoy, make_mock):
