@@ -13,7 +13,7 @@ use crate::config::RouterConfig;
 use crate::health::{keys, parse_retry_after};
 use crate::probe::{self, Answer, Lease, Planned, ProbeRequest, Schedule};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, Status};
+use proxy_wasm::types::{BufferType, MapType};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -33,9 +33,6 @@ pub fn note_upstream_role() {
     UPSTREAM_ROLE_HERE.with(|f| f.set(true));
 }
 
-/// How long a VM whose callouts Envoy refuses stays out of the lease.
-const WITHDRAW_MS: u64 = 60_000;
-
 /// One root context's prober.
 pub struct Probes {
     cfg: Rc<RouterConfig>,
@@ -46,10 +43,8 @@ pub struct Probes {
     requests: Vec<ProbeRequest>,
     schedule: Schedule,
     holding: bool,
-    /// Set when this VM's callouts fail inside Envoy (measured: the main thread's VM cannot
-    /// dispatch to a cluster that has the upstream wasm filter); it then leaves probing to the
-    /// other VMs until this time, and competes for the lease again afterwards.
-    withdrawn_until_ms: u64,
+    /// Set when this VM must not probe (see [`UPSTREAM_ROLE_HERE`]).
+    off: bool,
     /// The previous tick, to size the lease by the tick period actually observed (another
     /// feature may set a different period for this root context; the last setter wins).
     last_tick_ms: Option<u64>,
@@ -86,14 +81,13 @@ pub fn configure(cfg: &Rc<RouterConfig>, vm: &Vm, raw: &[u8]) -> Option<Probes> 
         cfg.health_checks.interval_secs,
         requests.len()
     );
-    Some(Probes { cfg: cfg.clone(), me, generation, requests, schedule: Schedule::default(), holding: false, withdrawn_until_ms: 0, last_tick_ms: None, in_flight: HashMap::new() })
+    Some(Probes { cfg: cfg.clone(), me, generation, requests, schedule: Schedule::default(), holding: false, off: false, last_tick_ms: None, in_flight: HashMap::new() })
 }
 
 /// One tick: renew or take the lease; when holding, dispatch the probes that are due.
 pub fn on_tick(probes: &mut Option<Probes>) {
     let Some(p) = probes else { return };
-    let now = super::now_ms();
-    if now < p.withdrawn_until_ms {
+    if p.off {
         return;
     }
     if UPSTREAM_ROLE_HERE.with(Cell::get) {
@@ -102,13 +96,14 @@ pub fn on_tick(probes: &mut Option<Probes>) {
              give its filter its own vm_config.vm_id so probes do not re-enter the router's VM",
             super::root::UPSTREAM_ROOT_ID
         );
-        p.withdrawn_until_ms = u64::MAX;
+        p.off = true;
         if p.holding {
             probe::release(&SharedData, p.me);
             p.holding = false;
         }
         return;
     }
+    let now = super::now_ms();
     let period = p.last_tick_ms.map_or(probe::TICK_MS, |last| now.saturating_sub(last)).clamp(probe::TICK_MS, probe::MAX_TICK_MS);
     p.last_tick_ms = Some(now);
     let holding = probe::tick(&SharedData, p.me, p.generation, now, probe::LEASE_TICKS * period) == Lease::Holding;
@@ -136,19 +131,9 @@ pub fn on_tick(probes: &mut Option<Probes>) {
             Ok(token) => {
                 p.in_flight.insert(token, (i, now));
             }
-            Err(Status::InternalFailure) => {
-                // Envoy could not start the callout from this VM (not the deployment's fault).
-                log::info!(
-                    "llm-router: health probes: holder {:016x} cannot dispatch to cluster {} (InternalFailure); leaving the probes to another VM",
-                    p.me,
-                    r.cluster
-                );
-                p.withdrawn_until_ms = now.saturating_add(WITHDRAW_MS);
-                p.holding = false;
-                p.schedule.disarm();
-                probe::release(&SharedData, p.me);
-                return;
-            }
+            // Measured: an unknown cluster gives BadArgument; a cluster without a healthy endpoint
+            // gives InternalFailure (Envoy's local reply happens inside the call). Both are the
+            // deployment's connect failure, as its live requests would fail the same way.
             Err(status) => {
                 log::warn!("llm-router: health probe of deployment {} not sent (cluster {}): {status:?}", r.id, r.cluster);
                 record(p, i, Answer::NotSent, now);

@@ -60,7 +60,7 @@ pub fn tick<S: Store + ?Sized>(store: &S, me: u64, generation: u64, now_ms: u64,
     }
 }
 
-/// Gives the lease up at once when `me` holds it (the holder cannot probe: see
+/// Gives the lease up at once when `me` holds it (the holder found it must not probe: see
 /// `host/probe.rs`), so another VM takes it on its next tick instead of after expiry.
 pub fn release<S: Store + ?Sized>(store: &S, me: u64) {
     let _ = health::update(store, keys::PROBE_LEASE, |current| match current.and_then(decode) {

@@ -19,8 +19,9 @@ pub enum Answer {
     /// No response: Envoy reported a failure (timeout, reset, refused connection) after
     /// `elapsed_ms` of a `timeout_ms` budget.
     None { elapsed_ms: u64, timeout_ms: u64 },
-    /// The dispatch itself was refused (e.g. the cluster does not exist): counted as a connect
-    /// failure, as the live request would fail to connect too.
+    /// The dispatch itself was refused: measured on Envoy 1.40, an unknown cluster gives
+    /// `BadArgument`, a cluster without a healthy endpoint `InternalFailure`. Counted as a
+    /// connect failure, as the live request would fail to connect too.
     NotSent,
 }
 

@@ -187,25 +187,36 @@ def test_probes_follow_a_config_reload(start_envoy, make_mock):
     assert keys and set(keys) == {"Bearer key-2"} and len(keys) <= 4, keys
 
 
-def test_unreachable_deployments_count_as_connect_failures(start_envoy, make_mock):
+def test_unreachable_deployments_count_as_connect_failures(start_envoy, make_mock, monkeypatch):
     b = make_mock("openai", "b")
     dead_port = free_port()
+    plain = envoy_support._plain_cluster
+
+    def without_endpoints(name, host, port):
+        c = plain(name, host, port)
+        if name == "empty":
+            c["load_assignment"]["endpoints"] = []
+        return c
+
+    monkeypatch.setattr(envoy_support, "_plain_cluster", without_endpoints)
     cfg = probe_config([
         deployment("pair", "openai/model-a", f"http://127.0.0.1:{dead_port}/v1", api_key="k", id="refused"),
         deployment("pair", "openai/model-x", b.url + "/v1", api_key="k", id="nocluster", cluster="no-such-cluster"),
+        deployment("pair", "openai/model-y", b.url + "/v1", api_key="k", id="noendpoint", cluster="empty"),
         deployment("pair", "openai/model-b", b.url + "/v1", api_key="k", id="b"),
     ], allowed_fails=0, cooldown_time=60)
     clusters = clusters_for(b)
     clusters[f"outbound|{dead_port}||127.0.0.1"] = ("127.0.0.1", dead_port)
+    clusters["empty"] = ("127.0.0.1", dead_port)
     envoy = start_envoy(cfg, clusters)
     wait_for_probes(b, 2)
-    log = envoy.log_text()
     # Measured: a refused connection answers the callout with Envoy's local 503 ("upstream connect error ...
-    # remote connection failure"); an unknown cluster makes dispatch_http_call fail with BadArgument.
-    assert re.search(r"health probe of deployment refused failed: \d{13} 503 connect_failure\n", log), log
-    assert "health probe of deployment nocluster not sent (cluster no-such-cluster): BadArgument" in log
-    assert re.search(r"health probe of deployment nocluster failed: \d{13} 0 connect_failure\n", log), log
+    # remote connection failure"); an unknown cluster makes dispatch_http_call fail with BadArgument, a cluster
+    # without endpoints with InternalFailure.
+    log = wait_for_log(envoy, r"health probe of deployment refused failed: \d{13} 503 connect_failure\n")
+    for dep, cluster, status in (("nocluster", "no-such-cluster", "BadArgument"), ("noendpoint", "empty", "InternalFailure")):
+        assert f"health probe of deployment {dep} not sent (cluster {cluster}): {status}" in log, log
+        assert re.search(rf"health probe of deployment {dep} failed: \d{{13}} 0 connect_failure\n", log), log
     served = [client.post_json(envoy.base_url, "/v1/chat/completions", chat("pair")) for _ in range(15)]
     assert all(r.status == 200 and r.headers.get("x-llm-router-deployment") == "b" for r in served), \
         [(r.status, r.headers.get("x-llm-router-deployment")) for r in served]
-
