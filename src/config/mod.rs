@@ -237,6 +237,19 @@ mod tests {
     }
 
     #[test]
+    fn health_check_settings_load_from_general_settings_without_warnings() {
+        let mut v = sample();
+        v["general_settings"]["background_health_checks"] = json!(true);
+        v["general_settings"]["health_check_interval"] = json!(30);
+        let loaded = load_json(v);
+        assert!(loaded.diagnostics.errors.is_empty() && loaded.diagnostics.warnings.is_empty(), "{:?}", loaded.diagnostics);
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        assert_eq!(cfg.health_checks, HealthCheckSettings { enabled: true, interval_secs: 30.0 });
+        let loaded = load_json(sample());
+        assert_eq!(loaded.config.map(|c| c.health_checks), Some(HealthCheckSettings::default()));
+    }
+
+    #[test]
     fn ids_are_stable_distinct_and_never_hash_secrets() {
         let a = load_json(sample()).config.map(|c| c.table.deployments.iter().map(|d| d.id.clone()).collect::<Vec<_>>());
         let b = load_json(sample()).config.map(|c| c.table.deployments.iter().map(|d| d.id.clone()).collect::<Vec<_>>());

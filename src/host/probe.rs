@@ -3,9 +3,9 @@
 //! to [`crate::probe::finish`].
 //!
 //! Every VM's root context (each worker and the main thread) ticks; the lease in shared data
-//! lets exactly one of them probe. State here is per root context: a config reload creates a
-//! new root context with its own holder id, and takes the lease over once the old root context
-//! stops renewing it (Envoy drops it with the old config).
+//! lets exactly one of them probe. State here is per root context: a config reload creates new
+//! root contexts with their own holder ids and a higher config generation, which take the lease
+//! from the old configuration's holder at once (that one keeps ticking while its listener drains).
 
 use super::shared::{ensure_key, SharedData};
 use super::root::Vm;
