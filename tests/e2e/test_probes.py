@@ -67,11 +67,12 @@ def test_one_vm_per_process_probes_each_deployment_once_per_interval(start_envoy
         assert first.json == {"model": f"model-{m.name}", "messages": PING_CHAT, "max_tokens": 1}, first.json
     a.clear()
     b.clear()
-    # A counting window: with one prober each mock gets ~4 probes in 4 s (at most 5 at the window's edges);
-    # every additional prober (Envoy runs 3 VMs here: 2 workers + the main thread) would add ~4 more.
+    # A counting window: with one prober each mock gets ~4 probes in 4 s (at most 5 at the window's edges, fewer
+    # if a loaded machine delays ticks); every additional prober (Envoy runs 3 router VMs here: 2 workers + the
+    # main thread) would add ~4 more, so 7 or more.
     time.sleep(4.0)
     counts = (len(probes(a)), len(probes(b)))
-    assert all(3 <= n <= 5 for n in counts), counts
+    assert all(2 <= n <= 5 for n in counts), counts
     assert a.count + b.count == sum(counts), "only probes were sent"
     # Envoy 1.40 --concurrency 2 runs three long-lived router root contexts (main thread + 2 workers), each
     # configured and ticking; exactly one took the lease and kept it.
@@ -154,7 +155,10 @@ def test_probe_shapes_per_mode_and_provider(start_envoy, make_mock):
                    model_info={"health_check_model": "openai/gpt-4o-mini"}),
     ])
     envoy = start_envoy(cfg, clusters_for(emb, ant))
-    wait_for_probes(emb, 2)
+    deadline = time.monotonic() + 10
+    while not {"text-embedding-3-small", "gpt-4o-mini"} <= {r.json["model"] for r in probes(emb)}:
+        assert time.monotonic() < deadline, emb.requests
+        time.sleep(0.05)
     by_model = {r.json["model"]: r for r in probes(emb)}
     e = expect_upstream(by_model["text-embedding-3-small"], path="/v1/embeddings", host=emb.authority,
                         headers={"authorization": "Bearer k-emb"})
