@@ -20,6 +20,7 @@ pub mod failover;
 pub mod health;
 pub mod openai;
 pub mod pipeline;
+pub mod probe;
 pub mod provider;
 pub mod routing;
 pub mod stats;

@@ -84,9 +84,13 @@ fn typed(type_url: &str, rest: impl IntoIterator<Item = (&'static str, Value)>) 
     Value::Map(entries)
 }
 
-fn vm_config(opts: &Options, env_keys: &[String]) -> Value {
+/// The upstream role's own VM when background health probes are on: a probe dispatched from the
+/// router's VM through a cluster whose upstream filter runs in that same VM would re-enter it.
+const UPSTREAM_PROBE_VM_ID: &str = "llm_router_upstream";
+
+fn vm_config(opts: &Options, env_keys: &[String], vm_id: &str) -> Value {
     let mut vm = vec![
-        ("vm_id", Value::from("llm_router")),
+        ("vm_id", Value::from(vm_id)),
         ("runtime", Value::from("envoy.wasm.runtime.v8")),
         ("code", Value::map([("local", Value::map([("filename", Value::from(opts.wasm.as_str()))]))])),
     ];
@@ -113,7 +117,7 @@ fn wasm_filter(config_json: &str, opts: &Options, env_keys: &[String]) -> Value 
                         ("root_id", Value::from("llm_router")),
                         // Required: the filter holds the headers until it has read the body.
                         ("allow_on_headers_stop_iteration", Value::from(true)),
-                        ("vm_config", vm_config(opts, env_keys)),
+                        ("vm_config", vm_config(opts, env_keys, "llm_router")),
                         (
                             "configuration",
                             typed("type.googleapis.com/google.protobuf.StringValue", [("value", Value::from(config_json))]),
@@ -125,7 +129,7 @@ fn wasm_filter(config_json: &str, opts: &Options, env_keys: &[String]) -> Value 
     ])
 }
 
-fn upstream_wasm_filter(opts: &Options) -> Value {
+fn upstream_wasm_filter(opts: &Options, vm_id: &str) -> Value {
     Value::map([
         ("name", Value::from("envoy.filters.http.wasm")),
         (
@@ -139,8 +143,9 @@ fn upstream_wasm_filter(opts: &Options) -> Value {
                         ("root_id", Value::from("llm_router_upstream")),
                         // It holds a 400's headers while reading its body (context-window errors).
                         ("allow_on_headers_stop_iteration", Value::from(true)),
-                        // Same vm_id, runtime and code: it shares the router's VM.
-                        ("vm_config", vm_config(opts, &[])),
+                        // Same vm_id, runtime and code: it shares the router's VM (its own VM
+                        // with background health probes, see UPSTREAM_PROBE_VM_ID).
+                        ("vm_config", vm_config(opts, &[], vm_id)),
                     ]),
                 )],
             ),
@@ -417,7 +422,7 @@ fn tls_transport_socket(ep: &Endpoint, opts: &Options) -> Value {
     ])
 }
 
-fn cluster(ep: &Endpoint, opts: &Options, body_limit: u64) -> Value {
+fn cluster(ep: &Endpoint, opts: &Options, body_limit: u64, upstream_vm_id: &str) -> Value {
     let mut protocol = vec![
         ("@type".to_string(), Value::from("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions")),
         ("explicit_http_config".to_string(), Value::map([("http_protocol_options", Value::map(Vec::<(String, Value)>::new()))])),
@@ -427,7 +432,7 @@ fn cluster(ep: &Endpoint, opts: &Options, body_limit: u64) -> Value {
         protocol.push((
             "http_filters".to_string(),
             Value::seq([
-                upstream_wasm_filter(opts),
+                upstream_wasm_filter(opts, upstream_vm_id),
                 Value::map([
                     ("name", Value::from("envoy.filters.http.upstream_codec")),
                     ("typed_config", typed("type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec", [])),
@@ -517,6 +522,7 @@ pub fn buffer_limit(cfg: &RouterConfig) -> u64 {
 pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], env_keys: &[String], opts: &Options) -> Value {
     let timeout = format!("{}s", route_timeout_secs(cfg, opts));
     let body_limit = buffer_limit(cfg);
+    let upstream_vm_id = if cfg.health_checks.enabled { UPSTREAM_PROBE_VM_ID } else { "llm_router" };
     let mut listeners = vec![ingress_listener(source, cfg, opts, env_keys, &timeout, body_limit)];
     if opts.failover {
         listeners.push(redirector_listener(opts));
@@ -527,7 +533,7 @@ pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], en
             "static_resources",
             Value::map([
                 ("listeners", Value::Seq(listeners)),
-                ("clusters", Value::seq(endpoints.iter().map(|ep| cluster(ep, opts, body_limit)))),
+                ("clusters", Value::seq(endpoints.iter().map(|ep| cluster(ep, opts, body_limit, upstream_vm_id)))),
             ]),
         ),
     ])

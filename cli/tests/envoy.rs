@@ -92,6 +92,21 @@ fn one_cluster_per_upstream_with_tls_for_https() {
 }
 
 #[test]
+fn background_health_probes_give_the_upstream_role_its_own_vm() {
+    let d = dir("envoy-probes");
+    let config = write(&d, "config.yaml", &format!("{CONFIG}general_settings:\n  background_health_checks: true\n"));
+    let out = run(&["envoy", config.as_str(), "--format", "json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let b = json(&out.stdout);
+    for c in clusters(&b) {
+        let filters = &c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"];
+        assert_eq!(filters[0]["typed_config"]["config"]["vm_config"]["vm_id"], "llm_router_upstream", "{}", c["name"]);
+    }
+    let router = &hcm(listener(&b, "ingress"))["http_filters"][0]["typed_config"]["config"];
+    assert_eq!(router["vm_config"]["vm_id"], "llm_router");
+}
+
+#[test]
 fn listener_routes_and_filter() {
     let (b, _) = generate(&["--listen", "0.0.0.0:8080", "--admin", "127.0.0.1:9000"]);
     assert_eq!(b["admin"]["address"]["socket_address"], serde_json::json!({"address": "127.0.0.1", "port_value": 9000}));

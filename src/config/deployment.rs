@@ -33,10 +33,22 @@ const KNOWN_PARAMS: &[&str] = &[
     "merge_reasoning_content_in_choices", "max_parallel_requests", "health_check_model",
 ];
 
+/// LiteLLM's `model_info.mode` values.
+pub const KNOWN_MODES: &[&str] = &[
+    "chat", "completion", "embedding", "image_generation", "image_edit", "audio_transcription", "audio_speech",
+    "moderation", "rerank", "batch", "responses", "realtime", "video_generation", "ocr", "search",
+];
+
 /// Metadata from `model_info` (an open map; only these keys are read).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelInfo {
+    /// LiteLLM's `mode` (`chat` when absent): what kind of probe request suits the deployment.
     pub mode: Option<String>,
+    /// `health_check_model`: the model to probe with (LiteLLM needs it for wildcard deployments).
+    /// As written, possibly with a provider prefix (`openai/gpt-4o-mini`).
+    pub health_check_model: Option<String>,
+    /// `health_check_timeout` in seconds (LiteLLM's per-model override).
+    pub health_check_timeout_secs: Option<f64>,
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
     pub max_input_tokens: Option<u64>,
@@ -301,8 +313,30 @@ fn parse_model_info(info: &Section<'_>, params: &Section<'_>, diags: &mut Diagno
     for g in access_groups.iter_mut() {
         *g = g.to_ascii_lowercase();
     }
+    let mode = info.str("mode", diags).map(str::to_string);
+    if let Some(m) = mode.as_deref().filter(|m| !KNOWN_MODES.contains(m)) {
+        diags.warn(info.field_path("mode"), format!("`{m}` is not a LiteLLM mode ({})", KNOWN_MODES.join(", ")));
+    }
+    // LiteLLM reads health_check_model from model_info; litellm_params is accepted as well.
+    let hc_section = if info.get("health_check_model").is_some() { info } else { params };
+    let health_check_model = match hc_section.str("health_check_model", diags) {
+        Some("") => {
+            diags.error(hc_section.field_path("health_check_model"), "must not be empty");
+            None
+        }
+        other => other.map(str::to_string),
+    };
+    let health_check_timeout_secs = match info.non_negative("health_check_timeout", diags) {
+        Some(t) if t <= 0.0 => {
+            diags.error(info.field_path("health_check_timeout"), "must be > 0 (seconds)");
+            None
+        }
+        other => other,
+    };
     ModelInfo {
-        mode: info.str("mode", diags).map(str::to_string),
+        mode,
+        health_check_model,
+        health_check_timeout_secs,
         input_cost_per_token: info
             .non_negative("input_cost_per_token", diags)
             .or_else(|| params.non_negative("input_cost_per_token", diags)),
@@ -422,6 +456,32 @@ mod tests {
         let e = errors(json!({"model_name": "x", "litellm_params": {"model": "openai/x", "api_key": "a\nb"}}));
         assert!(e[0].starts_with("model_list[1].litellm_params.api_key: contains control characters"), "{e:?}");
         assert!(!e[0].contains("a\nb"));
+    }
+
+    #[test]
+    fn health_check_fields_from_model_info() {
+        let d = parse_ok(json!({"model_name": "openai/*", "litellm_params": {"model": "openai/*"},
+            "model_info": {"mode": "embedding", "health_check_model": "openai/text-embedding-3-small", "health_check_timeout": "2.5"}}));
+        assert_eq!(d.info.mode.as_deref(), Some("embedding"));
+        assert_eq!(d.info.health_check_model.as_deref(), Some("openai/text-embedding-3-small"));
+        assert_eq!(d.info.health_check_timeout_secs, Some(2.5));
+        let d = parse_ok(json!({"model_name": "g", "litellm_params": {"model": "openai/*", "health_check_model": "gpt-4o-mini"}}));
+        assert_eq!(d.info.health_check_model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!((d.info.mode, d.info.health_check_timeout_secs), (None, None));
+    }
+
+    #[test]
+    fn bad_health_check_fields_name_the_field() {
+        let e = errors(json!({"model_name": "g", "litellm_params": {"model": "openai/x"},
+            "model_info": {"health_check_model": "", "health_check_timeout": 0}}));
+        assert_eq!(e, ["model_list[1].model_info.health_check_model: must not be empty",
+            "model_list[1].model_info.health_check_timeout: must be > 0 (seconds)"]);
+        let e = errors(json!({"model_name": "g", "litellm_params": {"model": "openai/x"}, "model_info": {"mode": 3}}));
+        assert!(e[0].starts_with("model_list[1].model_info.mode: must be a string"), "{e:?}");
+        let mut diags = Diagnostics::default();
+        let dep = parse(&json!({"model_name": "g", "litellm_params": {"model": "openai/x"}, "model_info": {"mode": "chatty"}}), 0, "x".into(), &mut diags);
+        assert!(dep.is_some());
+        assert!(diags.warnings[0].to_string().starts_with("model_list[0].model_info.mode: `chatty` is not a LiteLLM mode"), "{:?}", diags.warnings);
     }
 
     #[test]

@@ -15,7 +15,10 @@ mod upstream;
 pub use auth::AuthHeader;
 pub use deployment::{Deployment, ModelInfo, ANTHROPIC_VERSION};
 pub use problems::{Diagnostics, Problem};
-pub use settings::{Alias, DropParams, EnvoySettings, PerClass, RouterSettings, Strategy, FAILURE_WINDOW_SECS};
+pub use settings::{
+    Alias, DropParams, EnvoySettings, HealthCheckSettings, PerClass, RouterSettings, Strategy, DEFAULT_HEALTH_CHECK_TIMEOUT_SECS,
+    FAILURE_WINDOW_SECS,
+};
 pub use table::{glob_capture, Group, Resolved, Table};
 pub use upstream::Upstream;
 
@@ -32,6 +35,8 @@ pub struct RouterConfig {
     pub master_key: Option<String>,
     /// The `GET /v1/models` answer, built once per config (`pipeline::listing`).
     pub models_body: Vec<u8>,
+    /// Background health probes (`src/probe/`).
+    pub health_checks: settings::HealthCheckSettings,
 }
 
 /// The outcome of loading: a config when there were no errors, and all diagnostics.
@@ -94,7 +99,8 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
 
     let top = Section::new(Some(&root), "", diags);
     let deployments = parse_model_list(top.get("model_list"), &fingerprints, diags);
-    let router = settings::parse_router(&top.child("router_settings", diags), &top.child("litellm_settings", diags), diags);
+    let router_section = top.child("router_settings", diags);
+    let router = settings::parse_router(&router_section, &top.child("litellm_settings", diags), diags);
     let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
     if !envoy.failover {
         if let Some(what) = settings::needs_failover(&router) {
@@ -106,11 +112,12 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
     }
     let general = top.child("general_settings", diags);
     for key in general.keys() {
-        if key != "master_key" {
+        if key != "master_key" && !settings::HEALTH_CHECK_KEYS.contains(&key.as_str()) {
             diags.warn(general.field_path(key), "is not used by llm-router and is ignored");
         }
     }
     let master_key = settings::parse_master_key(&general, diags);
+    let health_checks = settings::parse_health_checks(&general, &router_section, diags);
 
     let mut table = Table::new(deployments);
     if table.default_param_keys.len() > MAX_DEFAULT_PARAM_KEYS {
@@ -131,7 +138,7 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         }
     }
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
-    Some(RouterConfig { table, router, envoy, master_key, models_body })
+    Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks })
 }
 
 fn parse_model_list(value: Option<&Value>, fingerprints: &[u64], diags: &mut Diagnostics) -> Vec<Deployment> {
@@ -238,6 +245,19 @@ mod tests {
         assert_eq!(t.resolve("openai/gpt-4.1").and_then(|r| r.capture), Some("gpt-4.1"));
         let g = t.resolve("gpt-4o").and_then(|r| t.groups.get(r.group)).map(|g| g.weights.clone());
         assert_eq!(g, Some(vec![3.0, 0.0]));
+    }
+
+    #[test]
+    fn health_check_settings_load_from_general_settings_without_warnings() {
+        let mut v = sample();
+        v["general_settings"]["background_health_checks"] = json!(true);
+        v["general_settings"]["health_check_interval"] = json!(30);
+        let loaded = load_json(v);
+        assert!(loaded.diagnostics.errors.is_empty() && loaded.diagnostics.warnings.is_empty(), "{:?}", loaded.diagnostics);
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        assert_eq!(cfg.health_checks, HealthCheckSettings { enabled: true, interval_secs: 30.0 });
+        let loaded = load_json(sample());
+        assert_eq!(loaded.config.map(|c| c.health_checks), Some(HealthCheckSettings::default()));
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub const DEFAULT_MAX_FALLBACKS: u64 = 5;
 /// LiteLLM answers the model list on both paths.
 pub const DEFAULT_MODELS_PATHS: [&str; 2] = ["/v1/models", "/models"];
 pub const DEFAULT_HEALTH_PATH: &str = "/llm-router/health";
+/// LiteLLM's `health_check_interval` default (seconds).
+pub const DEFAULT_HEALTH_CHECK_INTERVAL_SECS: f64 = 300.0;
+/// Probe timeout unless `model_info.health_check_timeout` says otherwise. LiteLLM waits 60 s; a
+/// probe is a one-token request, so 10 s already means "unhealthy".
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT_SECS: f64 = 10.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -116,6 +121,46 @@ pub struct EnvoySettings {
     /// Read every JSON/SSE response's token usage for the access log (`access_log_tokens`), even
     /// when the routing strategy does not need it.
     pub access_log_tokens: bool,
+}
+
+/// Background health probes (`background_health_checks`, `health_check_interval`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckSettings {
+    pub enabled: bool,
+    pub interval_secs: f64,
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        HealthCheckSettings { enabled: false, interval_secs: DEFAULT_HEALTH_CHECK_INTERVAL_SECS }
+    }
+}
+
+/// `general_settings` keys read here (LiteLLM documents them there).
+pub const HEALTH_CHECK_KEYS: &[&str] = &["background_health_checks", "health_check_interval"];
+
+/// Reads the health-check settings from `general_settings` (LiteLLM's documented home; wins) or
+/// `router_settings`. A key set to different values in both is warned about.
+pub fn parse_health_checks(general: &Section<'_>, router: &Section<'_>, diags: &mut Diagnostics) -> HealthCheckSettings {
+    for key in HEALTH_CHECK_KEYS {
+        if let (Some(g), Some(r)) = (general.get(key), router.get(key)) {
+            if g != r {
+                diags.warn(router.field_path(key), format!("differs from {}; general_settings wins", general.field_path(key)));
+            }
+        }
+    }
+    let pick = |key: &str| if general.get(key).is_some() { general } else { router };
+    let enabled = pick("background_health_checks").bool("background_health_checks", diags).unwrap_or(false);
+    let section = pick("health_check_interval");
+    let interval_secs = match section.non_negative("health_check_interval", diags) {
+        Some(s) if s >= 1.0 => s,
+        Some(_) => {
+            diags.error(section.field_path("health_check_interval"), "must be at least 1 (seconds)");
+            DEFAULT_HEALTH_CHECK_INTERVAL_SECS
+        }
+        None => DEFAULT_HEALTH_CHECK_INTERVAL_SECS,
+    };
+    HealthCheckSettings { enabled, interval_secs }
 }
 
 /// `router_settings` keys this router knows (used or parsed for later), beyond those read below.
@@ -431,6 +476,14 @@ mod tests {
         (s, d)
     }
 
+    fn health(general: Value, router: Value) -> (HealthCheckSettings, Diagnostics) {
+        let mut d = Diagnostics::default();
+        let g = Section::new(Some(&general), "general_settings", &mut d);
+        let r = Section::new(Some(&router), "router_settings", &mut d);
+        let s = parse_health_checks(&g, &r, &mut d);
+        (s, d)
+    }
+
     #[test]
     fn local_paths_default_disable_and_custom() {
         let (s, d) = envoy(Value::Null);
@@ -466,6 +519,35 @@ mod tests {
         assert!(e[0].contains("plain path"), "{e:?}");
         let e = errors(json!({"health_path": "/__llm_router/failover"}));
         assert!(e[0].contains("failover path"), "{e:?}");
+    }
+
+    #[test]
+    fn health_checks_default_off_every_300_s() {
+        let (s, d) = health(Value::Null, Value::Null);
+        assert!(d.errors.is_empty() && d.warnings.is_empty());
+        assert_eq!(s, HealthCheckSettings { enabled: false, interval_secs: 300.0 });
+    }
+
+    #[test]
+    fn health_checks_from_either_section_general_wins() {
+        let (s, d) = health(json!({"background_health_checks": true}), json!({"health_check_interval": "30"}));
+        assert!(d.errors.is_empty() && d.warnings.is_empty(), "{:?}", d);
+        assert_eq!(s, HealthCheckSettings { enabled: true, interval_secs: 30.0 });
+        let (s, d) = health(json!({"health_check_interval": 60}), json!({"health_check_interval": 5, "background_health_checks": true}));
+        assert_eq!(s, HealthCheckSettings { enabled: true, interval_secs: 60.0 });
+        assert_eq!(d.warnings.len(), 1);
+        assert!(d.warnings[0].to_string().starts_with("router_settings.health_check_interval: differs from general_settings"), "{:?}", d.warnings);
+    }
+
+    #[test]
+    fn bad_health_check_values_name_the_field() {
+        let (_, d) = health(json!({"background_health_checks": "yes", "health_check_interval": 0}), Value::Null);
+        let e: Vec<String> = d.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("general_settings.background_health_checks: must be true or false"), "{e:?}");
+        assert!(e[1].starts_with("general_settings.health_check_interval: must be at least 1"), "{e:?}");
+        let (_, d) = health(Value::Null, json!({"health_check_interval": -5}));
+        assert!(d.errors[0].to_string().starts_with("router_settings.health_check_interval: must be >= 0"), "{:?}", d.errors);
     }
 
     #[test]

@@ -26,10 +26,16 @@ pub mod keys {
     /// The active health probe's last result per deployment (`"<finished_ms> <http_status> <result>"`).
     pub const PROBE_PREFIX: &str = "llm_router.v1.probe.";
 
+    /// The health-probe lease (`src/probe/lease.rs`): `<holder_id> <expires_ms> <generation>`.
+    pub const PROBE_LEASE: &str = "llm_router.v1.probe_lease";
+    /// `<config hash> <generation>` of the newest plugin configuration (orders lease holders).
+    pub const PROBE_CONFIG: &str = "llm_router.v1.probe_config";
+
     pub fn fails(id: &str) -> String {
         prefixed(FAILS_PREFIX, id)
     }
 
+    /// The last probe result of deployment `id`: `<finished_ms> <http_status> <result>`.
     pub fn probe(id: &str) -> String {
         prefixed(PROBE_PREFIX, id)
     }

@@ -28,6 +28,7 @@ pub struct Root {
     config: Option<Rc<RouterConfig>>,
     vm: Rc<Vm>,
     upstream: bool,
+    probes: Option<super::probe::Probes>,
 }
 
 impl Default for Root {
@@ -38,11 +39,20 @@ impl Default for Root {
         });
         let mut rng = rng;
         let key = (rng.next_u64(), rng.next_u64());
-        Root { config: None, vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng), key }), upstream: false }
+        Root {
+            config: None,
+            vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng), key }),
+            upstream: false,
+            probes: None,
+        }
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        super::probe::on_response(&mut self.probes, token_id, num_headers, body_size);
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -58,6 +68,7 @@ impl RootContext for Root {
         if root_id.as_deref() == Some(UPSTREAM_ROOT_ID) {
             // The upstream role needs no configuration: everything travels in the state header.
             self.upstream = true;
+            super::probe::note_upstream_role();
             return true;
         }
         let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
@@ -96,8 +107,14 @@ impl RootContext for Root {
             cfg.table.deployments.len(),
             cfg.table.groups.len()
         );
-        self.config = Some(Rc::new(cfg));
+        let cfg = Rc::new(cfg);
+        self.probes = super::probe::configure(&cfg, &self.vm, &raw);
+        self.config = Some(cfg);
         true
+    }
+
+    fn on_tick(&mut self) {
+        super::probe::on_tick(&mut self.probes);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
