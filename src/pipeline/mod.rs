@@ -5,7 +5,7 @@
 
 pub mod auth;
 pub mod health_report;
-mod json_out;
+pub mod json_out;
 pub mod listing;
 pub mod log_props;
 pub mod upstream;

@@ -7,8 +7,20 @@
 
 use crate::config::{Deployment, RouterConfig, ANTHROPIC_VERSION, DEFAULT_HEALTH_CHECK_TIMEOUT_SECS};
 use crate::provider::{self, upstream_path, Endpoint, Wire};
-use serde_json::json;
+use crate::pipeline::json_out::Obj;
 use std::fmt;
+
+const PING_MESSAGES: &[u8] = br#"[{"role":"user","content":"ping"}]"#;
+
+/// `{"model": <model>, ...members}`, written without serde's serializer (kept out of the wasm).
+fn body(model: &str, members: impl FnOnce(&mut Obj<'_>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + model.len());
+    let mut obj = Obj::begin(&mut out);
+    obj.str("model", model);
+    members(&mut obj);
+    obj.end();
+    out
+}
 
 /// A ready-to-dispatch probe. Holds the provider key in `headers`: never log it whole.
 pub struct ProbeRequest {
@@ -61,14 +73,28 @@ fn plan_one(index: usize, dep: &Deployment) -> Planned {
     let (endpoint, body) = match mode {
         "chat" if anthropic => (
             Endpoint::Messages,
-            json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}),
+            body(&model, |o| {
+                o.num("max_tokens", 1).raw("messages", PING_MESSAGES);
+            }),
         ),
         "chat" => (
             Endpoint::ChatCompletions,
-            json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}),
+            body(&model, |o| {
+                o.raw("messages", PING_MESSAGES).num("max_tokens", 1);
+            }),
         ),
-        "completion" => (Endpoint::Completions, json!({"model": model, "prompt": "ping", "max_tokens": 1})),
-        "embedding" => (Endpoint::Embeddings, json!({"model": model, "input": "ping"})),
+        "completion" => (
+            Endpoint::Completions,
+            body(&model, |o| {
+                o.str("prompt", "ping").num("max_tokens", 1);
+            }),
+        ),
+        "embedding" => (
+            Endpoint::Embeddings,
+            body(&model, |o| {
+                o.str("input", "ping");
+            }),
+        ),
         other => return skip(format!("has mode `{other}`, which has no cheap probe request (chat, completion, embedding)")),
     };
     let Some(path) = upstream_path(dep.provider.wire, &dep.upstream.base_path, endpoint, &model, &dep.api_version, "") else {
@@ -92,7 +118,7 @@ fn plan_one(index: usize, dep: &Deployment) -> Planned {
         id: dep.id.clone(),
         cluster: dep.upstream.cluster.clone(),
         headers,
-        body: body.to_string().into_bytes(),
+        body,
         timeout_ms: ((timeout_secs * 1000.0).round() as u64).max(1),
     })
 }
@@ -110,7 +136,7 @@ fn strip_provider(model: &str) -> &str {
 mod tests {
     use super::*;
     use crate::config;
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     fn planned(model_list: Value) -> Vec<Planned> {
         let raw = json!({"model_list": model_list}).to_string();
