@@ -99,6 +99,8 @@ pub struct EnvoySettings {
     pub cluster_header: String,
     pub max_cooldown_secs: f64,
     pub max_request_body_bytes: u64,
+    /// `metrics` (default true): emit the `llm_router_*` Envoy stats (see `crate::metrics`).
+    pub metrics: bool,
 }
 
 /// `router_settings` keys this router knows (used or parsed for later), beyond those read below.
@@ -165,7 +167,7 @@ pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Dia
 
 pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySettings {
     for key in section.keys() {
-        if !["cluster_header", "max_cooldown_time", "max_request_body_bytes"].contains(&key.as_str()) {
+        if !["cluster_header", "max_cooldown_time", "max_request_body_bytes", "metrics"].contains(&key.as_str()) {
             diags.warn(section.field_path(key), "is not a known envoy_settings key and is ignored");
         }
     }
@@ -183,6 +185,7 @@ pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySetti
         cluster_header,
         max_cooldown_secs: section.non_negative("max_cooldown_time", diags).unwrap_or(DEFAULT_MAX_COOLDOWN_SECS),
         max_request_body_bytes: section.count("max_request_body_bytes", diags).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        metrics: section.bool("metrics", diags).unwrap_or(true),
     }
 }
 
@@ -330,5 +333,27 @@ mod tests {
     fn unknown_strategy_is_an_error_with_path() {
         let (_, d) = settings(json!({"routing_strategy": "fastest"}), Value::Null);
         assert!(d.errors[0].to_string().starts_with("router_settings.routing_strategy: unknown strategy `fastest`"));
+    }
+}
+
+#[cfg(test)]
+mod envoy_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envoy(v: Value) -> (EnvoySettings, Diagnostics) {
+        let mut d = Diagnostics::default();
+        let s = Section::new(Some(&v), "envoy_settings", &mut d);
+        let e = parse_envoy(&s, &mut d);
+        (e, d)
+    }
+
+    #[test]
+    fn metrics_default_on_and_can_be_turned_off() {
+        assert!(envoy(Value::Null).0.metrics);
+        let (e, d) = envoy(json!({"metrics": false}));
+        assert!(!e.metrics && d.warnings.is_empty() && d.errors.is_empty());
+        let (_, d) = envoy(json!({"metrics": "sometimes"}));
+        assert!(d.errors.iter().any(|p| p.to_string().contains("envoy_settings.metrics")), "{:?}", d.errors);
     }
 }

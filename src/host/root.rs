@@ -19,6 +19,7 @@ pub struct Vm {
     /// Signs attempt state. Internal redirects replay on the same worker, so on the same VM:
     /// the key never needs to leave it.
     pub key: (u64, u64),
+    pub metrics: RefCell<super::metrics::VmMetrics>,
 }
 
 /// The `root_id` that makes this root the upstream-filter role (see `upstream.rs`).
@@ -38,7 +39,7 @@ impl Default for Root {
         });
         let mut rng = rng;
         let key = (rng.next_u64(), rng.next_u64());
-        Root { config: None, vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng), key }), upstream: false }
+        Root { config: None, vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng), key, metrics: RefCell::default() }), upstream: false }
     }
 }
 
@@ -95,8 +96,17 @@ impl RootContext for Root {
             cfg.table.deployments.len(),
             cfg.table.groups.len()
         );
+        if cfg.envoy.metrics && hostcalls::set_tick_period(std::time::Duration::from_secs(1)).is_err() {
+            log::warn!("llm-router: no tick: the cooling gauges will only change when this VM records a failure");
+        }
         self.config = Some(Rc::new(cfg));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(cfg) = &self.config {
+            super::metrics::on_tick(&self.vm, cfg);
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
