@@ -544,7 +544,7 @@ mod tests {
         assert_eq!(tags.len(), llm_router::metrics::TAGS.len());
         assert_eq!(
             tags.first(),
-            Some(&Value::map([("tag_name", Value::from("model_group")), ("regex", Value::from(r"(_model_group=\.=(.+?);\.;)"))]))
+            Some(&Value::map([("tag_name", Value::from("model_group")), ("regex", Value::from(r"(model_group=\.=(.*?);\.;)"))]))
         );
     }
 }

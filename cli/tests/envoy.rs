@@ -203,8 +203,8 @@ fn stats_tags_turn_the_metric_names_into_labels() {
     let (b, _) = generate(&[]);
     let tags = b["stats_config"]["stats_tags"].as_array().unwrap_or_else(|| panic!("no stats_tags"));
     let names: Vec<&str> = tags.iter().filter_map(|t| t["tag_name"].as_str()).collect();
-    assert_eq!(names, ["model_group", "deployment", "class", "fallback_from", "code"]);
-    assert_eq!(tags[0]["regex"], r"(_model_group=\.=(.+?);\.;)");
+    assert_eq!(names, ["model_group", "deployment", "class", "fallback_from", "error_code"]);
+    assert_eq!(tags[0]["regex"], r"(model_group=\.=(.*?);\.;)");
 
     let d = dir("envoy-no-metrics");
     let config = write(&d, "config.yaml", &CONFIG.replace("envoy_settings:\n", "envoy_settings:\n  metrics: false\n"));

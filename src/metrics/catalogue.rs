@@ -37,7 +37,7 @@ pub enum Metric {
     /// Passes that went to another group than the previous attempt's (`fallback_from`: the
     /// group the client asked for).
     Fallbacks,
-    /// Local error replies by the error's `code`.
+    /// Local error replies by the error's `code` (label `error_code`).
     Rejected,
 }
 
@@ -90,14 +90,16 @@ impl Metric {
         match self {
             Metric::Failures => &["model_group", "deployment", "class"],
             Metric::Fallbacks => &["model_group", "fallback_from"],
-            Metric::Rejected => &["code"],
+            Metric::Rejected => &["error_code"],
             _ => DEPLOYMENT,
         }
     }
 }
 
 /// Every label name used by the catalogue: one Envoy `stats_tags` entry each.
-pub const TAGS: [&str; 5] = ["model_group", "deployment", "class", "fallback_from", "code"];
+/// (`error_code`, not `code`: an unanchored `code=.=` tag regex would also match inside the
+/// `response_code=.=` segment of Istio's own stat names.)
+pub const TAGS: [&str; 5] = ["model_group", "deployment", "class", "fallback_from", "error_code"];
 
 #[cfg(test)]
 mod tests {

@@ -1,19 +1,22 @@
 //! Metric names with labels, encoded the way Envoy's tag extraction can take apart.
 //!
-//! proxy-wasm metrics have a name and no labels. Envoy (like Istio) turns parts of a stat name
-//! into tags with `stats_config.stats_tags` regexes: the first capture is cut out of the name,
-//! the second is the tag's value. We append one `_<label>=.=<value>;.;` segment per label, so
-//! `llm_router_requests_total_model_group=.=gpt-4.1;.;_deployment=.=a;.;` becomes
+//! proxy-wasm metrics have a name and no labels. Envoy turns parts of a stat name into tags with
+//! `stats_config.stats_tags` regexes: the first capture is cut out of the name, the second is the
+//! tag's value. We use Istio's convention exactly: one `<label>=.=<value>;.;` segment per label,
+//! *before* the metric name, so
+//! `model_group=.=gpt-4.1;.;deployment=.=a;.;llm_router_requests_total` becomes
 //! `llm_router_requests_total{model_group="gpt-4.1",deployment="a"}` in `/stats/prometheus`
-//! with one tag per label: `{tag_name: model_group, regex: "(_model_group=\.=(.+?);\.;)"}`
-//! ([`tag_regex`]). The leading `_` is part of the cut, so no trailing `_` is left on the name
-//! (measured on Envoy 1.40). Values may contain dots, `/`, `:` and spaces.
+//! with one tag per label, `{tag_name: model_group, regex: "(model_group=\.=(.*?);\.;)"}`
+//! ([`tag_regex`]) — the very regex Istio generates for `extraStatTags`, so a mesh needs no
+//! custom bootstrap. Measured on Envoy 1.40: Envoy stores the stat as `wasmcustom.<name>` and the
+//! Prometheus output drops that namespace; with the segments *after* the name, Istio's regex
+//! would leave `_`/`__` at the end of the name. Values may contain dots, `/`, `:` and spaces.
 //!
 //! Characters that would break that parse are replaced by `_` in values: `;` and `=` (the
 //! separators), `"` and `\` (Prometheus quoting) and control characters. An empty value becomes
-//! `_` (the regex needs one character). Deployment ids and group names are operator-chosen, so
-//! replacing beats dropping the sample; two values that differ only in those characters share a
-//! series.
+//! `_` (an empty Prometheus label reads as no label). Deployment ids and group names are
+//! operator-chosen, so replacing beats dropping the sample; two values that differ only in those
+//! characters share a series.
 
 use super::catalogue::Metric;
 
@@ -41,14 +44,13 @@ pub fn encode_into(out: &mut String, key: &MetricKey<'_>) -> Result<(), WrongLab
         return Err(WrongLabels(key.metric));
     }
     out.clear();
-    out.push_str(key.metric.name());
     for (label, value) in labels.iter().zip(key.values) {
-        out.push('_');
         out.push_str(label);
         out.push_str("=.=");
         push_value(out, value);
         out.push_str(";.;");
     }
+    out.push_str(key.metric.name());
     Ok(())
 }
 
@@ -71,7 +73,7 @@ fn push_value(out: &mut String, value: &str) {
 /// The `stats_tags` regex that extracts label `tag` (for Envoy bootstraps; JSON/YAML escaping
 /// is the caller's).
 pub fn tag_regex(tag: &str) -> String {
-    format!("(_{tag}=\\.=(.+?);\\.;)")
+    format!("({tag}=\\.=(.*?);\\.;)")
 }
 
 #[cfg(test)]
@@ -86,19 +88,19 @@ mod tests {
     fn appends_one_segment_per_label() {
         assert_eq!(
             enc(Metric::Requests, &["gpt-4.1", "azure/eu:1"]),
-            "llm_router_requests_total_model_group=.=gpt-4.1;.;_deployment=.=azure/eu:1;.;"
+            "model_group=.=gpt-4.1;.;deployment=.=azure/eu:1;.;llm_router_requests_total"
         );
-        assert_eq!(enc(Metric::Rejected, &["model_not_found"]), "llm_router_rejected_total_code=.=model_not_found;.;");
+        assert_eq!(enc(Metric::Rejected, &["model_not_found"]), "error_code=.=model_not_found;.;llm_router_rejected_total");
         assert_eq!(
             enc(Metric::Failures, &["g", "d", "rate_limit"]),
-            "llm_router_failures_total_model_group=.=g;.;_deployment=.=d;.;_class=.=rate_limit;.;"
+            "model_group=.=g;.;deployment=.=d;.;class=.=rate_limit;.;llm_router_failures_total"
         );
     }
 
     #[test]
     fn separators_quotes_and_controls_are_replaced_and_empty_values_filled() {
-        assert_eq!(enc(Metric::Rejected, &["a;.;b=.=c\"d\\e\nf"]), "llm_router_rejected_total_code=.=a_._b_._c_d_e_f;.;");
-        assert_eq!(enc(Metric::Rejected, &[""]), "llm_router_rejected_total_code=.=_;.;");
+        assert_eq!(enc(Metric::Rejected, &["a;.;b=.=c\"d\\e\nf"]), "error_code=.=a_._b_._c_d_e_f;.;llm_router_rejected_total");
+        assert_eq!(enc(Metric::Rejected, &[""]), "error_code=.=_;.;llm_router_rejected_total");
     }
 
     #[test]
@@ -108,6 +110,6 @@ mod tests {
 
     #[test]
     fn tag_regex_matches_the_segment() {
-        assert_eq!(tag_regex("model_group"), r"(_model_group=\.=(.+?);\.;)");
+        assert_eq!(tag_regex("model_group"), r"(model_group=\.=(.*?);\.;)");
     }
 }

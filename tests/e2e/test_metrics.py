@@ -152,9 +152,10 @@ def test_successes_tokens_latency_in_flight_and_a_rejection(start_envoy, make_mo
         assert s.count("llm_router_deployment_cooling", **labels) == 0
     assert sum(tokens[d][0] for d in tokens) > 0 and sum(tokens[d][1] for d in tokens) > 0
     assert s.series("llm_router_failures_total") == [] and s.series("llm_router_cooldowns_total") == []
-    assert s.series("llm_router_rejected_total") == [({"code": "model_not_found"}, 1.0)]
-    # Names are clean: no encoded tag left in any llm_router_ name.
-    assert all("=" not in n and not n.endswith("_") for n, _, _ in s.samples if n.startswith("llm_router_")), s
+    assert s.series("llm_router_rejected_total") == [({"error_code": "model_not_found"}, 1.0)]
+    # Every label was extracted: no name with a leftover (sanitised) tag segment before or after llm_router_.
+    ours = [n for n, _, _ in s.samples if "llm_router_" in n and not n.startswith("envoy_")]
+    assert ours and all(n.startswith("llm_router_") and not n.endswith("_") for n in ours), ours
 
 
 def test_failures_cooldown_retries_fallback_and_the_cooling_gauge(start_envoy, make_mock):
@@ -245,4 +246,4 @@ def test_metrics_can_be_turned_off(start_envoy, make_mock):
     assert client.post_json(envoy.base_url, "/v1/chat/completions", chat(GROUP)).status == 200
     expect_error(client.post_json(envoy.base_url, "/v1/chat/completions", chat("nope")), 404, "model_not_found")
     s = scrape(envoy)
-    assert [n for n, _, _ in s.samples if n.startswith("llm_router_")] == [], s
+    assert [n for n, _, _ in s.samples if "llm_router_" in n and not n.startswith("envoy_")] == [], s

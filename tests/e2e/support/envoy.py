@@ -302,14 +302,14 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
     }
 
 
-# The filter's metric labels ride in the stat name as `_<label>=.=<value>;.;` (src/metrics/encode.rs); one
-# stats_tags entry per label turns them into Prometheus labels (the first capture is cut from the name, the
-# second is the value). Must list every label of src/metrics/catalogue.rs TAGS.
-METRIC_TAGS = ("model_group", "deployment", "class", "fallback_from", "code")
+# The filter's metric labels ride in the stat name as `<label>=.=<value>;.;` segments before the metric name
+# (src/metrics/encode.rs, Istio's convention); one stats_tags entry per label turns them into Prometheus labels (the
+# first capture is cut from the name, the second is the value). Must list every label of src/metrics/catalogue.rs.
+METRIC_TAGS = ("model_group", "deployment", "class", "fallback_from", "error_code")
 
 
 def stats_config() -> dict:
-    return {"stats_tags": [{"tag_name": t, "regex": f"(_{t}=\\.=(.+?);\\.;)"} for t in METRIC_TAGS]}
+    return {"stats_tags": [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in METRIC_TAGS]}
 
 
 class EnvoyError(AssertionError):
