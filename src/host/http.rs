@@ -2,7 +2,9 @@
 //! plan → observe the response. Host calls per routed request: 1 header read, 1 body read,
 //! 1 shared-data read, 1 header-map write, 1 body write when the body changes, and on the
 //! response 1 status read and 3–4 header writes. Shared-data writes happen only when an
-//! attempt failed.
+//! attempt failed. Metrics (`envoy_settings.metrics`) add 2–3 metric calls when an attempt is
+//! forwarded, 2–5 in `on_log`, 1–3 per failure, and the token-usage read of the response body
+//! (see `host/metrics.rs`).
 
 use super::root::Vm;
 use super::shared::SharedData;

@@ -165,7 +165,7 @@ def test_failures_cooldown_retries_fallback_and_the_cooling_gauge(start_envoy, m
         deployment("a", "openai/a-two", mocks["a2"].url + "/v1", api_key="sk-a2", id="a2", weight=0),
         deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
     ]
-    cfg = plugin_config(models, allowed_fails=100, cooldown_time=2, num_retries=1, fallbacks=[{"a": ["b"]}])
+    cfg = plugin_config(models, allowed_fails=100, cooldown_time=3, num_retries=1, fallbacks=[{"a": ["b"]}])
     envoy = start_envoy(cfg, clusters_for(*mocks.values(), passthrough=mocks["a1"]), failover=True)
 
     # 1. a1 answers 500 (under allowed_fails: no cooldown) → retried on a2, which serves.
@@ -193,7 +193,7 @@ def test_failures_cooldown_retries_fallback_and_the_cooling_gauge(start_envoy, m
     for labels in (a1, a2, b1):
         assert s.count("llm_router_in_flight", **labels) == 0, s
 
-    # The cooldown (2 s) expires: the 1 s tick sets the gauge back to 0; a2 and b1 never cooled.
+    # The cooldown (3 s) expires: the 1 s tick sets the gauge back to 0; a2 and b1 never cooled.
     s = poll(envoy, lambda s: s.count("llm_router_deployment_cooling", **a1) == 0
              and s.count("llm_router_request_duration_ms_count", **a1) == 2, timeout=15)
     assert s.count("llm_router_deployment_cooling", **a1) == 0, s
