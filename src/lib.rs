@@ -18,6 +18,7 @@
 pub mod config;
 pub mod failover;
 pub mod health;
+pub mod metrics;
 pub mod openai;
 pub mod pipeline;
 pub mod probe;

@@ -457,5 +457,11 @@ fn istio_header(source: &Source, o: &istio::Options, env_refs: &[String]) -> Str
          # - Not expressible in a WasmPlugin: the in-request failover wiring (upstream filter role,\n\
          #   redirector); a failed attempt is returned to the client and still cools its deployment.\n",
     );
+    h.push_str(&format!(
+        "# - Metrics (llm_router_*, README \"Metrics\"): a WasmPlugin cannot set stats tags; give the\n\
+         #   proxies' ProxyConfig (e.g. the proxy.istio.io/config annotation) extraStatTags: [{}]\n\
+         #   and proxyStatsMatcher.inclusionRegexps: [\".*llm_router_.*\"].\n",
+        llm_router::metrics::TAGS.join(", ")
+    ));
     h
 }

@@ -527,16 +527,27 @@ pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], en
     if opts.failover {
         listeners.push(redirector_listener(opts));
     }
-    Value::map([
-        ("admin", Value::map([("address", opts.admin.socket_address())])),
-        (
-            "static_resources",
-            Value::map([
-                ("listeners", Value::Seq(listeners)),
-                ("clusters", Value::seq(endpoints.iter().map(|ep| cluster(ep, opts, body_limit, upstream_vm_id)))),
-            ]),
-        ),
-    ])
+    let mut top = vec![("admin".to_string(), Value::map([("address", opts.admin.socket_address())]))];
+    if cfg.envoy.metrics {
+        top.push(("stats_config".to_string(), stats_config()));
+    }
+    top.push((
+        "static_resources".to_string(),
+        Value::map([
+            ("listeners", Value::Seq(listeners)),
+            ("clusters", Value::seq(endpoints.iter().map(|ep| cluster(ep, opts, body_limit, upstream_vm_id)))),
+        ]),
+    ));
+    Value::Map(top)
+}
+
+/// `stats_config.stats_tags`: one tag per metric label, so the filter's `llm_router_*` stats
+/// reach `/stats/prometheus` with labels (the labels ride in the stat name; see
+/// `llm_router::metrics`).
+pub fn stats_config() -> Value {
+    use llm_router::metrics::{tag_regex, TAGS};
+    let tags = TAGS.iter().map(|t| Value::map([("tag_name", Value::from(*t)), ("regex", Value::from(tag_regex(t)))]));
+    Value::map([("stats_tags", Value::seq(tags))])
 }
 
 #[cfg(test)]
@@ -565,5 +576,16 @@ mod tests {
         assert!(Addr::parse("10000").is_err());
         assert!(Addr::parse("h:99999").is_err());
         assert!(Addr::parse(":80").is_err());
+    }
+
+    #[test]
+    fn stats_tags_cover_every_metric_label() {
+        let Value::Map(top) = stats_config() else { panic!("not a map") };
+        let Some((_, Value::Seq(tags))) = top.first() else { panic!("no stats_tags") };
+        assert_eq!(tags.len(), llm_router::metrics::TAGS.len());
+        assert_eq!(
+            tags.first(),
+            Some(&Value::map([("tag_name", Value::from("model_group")), ("regex", Value::from(r"(model_group=\.=(.*?);\.;)"))]))
+        );
     }
 }

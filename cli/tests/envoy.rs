@@ -222,3 +222,18 @@ fn configs_that_cannot_be_generated_are_refused() {
     assert_eq!(run(&["envoy", &config, "--listen", "nope"], &[]).code, 2);
     assert_eq!(run(&["envoy", &config, "--listen", "127.0.0.1:9901"], &[]).code, 2);
 }
+
+#[test]
+fn stats_tags_turn_the_metric_names_into_labels() {
+    let (b, _) = generate(&[]);
+    let tags = b["stats_config"]["stats_tags"].as_array().unwrap_or_else(|| panic!("no stats_tags"));
+    let names: Vec<&str> = tags.iter().filter_map(|t| t["tag_name"].as_str()).collect();
+    assert_eq!(names, ["model_group", "deployment", "class", "fallback_from", "error_code"]);
+    assert_eq!(tags[0]["regex"], r"(model_group=\.=(.*?);\.;)");
+
+    let d = dir("envoy-no-metrics");
+    let config = write(&d, "config.yaml", &CONFIG.replace("envoy_settings:\n", "envoy_settings:\n  metrics: false\n"));
+    let out = run(&["envoy", config.as_str(), "--format", "json", "--wasm", "/opt/llm_router.wasm"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(json(&out.stdout).get("stats_config").is_none());
+}

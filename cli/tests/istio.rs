@@ -126,3 +126,13 @@ fn notes_for_what_istio_will_not_match() {
     assert!(out.stderr.contains("set `cluster: vllm`, but Istio names the cluster for http://vllm:8000 `outbound|8000||vllm`"), "{}", out.stderr);
     assert!(out.stderr.contains("`vllm` is a short host name"), "{}", out.stderr);
 }
+
+#[test]
+fn the_header_says_what_the_proxies_need_for_the_metric_labels() {
+    let d = dir("istio-metrics");
+    let config = write(&d, "config.yaml", CONFIG);
+    let out = run(&["istio", config.as_str()], ENV);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("extraStatTags: [model_group, deployment, class, fallback_from, error_code]"), "{}", out.stdout);
+    assert!(out.stdout.contains(r#"proxyStatsMatcher.inclusionRegexps: [".*llm_router_.*"]"#), "{}", out.stdout);
+}

@@ -121,6 +121,8 @@ pub struct EnvoySettings {
     /// Read every JSON/SSE response's token usage for the access log (`access_log_tokens`), even
     /// when the routing strategy does not need it.
     pub access_log_tokens: bool,
+    /// `metrics` (default true): emit the `llm_router_*` Envoy stats (see `crate::metrics`).
+    pub metrics: bool,
 }
 
 /// Background health probes (`background_health_checks`, `health_check_interval`).
@@ -242,7 +244,7 @@ pub fn needs_failover(r: &RouterSettings) -> Option<&'static str> {
 
 const ENVOY_KEYS: &[&str] = &[
     "cluster_header", "max_cooldown_time", "max_request_body_bytes", "models_paths", "health_path",
-    "access_log_properties", "access_log_tokens", "failover",
+    "access_log_properties", "access_log_tokens", "failover", "metrics",
 ];
 
 pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySettings {
@@ -271,6 +273,7 @@ pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySetti
         health_path,
         access_log_properties: section.bool("access_log_properties", diags).unwrap_or(false),
         access_log_tokens: section.bool("access_log_tokens", diags).unwrap_or(false),
+        metrics: section.bool("metrics", diags).unwrap_or(true),
     }
 }
 
@@ -571,5 +574,27 @@ mod tests {
         assert!(quiet.diagnostics.warnings.is_empty(), "no retries, no fallbacks: nothing to warn about");
         let bad = load(json!({"model_list": list, "envoy_settings": {"failover": "yes"}}));
         assert!(bad.diagnostics.errors.iter().any(|e| e.path == "envoy_settings.failover"), "{:?}", bad.diagnostics.errors);
+    }
+}
+
+#[cfg(test)]
+mod envoy_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envoy(v: Value) -> (EnvoySettings, Diagnostics) {
+        let mut d = Diagnostics::default();
+        let s = Section::new(Some(&v), "envoy_settings", &mut d);
+        let e = parse_envoy(&s, &mut d);
+        (e, d)
+    }
+
+    #[test]
+    fn metrics_default_on_and_can_be_turned_off() {
+        assert!(envoy(Value::Null).0.metrics);
+        let (e, d) = envoy(json!({"metrics": false}));
+        assert!(!e.metrics && d.warnings.is_empty() && d.errors.is_empty());
+        let (_, d) = envoy(json!({"metrics": "sometimes"}));
+        assert!(d.errors.iter().any(|p| p.to_string().contains("envoy_settings.metrics")), "{:?}", d.errors);
     }
 }

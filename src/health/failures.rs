@@ -28,6 +28,8 @@ pub struct FailureRecord {
     pub fails_in_window: u64,
     /// Set when this failure started or extended a cooldown: the deadline now in force.
     pub cooled_until_ms: Option<u64>,
+    /// This failure started a cooldown (none was in force); extending one is not a start.
+    pub started: bool,
 }
 
 /// What one failed attempt tells the tracker.
@@ -58,14 +60,16 @@ pub fn record_failure<S: Store + ?Sized>(
     })?;
 
     if policy.disabled {
-        return Ok(FailureRecord { fails_in_window: fails, cooled_until_ms: None });
+        return Ok(FailureRecord { fails_in_window: fails, cooled_until_ms: None, started: false });
     }
     let trips = fails > policy.allowed_fails || (failure.class == FailureClass::RateLimit && failure.group_size > 1);
     let duration = failure.retry_after_ms.map_or(policy.cooldown_ms, |r| r.min(policy.max_cooldown_ms));
     let mut deadline = None;
+    let mut started = false;
     update(store, keys::COOLDOWNS, |current| {
         let mut record = current.map(Cooldowns::decode).unwrap_or_default();
         let cooling = record.get(failure.id).is_some_and(|e| e.until_ms > now_ms);
+        started = !cooling;
         if !trips && !cooling {
             deadline = None;
             return None;
@@ -73,7 +77,7 @@ pub fn record_failure<S: Store + ?Sized>(
         deadline = Some(record.extend(failure.id, now_ms.saturating_add(duration), failure.class));
         Some(record.encode(now_ms, &is_current))
     })?;
-    Ok(FailureRecord { fails_in_window: fails, cooled_until_ms: deadline })
+    Ok(FailureRecord { fails_in_window: fails, cooled_until_ms: deadline, started: started && deadline.is_some() })
 }
 
 /// One deployment's failure window as stored: `"<start_ms> <count> <class>"`, the class being
@@ -131,7 +135,7 @@ mod tests {
         assert_eq!(fail(&s, 1_000, "a", FailureClass::ServerError, 2, None).cooled_until_ms, None);
         assert_eq!(fail(&s, 2_000, "a", FailureClass::ServerError, 2, None).cooled_until_ms, None);
         let r = fail(&s, 3_000, "a", FailureClass::ServerError, 2, None);
-        assert_eq!(r, FailureRecord { fails_in_window: 3, cooled_until_ms: Some(8_000) });
+        assert_eq!(r, FailureRecord { fails_in_window: 3, cooled_until_ms: Some(8_000), started: true });
         assert_eq!(cooling_until(&s, "a"), Some(8_000));
     }
 
@@ -158,7 +162,7 @@ mod tests {
         fail(&s, 0, "a", FailureClass::ServerError, 2, None);
         fail(&s, 1, "a", FailureClass::ServerError, 2, None);
         let r = fail(&s, 60_000, "a", FailureClass::ServerError, 2, None);
-        assert_eq!(r, FailureRecord { fails_in_window: 1, cooled_until_ms: None });
+        assert_eq!(r, FailureRecord { fails_in_window: 1, cooled_until_ms: None, started: false });
     }
 
     #[test]
@@ -178,11 +182,14 @@ mod tests {
     #[test]
     fn failure_during_cooldown_extends_never_shortens() {
         let s = MemStore::default();
-        fail(&s, 0, "a", FailureClass::RateLimit, 2, Some(30_000));
+        assert!(fail(&s, 0, "a", FailureClass::RateLimit, 2, Some(30_000)).started);
         // A 500 while cooling (allowed_fails not reached) extends to now + cooldown_time only if later.
         assert_eq!(fail(&s, 1_000, "a", FailureClass::ServerError, 2, None).cooled_until_ms, Some(30_000));
-        assert_eq!(fail(&s, 29_000, "a", FailureClass::ServerError, 2, None).cooled_until_ms, Some(34_000));
+        let extended = fail(&s, 29_000, "a", FailureClass::ServerError, 2, None);
+        assert_eq!((extended.cooled_until_ms, extended.started), (Some(34_000), false));
         assert_eq!(cooling_until(&s, "a"), Some(34_000));
+        // After expiry, the next cooldown is a new start.
+        assert!(fail(&s, 35_000, "a", FailureClass::RateLimit, 2, None).started);
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! response 1 status read and 3–4 header writes; with `access_log_properties` (opt-in) 3–4
 //! `set_property` calls per pass (+2 at the end when token usage is known). Shared-data writes
 //! happen only when an attempt failed. The local endpoints answer in the headers phase.
+//! Metrics (`envoy_settings.metrics`) add 2–3 metric calls when an attempt is forwarded, 2–5 in
+//! `on_log`, 1–3 per failure, and the token-usage read of the response body (`host/metrics.rs`).
 
 use super::root::Vm;
 use super::shared::SharedData;
 use crate::config::RouterConfig;
 use crate::failover::{FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER, STATE_HEADER};
 use crate::health::{classify, parse_retry_after, FailureClass};
+use crate::metrics::{self, Pass};
 use crate::pipeline::auth::ClientCredentials;
 use crate::pipeline::request::{
     self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, Reply, RequestHead, CLIENT_AUTH_HEADERS,
@@ -68,6 +71,9 @@ impl Http {
     }
 
     fn reply(&mut self, reply: &Reply) -> Action {
+        if let Some(cfg) = &self.config {
+            super::metrics::with(&self.vm, cfg, |m| metrics::rejected(&mut m.sink, reply.error.code));
+        }
         let body = reply.error.body();
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
@@ -146,7 +152,15 @@ impl Http {
     fn record(&self, cfg: &RouterConfig, failed: FailedAttempt, now: u64) {
         let Some(dep) = cfg.table.deployments.get(failed.deployment_index) else { return };
         let class = failed.class;
-        match outcome::record(&SharedData, cfg, failed.deployment_index, class, failed.retry_after_ms, now) {
+        let result = outcome::record(&SharedData, cfg, failed.deployment_index, class, failed.retry_after_ms, now);
+        // ---- metrics: failed attempt (cooldown started → gauge 1 now, not at the next tick) ----
+        super::metrics::with(&self.vm, cfg, |m| {
+            metrics::failed(&mut m.sink, &dep.group, &dep.id, class, result.as_ref().ok());
+            if result.as_ref().is_ok_and(|r| r.cooled_until_ms.is_some()) {
+                m.cooling.mark_cooling(failed.deployment_index);
+            }
+        });
+        match result {
             Ok(r) => match r.cooled_until_ms {
                 Some(until) => log::info!(
                     "llm-router: deployment {} of {} cooling for {} ms after {class} ({} failure(s) this window)",
@@ -274,6 +288,7 @@ impl HttpContext for Http {
             let mut env = Env { cooling, stats: &live, now_ms: now, rng: &mut rng, key: self.vm.key };
             request::on_body(&cfg, pending, &body, &mut env)
         };
+        let previous = decision.failed.map(|f| f.deployment_index);
         if let Some(failed) = decision.failed {
             self.record(&cfg, failed, now);
         }
@@ -315,6 +330,13 @@ impl HttpContext for Http {
         } else {
             Attempt::untracked(now)
         };
+        // ---- metrics: attempt forwarded (in_flight +1, released in on_log) ----
+        super::metrics::with(&self.vm, &cfg, |m| {
+            let previous_group = previous.and_then(|i| cfg.table.deployments.get(i)).map(|d| d.group.as_str());
+            let group = fwd.deployment.group.as_str();
+            let pass = Pass::classify(fwd.attempts, previous_group, group, fwd.fallback_from.as_deref());
+            metrics::forwarded(&mut m.sink, group, &fwd.deployment.id, pass);
+        });
         self.phase = Phase::Forwarded(Sent {
             index: fwd.deployment_index,
             attempts: fwd.attempts,
@@ -343,8 +365,9 @@ impl HttpContext for Http {
         let mut status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         if status < 400 && status != 307 {
             sent.outcome = Some(Outcome::Success);
+            // Token usage for the strategy's statistics, the token metrics and/or the access log.
             let strategy_reads = sent.attempt.track.reads_response_body();
-            if (strategy_reads || cfg.envoy.access_log_tokens)
+            if (strategy_reads || cfg.envoy.metrics || cfg.envoy.access_log_tokens)
                 && log_props::reads_usage(&cfg.envoy, strategy_reads, response_header("content-encoding").is_some())
             {
                 sent.usage = Some(UsageTracker::for_content_type(response_header("content-type").as_deref()));
@@ -408,27 +431,32 @@ impl HttpContext for Http {
     fn on_log(&mut self) {
         // Once per stream, whatever the ending (a failover pass ends here at its redirect).
         let Phase::Forwarded(sent) = &mut self.phase else { return };
-        // The response's token usage, read once for the access log and the statistics.
-        let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
         let Some(cfg) = self.config.clone() else { return };
+        // The response's token usage, read once for the access log, the metrics and the statistics.
+        let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
         if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties) {
             // Envoy runs the filter's on_log before the access loggers: these reach the line.
             for (name, value) in log_props::tokens(u) {
                 set_property(name, &value);
             }
         }
-        if !sent.attempt.open() && !sent.attempt.track.latency {
+        let stats_open = sent.attempt.open() || sent.attempt.track.latency;
+        if !stats_open && !cfg.envoy.metrics {
             return;
         }
         let Some(dep) = cfg.table.deployments.get(sent.index) else { return };
         let now = super::now_ms();
-        let finish = Finish {
-            latency_ms: now.saturating_sub(sent.start_ms),
-            ttft_ms: sent.first_byte_ms.filter(|_| sent.stream).map(|t| t.saturating_sub(sent.start_ms)),
-            usage,
-            in_flight_release: true,
-            outcome: sent.outcome.unwrap_or(Outcome::Failed),
-        };
+        let latency_ms = now.saturating_sub(sent.start_ms);
+        let ttft_ms = sent.first_byte_ms.filter(|_| sent.stream).map(|t| t.saturating_sub(sent.start_ms));
+        // ---- metrics: attempt finished (in_flight -1, duration, ttft, tokens) ----
+        super::metrics::with(&self.vm, &cfg, |m| {
+            let done = metrics::Finished { duration_ms: latency_ms, ttft_ms, usage };
+            metrics::finished(&mut m.sink, &dep.group, &dep.id, &done);
+        });
+        if !stats_open {
+            return;
+        }
+        let finish = Finish { latency_ms, ttft_ms, usage, in_flight_release: true, outcome: sent.outcome.unwrap_or(Outcome::Failed) };
         if stats::on_finish(&SharedData, &dep.id, now, &mut sent.attempt, &finish).is_err() {
             log::warn!("llm-router: recording the end of an attempt on {} failed", dep.id);
         }

@@ -6,6 +6,7 @@
 //! never the VM.
 
 mod http;
+mod metrics;
 mod probe;
 mod root;
 mod shared;

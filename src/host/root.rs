@@ -19,6 +19,7 @@ pub struct Vm {
     /// Signs attempt state. Internal redirects replay on the same worker, so on the same VM:
     /// the key never needs to leave it.
     pub key: (u64, u64),
+    pub metrics: RefCell<super::metrics::VmMetrics>,
 }
 
 /// The `root_id` that makes this root the upstream-filter role (see `upstream.rs`).
@@ -41,7 +42,7 @@ impl Default for Root {
         let key = (rng.next_u64(), rng.next_u64());
         Root {
             config: None,
-            vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng), key }),
+            vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng), key, metrics: RefCell::default() }),
             upstream: false,
             probes: None,
         }
@@ -107,6 +108,9 @@ impl RootContext for Root {
             cfg.table.deployments.len(),
             cfg.table.groups.len()
         );
+        if cfg.envoy.metrics && hostcalls::set_tick_period(std::time::Duration::from_secs(1)).is_err() {
+            log::warn!("llm-router: no tick: the cooling gauges will only change when this VM records a failure");
+        }
         let cfg = Rc::new(cfg);
         self.probes = super::probe::configure(&cfg, &self.vm, &raw);
         self.config = Some(cfg);
@@ -114,6 +118,9 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if let Some(cfg) = &self.config {
+            super::metrics::on_tick(&self.vm, cfg);
+        }
         super::probe::on_tick(&mut self.probes);
     }
 

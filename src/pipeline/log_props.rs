@@ -51,10 +51,10 @@ pub fn tokens(usage: &Usage) -> [(&'static str, String); 2] {
 }
 
 /// The one decision whether a response body is fed to a usage tracker: when the routing
-/// strategy needs token counts or latency per token, or the operator wants tokens in the
-/// access log. Compressed bodies are never read (the tracker cannot see the JSON).
+/// strategy needs token counts or latency per token, the token metrics are on
+/// (`envoy_settings.metrics`), or the operator wants tokens in the access log. Compressed bodies are never read (the tracker cannot see the JSON).
 pub fn reads_usage(envoy: &EnvoySettings, strategy_reads_body: bool, content_encoded: bool) -> bool {
-    !content_encoded && (strategy_reads_body || (envoy.access_log_properties && envoy.access_log_tokens))
+    !content_encoded && (strategy_reads_body || envoy.metrics || (envoy.access_log_properties && envoy.access_log_tokens))
 }
 
 #[cfg(test)]
@@ -64,6 +64,10 @@ mod tests {
     #[test]
     fn usage_is_read_only_when_someone_needs_it() {
         let mut e = crate::config::load(b"{}", &|_| None).config.map(|c| c.envoy).unwrap_or_else(|| panic!("config"));
+        assert!(e.metrics, "on by default");
+        assert!(reads_usage(&e, false, false), "the token metrics need it");
+        assert!(!reads_usage(&e, false, true));
+        e.metrics = false;
         assert!(!reads_usage(&e, false, false));
         assert!(reads_usage(&e, true, false));
         assert!(!reads_usage(&e, true, true));

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from .support.envoy import REPO, Envoy
+from .support.envoy import REPO, Envoy, stats_config
 
 DEMO_YAML = REPO / "envoy" / "demo.yaml"
 DEMO_CONFIG = REPO / "examples" / "demo-config.json"
@@ -88,3 +88,8 @@ def test_demo_yaml_matches_the_harness_bootstrap(demo_dump):
                     f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = "<llm_router.wasm>"
     assert demo_hcm == twin_hcm
     assert demo_clusters == twin_clusters
+
+
+def test_demo_yaml_has_the_harness_metric_tags(demo_dump):
+    (boot,) = [c for c in demo_dump["configs"] if c["@type"].endswith("BootstrapConfigDump")]
+    assert boot["bootstrap"]["stats_config"]["stats_tags"] == stats_config()["stats_tags"]

@@ -318,6 +318,7 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
     extra_listeners = [redirector_listener(failover_port)] if failover_port is not None else []
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "stats_config": stats_config(),
         "static_resources": {
             "listeners": [{
                 "name": "ingress",
@@ -331,6 +332,16 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
             "clusters": cluster_list,
         },
     }
+
+
+# The filter's metric labels ride in the stat name as `<label>=.=<value>;.;` segments before the metric name
+# (src/metrics/encode.rs, Istio's convention); one stats_tags entry per label turns them into Prometheus labels (the
+# first capture is cut from the name, the second is the value). Must list every label of src/metrics/catalogue.rs.
+METRIC_TAGS = ("model_group", "deployment", "class", "fallback_from", "error_code")
+
+
+def stats_config() -> dict:
+    return {"stats_tags": [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in METRIC_TAGS]}
 
 
 class EnvoyError(AssertionError):

@@ -1,0 +1,127 @@
+//! The metrics shell: [`HostSink`] implements [`Sink`] over proxy-wasm's metric host calls, and
+//! [`on_tick`] refreshes the cooling gauges once a second.
+//!
+//! `define_metric` is a host call that allocates a stat in Envoy: each encoded name is defined
+//! once per VM and its id cached (Envoy returns the same stat for the same name in every VM, so
+//! the values sum across workers). After warm-up an update costs one name encoding into a reused
+//! buffer, one hash lookup and one `increment_metric` / `record_metric` call. A failing host call
+//! is logged (warn once per VM, then debug) and the update dropped: metrics never fail a request.
+
+use super::root::Vm;
+use crate::config::RouterConfig;
+use crate::metrics::{encode_into, CoolingGauges, Kind, MetricKey, Sink};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+use std::collections::HashMap;
+
+/// Per-VM metric state: the sink and what the cooling gauges were last set to.
+#[derive(Default)]
+pub struct VmMetrics {
+    pub sink: HostSink,
+    pub cooling: CoolingGauges,
+    /// Identity of the config `cooling` is indexed for (configs are `Rc`-held).
+    config: usize,
+}
+
+#[derive(Default)]
+pub struct HostSink {
+    ids: HashMap<String, u32>,
+    name: String,
+    warned: bool,
+}
+
+impl HostSink {
+    fn id(&mut self, key: &MetricKey<'_>) -> Option<u32> {
+        if encode_into(&mut self.name, key).is_err() {
+            self.failed("encoding", key);
+            return None;
+        }
+        if let Some(id) = self.ids.get(self.name.as_str()) {
+            return Some(*id);
+        }
+        let kind = match key.metric.kind() {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+        };
+        match hostcalls::define_metric(kind, &self.name) {
+            Ok(id) => {
+                self.ids.insert(self.name.clone(), id);
+                Some(id)
+            }
+            Err(_) => {
+                self.failed("define_metric", key);
+                None
+            }
+        }
+    }
+
+    fn failed(&mut self, what: &str, key: &MetricKey<'_>) {
+        if self.warned {
+            log::debug!("llm-router: metric {} not recorded ({what} failed)", key.metric.name());
+        } else {
+            self.warned = true;
+            log::warn!("llm-router: metric {} not recorded ({what} failed); further failures are logged at debug", key.metric.name());
+        }
+    }
+
+    fn increment(&mut self, key: &MetricKey<'_>, delta: i64) {
+        if let Some(id) = self.id(key) {
+            if hostcalls::increment_metric(id, delta).is_err() {
+                self.failed("increment_metric", key);
+            }
+        }
+    }
+
+    fn record(&mut self, key: &MetricKey<'_>, value: u64) {
+        if let Some(id) = self.id(key) {
+            if hostcalls::record_metric(id, value).is_err() {
+                self.failed("record_metric", key);
+            }
+        }
+    }
+}
+
+impl Sink for HostSink {
+    fn counter(&mut self, key: &MetricKey<'_>, by: u64) {
+        self.increment(key, i64::try_from(by).unwrap_or(i64::MAX));
+    }
+    fn gauge_add(&mut self, key: &MetricKey<'_>, delta: i64) {
+        self.increment(key, delta);
+    }
+    fn gauge_set(&mut self, key: &MetricKey<'_>, value: u64) {
+        self.record(key, value);
+    }
+    fn histogram(&mut self, key: &MetricKey<'_>, value: u64) {
+        self.record(key, value);
+    }
+}
+
+/// Runs `f` on this VM's metrics when the config has them on (`envoy_settings.metrics`).
+pub fn with(vm: &Vm, cfg: &RouterConfig, f: impl FnOnce(&mut VmMetrics)) {
+    if !cfg.envoy.metrics {
+        return;
+    }
+    if let Ok(mut m) = vm.metrics.try_borrow_mut() {
+        f(&mut m);
+    }
+}
+
+/// The root context's tick (every second): set each deployment's cooling gauge from the shared
+/// cooldown record. One shared-data read (the record's view is re-parsed only when it changed),
+/// one clock read, and a gauge write only where this VM's last written value differs.
+pub fn on_tick(vm: &Vm, cfg: &RouterConfig) {
+    with(vm, cfg, |m| {
+        let identity = cfg as *const RouterConfig as usize;
+        if identity != m.config {
+            m.cooling.reset();
+            m.config = identity;
+        }
+        let Ok(mut cache) = vm.cooldowns.try_borrow_mut() else { return };
+        let view = cache.refresh(cfg);
+        let now = super::now_ms();
+        let deployments =
+            cfg.table.deployments.iter().enumerate().map(|(i, d)| (d.group.as_str(), d.id.as_str(), view.remaining_ms(i, now).is_some()));
+        m.cooling.refresh(&mut m.sink, deployments);
+    });
+}

@@ -1,0 +1,121 @@
+//! The metric catalogue: every metric the router emits, its kind and its label names.
+//!
+//! Why a closed enum: the names are an operator-facing contract (dashboards and alerts are built
+//! on them), and the Envoy `stats_tags` that turn our encoded names into Prometheus labels must
+//! list every label name ([`TAGS`]); one table keeps the two in step.
+
+/// What Envoy does with recorded values (proxy-wasm `MetricType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric the router emits. Counters end in `_total`; durations are in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Attempts forwarded to a deployment (each failover pass that forwards counts once).
+    Requests,
+    /// Failed attempts by failure class (`rate_limit`, `timeout`, `server_error`, ...).
+    Failures,
+    /// Failures that started a cooldown (extending one in force is not counted).
+    Cooldowns,
+    /// 1 while the deployment is cooling, else 0 (refreshed every second by every VM).
+    Cooling,
+    /// Attempts forwarded and not yet finished.
+    InFlight,
+    /// Forward → end of the response (or of the failover pass), ms.
+    Duration,
+    /// Forward → first response body byte, streaming requests only, ms.
+    TimeToFirstToken,
+    /// Tokens from the response's `usage` (JSON or SSE, not content-encoded).
+    InputTokens,
+    OutputTokens,
+    /// Passes that went to another deployment of the same group after a failed attempt.
+    Retries,
+    /// Passes that went to another group than the previous attempt's (`fallback_from`: the
+    /// group the client asked for).
+    Fallbacks,
+    /// Local error replies by the error's `code` (label `error_code`).
+    Rejected,
+}
+
+const DEPLOYMENT: &[&str] = &["model_group", "deployment"];
+
+impl Metric {
+    pub const ALL: [Metric; 12] = [
+        Metric::Requests,
+        Metric::Failures,
+        Metric::Cooldowns,
+        Metric::Cooling,
+        Metric::InFlight,
+        Metric::Duration,
+        Metric::TimeToFirstToken,
+        Metric::InputTokens,
+        Metric::OutputTokens,
+        Metric::Retries,
+        Metric::Fallbacks,
+        Metric::Rejected,
+    ];
+
+    /// The name as Prometheus shows it (before the labels).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Requests => "llm_router_requests_total",
+            Metric::Failures => "llm_router_failures_total",
+            Metric::Cooldowns => "llm_router_cooldowns_total",
+            Metric::Cooling => "llm_router_deployment_cooling",
+            Metric::InFlight => "llm_router_in_flight",
+            Metric::Duration => "llm_router_request_duration_ms",
+            Metric::TimeToFirstToken => "llm_router_time_to_first_token_ms",
+            Metric::InputTokens => "llm_router_input_tokens_total",
+            Metric::OutputTokens => "llm_router_output_tokens_total",
+            Metric::Retries => "llm_router_retries_total",
+            Metric::Fallbacks => "llm_router_fallbacks_total",
+            Metric::Rejected => "llm_router_rejected_total",
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Metric::Cooling | Metric::InFlight => Kind::Gauge,
+            Metric::Duration | Metric::TimeToFirstToken => Kind::Histogram,
+            _ => Kind::Counter,
+        }
+    }
+
+    /// Label names, in the order [`super::MetricKey`] values are given.
+    pub fn labels(self) -> &'static [&'static str] {
+        match self {
+            Metric::Failures => &["model_group", "deployment", "class"],
+            Metric::Fallbacks => &["model_group", "fallback_from"],
+            Metric::Rejected => &["error_code"],
+            _ => DEPLOYMENT,
+        }
+    }
+}
+
+/// Every label name used by the catalogue: one Envoy `stats_tags` entry each.
+/// (`error_code`, not `code`: an unanchored `code=.=` tag regex would also match inside the
+/// `response_code=.=` segment of Istio's own stat names.)
+pub const TAGS: [&str; 5] = ["model_group", "deployment", "class", "fallback_from", "error_code"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_has_a_tag_and_names_follow_the_conventions() {
+        for m in Metric::ALL {
+            assert!(m.name().starts_with("llm_router_"), "{m:?}");
+            assert_eq!(m.kind() == Kind::Counter, m.name().ends_with("_total"), "{m:?}");
+            for l in m.labels() {
+                assert!(TAGS.contains(l), "{m:?} {l}");
+            }
+        }
+        for t in TAGS {
+            assert!(Metric::ALL.iter().any(|m| m.labels().contains(&t)), "{t} unused");
+        }
+    }
+}
