@@ -434,7 +434,7 @@ impl HttpContext for Http {
         let Some(cfg) = self.config.clone() else { return };
         // The response's token usage, read once for the access log, the metrics and the statistics.
         let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
-        if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties) {
+        if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties && cfg.envoy.access_log_tokens) {
             // Envoy runs the filter's on_log before the access loggers: these reach the line.
             for (name, value) in log_props::tokens(u) {
                 set_property(name, &value);
