@@ -60,9 +60,11 @@ BREAKDOWN = {
     "2h": "no-op wasm in host_calls mode: 2b plus llm-router's host calls on a routed request (header reads and "
           "writes that re-route to a deployment cluster, a shared-data read, response headers), no computation",
     "3nr": "variant 3, but no hot deployment changes the model id: the body is forwarded untouched",
-    "3ns": "variant 3 without num_retries/fallbacks: no signed attempt state per request",
+    "3ns": "variant 3 without num_retries/fallbacks (since envoy_settings.failover, variant 3 without the "
+           "wiring sends no attempt state either)",
+    "3nm": "variant 3 with envoy_settings.metrics false: no metric host calls, no response usage scan",
 }
-ROUTER_VARIANTS = {"3", "3f", "4", "3nr", "3ns"}
+ROUTER_VARIANTS = {"3", "3f", "4", "3nr", "3ns", "3nm"}
 
 
 def log(msg: str) -> None:
@@ -249,6 +251,8 @@ def variant_bootstrap(variant: str, nginx_port: int) -> dict:
     to nginx."""
     deployments = 500 if variant == "4" else 40
     cfg = workload.router_config(deployments, rewrite=variant != "3nr", failover_settings=variant != "3ns")
+    if variant == "3nm":
+        cfg["envoy_settings"]["metrics"] = False
     clusters = {PASSTHROUGH_CLUSTER: ("127.0.0.1", nginx_port)}
     for name in workload.cluster_names(cfg):
         clusters[name] = ("127.0.0.1", nginx_port)
@@ -478,7 +482,7 @@ def median_results(raw: list) -> dict:
 
 def ratios(med: dict) -> dict:
     out = {}
-    pairs = [("3", "1"), ("3", "2"), ("4", "3"), ("3f", "3"), ("2", "1"), ("1b", "1"), ("2b", "2"), ("2h", "2b"), ("3", "2h"), ("3", "3nr"),
+    pairs = [("3", "1"), ("3", "2"), ("4", "3"), ("3f", "3"), ("2", "1"), ("1b", "1"), ("2b", "2"), ("2h", "2b"), ("3", "2h"), ("3", "3nr"), ("3", "3nm"),
              ("3", "3ns")]
     for a, b in pairs:
         if a not in med or b not in med:
@@ -621,7 +625,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=1, help="warm-up seconds per body per Envoy")
     ap.add_argument("--memory-requests", type=int, default=200_000,
                     help="requests in the memory check (RSS sampled every 50k; 0 = skip)")
-    ap.add_argument("--no-breakdown", action="store_true", help="skip the breakdown variants (1b 2b 2h 3nr 3ns)")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the breakdown variants (1b 2b 2h 3nr 3ns 3nm)")
     ap.add_argument("--variants", help="comma-separated subset, e.g. 2,3")
     ap.add_argument("--no-build", action="store_true", help="use the existing wasm artifacts")
     ap.add_argument("--out", help="results directory (default bench/results; bench/.run/results with --quick)")

@@ -29,6 +29,7 @@ from .support.client import get, post_json
 from .support.envoy import ACCESS_LOG_FORMAT, ENVOY_BIN, REPO, RUN_DIR, WASM_PATH, free_port
 from .support.mock_provider import MockProvider
 from .support.plugin import chat
+from .support.prometheus import scrape
 
 CLI = ["cargo", "run", "-q", "-p", "llm-router-cli", "--"]
 EXAMPLE = REPO / "examples" / "litellm-config-local.yaml"
@@ -58,6 +59,10 @@ class Gateway:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin}"
 
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -174,6 +179,19 @@ def test_envoy_output_for_the_example_boots_and_routes(wasm, demo_mocks, gateway
     # The filter answers the model list itself, before any route.
     resp = get(gw.url, "/v1/models")
     assert resp.status == 200 and "gpt4" in [m["id"] for m in resp.json()["data"]], resp
+
+    # ... and its health report: every deployment of the example, no secret in it.
+    resp = get(gw.url, "/llm-router/health")
+    assert resp.status == 200, resp
+    report = resp.json()
+    assert {d["id"] for d in report["deployments"]} >= {"gpt-4o-mini-openai", "claude-3-5-sonnet-anthropic"}, report
+    assert not any(secret in resp.body.decode() for secret in KEYS.values()), "a key leaked into the health report"
+
+    # The README's last step: the metrics, labelled by the generated bootstrap's stats_tags.
+    s = scrape(gw)
+    assert s.count("llm_router_requests_total", model_group="gpt-4o-mini", deployment="gpt-4o-mini-openai") == 1, s
+    assert s.count("llm_router_requests_total", model_group="claude-3-5-sonnet",
+                   deployment="claude-3-5-sonnet-anthropic") == 1, s
 
 
 def test_envoy_output_has_the_access_log_the_harness_and_demo_use():

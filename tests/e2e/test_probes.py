@@ -223,3 +223,27 @@ def test_unreachable_deployments_count_as_connect_failures(start_envoy, make_moc
     served = [client.post_json(envoy.base_url, "/v1/chat/completions", chat("pair")) for _ in range(15)]
     assert all(r.status == 200 and r.headers.get("x-llm-router-deployment") == "b" for r in served), \
         [(r.status, r.headers.get("x-llm-router-deployment")) for r in served]
+
+
+def test_the_health_report_shows_each_deployment_s_last_probe(start_envoy, make_mock):
+    """The probe's last result reaches GET /llm-router/health: `ok` for a healthy deployment; for one whose probe
+    fails (500, allowed_fails 0) the class, the HTTP status, and the cooldown it caused."""
+    good, bad = make_mock("openai", "good"), make_mock("openai", "bad")
+    bad.respond(status=500)
+    cfg = probe_config([deployment("pair", f"openai/model-{m.name}", m.url + "/v1", api_key=f"key-{m.name}", id=m.name)
+                        for m in (good, bad)], allowed_fails=0, cooldown_time=60)
+    envoy = start_envoy(cfg, clusters_for(good, bad))
+    deadline = time.monotonic() + 10
+    while True:
+        report = client.get(envoy.base_url, "/llm-router/health").json()
+        by_id = {d["id"]: d for d in report["deployments"]}
+        if all(by_id[i]["last_probe"] for i in ("good", "bad")) and by_id["bad"]["state"] == "cooling":
+            break
+        assert time.monotonic() < deadline, report
+        time.sleep(0.1)
+    assert by_id["good"]["last_probe"]["result"] == "ok" and by_id["good"]["last_probe"]["status"] == 200, by_id
+    assert by_id["good"]["state"] == "healthy", by_id
+    assert by_id["bad"]["last_probe"]["result"] == "server_error" and by_id["bad"]["last_probe"]["status"] == 500
+    assert by_id["bad"]["last_error_class"] == "server_error" and by_id["bad"]["cooldown_remaining_ms"] > 50_000
+    assert report["healthy_count"] == 1 and report["unhealthy_count"] == 1
+    assert "key-good" not in str(report) and "key-bad" not in str(report)
