@@ -143,7 +143,10 @@ Try it (Ctrl-C stops the demo):
   curl -s {BASE}/v1/models
   curl -s {BASE}/llm-router/health
 
-Envoy admin: http://{ADMIN[0]}:{ADMIN[1]}/  (stats: /stats?filter=wasm)   logs: .run/demo/*.log
+  # the router's Prometheus metrics (requests, failures, cooldowns, latency, tokens per deployment)
+  curl -s http://{ADMIN[0]}:{ADMIN[1]}/stats/prometheus | grep '^llm_router_'
+
+Envoy admin: http://{ADMIN[0]}:{ADMIN[1]}/   logs: .run/demo/*.log
 (Envoy's access log, one line per request with the chosen deployment and tokens: .run/demo/envoy.log)
 """
 
