@@ -26,6 +26,11 @@ impl ProbeResult {
         parts.next().is_none().then_some(ProbeResult { at_ms, status, failure })
     }
 
+    /// The value the probe writes; [`ProbeResult::decode`] reads it back.
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.at_ms, self.status, self.result())
+    }
+
     /// `ok` or the failure class name.
     pub fn result(&self) -> &'static str {
         self.failure.map_or("ok", FailureClass::as_str)
@@ -41,6 +46,9 @@ mod tests {
         assert_eq!(ProbeResult::decode(b"1700 200 ok"), Some(ProbeResult { at_ms: 1700, status: 200, failure: None }));
         let r = ProbeResult::decode(b"5 0 connect_failure");
         assert_eq!(r.map(|r| (r.status, r.result())), Some((0, "connect_failure")));
+        let r = ProbeResult { at_ms: 9, status: 429, failure: Some(FailureClass::RateLimit) };
+        assert_eq!(r.encode(), "9 429 rate_limit");
+        assert_eq!(ProbeResult::decode(r.encode().as_bytes()), Some(r));
         for bad in [&b""[..], b"1 2", b"x 200 ok", b"1 200 weird", b"1 99999 ok", b"1 200 ok extra", b"\xff"] {
             assert_eq!(ProbeResult::decode(bad), None, "{bad:?}");
         }

@@ -79,7 +79,7 @@ pub fn finish<S: Store + ?Sized>(
         Answer::Status { status, .. } => status,
         Answer::None { .. } | Answer::NotSent => 0,
     };
-    let value = format!("{now_ms} {status} {}", class.map_or("ok", FailureClass::as_str));
+    let value = health::ProbeResult { at_ms: now_ms, status, failure: class }.encode();
     let written = health::update(store, &keys::probe(&dep.id), |_| Some(value.clone().into_bytes()));
     if let Some(class) = class {
         let retry_after_ms = match answer {
