@@ -67,7 +67,7 @@ pub fn configure(cfg: &Rc<RouterConfig>, vm: &Vm, raw: &[u8]) -> Option<Probes> 
     }
     ensure_key(keys::PROBE_LEASE);
     ensure_key(keys::PROBE_CONFIG);
-    let generation = probe::generation(&SharedData, fnv1a(raw));
+    let generation = probe::generation(&SharedData, crate::failover::siphash24(0, 0, raw));
     for r in &requests {
         ensure_key(&keys::probe(&r.id));
     }
@@ -180,10 +180,4 @@ fn record(p: &Probes, i: usize, answer: Answer, now: u64) {
         Ok(value) => log::info!("llm-router: health probe of deployment {} failed: {value}", r.id),
         Err(_) => log::warn!("llm-router: health probe of deployment {}: recording the result failed", r.id),
     }
-}
-
-/// FNV-1a: tells one plugin configuration from another (not a secret, not persisted beyond the
-/// Envoy process).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
