@@ -366,9 +366,8 @@ impl HttpContext for Http {
         if status < 400 && status != 307 {
             sent.outcome = Some(Outcome::Success);
             // Token usage for the strategy's statistics, the token metrics and/or the access log.
-            let strategy_reads = sent.attempt.track.reads_response_body();
-            if (strategy_reads || cfg.envoy.metrics || cfg.envoy.access_log_tokens)
-                && log_props::reads_usage(&cfg.envoy, strategy_reads, response_header("content-encoding").is_some())
+            if log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body())
+                && response_header("content-encoding").is_none()
             {
                 sent.usage = Some(UsageTracker::for_content_type(response_header("content-type").as_deref()));
             }

@@ -54,7 +54,13 @@ pub fn tokens(usage: &Usage) -> [(&'static str, String); 2] {
 /// strategy needs token counts or latency per token, the token metrics are on
 /// (`envoy_settings.metrics`), or the operator wants tokens in the access log. Compressed bodies are never read (the tracker cannot see the JSON).
 pub fn reads_usage(envoy: &EnvoySettings, strategy_reads_body: bool, content_encoded: bool) -> bool {
-    !content_encoded && (strategy_reads_body || envoy.metrics || (envoy.access_log_properties && envoy.access_log_tokens))
+    !content_encoded && wants_usage(envoy, strategy_reads_body)
+}
+
+/// The part of [`reads_usage`] known before the response headers are read: the shell asks this
+/// first and reads `content-encoding` only when someone wants the usage.
+pub fn wants_usage(envoy: &EnvoySettings, strategy_reads_body: bool) -> bool {
+    strategy_reads_body || envoy.metrics || (envoy.access_log_properties && envoy.access_log_tokens)
 }
 
 #[cfg(test)]
