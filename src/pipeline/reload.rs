@@ -56,8 +56,8 @@ pub fn forget_removed<S: Store + ?Sized>(store: &S, plugin: &str, cfg: &RouterCo
     }
     health::update(store, keys::COOLDOWNS, |record| {
         let record = Cooldowns::decode(record?);
-        let kept = record.encode(now_ms, |id| !removed.iter().any(|r| r == id));
-        (kept.as_slice() != record.encode(now_ms, |_| true).as_slice()).then_some(kept)
+        let holds_removed = removed.iter().any(|id| record.get(id).is_some());
+        holds_removed.then(|| record.encode(now_ms, |id| !removed.iter().any(|r| r == id)))
     })?;
     Ok(removed)
 }
