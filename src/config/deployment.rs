@@ -231,24 +231,47 @@ fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> 
             return Err(unsupported(prefix));
         }
     }
+    // No catalogued provider: the operator's `api_base` names the host. Without one, a key may
+    // only go to a provider's own documented host, so only names that are unmistakably
+    // OpenAI's or Anthropic's (LiteLLM infers those from its model map) get a default host;
+    // anything else (`github/...`, `nebius/...`, `mistralai/...`, bare Bedrock ids, custom
+    // names) would otherwise send its key to api.openai.com.
     let default = if has_api_base {
         "openai_compatible"
-    } else if model.starts_with("claude") {
+    } else if split.is_none() && model.starts_with("claude") {
         "anthropic"
-    } else {
+    } else if split.is_none() && is_openai_model_name(model) {
         "openai"
+    } else {
+        let what = split.map_or_else(|| format!("model `{model}`"), |(prefix, _)| format!("provider prefix `{prefix}`"));
+        return Err(format!(
+            "{what} names no provider the router knows and no `api_base` is set: set `api_base` to the provider's \
+             OpenAI-compatible URL (its key is sent only to a host the config names), or use a known prefix ({})",
+            known_names()
+        ));
     };
     let provider = provider::lookup(default).ok_or_else(|| unsupported(default))?;
     Ok((provider, model.to_string()))
 }
 
-fn unsupported(name: &str) -> String {
+/// OpenAI's own model families (as LiteLLM's model map lists them), which LiteLLM routes to
+/// OpenAI without a prefix.
+fn is_openai_model_name(model: &str) -> bool {
+    const FAMILIES: &[&str] = &[
+        "gpt-", "chatgpt-", "o1", "o3", "o4", "text-embedding-", "text-davinci-", "davinci-", "babbage-", "whisper-",
+        "tts-", "dall-e-", "omni-moderation-", "text-moderation-", "computer-use-", "codex-",
+    ];
+    FAMILIES.iter().any(|f| model.starts_with(f)) && !model.starts_with("gpt-oss")
+}
+
+fn known_names() -> String {
     let mut names: Vec<&str> = provider::KNOWN_PROVIDERS.iter().map(|(n, _)| *n).collect();
     names.dedup();
-    format!(
-        "provider `{name}` is not supported (it needs request translation); supported: {}",
-        names.join(", ")
-    )
+    names.join(", ")
+}
+
+fn unsupported(name: &str) -> String {
+    format!("provider `{name}` is not supported (it needs request translation); supported: {}", known_names())
 }
 
 fn parse_auth(params: &Section<'_>, provider: Provider, diags: &mut Diagnostics) -> Option<AuthHeader> {
@@ -414,6 +437,24 @@ mod tests {
         assert_eq!(d.provider.wire, Wire::Anthropic);
         let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "gpt-4"}}));
         assert_eq!(d.provider.name, "openai");
+    }
+
+    #[test]
+    fn a_key_never_goes_to_a_host_the_config_does_not_name() {
+        for model in ["github/gpt-5-nano", "nebius/meta-llama/x", "zhipu/glm-4", "mistralai/mistral-large", "mycorp/x",
+                      "anthropic.claude-3-sonnet-20240229-v1:0", "meta.llama3-70b-instruct-v1:0", "my-model", "gpt-oss-120b"] {
+            let entry = json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "secret-key"}});
+            let e = errors(entry);
+            assert!(e.len() == 1 && e[0].starts_with("model_list[1].litellm_params.model: ") && e[0].contains("no `api_base`"), "{model}: {e:?}");
+            assert!(!e[0].contains("secret-key"));
+            // With an api_base the operator named the host: accepted.
+            let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k", "api_base": "https://llm.example/v1"}}));
+            assert_eq!(d.upstream.authority, "llm.example");
+        }
+        for (model, provider) in [("gpt-4o-mini", "openai"), ("o3-mini", "openai"), ("text-embedding-3-small", "openai"), ("claude-3-5-haiku", "anthropic")] {
+            let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k"}}));
+            assert_eq!(d.provider.name, provider, "{model}");
+        }
     }
 
     #[test]

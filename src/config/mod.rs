@@ -37,6 +37,9 @@ pub struct RouterConfig {
     pub models_body: Vec<u8>,
     /// Background health probes (`src/probe/`).
     pub health_checks: settings::HealthCheckSettings,
+    /// Which configuration of this VM this is (set by the shell, 0 from `load`): per-VM caches
+    /// built for one config compare it, never the config's address (an address can be reused).
+    pub generation: u64,
 }
 
 /// The outcome of loading: a config when there were no errors, and all diagnostics.
@@ -138,7 +141,7 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         }
     }
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
-    Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks })
+    Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks, generation: 0 })
 }
 
 fn parse_model_list(value: Option<&Value>, fingerprints: &[u64], diags: &mut Diagnostics) -> Vec<Deployment> {

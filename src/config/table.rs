@@ -17,6 +17,14 @@ pub struct Group {
     pub weights: Vec<f64>,
 }
 
+impl Group {
+    /// A wildcard group serves names the client makes up (`openai/*`): what the provider says
+    /// about such a name (404) is the client's doing, not the deployment's.
+    pub fn is_wildcard(&self) -> bool {
+        self.name.contains('*')
+    }
+}
+
 /// The result of resolving a requested model name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resolved<'a> {

@@ -11,9 +11,11 @@
 //! `previous_priorities`) reaches instead; its 307 is handled the same way. The fallback's
 //! response streams to the client like any other.
 
+mod pending;
 mod plan;
 mod report;
 mod siphash;
+mod spent;
 mod state;
 
 pub use plan::{
@@ -21,4 +23,6 @@ pub use plan::{
 };
 pub use report::{failover_location, FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER};
 pub use siphash::siphash24;
-pub use state::{percent_decode, percent_encode, AttemptState, STATE_HEADER};
+pub use pending::PendingAttempts;
+pub use spent::SpentStates;
+pub use state::{body_fingerprint, percent_decode, percent_encode, state_ttl_ms, AttemptState, STATE_HEADER};

@@ -4,6 +4,11 @@
 //! body, so everything the next pass needs travels in one request header, signed with a
 //! per-VM key: an internal redirect is replayed on the same worker, hence the same VM, so the
 //! key never has to leave it. A client-sent state header fails verification and is ignored.
+//!
+//! A verified state is still not enough to be trusted: it is bound to the request it was
+//! issued for (the forwarded body's length and a keyed digest of its ends, see
+//! [`body_fingerprint`]), carries a deadline (`e=`), and a random nonce that the router
+//! accepts once ([`super::SpentStates`]), so a state captured from a log cannot be replayed.
 
 use super::siphash::siphash24;
 
@@ -41,6 +46,37 @@ pub struct AttemptState {
     pub context_fallback: bool,
     /// A context-window fallback remains: the upstream side inspects a 400 for "context too long".
     pub can_context_failover: bool,
+    /// Random, accepted once by the router ([`super::SpentStates`]).
+    pub nonce: u64,
+    /// After this (ms since epoch) the state is refused.
+    pub expires_ms: u64,
+    /// [`body_fingerprint`] of the body this attempt forwarded (the body Envoy replays).
+    pub body_len: u64,
+    pub body_digest: u64,
+}
+
+/// How long a state stays valid after its attempt starts: the attempt's time budget plus
+/// slack for the redirect itself, or LiteLLM's default request timeout (600 s) when the
+/// attempt has no budget.
+pub fn state_ttl_ms(try_budget_ms: Option<u64>) -> u64 {
+    match try_budget_ms {
+        Some(b) => b.saturating_add(30_000),
+        None => 630_000,
+    }
+}
+
+/// Length and a keyed digest of the first and last 512 bytes of `body`: binds a state to the
+/// request it was issued for without hashing a large body on every request.
+pub fn body_fingerprint(key: (u64, u64), body: &[u8]) -> (u64, u64) {
+    const END: usize = 512;
+    let digest = if body.len() <= 2 * END {
+        siphash24(key.0, key.1 ^ 0x626f_6479, body)
+    } else {
+        let head = body.get(..END).unwrap_or(body);
+        let tail = body.get(body.len() - END..).unwrap_or(body);
+        siphash24(key.0, key.1 ^ 0x626f_6479, head) ^ siphash24(key.1, key.0 ^ 0x7461_696c, tail).rotate_left(1)
+    };
+    (body.len() as u64, digest)
 }
 
 impl AttemptState {
@@ -75,6 +111,10 @@ impl AttemptState {
         push("c", if self.can_failover { "1" } else { "0" });
         push("x", if self.context_fallback { "1" } else { "0" });
         push("w", if self.can_context_failover { "1" } else { "0" });
+        push("n", &format!("{:016x}", self.nonce));
+        push("e", &self.expires_ms.to_string());
+        push("l", &self.body_len.to_string());
+        push("d", &format!("{:016x}", self.body_digest));
         let mac = siphash24(key.0, key.1, out.as_bytes());
         out.push_str(&format!(";mac={mac:016x}"));
         out
@@ -90,12 +130,18 @@ impl AttemptState {
         Self::parse(body)
     }
 
-    /// Decodes without checking the signature. Only for the upstream side, which sees the
-    /// header only after the router (which strips client-sent ones) set it, and whose decision
-    /// is re-checked by the router's verified decode on the next pass.
+    /// Decodes without checking the signature. Only for an upstream role that runs in a VM of
+    /// its own (it cannot hold the router's key): the router removes every client-sent state
+    /// header, so such a role only sees the router's own, and the router refuses any replayed
+    /// pass it cannot verify, so a forged state never leaves with credentials.
     pub fn decode_unverified(value: &str) -> Option<AttemptState> {
         let body = value.rsplit_once(";mac=").map_or(value, |(b, _)| b);
         Self::parse(body)
+    }
+
+    /// Whether this state may still be acted on at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        now_ms <= self.expires_ms
     }
 
     fn parse(body: &str) -> Option<AttemptState> {
@@ -126,6 +172,10 @@ impl AttemptState {
                 "c" => s.can_failover = v == "1",
                 "x" => s.context_fallback = v == "1",
                 "w" => s.can_context_failover = v == "1",
+                "n" => s.nonce = u64::from_str_radix(&v, 16).ok()?,
+                "e" => s.expires_ms = v.parse().ok()?,
+                "l" => s.body_len = v.parse().ok()?,
+                "d" => s.body_digest = u64::from_str_radix(&v, 16).ok()?,
                 _ => {}
             }
         }
@@ -197,6 +247,10 @@ mod tests {
             can_failover: true,
             context_fallback: false,
             can_context_failover: true,
+            nonce: 0xdead_beef_0123_4567,
+            expires_ms: 1_700_000_032_000,
+            body_len: 4_096,
+            body_digest: 0x0123_4567_89ab_cdef,
         }
     }
 
@@ -219,5 +273,33 @@ mod tests {
         assert_eq!(AttemptState::decode("v=1;h=0", KEY), None);
         assert_eq!(AttemptState::decode("", KEY), None);
         assert_eq!(AttemptState::decode(&enc[..enc.len() - 3], KEY), None);
+        // The fields that bind the state cannot be changed either.
+        for (from, to) in [("e=1700000032000", "e=9700000032000"), ("l=4096", "l=4097"), ("n=deadbeef", "n=deadbeee")] {
+            assert!(enc.contains(from), "{enc}");
+            assert_eq!(AttemptState::decode(&enc.replace(from, to), KEY), None, "{from}");
+        }
+    }
+
+    #[test]
+    fn deadline_and_fingerprint() {
+        let s = sample();
+        assert!(s.is_live(s.expires_ms));
+        assert!(!s.is_live(s.expires_ms + 1));
+        assert_eq!(state_ttl_ms(Some(2_000)), 32_000);
+        assert_eq!(state_ttl_ms(None), 630_000);
+        let small = br#"{"model":"a"}"#;
+        assert_eq!(body_fingerprint(KEY, small), body_fingerprint(KEY, small));
+        assert_ne!(body_fingerprint(KEY, small).1, body_fingerprint(KEY, br#"{"model":"b"}"#).1);
+        assert_ne!(body_fingerprint(KEY, small), body_fingerprint((9, 9), small));
+        let mut big = vec![b' '; 10_000];
+        let a = body_fingerprint(KEY, &big);
+        if let Some(b) = big.last_mut() {
+            *b = b'x';
+        }
+        assert_ne!(a, body_fingerprint(KEY, &big), "the tail counts");
+        if let Some(b) = big.first_mut() {
+            *b = b'y';
+        }
+        assert_eq!(body_fingerprint(KEY, &big).0, 10_000);
     }
 }

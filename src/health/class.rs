@@ -60,22 +60,52 @@ pub fn classify(status: u16, details: Option<&str>) -> Option<FailureClass> {
         401 => Some(FailureClass::Authentication),
         404 => Some(FailureClass::NotFound),
         408 => Some(FailureClass::Timeout),
-        500..=599 => Some(match details {
-            None | Some("via_upstream") => {
-                if status == 504 {
-                    FailureClass::Timeout
-                } else {
-                    FailureClass::ServerError
-                }
-            }
-            Some(d) if d.contains("timeout") => FailureClass::Timeout,
-            Some(d) if d.contains("connection_failure") || d.contains("no_healthy_upstream") || d.contains("overflow") => {
-                FailureClass::ConnectFailure
-            }
-            Some(d) if d.contains("reset") || d.contains("connection_termination") => FailureClass::Reset,
-            Some(_) => FailureClass::ServerError,
-        }),
+        500..=599 => match details {
+            None | Some("via_upstream") => Some(if status == 504 { FailureClass::Timeout } else { FailureClass::ServerError }),
+            Some(d) => local_reply_class(d),
+        },
         _ => None,
+    }
+}
+
+/// An Envoy local reply (`response.code_details` other than `via_upstream`) counts only when it
+/// says the deployment failed: its connection was refused or reset, it did not answer in time,
+/// or its cluster has nothing to connect to. Everything else — Envoy's own circuit breaker
+/// (`overflow`), a local reset, a header value Envoy refused to send, a body over the buffer
+/// limit, a protocol error that the request may have caused — is not the deployment's doing.
+fn local_reply_class(details: &str) -> Option<FailureClass> {
+    if let Some(reason) = details.strip_prefix("upstream_reset_before_response_started") {
+        return if reason.contains("overflow") || reason.contains("local_reset") || reason.contains("protocol_error") {
+            None
+        } else if reason.contains("timeout") {
+            Some(FailureClass::Timeout)
+        } else if reason.contains("connection_failure") {
+            Some(FailureClass::ConnectFailure)
+        } else {
+            Some(FailureClass::Reset)
+        };
+    }
+    match details {
+        "upstream_response_timeout" | "upstream_per_try_timeout" | "upstream_per_try_idle_timeout" => Some(FailureClass::Timeout),
+        "no_healthy_upstream" | "cluster_not_found" => Some(FailureClass::ConnectFailure),
+        _ => None,
+    }
+}
+
+/// Whether a failure counts against the deployment (failure window, cooldown, failure metrics).
+/// A 404 from a wildcard group is the client's made-up name; everything else that
+/// [`classify`] returns is the deployment's (the router strips the client headers that could
+/// make a provider refuse the gateway's account: `pipeline::headers`).
+pub fn counts_against_deployment(class: FailureClass, wildcard_group: bool) -> bool {
+    !(class == FailureClass::NotFound && wildcard_group)
+}
+
+/// The redirector answered for an attempt that got no response: a timeout when the attempt used
+/// (≥ 90 % of) its time budget, else a connection that failed.
+pub fn timeout_or_connect_failure(elapsed_ms: u64, try_budget_ms: Option<u64>) -> FailureClass {
+    match try_budget_ms {
+        Some(budget) if elapsed_ms.saturating_mul(10) >= budget.saturating_mul(9) => FailureClass::Timeout,
+        _ => FailureClass::ConnectFailure,
     }
 }
 
@@ -106,7 +136,36 @@ mod tests {
         assert_eq!(c("upstream_reset_before_response_started{connection_termination}"), Some(FailureClass::Reset));
         assert_eq!(c("no_healthy_upstream"), Some(FailureClass::ConnectFailure));
         assert_eq!(classify(504, Some("upstream_response_timeout")), Some(FailureClass::Timeout));
-        assert_eq!(c("cluster_not_found"), Some(FailureClass::ServerError));
+        assert_eq!(classify(504, Some("upstream_per_try_timeout")), Some(FailureClass::Timeout));
+        assert_eq!(c("cluster_not_found"), Some(FailureClass::ConnectFailure));
+        assert_eq!(c("upstream_reset_before_response_started{remote_reset}"), Some(FailureClass::Reset));
+    }
+
+    #[test]
+    fn local_replies_the_request_caused_do_not_count() {
+        let c = |d| classify(503, Some(d));
+        assert_eq!(c("upstream_reset_before_response_started{overflow}"), None, "Envoy's own circuit breaker");
+        assert_eq!(c("upstream_reset_before_response_started{local_reset}"), None);
+        assert_eq!(c("upstream_reset_before_response_started{protocol_error}"), None);
+        assert_eq!(c("request_payload_too_large"), None);
+        assert_eq!(c("filter_removed_required_request_headers"), None);
+        assert_eq!(c("missing_host_header"), None);
+        assert_eq!(c("wasm_fail_stream"), None);
+        assert_eq!(classify(500, Some("direct_response")), None);
+    }
+
+    #[test]
+    fn wildcard_404s_are_the_clients() {
+        assert!(!counts_against_deployment(FailureClass::NotFound, true));
+        assert!(counts_against_deployment(FailureClass::NotFound, false));
+        assert!(counts_against_deployment(FailureClass::RateLimit, true));
+    }
+
+    #[test]
+    fn redirector_answers_are_timeouts_only_near_the_budget() {
+        assert_eq!(timeout_or_connect_failure(50, Some(2_000)), FailureClass::ConnectFailure);
+        assert_eq!(timeout_or_connect_failure(1_900, Some(2_000)), FailureClass::Timeout);
+        assert_eq!(timeout_or_connect_failure(60_000, None), FailureClass::ConnectFailure);
     }
 
     #[test]

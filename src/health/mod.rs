@@ -12,7 +12,7 @@ mod probe;
 mod retry_after;
 mod store;
 
-pub use class::{classify, FailureClass};
+pub use class::{classify, counts_against_deployment, timeout_or_connect_failure, FailureClass};
 pub use cooldown::{CooldownEntry, CooldownView, Cooldowns};
 pub use failures::{record_failure, Failure, FailureRecord, FailureWindow, Policy};
 pub use probe::ProbeResult;

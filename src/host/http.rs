@@ -10,15 +10,16 @@
 use super::root::Vm;
 use super::shared::SharedData;
 use crate::config::RouterConfig;
-use crate::failover::{FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER, STATE_HEADER};
-use crate::health::{classify, parse_retry_after, FailureClass};
+use crate::failover::{REDIRECTOR_HEADER, STATE_HEADER};
+use crate::health::parse_retry_after;
 use crate::metrics::{self, Pass};
 use crate::pipeline::auth::ClientCredentials;
 use crate::pipeline::request::{
-    self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, Reply, RequestHead, CLIENT_AUTH_HEADERS,
-    PER_TRY_TIMEOUT_HEADER, TAGS_HEADER,
+    self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, ReplayCheck, Reply, RequestHead, PER_TRY_TIMEOUT_HEADER,
+    TAGS_HEADER,
 };
-use crate::pipeline::{health_report, log_props, outcome};
+use crate::pipeline::response::{self, ResponseFacts};
+use crate::pipeline::{headers, health_report, log_props, outcome};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use crate::openai::UsageTracker;
@@ -35,8 +36,8 @@ pub const FALLBACK_FROM_HEADER: &str = "x-llm-router-fallback-from";
 enum Phase {
     /// Not ours (or no config): everything passes through.
     Idle,
-    /// Waiting for the whole body; `strip` lists client credential headers to remove.
-    Buffering { pending: Pending, strip: Vec<&'static str>, headers: Vec<(String, String)> },
+    /// Waiting for the whole body, with the client's request headers (rewritten in one write).
+    Buffering { pending: Pending, headers: Vec<(String, String)> },
     /// Forwarded to deployment `index` of the config.
     Forwarded(Sent),
     /// A local reply was sent.
@@ -105,8 +106,9 @@ impl Http {
     /// Applies the plan to the request headers and body; false if the body could not be set.
     ///
     /// All header changes go to Envoy in one call: the headers read in the headers phase, minus
-    /// the ones removed or replaced, plus the plan's (one `set_map` instead of ~8 single writes).
-    fn apply(fwd: &Forward<'_>, strip: &[&'static str], mut headers: Vec<(String, String)>, body_size: usize) -> bool {
+    /// what the header policy drops or the plan replaces, plus the plan's (one `set_map`
+    /// instead of ~8 single writes; `pipeline::headers::merge`).
+    fn apply(fwd: &Forward<'_>, headers: &[(String, String)], body_size: usize) -> bool {
         let per_try = fwd.per_try_timeout_ms.map(|ms| ms.to_string());
         let length = fwd.body.as_ref().map(|b| b.len().to_string());
         let mut set: Vec<(&str, &str)> = Vec::with_capacity(8);
@@ -130,12 +132,7 @@ impl Http {
             // the pooled upstream connection.
             set.push(("content-length", len));
         }
-        headers.retain(|(name, _)| {
-            let n = name.as_str();
-            !strip.contains(&n) && fwd.stale_auth != Some(n) && !set.iter().any(|(k, _)| *k == n)
-        });
-        let mut map: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        map.extend(set);
+        let map = headers::merge(headers, fwd.cluster_header, fwd.stale_auth, set);
         if let Err(status) = hostcalls::set_map(MapType::HttpRequestHeaders, map) {
             log::error!("llm-router: replacing the request headers failed: {status:?}");
             return false;
@@ -207,7 +204,6 @@ impl HttpContext for Http {
         };
         let mut head = RequestHead::default();
         let mut creds = ClientCredentials::default();
-        let mut strip = Vec::new();
         for (name, value) in &headers {
             match name.as_str() {
                 ":method" => head.method = value,
@@ -216,41 +212,40 @@ impl HttpContext for Http {
                 "content-type" => head.content_type = Some(value),
                 "content-length" => head.content_length = Some(value),
                 "anthropic-version" => head.has_anthropic_version = true,
-                "x-envoy-original-url" => head.internal_redirect = true,
-                STATE_HEADER => head.has_state_header = true,
-                TAGS_HEADER => {
-                    head.tags = Some(value);
-                    strip.push(TAGS_HEADER);
+                "x-envoy-original-url" => {
+                    head.internal_redirect = true;
+                    head.original_url = Some(value);
                 }
+                TAGS_HEADER => head.tags = Some(value),
                 "authorization" => creds.authorization = Some(value),
                 "api-key" => creds.api_key = Some(value),
                 "x-api-key" => creds.x_api_key = Some(value),
                 _ => {}
             }
-            if let Some(h) = CLIENT_AUTH_HEADERS.iter().find(|h| **h == name.as_str()) {
-                strip.push(*h);
-            }
         }
         head.credentials = creds;
-        log::trace!(
-            "llm-router: request {} {} (redirected: {}, state: {})",
-            head.method,
-            head.path,
-            head.internal_redirect,
-            head.has_state_header
-        );
-        match request::on_head(&cfg, &head, self.vm.key) {
+        log::trace!("llm-router: request {:?} {:?} (redirected: {})", head.method, head.path, head.internal_redirect);
+        let decision = {
+            let Ok(mut spent) = self.vm.spent.try_borrow_mut() else { return Action::Continue };
+            let mut replay = ReplayCheck { key: self.vm.key, now_ms: super::now_ms(), spent: &mut spent };
+            request::on_head(&cfg, &head, &mut replay)
+        };
+        match decision {
             HeadDecision::PassThrough => {
-                if head.has_state_header {
-                    // Never let a client-sent state reach an upstream filter.
-                    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, STATE_HEADER);
+                // Not ours to route, but the router's own headers never travel on: no client
+                // picks a cluster, forges attempt state or poses as the redirector on any route.
+                for name in headers::internal_present(&headers, &cfg.envoy.cluster_header) {
+                    if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                        log::warn!("llm-router: removing internal header {name} failed: {status:?}");
+                        return self.reply(&Reply::from(crate::openai::ApiError::internal("could not sanitise the request headers")));
+                    }
                 }
                 Action::Continue
             }
             HeadDecision::Reject(reply) => self.reply(&reply),
             HeadDecision::Local(local) => self.local(&cfg, local),
             HeadDecision::ReadBody(pending) => {
-                self.phase = Phase::Buffering { pending, strip, headers };
+                self.phase = Phase::Buffering { pending: *pending, headers };
                 if end_of_stream {
                     // No body at all: answer now, there will be no body callback.
                     return self.on_http_request_body(0, true);
@@ -267,10 +262,10 @@ impl HttpContext for Http {
         if !end_of_stream {
             return Action::Pause;
         }
-        let Phase::Buffering { pending, strip, headers } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+        let Phase::Buffering { pending, headers } = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return Action::Continue;
         };
-        let (pending, strip) = (&pending, &strip);
+        let pending = &pending;
         let Some(cfg) = self.config.clone() else { return Action::Continue };
         let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
             Ok(b) => b.unwrap_or_default(),
@@ -296,15 +291,8 @@ impl HttpContext for Http {
             Ok(f) => f,
             Err(reply) => return self.reply(&reply),
         };
-        if !Self::apply(&fwd, strip, headers, body_size) {
-            let reply = Reply::from(crate::openai::ApiError::new(
-                500,
-                crate::openai::error::API_ERROR,
-                None,
-                Some("internal_error"),
-                "llm-router could not rewrite the request body",
-            ));
-            return self.reply(&reply);
+        if !Self::apply(&fwd, &headers, body_size) {
+            return self.reply(&Reply::from(crate::openai::ApiError::internal("llm-router could not rewrite the request")));
         }
         log::debug!(
             "llm-router: {} → deployment {} ({}) via {}, attempt {}",
@@ -362,9 +350,34 @@ impl HttpContext for Http {
         if let Some(from) = &sent.fallback_from {
             set_response_header(FALLBACK_FROM_HEADER, Some(from));
         }
-        let mut status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        if status < 400 && status != 307 {
-            sent.outcome = Some(Outcome::Success);
+        let status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let now = super::now_ms();
+        let location = if status == 307 { response_header("location") } else { None };
+        let redirector = status >= 300 && response_header(REDIRECTOR_HEADER).is_some();
+        let details = if response::needs_details(status) {
+            hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
+        } else {
+            None
+        };
+        let facts = ResponseFacts {
+            status,
+            location: location.as_deref(),
+            redirector,
+            details: details.as_deref(),
+            elapsed_ms: now.saturating_sub(sent.start_ms),
+            try_budget_ms: sent.try_budget_ms,
+            wildcard_group: cfg.table.group_index(&dep.group).and_then(|g| cfg.table.groups.get(g)).is_some_and(|g| g.is_wildcard()),
+        };
+        let verdict = response::judge(&facts);
+        if let Some(real) = verdict.unwrap_failover {
+            set_response_header(":status", Some(&real.to_string()));
+            set_response_header("location", None);
+        }
+        if redirector {
+            set_response_header(REDIRECTOR_HEADER, None);
+        }
+        sent.outcome = verdict.outcome;
+        if verdict.outcome == Some(Outcome::Success) {
             // Token usage for the strategy's statistics, the token metrics and/or the access log.
             if log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body())
                 && response_header("content-encoding").is_none()
@@ -373,38 +386,7 @@ impl HttpContext for Http {
             }
             return Action::Continue;
         }
-        let now = super::now_ms();
-        // Envoy stopped following failover redirects (max_internal_redirects): the 307 names
-        // the real failure; give the client that instead of a redirect to an internal path.
-        if status == 307 {
-            let Some((report, _)) = response_header("location")
-                .and_then(|l| l.split_once(FAILOVER_PATH).map(|(_, rest)| rest.trim_start_matches('?').to_string()))
-                .and_then(|q| FailureReport::from_query(&q))
-            else {
-                return Action::Continue;
-            };
-            status = if report.status == 0 { 503 } else { report.status };
-            set_response_header(":status", Some(&status.to_string()));
-            set_response_header("location", None);
-        }
-        let redirector = response_header(REDIRECTOR_HEADER).is_some();
-        let class = if redirector {
-            set_response_header(REDIRECTOR_HEADER, None);
-            let elapsed = now.saturating_sub(sent.start_ms);
-            match sent.try_budget_ms {
-                Some(b) if elapsed.saturating_mul(10) >= b.saturating_mul(9) => Some(FailureClass::Timeout),
-                _ => Some(FailureClass::ConnectFailure),
-            }
-        } else {
-            let details = if status >= 500 {
-                hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
-            } else {
-                None
-            };
-            classify(status, details.as_deref())
-        };
-        let Some(class) = class else { return Action::Continue };
-        sent.outcome = Some(if class == FailureClass::Timeout { Outcome::Timeout } else { Outcome::Failed });
+        let Some(class) = verdict.record else { return Action::Continue };
         let retry_after =
             parse_retry_after(response_header("retry-after").as_deref(), response_header("retry-after-ms").as_deref(), now);
         let failed = FailedAttempt { deployment_index: sent.index, class, retry_after_ms: retry_after };

@@ -19,8 +19,8 @@ use std::collections::HashMap;
 pub struct VmMetrics {
     pub sink: HostSink,
     pub cooling: CoolingGauges,
-    /// Identity of the config `cooling` is indexed for (configs are `Rc`-held).
-    config: usize,
+    /// Generation of the config `cooling` and the metric ids are for.
+    config: u64,
 }
 
 #[derive(Default)]
@@ -103,6 +103,13 @@ pub fn with(vm: &Vm, cfg: &RouterConfig, f: impl FnOnce(&mut VmMetrics)) {
         return;
     }
     if let Ok(mut m) = vm.metrics.try_borrow_mut() {
+        if m.config != cfg.generation {
+            // A new config: the gauges are indexed anew, and the ids of names it no longer
+            // uses are dropped (the map holds only the current config's names).
+            m.cooling.reset();
+            m.sink.ids.clear();
+            m.config = cfg.generation;
+        }
         f(&mut m);
     }
 }
@@ -112,11 +119,6 @@ pub fn with(vm: &Vm, cfg: &RouterConfig, f: impl FnOnce(&mut VmMetrics)) {
 /// one clock read, and a gauge write only where this VM's last written value differs.
 pub fn on_tick(vm: &Vm, cfg: &RouterConfig) {
     with(vm, cfg, |m| {
-        let identity = cfg as *const RouterConfig as usize;
-        if identity != m.config {
-            m.cooling.reset();
-            m.config = identity;
-        }
         let Ok(mut cache) = vm.cooldowns.try_borrow_mut() else { return };
         let view = cache.refresh(cfg);
         let now = super::now_ms();

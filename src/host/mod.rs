@@ -20,10 +20,16 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| Box::new(root::Root::default()));
 }}
 
-/// Milliseconds since the Unix epoch from the host clock (0 if unavailable).
+/// Milliseconds since the Unix epoch from the host clock. Should the proxy-wasm clock call fail,
+/// WASI's clock (Envoy implements `clock_time_get`) answers instead; a 0 would make every
+/// deadline and cooldown meaningless (nothing would ever cool, every state would be live).
 fn now_ms() -> u64 {
-    proxy_wasm::hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+    let since_epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).ok();
+    match proxy_wasm::hostcalls::get_current_time().ok().and_then(since_epoch) {
+        Some(d) => d.as_millis() as u64,
+        None => {
+            log::warn!("llm-router: the host clock failed; using the WASI clock");
+            since_epoch(std::time::SystemTime::now()).map_or(0, |d| d.as_millis() as u64)
+        }
+    }
 }

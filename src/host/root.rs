@@ -9,17 +9,59 @@ use crate::routing::Rng;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+
+thread_local! {
+    /// The key signing attempt state: one per VM (this thread's wasm instance), shared by the
+    /// router's root contexts (so a failover pass verifies across a config reload) and an
+    /// upstream role in the same VM.
+    static VM_KEY: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    /// A router root context has been configured in this VM: an upstream role here holds the
+    /// router's key and verifies the state it acts on.
+    static ROUTER_IN_VM: Cell<bool> = const { Cell::new(false) };
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+/// This VM's state-signing key, created on first use.
+pub fn vm_key() -> (u64, u64) {
+    VM_KEY.with(|k| {
+        if let Some(key) = k.get() {
+            return key;
+        }
+        let mut rng = Rng::from_entropy().unwrap_or_else(|e| {
+            log::warn!("llm-router: no entropy from the host ({e}); seeding the state key from the clock");
+            Rng::from_seed(super::now_ms() ^ 0x9e37_79b9_7f4a_7c15)
+        });
+        let key = (rng.next_u64(), rng.next_u64());
+        k.set(Some(key));
+        key
+    })
+}
+
+/// Whether this VM also runs the router (see [`ROUTER_IN_VM`]).
+pub fn router_in_vm() -> bool {
+    ROUTER_IN_VM.with(Cell::get)
+}
+
+fn next_generation() -> u64 {
+    GENERATION.with(|g| {
+        let n = g.get().wrapping_add(1);
+        g.set(n);
+        n
+    })
+}
 
 /// State shared by every stream of this VM (one VM per Envoy worker thread).
 pub struct Vm {
     pub cooldowns: RefCell<CooldownCache>,
     pub rng: RefCell<Rng>,
-    /// Signs attempt state. Internal redirects replay on the same worker, so on the same VM:
-    /// the key never needs to leave it.
+    /// Signs attempt state ([`vm_key`]). Internal redirects replay on the same worker, so on
+    /// the same VM: the key never needs to leave it.
     pub key: (u64, u64),
     pub metrics: RefCell<super::metrics::VmMetrics>,
+    /// Nonces of failover states already acted on (each is accepted once).
+    pub spent: RefCell<crate::failover::SpentStates>,
 }
 
 /// The `root_id` that makes this root the upstream-filter role (see `upstream.rs`).
@@ -38,11 +80,15 @@ impl Default for Root {
             log::warn!("llm-router: no entropy from the host ({e}); seeding from the clock");
             Rng::from_seed(super::now_ms())
         });
-        let mut rng = rng;
-        let key = (rng.next_u64(), rng.next_u64());
         Root {
             config: None,
-            vm: Rc::new(Vm { cooldowns: RefCell::default(), rng: RefCell::new(rng), key, metrics: RefCell::default() }),
+            vm: Rc::new(Vm {
+                cooldowns: RefCell::default(),
+                rng: RefCell::new(rng),
+                key: vm_key(),
+                metrics: RefCell::default(),
+                spent: RefCell::default(),
+            }),
             upstream: false,
             probes: None,
         }
@@ -88,13 +134,15 @@ impl RootContext for Root {
         for e in &loaded.diagnostics.errors {
             log::error!("llm-router config error: {e}");
         }
-        let Some(cfg) = loaded.config else {
+        let Some(mut cfg) = loaded.config else {
             log::error!(
                 "llm-router: configuration refused ({} problem(s) above)",
                 loaded.diagnostics.errors.len()
             );
             return false;
         };
+        cfg.generation = next_generation();
+        ROUTER_IN_VM.with(|r| r.set(true));
         forget_removed_deployments(&cfg);
         ensure_key(keys::COOLDOWNS);
         for d in &cfg.table.deployments {

@@ -34,15 +34,15 @@ pub fn ensure_key(key: &str) {
 #[derive(Default)]
 pub struct CooldownCache {
     cas: Option<u32>,
-    /// Identity of the config the view was built for (its address; configs are `Rc`-held).
-    config: usize,
+    /// Generation of the config the view was built for (0: none yet).
+    config: u64,
     view: CooldownView,
 }
 
 impl CooldownCache {
     /// Re-reads the record (one host call) and rebuilds the view only when it changed.
     pub fn refresh(&mut self, cfg: &RouterConfig) -> &CooldownView {
-        let identity = cfg as *const RouterConfig as usize;
+        let identity = cfg.generation;
         match hostcalls::get_shared_data(keys::COOLDOWNS) {
             Ok((value, cas)) => {
                 if cas != self.cas || identity != self.config || cas.is_none() {

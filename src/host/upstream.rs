@@ -2,50 +2,33 @@
 //! (`root_id: llm_router_upstream`). It takes the router's attempt state off the request (so no
 //! provider sees it) and, when the deployment fails and another attempt is possible, turns the
 //! response into the 307 that makes Envoy replay the request through the router.
+//!
+//! It acts only on state it can trust: in a VM that also runs the router it verifies the
+//! signature and deadline with the router's key; in a VM of its own (the probe setup gives it
+//! its own `vm_id`) it cannot, and relies on the router, which removes every client-sent
+//! `x-llm-router-*` header and refuses any replayed pass it did not sign (ARCHITECTURE.md).
 
-use crate::failover::{AttemptState, REDIRECTOR_HEADER, STATE_HEADER};
+use super::root::{router_in_vm, vm_key};
+use crate::failover::{siphash24, AttemptState, PendingAttempts, REDIRECTOR_HEADER, STATE_HEADER};
 use crate::health::parse_retry_after;
 use crate::pipeline::upstream::{context_verdict, verdict, Verdict, MAX_INSPECTED_BODY};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::RefCell;
-use std::collections::VecDeque;
-
-/// Attempts still waiting for response headers, by `x-request-id`. Envoy's retry onto the
-/// redirector replays the request header map this filter already edited (the state header is
-/// gone by then), so the retried attempt finds its state here. Same worker thread, same VM.
-/// Bounded: an attempt whose client vanished never reaches its response and ages out.
-const MAX_PENDING: usize = 1024;
 
 thread_local! {
-    static PENDING: RefCell<VecDeque<(String, AttemptState, String)>> = const { RefCell::new(VecDeque::new()) };
-}
-
-fn remember(request_id: &str, state: &AttemptState, encoded: &str) {
-    PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        p.retain(|(id, _, _)| id != request_id);
-        if p.len() >= MAX_PENDING {
-            p.pop_front();
-        }
-        p.push_back((request_id.to_string(), state.clone(), encoded.to_string()));
-    });
-}
-
-fn recall(request_id: &str) -> Option<(AttemptState, String)> {
-    PENDING.with(|p| p.borrow().iter().find(|(id, _, _)| id == request_id).map(|(_, s, e)| (s.clone(), e.clone())))
-}
-
-fn forget(request_id: &str) {
-    PENDING.with(|p| p.borrow_mut().retain(|(id, _, _)| id != request_id));
+    /// Attempts that may be retried onto the redirector, by hashed request id (see
+    /// `failover::pending`). Same worker thread, same VM.
+    static PENDING: RefCell<PendingAttempts> = RefCell::new(PendingAttempts::default());
 }
 
 #[derive(Default)]
 pub struct Upstream {
     /// The decoded state and its encoded form (passed on in the redirect location).
     state: Option<(AttemptState, String)>,
-    request_id: Option<String>,
+    /// The keyed hash of `x-request-id`.
+    request_id: Option<u64>,
     /// Response headers are held while a 400 body is read for a context-window error.
     inspecting: bool,
 }
@@ -62,29 +45,40 @@ fn set(name: &str, value: Option<&str>) {
     }
 }
 
+/// The state in `encoded`, when this role may act on it.
+fn trusted(encoded: &str, now_ms: u64) -> Option<AttemptState> {
+    let state = if router_in_vm() { AttemptState::decode(encoded, vm_key())? } else { AttemptState::decode_unverified(encoded)? };
+    state.is_live(now_ms).then_some(state)
+}
+
 impl HttpContext for Upstream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.request_id = header(MapType::HttpRequestHeaders, "x-request-id");
+        let key = vm_key();
+        self.request_id = header(MapType::HttpRequestHeaders, "x-request-id").map(|id| siphash24(key.0, key.1, id.as_bytes()));
+        let now = super::now_ms();
         match header(MapType::HttpRequestHeaders, STATE_HEADER) {
             Some(value) => {
-                self.state = AttemptState::decode_unverified(&value).map(|s| (s, value));
                 if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, STATE_HEADER) {
                     log::warn!("llm-router upstream: removing the state header failed: {status:?}");
                 }
-                if let (Some(id), Some((state, encoded))) = (&self.request_id, &self.state) {
-                    remember(id, state, encoded);
+                self.state = trusted(&value, now).map(|s| (s, value));
+                if let (Some(id), Some((state, encoded))) = (self.request_id, &self.state) {
+                    PENDING.with(|p| p.borrow_mut().remember(id, state.nonce, encoded, now));
                 }
             }
             // A retry of an attempt that got no response (its state header is already gone).
-            None => self.state = self.request_id.as_deref().and_then(recall),
+            None => {
+                let recalled = self.request_id.and_then(|id| PENDING.with(|p| p.borrow().recall(id).map(str::to_string)));
+                self.state = recalled.and_then(|e| trusted(&e, now).map(|s| (s, e)));
+            }
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // A response arrived: Envoy will not retry this attempt any more.
-        if let Some(id) = &self.request_id {
-            forget(id);
+        if let (Some(id), Some((state, _))) = (self.request_id, &self.state) {
+            PENDING.with(|p| p.borrow_mut().forget(id, state.nonce));
         }
         let status = header(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         if status < 300 {

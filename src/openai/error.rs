@@ -138,6 +138,45 @@ impl ApiError {
         )
     }
 
+    /// 400: the model name cannot be routed as given (`why` is the router's own text: the
+    /// client's name is never echoed here, it may hold anything).
+    #[must_use]
+    pub fn invalid_model(why: &str) -> Self {
+        Self::new(400, INVALID_REQUEST, Some("model"), Some("invalid_model"), format!("Invalid \"model\": {why}"))
+    }
+
+    /// 414: the request path (with its query) is longer than the router carries across a failover.
+    #[must_use]
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(414, INVALID_REQUEST, None, Some("uri_too_long"), format!("Request path and query exceed the {limit}-byte limit"))
+    }
+
+    /// 400: the `:authority` (Host) is longer than any host name.
+    #[must_use]
+    pub fn invalid_authority(limit: usize) -> Self {
+        Self::new(400, INVALID_REQUEST, None, Some("invalid_authority"), format!("The Host header exceeds {limit} bytes"))
+    }
+
+    /// 502: Envoy replayed a routed request after a redirect the router did not issue (a
+    /// provider's own 3xx, or a forged, expired, reused or re-bodied failover state). It is
+    /// answered here so the request never leaves again with the provider's credentials.
+    #[must_use]
+    pub fn redirect_refused() -> Self {
+        Self::new(
+            502,
+            API_ERROR,
+            None,
+            Some("upstream_redirect_refused"),
+            "llm-router refused a redirect it did not issue (an upstream's own redirect, or a failover state that is forged, expired, reused or from before a restart); retry the request",
+        )
+    }
+
+    /// 500: the router itself failed (a host call); `what` is the router's own text.
+    #[must_use]
+    pub fn internal(what: &str) -> Self {
+        Self::new(500, API_ERROR, None, Some("internal_error"), what.to_string())
+    }
+
     /// 413: body larger than the configured limit.
     #[must_use]
     pub fn body_too_large(limit: usize) -> Self {

@@ -4,6 +4,7 @@
 //! and headers between Envoy and these functions.
 
 pub mod auth;
+pub mod headers;
 pub mod health_report;
 pub mod json_out;
 pub mod listing;
@@ -12,3 +13,4 @@ pub mod upstream;
 pub mod outcome;
 pub mod reload;
 pub mod request;
+pub mod response;

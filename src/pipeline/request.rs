@@ -7,16 +7,21 @@
 use super::auth::{is_authorized, ClientCredentials};
 use crate::config::{glob_capture, AuthHeader, Deployment, Group, RouterConfig, ANTHROPIC_VERSION};
 use crate::failover::{
-    can_context_failover, can_failover, chain, context_targets, next_targets, AttemptState, Chain, FailureReport, FAILOVER_PATH,
+    body_fingerprint, can_context_failover, can_failover, chain, context_targets, next_targets, state_ttl_ms, AttemptState, Chain,
+    FailureReport, SpentStates, FAILOVER_PATH,
 };
-use crate::health::{classify, CooldownView, FailureClass};
+use crate::health::{classify, counts_against_deployment, timeout_or_connect_failure, CooldownView, FailureClass};
 use crate::openai::{json_scan, rewrite, scan_request_with_facts, ApiError, BodyFacts};
 use crate::provider::{upstream_path, Endpoint, Wire};
 use crate::routing::{select, Ineligible, RequestFacts, Rng, Selection};
 use crate::stats::{ms_to_next_minute, StatsSource};
 
-/// Client headers that may carry credentials; none of them is ever forwarded upstream.
-pub const CLIENT_AUTH_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
+/// Longest client `:path` (query included) the router routes: it travels in the attempt state.
+pub const MAX_PATH_BYTES: usize = 2048;
+/// Longest `:authority` the router routes (a DNS name is at most 253 bytes, plus a port).
+pub const MAX_AUTHORITY_BYTES: usize = 261;
+/// Longest `model` the router accepts (model ids are far shorter; it travels in the state).
+pub const MAX_MODEL_BYTES: usize = 256;
 
 /// Request header carrying routing tags (comma-separated), besides the body's `tags` /
 /// `metadata.tags`. Consumed by the router, never forwarded.
@@ -39,8 +44,8 @@ pub struct RequestHead<'a> {
     /// `x-envoy-original-url` is present: Envoy replays this request after an internal redirect
     /// (Envoy strips a client-sent one).
     pub internal_redirect: bool,
-    /// A (client-sent) attempt state header is present: it must not reach an upstream.
-    pub has_state_header: bool,
+    /// Its value: the URL the client originally asked for.
+    pub original_url: Option<&'a str>,
     /// The `x-llm-router-tags` header.
     pub tags: Option<&'a str>,
 }
@@ -98,28 +103,37 @@ pub enum HeadDecision {
     /// Not a routed endpoint: leave the request alone.
     PassThrough,
     Reject(Reply),
-    ReadBody(Pending),
+    ReadBody(Box<Pending>),
     /// Answer locally, without a body phase.
     Local(LocalReply),
 }
 
+/// What the header phase needs to accept a failover pass: the per-VM signing key, the clock
+/// and the nonces already spent.
+pub struct ReplayCheck<'s> {
+    pub key: (u64, u64),
+    pub now_ms: u64,
+    pub spent: &'s mut SpentStates,
+}
+
 /// Header-time checks: endpoint, method, gateway key, content type, declared size. A verified
-/// failover pass skips them: its first pass already passed them.
-pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> HeadDecision {
+/// failover pass skips them: its first pass already passed them, and its state is signed,
+/// unexpired, unused and (checked with the body) bound to the body that pass forwarded.
+///
+/// A replay of one of the router's requests that is *not* such a pass — a provider's own
+/// redirect, a forged or reused state — is refused here: its header map still carries the
+/// previous pass's provider credentials, so it must never be passed through.
+pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, replay: &mut ReplayCheck<'_>) -> HeadDecision {
     let (path, query) = head.path.split_once('?').unwrap_or((head.path, ""));
-    if path == FAILOVER_PATH && head.internal_redirect {
-        if let Some(redirect) = verified_redirect(query, key) {
-            let client_path = redirect.state.path.split_once('?').map_or(redirect.state.path.as_str(), |(p, _)| p);
-            if let Some(endpoint) = Endpoint::from_path(client_path) {
-                return HeadDecision::ReadBody(Pending {
-                    endpoint,
-                    path: redirect.state.path.clone(),
-                    authority: redirect.state.authority.clone(),
-                    has_anthropic_version: head.has_anthropic_version,
-                    redirect: Some(redirect),
-                    header_tags: header_tags(head.tags),
-                });
-            }
+    if head.internal_redirect {
+        if path == FAILOVER_PATH {
+            return match failover_pass(head, query, replay) {
+                Some(pending) => HeadDecision::ReadBody(Box::new(pending)),
+                None => HeadDecision::Reject(ApiError::redirect_refused().into()),
+            };
+        }
+        if head.original_url.is_none_or(is_routed_url) {
+            return HeadDecision::Reject(ApiError::redirect_refused().into());
         }
     }
     if let Some(local) = local_endpoint(cfg, path) {
@@ -146,14 +160,20 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, key: (u64, u64)) -> H
     if head.content_length.and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|n| n > limit) {
         return HeadDecision::Reject(ApiError::body_too_large(limit as usize).into());
     }
-    HeadDecision::ReadBody(Pending {
+    if head.path.len() > MAX_PATH_BYTES {
+        return HeadDecision::Reject(ApiError::uri_too_long(MAX_PATH_BYTES).into());
+    }
+    if head.authority.len() > MAX_AUTHORITY_BYTES {
+        return HeadDecision::Reject(ApiError::invalid_authority(MAX_AUTHORITY_BYTES).into());
+    }
+    HeadDecision::ReadBody(Box::new(Pending {
         endpoint,
         path: head.path.to_string(),
         authority: head.authority.to_string(),
         has_anthropic_version: head.has_anthropic_version,
         redirect: None,
         header_tags: header_tags(head.tags),
-    })
+    }))
 }
 
 /// Which local endpoint `path` (no query) is, if any: exact match on the configured paths.
@@ -188,10 +208,33 @@ fn header_tags(value: Option<&str>) -> Vec<String> {
     value.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect()
 }
 
-fn verified_redirect(query: &str, key: (u64, u64)) -> Option<Redirect> {
+/// The pending failover pass, when the state in the redirect's query is the router's own:
+/// signed with this VM's key, before its deadline, its nonce not spent yet (spent now).
+fn failover_pass(head: &RequestHead<'_>, query: &str, replay: &mut ReplayCheck<'_>) -> Option<Pending> {
     let (report, encoded) = FailureReport::from_query(query)?;
-    let state = AttemptState::decode(&encoded, key)?;
-    Some(Redirect { state, report })
+    let state = AttemptState::decode(&encoded, replay.key)?;
+    if !state.is_live(replay.now_ms) || !replay.spent.consume(state.nonce, state.expires_ms, replay.now_ms) {
+        return None;
+    }
+    let client_path = state.path.split_once('?').map_or(state.path.as_str(), |(p, _)| p);
+    let endpoint = Endpoint::from_path(client_path)?;
+    Some(Pending {
+        endpoint,
+        path: state.path.clone(),
+        authority: state.authority.clone(),
+        has_anthropic_version: head.has_anthropic_version,
+        header_tags: header_tags(head.tags),
+        redirect: Some(Redirect { state, report }),
+    })
+}
+
+/// Whether an original URL (`x-envoy-original-url`: `scheme://authority/path?query`) was one
+/// of the router's requests: a routed endpoint or a failover pass.
+fn is_routed_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/");
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path == FAILOVER_PATH || Endpoint::from_path(path).is_some()
 }
 
 /// `application/json`, `application/json; charset=utf-8`, `application/*+json`.
@@ -353,11 +396,17 @@ fn unavailable_reply(group: &Group, why: Selection, now_ms: u64, requested: &str
 fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirect, body: &[u8], env: &mut Env<'_>) -> BodyDecision<'c> {
     let prev = &redirect.state;
     let report = redirect.report;
+    if body_fingerprint(env.key, body) != (prev.body_len, prev.body_digest) {
+        // Not the body this state was issued for: nothing of it is trusted, nothing recorded.
+        return BodyDecision { failed: None, action: Err(ApiError::redirect_refused().into()) };
+    }
     let prev_index = prev.current().and_then(|id| cfg.table.ids.get(id).copied());
     let class = failure_class(prev, &report, env.now_ms);
-    // A prompt too long for the deployment is the request's problem, not the deployment's.
+    // A prompt too long for the deployment is the request's problem, not the deployment's;
+    // so is a name the client invented under a wildcard that the provider does not know.
+    let wildcard = cfg.table.group_index(&prev.group).and_then(|i| cfg.table.groups.get(i)).is_some_and(Group::is_wildcard);
     let failed = prev_index
-        .filter(|_| !report.context_window)
+        .filter(|_| !report.context_window && counts_against_deployment(class, wildcard))
         .map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
     let exhausted = |attempts: u32| Reply::from(exhausted_error(&prev.origin_group, attempts, class, &report));
 
@@ -402,6 +451,7 @@ fn scan<'b>(cfg: &RouterConfig, body: &'b [u8], pending: &Pending) -> Result<Sca
         }
     }
     let requested = scan.model_name().ok_or_else(|| Reply::from(ApiError::missing_model()))?.into_owned();
+    check_model_name(&requested)?;
     if scan.duplicate_model {
         return Err(ApiError::new(
             400,
@@ -415,6 +465,31 @@ fn scan<'b>(cfg: &RouterConfig, body: &'b [u8], pending: &Pending) -> Result<Sca
     Ok(Scanned { requested, scan, facts })
 }
 
+/// A client's model name is data: it may land in a path, a log line, the attempt state. Empty
+/// (OpenAI answers 400 too), over [`MAX_MODEL_BYTES`], or holding control characters (CR/LF
+/// would forge header values and log lines) → 400.
+fn check_model_name(name: &str) -> Result<(), Reply> {
+    let why = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > MAX_MODEL_BYTES {
+        "longer than 256 bytes"
+    } else if name.chars().any(char::is_control) {
+        "contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::invalid_model(why).into())
+}
+
+/// What a wildcard may capture when the capture lands in the upstream `:path` (Azure puts the
+/// deployment name there): Azure's own deployment-name alphabet. Anything else (`/`, `..`, `?`,
+/// `#`, `%`, spaces) would be path syntax.
+fn is_path_safe_capture(capture: &str) -> bool {
+    !capture.is_empty()
+        && !capture.starts_with('.')
+        && capture.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// Selects a deployment of group `group` for this request, skipping `exclude` (tried ones).
 fn choose(cfg: &RouterConfig, group: usize, scanned: &Scanned<'_>, exclude: &[usize], env: &mut Env<'_>) -> Selection {
     let facts = RequestFacts { tags: &scanned.facts.tags, input_tokens: scanned.facts.input_tokens, stream: scanned.scan.stream.unwrap_or(false) };
@@ -425,11 +500,7 @@ fn choose(cfg: &RouterConfig, group: usize, scanned: &Scanned<'_>, exclude: &[us
 /// timeout when the attempt used up its time budget, else a failed connection.
 fn failure_class(prev: &AttemptState, report: &FailureReport, now_ms: u64) -> FailureClass {
     if report.status == 0 {
-        let elapsed = now_ms.saturating_sub(prev.start_ms);
-        return match prev.try_budget_ms {
-            Some(budget) if elapsed.saturating_mul(10) >= budget.saturating_mul(9) => FailureClass::Timeout,
-            _ => FailureClass::ConnectFailure,
-        };
+        return timeout_or_connect_failure(now_ms.saturating_sub(prev.start_ms), prev.try_budget_ms);
     }
     classify(report.status, Some("via_upstream")).unwrap_or(FailureClass::ServerError)
 }
@@ -482,8 +553,13 @@ fn plan<'c>(
     env: &mut Env<'_>,
 ) -> Result<Forward<'c>, Reply> {
     let dep = cfg.table.deployments.get(index).ok_or_else(|| Reply::from(ApiError::model_not_found(&state.model)))?;
-    let capture = glob_capture(&group.name, &state.model).flatten().unwrap_or(&state.model);
-    let upstream_model = substitute_wildcard(&dep.model, capture);
+    let capture = glob_capture(&group.name, &state.model).flatten();
+    if let Some(c) = capture {
+        if dep.provider.wire == Wire::Azure && dep.model.contains('*') && !is_path_safe_capture(c) {
+            return Err(ApiError::invalid_model("not a valid Azure deployment name (letters, digits, '-', '_', '.')").into());
+        }
+    }
+    let upstream_model = substitute_wildcard(&dep.model, capture.unwrap_or(&state.model));
     let path = upstream_path(dep.provider.wire, &dep.upstream.base_path, pending.endpoint, &upstream_model, &dep.api_version, pending.query())
         .ok_or_else(|| Reply::from(ApiError::unsupported_endpoint(pending.endpoint.public_path(), dep.provider.name)))?;
 
@@ -496,7 +572,7 @@ fn plan<'c>(
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
     let model_changes = upstream_model != scanned.requested;
-    let new_body = (model_changes || !defaults.is_empty()).then(|| {
+    let new_body: Option<Vec<u8>> = (model_changes || !defaults.is_empty()).then(|| {
         let model_edit = match (&scanned.scan.model, model_changes) {
             (Some(m), true) => Some((m.value.clone(), upstream_model.as_str())),
             _ => None,
@@ -511,6 +587,13 @@ fn plan<'c>(
     let untried_in_group = group.members.iter().any(|i| cfg.table.deployments.get(*i).is_some_and(|d| !state.tried.contains(&d.id)));
     state.can_failover = can_failover(cfg, &state, untried_in_group);
     state.can_context_failover = can_context_failover(cfg, &state);
+    // Only with the failover wiring: nothing else strips the header before the provider.
+    let attach_state = cfg.envoy.failover && (state.can_failover || state.can_context_failover);
+    if attach_state {
+        state.nonce = env.rng.next_u64();
+        state.expires_ms = env.now_ms.saturating_add(state_ttl_ms(per_try_timeout_ms));
+        (state.body_len, state.body_digest) = body_fingerprint(env.key, new_body.as_deref().unwrap_or(body));
+    }
     let fallback_from = (state.group != state.origin_group).then(|| state.origin_group.clone());
 
     Ok(Forward {
@@ -526,8 +609,7 @@ fn plan<'c>(
         anthropic_version: (dep.provider.wire == Wire::Anthropic && !pending.has_anthropic_version).then_some(ANTHROPIC_VERSION),
         body: new_body,
         stream: scanned.scan.stream.unwrap_or(false),
-        // Only with the failover wiring: nothing else strips the header before the provider.
-        state: (cfg.envoy.failover && (state.can_failover || state.can_context_failover)).then(|| state.encode(env.key)),
+        state: attach_state.then(|| state.encode(env.key)),
         per_try_timeout_ms,
         attempts: state.hop + 1,
         fallback_from,
@@ -549,6 +631,11 @@ mod tests {
     use crate::config;
     use crate::health::{Cooldowns, FailureClass};
     use serde_json::{json, Value};
+
+    /// A fresh replay check at `now_ms` (its spent set lives for the test; leaked on purpose).
+    fn replay(now_ms: u64) -> ReplayCheck<'static> {
+        ReplayCheck { key: KEY, now_ms, spent: Box::leak(Box::default()) }
+    }
 
     /// Loads `v`; with the failover wiring declared (`envoy_settings.failover`) unless `v` says.
     fn cfg(mut v: Value) -> RouterConfig {
@@ -593,8 +680,8 @@ mod tests {
     const KEY: (u64, u64) = (11, 22);
 
     fn pending(cfg: &RouterConfig, path: &str) -> Pending {
-        match on_head(cfg, &head("POST", path), KEY) {
-            HeadDecision::ReadBody(p) => p,
+        match on_head(cfg, &head("POST", path), &mut replay(0)) {
+            HeadDecision::ReadBody(p) => *p,
             other => panic!("{other:?}"),
         }
     }
@@ -620,9 +707,9 @@ mod tests {
     #[test]
     fn head_checks() {
         let c = sample();
-        assert_eq!(on_head(&c, &head("POST", "/healthz"), KEY), HeadDecision::PassThrough);
-        assert_eq!(on_head(&c, &head("GET", "/v1/model"), KEY), HeadDecision::PassThrough);
-        let reject = |h: &RequestHead<'_>| match on_head(&c, h, KEY) {
+        assert_eq!(on_head(&c, &head("POST", "/healthz"), &mut replay(0)), HeadDecision::PassThrough);
+        assert_eq!(on_head(&c, &head("GET", "/v1/model"), &mut replay(0)), HeadDecision::PassThrough);
+        let reject = |h: &RequestHead<'_>| match on_head(&c, h, &mut replay(0)) {
             HeadDecision::Reject(r) => (r.error.status, r.error.code),
             other => panic!("{other:?}"),
         };
@@ -637,9 +724,9 @@ mod tests {
         h.content_length = Some("2000000");
         assert_eq!(reject(&h), (413, Some("request_too_large")));
         h.content_length = Some("20");
-        assert!(matches!(on_head(&c, &h, KEY), HeadDecision::ReadBody(_)));
+        assert!(matches!(on_head(&c, &h, &mut replay(0)), HeadDecision::ReadBody(_)));
         h.content_type = Some("application/vnd.api+json");
-        assert!(matches!(on_head(&c, &h, KEY), HeadDecision::ReadBody(_)));
+        assert!(matches!(on_head(&c, &h, &mut replay(0)), HeadDecision::ReadBody(_)));
     }
 
     #[test]
@@ -648,7 +735,7 @@ mod tests {
         let decide = |method, path, key: Option<&'static str>| {
             let mut h = head(method, path);
             h.credentials = ClientCredentials { authorization: key, ..Default::default() };
-            on_head(&c, &h, KEY)
+            on_head(&c, &h, &mut replay(0))
         };
         let ok = Some("Bearer sk-master");
         assert_eq!(decide("GET", "/v1/models", ok), HeadDecision::Local(LocalReply::Models));
@@ -668,7 +755,7 @@ mod tests {
             "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m", "api_key": "k"}}],
             "envoy_settings": {"models_paths": ["/gw/models"], "health_path": null},
         }));
-        let anon = |path| on_head(&custom, &RequestHead { method: "GET", path, ..Default::default() }, KEY);
+        let anon = |path| on_head(&custom, &RequestHead { method: "GET", path, ..Default::default() }, &mut replay(0));
         assert_eq!(anon("/gw/models"), HeadDecision::Local(LocalReply::Models));
         assert_eq!(anon("/v1/models"), HeadDecision::PassThrough);
         assert_eq!(anon("/llm-router/health"), HeadDecision::PassThrough);
@@ -793,7 +880,7 @@ mod tests {
             internal_redirect: redirect.is_some(),
             ..Default::default()
         };
-        match on_head(c, &head, KEY) {
+        match on_head(c, &head, &mut replay(now)) {
             HeadDecision::ReadBody(p) => on_body(c, &p, body, &mut env),
             other => panic!("{other:?}"),
         }
@@ -866,7 +953,7 @@ mod tests {
         let loc = crate::failover::failover_location("gw", &state, &report);
         let path = loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default();
         let head = RequestHead { method: "POST", path: &path, internal_redirect: true, ..Default::default() };
-        let HeadDecision::ReadBody(p2) = on_head(&c, &head, KEY) else { panic!("not a failover pass") };
+        let HeadDecision::ReadBody(p2) = on_head(&c, &head, &mut replay(3_000)) else { panic!("not a failover pass") };
         let body = f1.body.clone().unwrap_or_default();
         let second = run(&p2, &body, 3_000, &mut rng);
         assert_eq!(second.failed.map(|f| f.class), Some(FailureClass::Timeout));
@@ -878,19 +965,114 @@ mod tests {
         assert!(reply.error.message.contains("All 1 attempt(s) for model group `a`"), "{}", reply.error.message);
     }
 
-    #[test]
-    fn forged_or_unredirected_failover_requests_are_not_trusted() {
-        let c = failover_cfg();
-        let f1 = pass(&c, br#"{"model":"a"}"#, None, 0).action.unwrap_or_else(|r| panic!("{r:?}"));
-        let f1_state = f1.state.clone().unwrap_or_default();
-        let forged = f1_state.replace("h=0", "h=1");
-        let report = FailureReport { status: 500, retry_after_ms: None, context_window: false };
-        for (state, redirected) in [(forged.as_str(), true), (f1_state.as_str(), false)] {
-            let loc = crate::failover::failover_location("gw", state, &report);
-            let path = loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default();
-            let head = RequestHead { method: "POST", path: &path, internal_redirect: redirected, ..Default::default() };
-            assert_eq!(on_head(&c, &head, KEY), HeadDecision::PassThrough);
+    /// The head of a failover pass with `state` and `report`, replayed by Envoy (or not).
+    fn failover_head<'a>(path: &'a str, redirected: bool) -> RequestHead<'a> {
+        RequestHead {
+            method: "POST",
+            path,
+            internal_redirect: redirected,
+            original_url: redirected.then_some("http://gw/v1/chat/completions"),
+            ..Default::default()
         }
+    }
+
+    fn failover_path(state: &str, status: u16) -> String {
+        let report = FailureReport { status, retry_after_ms: None, context_window: false };
+        let loc = crate::failover::failover_location("gw", state, &report);
+        loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default()
+    }
+
+    fn refused(d: &HeadDecision) -> bool {
+        matches!(d, HeadDecision::Reject(r) if (r.error.status, r.error.code) == (502, Some("upstream_redirect_refused")))
+    }
+
+    #[test]
+    fn forged_reused_expired_or_unredirected_failover_states_are_refused() {
+        let c = failover_cfg();
+        let f1 = pass(&c, br#"{"model":"a"}"#, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+        let state = f1.state.clone().unwrap_or_default();
+        let body = f1.body.clone().unwrap_or_default();
+        let path = failover_path(&state, 500);
+
+        // Forged (signature does not match) → refused, never passed through with credentials.
+        let forged = failover_path(&state.replace("h=0", "h=1"), 500);
+        assert!(refused(&on_head(&c, &failover_head(&forged, true), &mut replay(1_100))));
+        // Signed with another VM's key (or before a restart) → refused.
+        let mut other = ReplayCheck { key: (1, 2), now_ms: 1_100, spent: &mut SpentStates::default() };
+        assert!(refused(&on_head(&c, &failover_head(&path, true), &mut other)));
+        // Past its deadline → refused.
+        let late = 1_000 + crate::failover::state_ttl_ms(None) + 1;
+        assert!(refused(&on_head(&c, &failover_head(&path, true), &mut replay(late))));
+        // Not replayed by Envoy (a client calling the failover path itself) → not ours at all.
+        assert_eq!(on_head(&c, &failover_head(&path, false), &mut replay(1_100)), HeadDecision::PassThrough);
+
+        // The genuine pass is accepted once; the same state a second time is a replay.
+        let mut spent = SpentStates::default();
+        let mut check = ReplayCheck { key: KEY, now_ms: 1_100, spent: &mut spent };
+        let HeadDecision::ReadBody(p) = on_head(&c, &failover_head(&path, true), &mut check) else { panic!("genuine pass refused") };
+        assert!(refused(&on_head(&c, &failover_head(&path, true), &mut check)), "a captured state replayed");
+
+        // Bound to the body: the same state with another body is refused and records nothing.
+        let view = CooldownView::new(&Cooldowns::default(), &c.table.ids, c.table.deployments.len());
+        let mut rng = Rng::from_seed(3);
+        let mut env = Env { cooling: &view, stats: &crate::stats::NoStats, now_ms: 1_100, rng: &mut rng, key: KEY };
+        let other_body = br#"{"model":"a-one","messages":[{"role":"user","content":"steal"}]}"#;
+        let d = on_body(&c, &p, other_body, &mut env);
+        assert!(d.failed.is_none());
+        assert!(matches!(d.action, Err(ref r) if r.error.code == Some("upstream_redirect_refused")), "{:?}", d.action);
+        let d = on_body(&c, &p, &body, &mut env);
+        assert!(d.failed.is_some() && d.action.is_ok(), "the genuine body goes on");
+    }
+
+    #[test]
+    fn replays_of_routed_requests_that_are_not_failover_passes_are_refused() {
+        // A provider's own `307 location: http://internal.example/...` makes Envoy replay the
+        // request — its headers still hold the provider key — to that URL.
+        let c = failover_cfg();
+        let mut head = failover_head("/steal", true);
+        assert!(refused(&on_head(&c, &head, &mut replay(0))));
+        head.original_url = Some("https://gw:8443/v1/messages?beta=1");
+        assert!(refused(&on_head(&c, &head, &mut replay(0))));
+        // Someone else's internal redirect (a route the router does not serve) is not its business.
+        head.original_url = Some("http://gw/static/index.html");
+        assert_eq!(on_head(&c, &head, &mut replay(0)), HeadDecision::PassThrough);
+    }
+
+    #[test]
+    fn model_names_are_data() {
+        let c = cfg(json!({
+            "model_list": [
+                {"model_name": "azure/*", "litellm_params": {"model": "azure/*", "api_base": "https://r.openai.azure.com", "api_key": "k"}},
+                {"model_name": "openai/*", "litellm_params": {"model": "openai/*", "api_key": "k"}},
+            ],
+        }));
+        let p = "/v1/chat/completions";
+        for evil in ["azure/../../../admin", "azure/x?api-version=evil&", "azure/a#b", "azure/a/b", "azure/a b", "azure/%2e%2e", "azure/.."] {
+            let body = json!({"model": evil}).to_string();
+            assert_eq!(code(route(&c, p, &body)), (400, Some("invalid_model")), "{evil}");
+        }
+        for evil in [r"openai/x\r\nx-injected: 1", "", r"openai/\u0000"] {
+            let body = format!(r#"{{"model":"{evil}"}}"#);
+            assert_eq!(code(route(&c, p, &body)), (400, Some("invalid_model")), "{evil:?}");
+        }
+        let long = json!({"model": format!("openai/{}", "x".repeat(300))}).to_string();
+        assert_eq!(code(route(&c, p, &long)), (400, Some("invalid_model")));
+        let f = route(&c, p, r#"{"model":"azure/gpt-4o_prod.v2"}"#).unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(f.path, "/openai/deployments/gpt-4o_prod.v2/chat/completions?api-version=2024-10-21");
+        // Under an OpenAI wildcard the name only reaches the JSON body, escaped by the writer.
+        let f = route(&c, p, r#"{"model":"openai/a/b \"c\""}"#).unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(body_json(&f)["model"], "a/b \"c\"");
+    }
+
+    #[test]
+    fn oversized_paths_and_authorities_are_refused_before_buffering() {
+        let c = sample();
+        let long_path = format!("/v1/chat/completions?{}", "q".repeat(MAX_PATH_BYTES));
+        let h = RequestHead { path: &long_path, ..head("POST", "/") };
+        assert!(matches!(on_head(&c, &h, &mut replay(0)), HeadDecision::Reject(r) if r.error.status == 414));
+        let host = "h".repeat(MAX_AUTHORITY_BYTES + 1);
+        let h = RequestHead { authority: &host, ..head("POST", "/v1/chat/completions") };
+        assert!(matches!(on_head(&c, &h, &mut replay(0)), HeadDecision::Reject(r) if r.error.status == 400));
     }
 
     #[test]

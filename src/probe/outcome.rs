@@ -57,10 +57,8 @@ pub fn class_of(answer: Answer) -> Option<FailureClass> {
         Answer::Status { status, details, .. } => classify(status, details),
         // Envoy gives the callout no details; like the redirector path, elapsed time tells a
         // timeout from a refused or reset connection.
-        Answer::None { elapsed_ms, timeout_ms } if elapsed_ms.saturating_mul(10) >= timeout_ms.saturating_mul(9) => {
-            Some(FailureClass::Timeout)
-        }
-        Answer::None { .. } | Answer::NotSent => Some(FailureClass::ConnectFailure),
+        Answer::None { elapsed_ms, timeout_ms } => Some(health::timeout_or_connect_failure(elapsed_ms, Some(timeout_ms))),
+        Answer::NotSent => Some(FailureClass::ConnectFailure),
     }
 }
 

@@ -23,7 +23,12 @@ pub fn upstream_path(
             return Some(format!("{}?api-version={api_version}", join(base_path, "openai/responses")));
         }
         (Wire::Azure, _) => {
-            let path = join(base_path, &format!("openai/deployments/{model}/{}", endpoint.suffix()));
+            let mut rest = String::with_capacity(32 + model.len());
+            rest.push_str("openai/deployments/");
+            push_segment(&mut rest, model);
+            rest.push('/');
+            rest.push_str(endpoint.suffix());
+            let path = join(base_path, &rest);
             return Some(format!("{path}?api-version={api_version}"));
         }
         (Wire::Anthropic, Endpoint::Messages) => join(anthropic_root(base_path), "v1/messages"),
@@ -35,6 +40,27 @@ pub fn upstream_path(
         out.push_str(query);
     }
     Some(out)
+}
+
+/// Appends `segment` as one path segment: anything but unreserved characters is
+/// percent-encoded, so a name can never add segments (`/`, `..`), a query (`?`) or a fragment.
+/// The router already refuses such wildcard captures (400); this keeps the path well-formed for
+/// whatever a deployment's configured name holds.
+fn push_segment(out: &mut String, segment: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if segment == "." || segment == ".." {
+        out.push_str(if segment == "." { "%2E" } else { "%2E%2E" });
+        return;
+    }
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
+            out.push(char::from(HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0')));
+        }
+    }
 }
 
 fn join(base: &str, rest: &str) -> String {
@@ -77,6 +103,15 @@ mod tests {
         );
         assert_eq!(p(Endpoint::Responses).as_deref(), Some("/openai/responses?api-version=2024-10-21"));
         assert_eq!(p(Endpoint::Messages), None);
+    }
+
+    #[test]
+    fn azure_deployment_name_is_one_escaped_segment() {
+        let p = |model| upstream_path(Wire::Azure, "", Endpoint::ChatCompletions, model, "v", "").unwrap_or_default();
+        assert_eq!(p("../../../admin"), "/openai/deployments/..%2F..%2F..%2Fadmin/chat/completions?api-version=v");
+        assert_eq!(p("x?api-version=evil&"), "/openai/deployments/x%3Fapi-version%3Devil%26/chat/completions?api-version=v");
+        assert_eq!(p("a#b c\r\n"), "/openai/deployments/a%23b%20c%0D%0A/chat/completions?api-version=v");
+        assert_eq!(p(".."), "/openai/deployments/%2E%2E/chat/completions?api-version=v");
     }
 
     #[test]
