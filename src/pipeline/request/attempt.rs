@@ -1,0 +1,270 @@
+//! The body phase's orchestration: the first attempt (resolve the model, select, or fall back
+//! when the group cannot serve) and every failover pass (record what failed, pick the next
+//! target in LiteLLM's order), each ending in a planned rewrite (`rewrite.rs`) or a reply.
+
+use super::head::{Pending, Redirect, MAX_MODEL_BYTES};
+use super::rewrite::{plan, Forward};
+use super::Reply;
+use crate::config::{Group, RouterConfig};
+use crate::failover::{body_fingerprint, chain, context_targets, next_targets, AttemptState, Chain, FailureReport};
+use crate::health::{classify, counts_against_deployment, timeout_or_connect_failure, CooldownView, FailureClass};
+use crate::openai::{json_scan, scan_request_with_facts, ApiError, BodyFacts};
+use crate::routing::{select, Ineligible, RequestFacts, Rng, Selection};
+use crate::stats::{ms_to_next_minute, StatsSource};
+
+/// What a request's body phase needs from its surroundings.
+pub struct Env<'r> {
+    pub cooling: &'r CooldownView,
+    /// Live per-deployment statistics (read only by the strategies that need them).
+    pub stats: &'r dyn StatsSource,
+    pub now_ms: u64,
+    pub rng: &'r mut Rng,
+    /// The per-VM key signing attempt state.
+    pub key: (u64, u64),
+}
+
+/// A failed attempt the shell must record in the health state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailedAttempt {
+    pub deployment_index: usize,
+    pub class: FailureClass,
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The body phase's result: what to record about the previous attempt, and what to do now.
+#[derive(Debug)]
+pub struct BodyDecision<'c> {
+    pub failed: Option<FailedAttempt>,
+    pub action: Result<Forward<'c>, Reply>,
+}
+
+/// Body-time decision: resolve the model (or continue a failover), pick a healthy deployment,
+/// plan the rewrite.
+pub fn on_body<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env: &mut Env<'_>) -> BodyDecision<'c> {
+    match &pending.redirect {
+        None => BodyDecision { failed: None, action: first_attempt(cfg, pending, body, env) },
+        Some(redirect) => next_attempt(cfg, pending, redirect, body, env),
+    }
+}
+
+fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env: &mut Env<'_>) -> Result<Forward<'c>, Reply> {
+    let limit = cfg.envoy.max_request_body_bytes;
+    if body.len() as u64 > limit {
+        return Err(ApiError::body_too_large(limit as usize).into());
+    }
+    let scanned = scan(cfg, body, pending)?;
+    let requested = scanned.requested.as_str();
+    let resolved = cfg.table.resolve(requested).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
+    let group = cfg.table.groups.get(resolved.group).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
+    let mut state = AttemptState {
+        model: requested.to_string(),
+        origin_group: group.name.clone(),
+        group: group.name.clone(),
+        path: pending.path.clone(),
+        authority: pending.authority.clone(),
+        ..Default::default()
+    };
+    let first = choose(cfg, resolved.group, &scanned, &[], env);
+    let index = match first {
+        Selection::Deployment(i) => i,
+        unavailable => {
+            // The group cannot serve this request: its fallbacks may (LiteLLM's order: a prompt
+            // too long goes to `context_window_fallbacks`, anything else to `fallbacks`).
+            let which = match unavailable {
+                Selection::NoneEligible(Ineligible::ContextWindow) => Chain::ContextWindow,
+                _ => Chain::Regular,
+            };
+            let fallback = chain(cfg, &group.name, which).into_iter().enumerate().find_map(|(i, g)| match choose(cfg, g, &scanned, &[], env) {
+                Selection::Deployment(d) => Some((i, g, d)),
+                _ => None,
+            });
+            let Some((position, g, d)) = fallback else { return Err(unavailable_reply(group, unavailable, env.now_ms, requested)) };
+            let Some(fallback_group) = cfg.table.groups.get(g) else { return Err(unavailable_reply(group, unavailable, env.now_ms, requested)) };
+            state.group = fallback_group.name.clone();
+            state.fallback = u32::try_from(position + 1).unwrap_or(u32::MAX);
+            state.context_fallback = which == Chain::ContextWindow;
+            return plan(cfg, pending, body, &scanned, fallback_group, d, state, None, env);
+        }
+    };
+    plan(cfg, pending, body, &scanned, group, index, state, None, env)
+}
+
+/// The reply when the client's group has nothing to offer (and no fallback took over).
+fn unavailable_reply(group: &Group, why: Selection, now_ms: u64, requested: &str) -> Reply {
+    match why {
+        Selection::AllCooling { retry_after_ms } => {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            Reply {
+                error: ApiError::all_cooling(&group.name, group.members.len(), secs),
+                headers: vec![("retry-after", secs.to_string())],
+            }
+        }
+        Selection::NoneEligible(Ineligible::RateLimited) => {
+            let secs = ms_to_next_minute(now_ms).div_ceil(1000).max(1);
+            Reply {
+                error: ApiError::new(
+                    429,
+                    crate::openai::error::RATE_LIMIT,
+                    None,
+                    Some("rate_limited"),
+                    format!("Every deployment of model group `{}` is at its rpm/tpm limit. Retry after {secs}s.", group.name),
+                ),
+                headers: vec![("retry-after", secs.to_string())],
+            }
+        }
+        Selection::NoneEligible(Ineligible::ContextWindow) => ApiError::new(
+            400,
+            crate::openai::error::INVALID_REQUEST,
+            Some("messages"),
+            Some("context_length_exceeded"),
+            format!("The request is longer than the context window of every deployment of model group `{}`", group.name),
+        )
+        .into(),
+        Selection::NoneEligible(Ineligible::NoTagMatch) => ApiError::new(
+            400,
+            crate::openai::error::INVALID_REQUEST,
+            Some("tags"),
+            Some("no_matching_deployment"),
+            format!("No deployment of model group `{}` matches the request's tags", group.name),
+        )
+        .into(),
+        Selection::NoneEligible(Ineligible::AllTried) | Selection::Deployment(_) => ApiError::model_not_found(requested).into(),
+    }
+}
+
+fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirect, body: &[u8], env: &mut Env<'_>) -> BodyDecision<'c> {
+    let prev = &redirect.state;
+    let report = redirect.report;
+    if body_fingerprint(env.key, body) != (prev.body_len, prev.body_digest) {
+        // Not the body this state was issued for: nothing of it is trusted, nothing recorded.
+        return BodyDecision { failed: None, action: Err(ApiError::redirect_refused().into()) };
+    }
+    let prev_index = prev.current().and_then(|id| cfg.table.ids.get(id).copied());
+    let class = failure_class(prev, &report, env.now_ms);
+    // A prompt too long for the deployment is the request's problem, not the deployment's;
+    // so is a name the client invented under a wildcard that the provider does not know.
+    let wildcard = cfg.table.group_index(&prev.group).and_then(|i| cfg.table.groups.get(i)).is_some_and(Group::is_wildcard);
+    let failed = prev_index
+        .filter(|_| !report.context_window && counts_against_deployment(class, wildcard))
+        .map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
+    let exhausted = |attempts: u32| Reply::from(exhausted_error(&prev.origin_group, attempts, class, &report));
+
+    let scanned = match scan(cfg, body, pending) {
+        Ok(s) => s,
+        Err(reply) => return BodyDecision { failed, action: Err(reply) },
+    };
+    let tried: Vec<usize> = prev.tried.iter().filter_map(|id| cfg.table.ids.get(id).copied()).collect();
+    let targets = if report.context_window { context_targets(cfg, prev) } else { next_targets(cfg, prev, class) };
+    for target in targets {
+        let Some(group) = cfg.table.groups.get(target.group) else { continue };
+        let Selection::Deployment(index) = choose(cfg, target.group, &scanned, &tried, env) else { continue };
+        let state = AttemptState {
+            hop: prev.hop + 1,
+            group: group.name.clone(),
+            fallback: target.fallback,
+            retries: target.retries,
+            context_fallback: prev.context_fallback || report.context_window,
+            ..prev.clone()
+        };
+        let stale_auth = prev_index.and_then(|i| cfg.table.deployments.get(i)).and_then(|d| d.auth.as_ref()).map(|a| a.name.as_str());
+        let action = plan(cfg, pending, body, &scanned, group, index, state, stale_auth, env);
+        return BodyDecision { failed, action };
+    }
+    BodyDecision { failed, action: Err(exhausted(prev.hop + 1)) }
+}
+
+/// What a pass needs from the body: the requested model (first pass), where `model` is, and
+/// the facts selection filters on (tags, input token estimate).
+pub(super) struct Scanned<'b> {
+    pub(super) requested: String,
+    pub(super) scan: json_scan::RequestScan<'b>,
+    pub(super) facts: BodyFacts,
+}
+
+fn scan<'b>(cfg: &RouterConfig, body: &'b [u8], pending: &Pending) -> Result<Scanned<'b>, Reply> {
+    let wanted: Vec<&str> = cfg.table.default_param_keys.iter().map(String::as_str).collect();
+    let (scan, mut facts) = scan_request_with_facts(body, &wanted).map_err(|e| Reply::from(ApiError::from_scan_error(&e)))?;
+    for tag in &pending.header_tags {
+        if !facts.tags.contains(tag) {
+            facts.tags.push(tag.clone());
+        }
+    }
+    let requested = scan.model_name().ok_or_else(|| Reply::from(ApiError::missing_model()))?.into_owned();
+    check_model_name(&requested)?;
+    if scan.duplicate_model {
+        return Err(ApiError::new(
+            400,
+            crate::openai::error::INVALID_REQUEST,
+            Some("model"),
+            Some("duplicate_model"),
+            "Request body has more than one \"model\" field",
+        )
+        .into());
+    }
+    Ok(Scanned { requested, scan, facts })
+}
+
+/// A client's model name is data: it may land in a path, a log line, the attempt state. Empty
+/// (OpenAI answers 400 too), over [`MAX_MODEL_BYTES`], or holding control characters (CR/LF
+/// would forge header values and log lines) → 400.
+fn check_model_name(name: &str) -> Result<(), Reply> {
+    let why = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > MAX_MODEL_BYTES {
+        "longer than 256 bytes"
+    } else if name.chars().any(char::is_control) {
+        "contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::invalid_model(why).into())
+}
+
+/// Selects a deployment of group `group` for this request, skipping `exclude` (tried ones).
+fn choose(cfg: &RouterConfig, group: usize, scanned: &Scanned<'_>, exclude: &[usize], env: &mut Env<'_>) -> Selection {
+    let facts = RequestFacts { tags: &scanned.facts.tags, input_tokens: scanned.facts.input_tokens, stream: scanned.scan.stream.unwrap_or(false) };
+    select(&cfg.table, &cfg.router, group, &facts, env.cooling, env.stats, exclude, env.now_ms, env.rng)
+}
+
+/// The failed attempt's class. The redirector answers for attempts that got no response: a
+/// timeout when the attempt used up its time budget, else a failed connection.
+fn failure_class(prev: &AttemptState, report: &FailureReport, now_ms: u64) -> FailureClass {
+    if report.status == 0 {
+        return timeout_or_connect_failure(now_ms.saturating_sub(prev.start_ms), prev.try_budget_ms);
+    }
+    classify(report.status, Some("via_upstream")).unwrap_or(FailureClass::ServerError)
+}
+
+/// The error when every attempt failed: the last failure's kind, naming the group and count.
+fn exhausted_error(group: &str, attempts: u32, class: FailureClass, report: &FailureReport) -> ApiError {
+    if report.context_window {
+        return ApiError::new(
+            400,
+            crate::openai::error::INVALID_REQUEST,
+            Some("messages"),
+            Some("context_length_exceeded"),
+            format!("The request is longer than the context window of model group `{group}` and its context-window fallbacks ({attempts} attempt(s))"),
+        );
+    }
+    let (status, kind, code) = match class {
+        FailureClass::RateLimit => (429, crate::openai::error::RATE_LIMIT, "rate_limited"),
+        FailureClass::Timeout => (504, crate::openai::error::API_ERROR, "upstream_timeout"),
+        FailureClass::ConnectFailure | FailureClass::Reset => (503, crate::openai::error::API_ERROR, "upstream_unavailable"),
+        _ => (502, crate::openai::error::API_ERROR, "upstream_error"),
+    };
+    let last = if report.context_window {
+        "the prompt exceeding the context window".to_string()
+    } else if report.status == 0 {
+        format!("{class}")
+    } else {
+        format!("status {}", report.status)
+    };
+    ApiError::new(
+        status,
+        kind,
+        None,
+        Some(code),
+        format!("All {attempts} attempt(s) for model group `{group}` failed; the last one ended with {last}"),
+    )
+}
+
