@@ -41,6 +41,15 @@ pub struct ApiError {
     pub code: Option<&'static str>,
 }
 
+/// How the last attempt of an exhausted failover chain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    RateLimited,
+    TimedOut,
+    Unavailable,
+    Failed,
+}
+
 impl ApiError {
     /// Content-Type of [`ApiError::body`].
     pub const CONTENT_TYPE: &'static str = "application/json";
@@ -168,6 +177,78 @@ impl ApiError {
             None,
             Some("upstream_redirect_refused"),
             "llm-router refused a redirect it did not issue (an upstream's own redirect, or a failover state that is forged, expired, reused or from before a restart); retry the request",
+        )
+    }
+
+    /// 429: every deployment of the group is at its rpm/tpm cap until the next minute.
+    #[must_use]
+    pub fn all_rate_limited(group: &str, retry_after_secs: u64) -> Self {
+        Self::new(
+            429,
+            RATE_LIMIT,
+            None,
+            Some("rate_limited"),
+            format!("Every deployment of model group `{group}` is at its rpm/tpm limit. Retry after {retry_after_secs}s."),
+        )
+    }
+
+    /// 400: the prompt is longer than every deployment's context window (and no fallback took it).
+    #[must_use]
+    pub fn context_too_long(group: &str) -> Self {
+        Self::new(
+            400,
+            INVALID_REQUEST,
+            Some("messages"),
+            Some("context_length_exceeded"),
+            format!("The request is longer than the context window of every deployment of model group `{group}`"),
+        )
+    }
+
+    /// 400: no deployment of the group carries the request's tags.
+    #[must_use]
+    pub fn no_tag_match(group: &str) -> Self {
+        Self::new(
+            400,
+            INVALID_REQUEST,
+            Some("tags"),
+            Some("no_matching_deployment"),
+            format!("No deployment of model group `{group}` matches the request's tags"),
+        )
+    }
+
+    /// 400: two top-level `model` members (the router rewrites the first; an upstream may read the last).
+    #[must_use]
+    pub fn duplicate_model() -> Self {
+        Self::new(400, INVALID_REQUEST, Some("model"), Some("duplicate_model"), "Request body has more than one \"model\" field")
+    }
+
+    /// 400: the context-window fallbacks were tried and the prompt fit none.
+    #[must_use]
+    pub fn context_fallbacks_exhausted(group: &str, attempts: u32) -> Self {
+        Self::new(
+            400,
+            INVALID_REQUEST,
+            Some("messages"),
+            Some("context_length_exceeded"),
+            format!("The request is longer than the context window of model group `{group}` and its context-window fallbacks ({attempts} attempt(s))"),
+        )
+    }
+
+    /// Every attempt of a failover chain failed; `kind` is the last failure's, `last` says how it ended.
+    #[must_use]
+    pub fn attempts_exhausted(group: &str, attempts: u32, kind: Exhausted, last: &str) -> Self {
+        let (status, kind, code) = match kind {
+            Exhausted::RateLimited => (429, RATE_LIMIT, "rate_limited"),
+            Exhausted::TimedOut => (504, API_ERROR, "upstream_timeout"),
+            Exhausted::Unavailable => (503, API_ERROR, "upstream_unavailable"),
+            Exhausted::Failed => (502, API_ERROR, "upstream_error"),
+        };
+        Self::new(
+            status,
+            kind,
+            None,
+            Some(code),
+            format!("All {attempts} attempt(s) for model group `{group}` failed; the last one ended with {last}"),
         )
     }
 

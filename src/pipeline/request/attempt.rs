@@ -8,6 +8,7 @@ use super::Reply;
 use crate::config::{Group, RouterConfig};
 use crate::failover::{body_fingerprint, chain, context_targets, next_targets, AttemptState, Chain, FailureReport};
 use crate::health::{classify, counts_against_deployment, timeout_or_connect_failure, CooldownView, FailureClass};
+use crate::openai::error::Exhausted;
 use crate::openai::{json_scan, scan_request_with_facts, ApiError, BodyFacts};
 use crate::routing::{select, Ineligible, RequestFacts, Rng, Selection};
 use crate::stats::{ms_to_next_minute, StatsSource};
@@ -102,32 +103,12 @@ fn unavailable_reply(group: &Group, why: Selection, now_ms: u64, requested: &str
         Selection::NoneEligible(Ineligible::RateLimited) => {
             let secs = ms_to_next_minute(now_ms).div_ceil(1000).max(1);
             Reply {
-                error: ApiError::new(
-                    429,
-                    crate::openai::error::RATE_LIMIT,
-                    None,
-                    Some("rate_limited"),
-                    format!("Every deployment of model group `{}` is at its rpm/tpm limit. Retry after {secs}s.", group.name),
-                ),
+                error: ApiError::all_rate_limited(&group.name, secs),
                 headers: vec![("retry-after", secs.to_string())],
             }
         }
-        Selection::NoneEligible(Ineligible::ContextWindow) => ApiError::new(
-            400,
-            crate::openai::error::INVALID_REQUEST,
-            Some("messages"),
-            Some("context_length_exceeded"),
-            format!("The request is longer than the context window of every deployment of model group `{}`", group.name),
-        )
-        .into(),
-        Selection::NoneEligible(Ineligible::NoTagMatch) => ApiError::new(
-            400,
-            crate::openai::error::INVALID_REQUEST,
-            Some("tags"),
-            Some("no_matching_deployment"),
-            format!("No deployment of model group `{}` matches the request's tags", group.name),
-        )
-        .into(),
+        Selection::NoneEligible(Ineligible::ContextWindow) => ApiError::context_too_long(&group.name).into(),
+        Selection::NoneEligible(Ineligible::NoTagMatch) => ApiError::no_tag_match(&group.name).into(),
         Selection::NoneEligible(Ineligible::AllTried) | Selection::Deployment(_) => ApiError::model_not_found(requested).into(),
     }
 }
@@ -192,14 +173,7 @@ fn scan<'b>(cfg: &RouterConfig, body: &'b [u8], pending: &Pending) -> Result<Sca
     let requested = scan.model_name().ok_or_else(|| Reply::from(ApiError::missing_model()))?.into_owned();
     check_model_name(&requested)?;
     if scan.duplicate_model {
-        return Err(ApiError::new(
-            400,
-            crate::openai::error::INVALID_REQUEST,
-            Some("model"),
-            Some("duplicate_model"),
-            "Request body has more than one \"model\" field",
-        )
-        .into());
+        return Err(ApiError::duplicate_model().into());
     }
     Ok(Scanned { requested, scan, facts })
 }
@@ -238,33 +212,15 @@ fn failure_class(prev: &AttemptState, report: &FailureReport, now_ms: u64) -> Fa
 /// The error when every attempt failed: the last failure's kind, naming the group and count.
 fn exhausted_error(group: &str, attempts: u32, class: FailureClass, report: &FailureReport) -> ApiError {
     if report.context_window {
-        return ApiError::new(
-            400,
-            crate::openai::error::INVALID_REQUEST,
-            Some("messages"),
-            Some("context_length_exceeded"),
-            format!("The request is longer than the context window of model group `{group}` and its context-window fallbacks ({attempts} attempt(s))"),
-        );
+        return ApiError::context_fallbacks_exhausted(group, attempts);
     }
-    let (status, kind, code) = match class {
-        FailureClass::RateLimit => (429, crate::openai::error::RATE_LIMIT, "rate_limited"),
-        FailureClass::Timeout => (504, crate::openai::error::API_ERROR, "upstream_timeout"),
-        FailureClass::ConnectFailure | FailureClass::Reset => (503, crate::openai::error::API_ERROR, "upstream_unavailable"),
-        _ => (502, crate::openai::error::API_ERROR, "upstream_error"),
+    let last = if report.status == 0 { class.to_string() } else { format!("status {}", report.status) };
+    let kind = match class {
+        FailureClass::RateLimit => Exhausted::RateLimited,
+        FailureClass::Timeout => Exhausted::TimedOut,
+        FailureClass::ConnectFailure | FailureClass::Reset => Exhausted::Unavailable,
+        _ => Exhausted::Failed,
     };
-    let last = if report.context_window {
-        "the prompt exceeding the context window".to_string()
-    } else if report.status == 0 {
-        format!("{class}")
-    } else {
-        format!("status {}", report.status)
-    };
-    ApiError::new(
-        status,
-        kind,
-        None,
-        Some(code),
-        format!("All {attempts} attempt(s) for model group `{group}` failed; the last one ended with {last}"),
-    )
+    ApiError::attempts_exhausted(group, attempts, kind, &last)
 }
 
