@@ -19,10 +19,10 @@ mod spent;
 mod state;
 
 pub use plan::{
-    can_context_failover, can_failover, chain, context_targets, fallback_chain, next_targets, retry_budget, Chain, Exhausted, Target,
+    can_context_failover, can_failover, chain, context_targets, next_targets, Chain,
 };
 pub use report::{failover_location, FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER};
 pub use siphash::siphash24;
 pub use pending::PendingAttempts;
 pub use spent::SpentStates;
-pub use state::{body_fingerprint, percent_decode, percent_encode, state_ttl_ms, AttemptState, STATE_HEADER};
+pub use state::{body_fingerprint, state_ttl_ms, AttemptState, STATE_HEADER};

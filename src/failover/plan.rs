@@ -16,10 +16,6 @@ pub struct Target {
     pub retries: u32,
 }
 
-/// Nothing is left to try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exhausted;
-
 /// Retries allowed within a group after a failure of `class`.
 pub fn retry_budget(router: &RouterSettings, class: FailureClass) -> u32 {
     let p = &router.retry_policy;
@@ -57,6 +53,7 @@ pub enum Chain {
 }
 
 /// The fallback groups of `origin` (table indices), in order, without `origin` itself.
+#[cfg(test)]
 pub fn fallback_chain(cfg: &RouterConfig, origin: &str) -> Vec<usize> {
     chain(cfg, origin, Chain::Regular)
 }

@@ -52,20 +52,28 @@ impl fmt::Display for FailureClass {
 }
 
 
-/// Classifies a response status. `details` is Envoy's `response.code_details`
-/// (`via_upstream` for real upstream responses); pass it for 5xx statuses.
+/// Classifies a response status. `details` is Envoy's `response.code_details` (`via_upstream`
+/// for real upstream responses; `None` when unknown, e.g. a status an upstream filter reported).
+/// A 4xx that Envoy produced itself (a local rate limit's 429, a stream idle timeout's 408, an
+/// authz filter's 401/403, no route's 404) is never the deployment's.
 pub fn classify(status: u16, details: Option<&str>) -> Option<FailureClass> {
+    let upstream = matches!(details, None | Some("via_upstream"));
     match status {
-        429 => Some(FailureClass::RateLimit),
-        401 => Some(FailureClass::Authentication),
-        404 => Some(FailureClass::NotFound),
-        408 => Some(FailureClass::Timeout),
+        429 if upstream => Some(FailureClass::RateLimit),
+        401 if upstream => Some(FailureClass::Authentication),
+        404 if upstream => Some(FailureClass::NotFound),
+        408 if upstream => Some(FailureClass::Timeout),
         500..=599 => match details {
             None | Some("via_upstream") => Some(if status == 504 { FailureClass::Timeout } else { FailureClass::ServerError }),
             Some(d) => local_reply_class(d),
         },
         _ => None,
     }
+}
+
+/// The statuses [`classify`] may count: the shell reads `response.code_details` only for these.
+pub fn may_count(status: u16) -> bool {
+    matches!(status, 401 | 404 | 408 | 429 | 500..=599)
 }
 
 /// An Envoy local reply (`response.code_details` other than `via_upstream`) counts only when it
@@ -86,7 +94,13 @@ fn local_reply_class(details: &str) -> Option<FailureClass> {
         };
     }
     match details {
-        "upstream_response_timeout" | "upstream_per_try_timeout" | "upstream_per_try_idle_timeout" => Some(FailureClass::Timeout),
+        // Envoy 1.40 says `response_timeout` for the route timeout (measured); older releases
+        // and the per-try variants use the `upstream_` names.
+        "response_timeout"
+        | "upstream_response_timeout"
+        | "upstream_per_try_timeout"
+        | "upstream_per_try_idle_timeout"
+        | "upstream_max_stream_duration_reached" => Some(FailureClass::Timeout),
         "no_healthy_upstream" | "cluster_not_found" => Some(FailureClass::ConnectFailure),
         _ => None,
     }
@@ -137,6 +151,11 @@ mod tests {
         assert_eq!(c("no_healthy_upstream"), Some(FailureClass::ConnectFailure));
         assert_eq!(classify(504, Some("upstream_response_timeout")), Some(FailureClass::Timeout));
         assert_eq!(classify(504, Some("upstream_per_try_timeout")), Some(FailureClass::Timeout));
+        assert_eq!(classify(504, Some("response_timeout")), Some(FailureClass::Timeout));
+        assert_eq!(classify(408, Some("stream_idle_timeout")), None, "the client was slow");
+        assert_eq!(classify(429, Some("local_rate_limited")), None, "Envoy's own rate limit");
+        assert_eq!(classify(404, Some("route_not_found")), None);
+        assert_eq!(classify(403, Some("rbac_access_denied_matched_policy[none]")), None);
         assert_eq!(c("cluster_not_found"), Some(FailureClass::ConnectFailure));
         assert_eq!(c("upstream_reset_before_response_started{remote_reset}"), Some(FailureClass::Reset));
     }

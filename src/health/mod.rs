@@ -12,12 +12,14 @@ mod probe;
 mod retry_after;
 mod store;
 
-pub use class::{classify, counts_against_deployment, timeout_or_connect_failure, FailureClass};
-pub use cooldown::{CooldownEntry, CooldownView, Cooldowns};
+pub use class::{classify, counts_against_deployment, may_count, timeout_or_connect_failure, FailureClass};
+pub use cooldown::{CooldownView, Cooldowns};
 pub use failures::{record_failure, Failure, FailureRecord, FailureWindow, Policy};
 pub use probe::ProbeResult;
 pub use retry_after::parse_retry_after;
-pub use store::{update, MemStore, SetError, Store, StoreError};
+#[cfg(test)]
+pub use store::MemStore;
+pub use store::{update, SetError, Store, StoreError};
 
 /// Shared-data keys. Versioned so a future format change cannot misread old state.
 pub mod keys {

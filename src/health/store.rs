@@ -1,7 +1,9 @@
 //! The shared key-value store the health state lives in (proxy-wasm shared data in Envoy, an
 //! in-memory map in tests), and the compare-and-swap update loop every write goes through.
 
+#[cfg(test)]
 use std::cell::RefCell;
+#[cfg(test)]
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub fn update<S: Store + ?Sized>(
 }
 
 /// An in-memory [`Store`] with Envoy's CAS semantics, for tests.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MemStore {
     map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
@@ -52,6 +55,7 @@ pub struct MemStore {
     pub writes: RefCell<usize>,
 }
 
+#[cfg(test)]
 impl Store for MemStore {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
         Ok(match self.map.borrow().get(key) {

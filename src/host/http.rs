@@ -369,6 +369,9 @@ impl HttpContext for Http {
             wildcard_group: cfg.table.group_index(&dep.group).and_then(|g| cfg.table.groups.get(g)).is_some_and(|g| g.is_wildcard()),
         };
         let verdict = response::judge(&facts);
+        if status >= 400 {
+            log::debug!("llm-router: attempt on {} answered {status} ({:?}): {:?}", dep.id, facts.details, verdict.record);
+        }
         if let Some(real) = verdict.unwrap_failover {
             set_response_header(":status", Some(&real.to_string()));
             set_response_header("location", None);

@@ -18,8 +18,6 @@ pub const INVALID_REQUEST: &str = "invalid_request_error";
 pub const AUTHENTICATION: &str = "authentication_error";
 /// `type` for throttling / no capacity.
 pub const RATE_LIMIT: &str = "rate_limit_error";
-/// `type` for unknown resources.
-pub const NOT_FOUND: &str = "not_found_error";
 /// `type` for the router's own failures.
 pub const API_ERROR: &str = "api_error";
 
@@ -563,7 +561,7 @@ mod tests {
         );
         assert_eq!(e.to_string(), "500 api_error: boom");
         assert_eq!(ApiError::CONTENT_TYPE, "application/json");
-        let e = ApiError::new(404, NOT_FOUND, Some("p"), Some("c"), String::from("m"));
+        let e = ApiError::new(404, "not_found_error", Some("p"), Some("c"), String::from("m"));
         assert_eq!(
             e.body(),
             br#"{"error":{"message":"m","type":"not_found_error","param":"p","code":"c"}}"#

@@ -20,12 +20,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-use super::json_string::{
-    decode_content, decode_escape, find_string_special, unescaped_eq, utf8_char_len,
-};
-// Re-exported so the whole scanning API is reachable from this module.
-pub use super::json_string::decode_string;
-pub use super::request_scan::{scan_request, RequestScan};
+#[cfg(test)]
+use super::json_string::decode_content;
+use super::json_string::{decode_escape, decode_string, find_string_special, unescaped_eq, utf8_char_len};
+pub use super::request_scan::RequestScan;
 
 /// Maximum number of nested objects/arrays, counting the top-level value
 /// itself. Deeper documents are rejected with [`REASON_TOO_DEEP`].
@@ -125,6 +123,7 @@ impl<'a> Member<'a> {
     /// # Errors
     /// Never for members produced by [`scan_object`] (keys are validated
     /// there); offsets are relative to `key_raw`.
+    #[cfg(test)]
     pub fn key(&self) -> Result<Cow<'a, str>, ScanError> {
         decode_content(self.key_raw, 0)
     }
@@ -237,6 +236,7 @@ pub fn scan_object<'a>(
 ///
 /// # Errors
 /// The first RFC 8259 violation, or nesting deeper than [`MAX_DEPTH`].
+#[cfg(test)]
 pub fn validate_value(body: &[u8]) -> Result<ValueKind, ScanError> {
     let mut s = Scanner { b: body, i: 0 };
     s.skip_ws();

@@ -78,6 +78,7 @@ fn clamp(range: &Range<usize>, lo: usize, len: usize) -> Range<usize> {
 /// Returns `body` with `range` replaced by `replacement` (one exact-capacity
 /// allocation).
 #[must_use]
+#[cfg(test)]
 pub fn splice(body: &[u8], range: Range<usize>, replacement: &[u8]) -> Vec<u8> {
     let r = clamp(&range, 0, body.len());
     let mut out = Vec::with_capacity(body.len() - r.len() + replacement.len());
@@ -92,6 +93,7 @@ pub fn splice(body: &[u8], range: Range<usize>, replacement: &[u8]) -> Vec<u8> {
 /// caller (trusted, e.g. from config; validate with
 /// [`super::json_scan::validate_value`] if unsure); keys are escaped here.
 #[must_use]
+#[cfg(test)]
 pub fn insert_members(body: &[u8], object: &ObjectSpan, members: &[(&str, &[u8])]) -> Vec<u8> {
     rewrite(body, None, object, members)
 }
@@ -164,7 +166,8 @@ fn write_members(out: &mut Vec<u8>, members: &[(&str, &[u8])], object_is_empty: 
 )]
 mod tests {
     use super::super::json_scan::tests::{mutate, Rng, SEED_BODIES};
-    use super::super::json_scan::{scan_object, scan_request};
+    use super::super::json_scan::scan_object;
+    use super::super::request_scan::scan_request;
     use super::*;
     use serde_json::{json, Value};
 

@@ -24,11 +24,6 @@ pub mod usage;
 mod usage_json;
 
 pub use error::ApiError;
-pub use json_scan::{
-    scan_object, validate_value, Member, ObjectSpan, ScanError, ValueKind, MAX_DEPTH,
-};
-pub use json_string::decode_string;
-pub use json_write::{insert_members, rewrite, splice, string_len, write_string};
-pub use request_facts::{body_facts, estimate_input_tokens, scan_request_with_facts, BodyFacts};
-pub use request_scan::{scan_request, RequestScan};
-pub use usage::{BodyFormat, Usage, UsageTracker};
+pub use json_write::{rewrite, write_string};
+pub use request_facts::{scan_request_with_facts, BodyFacts};
+pub use usage::{Usage, UsageTracker};

@@ -55,6 +55,7 @@ pub fn scan_request_with_facts<'a>(body: &'a [u8], wanted: &[&str]) -> Result<(R
 ///
 /// # Errors
 /// Same as [`scan_request`](super::request_scan::scan_request).
+#[cfg(test)]
 pub fn body_facts(body: &[u8]) -> Result<BodyFacts, ScanError> {
     scan_request_with_facts(body, &[]).map(|(_, facts)| facts)
 }

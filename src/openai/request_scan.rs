@@ -54,6 +54,7 @@ impl<'a> RequestScan<'a> {
 ///
 /// # Errors
 /// Same as [`scan_object`].
+#[cfg(test)]
 pub fn scan_request<'a>(body: &'a [u8], wanted: &[&str]) -> Result<RequestScan<'a>, ScanError> {
     scan_request_members(body, wanted).map(|(scan, _)| scan)
 }

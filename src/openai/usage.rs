@@ -146,6 +146,7 @@ impl UsageTracker {
 
     /// SSE events whose data was a JSON object (`[DONE]` and comments excluded); for streamed
     /// chat completions roughly the number of output chunks.
+    #[cfg(test)]
     pub fn events(&self) -> u64 {
         self.events
     }

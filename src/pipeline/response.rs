@@ -36,9 +36,10 @@ pub struct Verdict {
     pub record: Option<FailureClass>,
 }
 
-/// Whether the shell must read `response.code_details` for this status.
+/// Whether the shell must read `response.code_details` for this status (only failures that
+/// may count: the details tell the deployment's own answer from Envoy's local reply).
 pub fn needs_details(status: u16) -> bool {
-    status >= 500
+    crate::health::may_count(status)
 }
 
 pub fn judge(facts: &ResponseFacts<'_>) -> Verdict {

@@ -14,7 +14,6 @@ mod strategy;
 #[cfg(test)]
 mod select_tests;
 
-pub use filters::{caps_apply, DEFAULT_TAG};
+pub use filters::caps_apply;
 pub use rng::Rng;
 pub use select::{select, Ineligible, RequestFacts, Selection};
-pub use strategy::UNPRICED_COST_PER_TOKEN;

@@ -15,10 +15,12 @@ mod source;
 mod track;
 mod update;
 
-pub use record::{minute_of, ms_to_next_minute, DeploymentStats, StatsSnapshot, DEFAULT_LATENCY_TTL_MS, IN_FLIGHT_STALE_MS, MINUTE_MS};
-pub use source::{read, NoStats, StatsSource, StoreStats};
+pub use record::{ms_to_next_minute, DeploymentStats};
+#[cfg(test)]
+pub use source::NoStats;
+pub use source::{StatsSource, StoreStats};
 pub use track::{latency_ttl_ms, Track};
-pub use update::{on_finish, on_start, Attempt, Finish, Outcome, TIMEOUT_PENALTY_US};
+pub use update::{on_finish, on_start, Attempt, Finish, Outcome};
 
 /// Shared-data keys, in the style of [`crate::health::keys`]: versioned, one per deployment id.
 /// Like the health keys they should be created empty at configure time (for tracked

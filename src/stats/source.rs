@@ -20,9 +20,11 @@ pub trait StatsSource {
 }
 
 /// No statistics: every deployment unseen and idle.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoStats;
 
+#[cfg(test)]
 impl StatsSource for NoStats {
     fn stats(&self, _: usize) -> DeploymentStats {
         DeploymentStats::default()

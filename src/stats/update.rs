@@ -68,6 +68,7 @@ impl Attempt {
     /// The receipt of an attempt whose [`on_start`] succeeded in another filter instance (its
     /// `started_ms` and `reserved_tokens` carried over, e.g. in the signed attempt state): it
     /// holds the in-flight slot and the reservation that `track` implies.
+    #[cfg(test)]
     pub fn resume(started_ms: u64, reserved_tokens: u64, track: Track) -> Attempt {
         Attempt {
             started_ms,

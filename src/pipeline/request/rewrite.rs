@@ -69,6 +69,9 @@ pub(super) fn plan<'c>(
     let dep = cfg.table.deployments.get(index).ok_or_else(|| Reply::from(ApiError::model_not_found(&state.model)))?;
     let capture = glob_capture(&group.name, &state.model).flatten();
     if let Some(c) = capture {
+        if c.is_empty() && dep.model.contains('*') {
+            return Err(ApiError::invalid_model("the part the wildcard stands for is empty").into());
+        }
         if dep.provider.wire == Wire::Azure && dep.model.contains('*') && !is_path_safe_capture(c) {
             return Err(ApiError::invalid_model("not a valid Azure deployment name (letters, digits, '-', '_', '.')").into());
         }

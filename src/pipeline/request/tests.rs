@@ -431,6 +431,7 @@ fn model_names_are_data() {
         let body = format!(r#"{{"model":"{evil}"}}"#);
         assert_eq!(code(route(&c, p, &body)), (400, Some("invalid_model")), "{evil:?}");
     }
+    assert_eq!(code(route(&c, p, r#"{"model":"openai/"}"#)), (400, Some("invalid_model")), "never an empty upstream model");
     let long = json!({"model": format!("openai/{}", "x".repeat(300))}).to_string();
     assert_eq!(code(route(&c, p, &long)), (400, Some("invalid_model")));
     let f = route(&c, p, r#"{"model":"azure/gpt-4o_prod.v2"}"#).unwrap_or_else(|r| panic!("{r:?}"));
