@@ -17,7 +17,7 @@ Usage:
   llm-router check CONFIG [--env-file FILE] [--allow-missing-env] [--print-json]
   llm-router envoy CONFIG [-o FILE] [--format yaml|json] [--wasm PATH] [--listen ADDR:PORT]
                           [--admin ADDR:PORT] [--redirector ADDR:PORT] [--failover | --no-failover]
-                          [--ca-file PATH] [--route-timeout SECONDS] [--env-file FILE]
+                          [--ca-file PATH] [--idle-timeout SECONDS] [--env-file FILE]
   llm-router istio CONFIG [-o FILE] [--format yaml|json] [--name NAME] [--namespace NS] [--url URL]
                           [--selector KEY=VALUE]... [--target-ref KIND/NAME] [--env-file FILE]
 
@@ -34,8 +34,9 @@ envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one 
         in-request failover wiring (redirector listener, upstream filter). Defaults:
         --listen 127.0.0.1:10000 --admin 127.0.0.1:9901 --redirector 127.0.0.1:10001
         --wasm target/wasm32-wasip1/release/llm_router.wasm
-        --ca-file /etc/ssl/certs/ca-certificates.crt --route-timeout 600 (or the config's
-        longest timeout). Secrets stay `os.environ/NAME` references: Envoy's environment must
+        --ca-file /etc/ssl/certs/ca-certificates.crt --idle-timeout 600 (or the config's
+        longest timeout; routes have no total timeout, so streams are never cut; the old
+        name --route-timeout is still accepted). Secrets stay `os.environ/NAME` references: Envoy's environment must
         provide them (they are listed in vm_config.environment_variables.host_env_keys).
 istio   Writes a WasmPlugin (phase STATS, failStrategy FAIL_CLOSE, vmConfig.env from the host
         for every secret) and a ServiceEntry + DestinationRule per upstream host. Defaults:
@@ -154,7 +155,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         "envoy" => envoy(
             &Opts::parse(
                 rest,
-                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--route-timeout", "--env-file"],
+                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file"],
                 &["--failover", "--no-failover"],
             )?,
             out,
@@ -303,9 +304,10 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         // The last of --failover / --no-failover wins; on by default.
         failover: opts.switches.iter().rev().find(|s| s.ends_with("failover")).is_none_or(|s| s != "--no-failover"),
         ca_file: opts.get("--ca-file").unwrap_or(envoy::DEFAULT_CA_FILE).to_string(),
-        route_timeout_secs: match opts.get("--route-timeout") {
+        // --route-timeout: the old name, from when routes had a total timeout. The last one wins.
+        idle_timeout_secs: match opts.values.iter().rev().find(|(n, _)| n == "--idle-timeout" || n == "--route-timeout") {
             None => None,
-            Some(t) => Some(t.parse::<u64>().map_err(|_| Failure::Usage(format!("--route-timeout: `{t}` is not a number of seconds")))?),
+            Some((name, t)) => Some(t.parse::<u64>().map_err(|_| Failure::Usage(format!("{name}: `{t}` is not a number of seconds")))?),
         },
     };
     let mut used = vec![&eo.listen, &eo.admin];
@@ -365,9 +367,10 @@ fn envoy_header(source: &Source, eo: &envoy::Options, endpoints: &[plan::Endpoin
     }
     h.push_str(&format!("#   wasm:      {} (relative paths are relative to Envoy's working directory)\n", eo.wasm));
     h.push_str(&format!(
-        "#   buffers:   {} bytes per request body (envoy_settings.max_request_body_bytes); route timeout {}s\n",
+        "#   buffers:   {} bytes per request body (envoy_settings.max_request_body_bytes + room for the router's rewrite)\n\
+         #   timeouts:  no route timeout (streams are never cut); idle timeout {}s\n",
         envoy::buffer_limit(cfg),
-        envoy::route_timeout_secs(cfg, eo)
+        envoy::idle_timeout_secs(cfg, eo)
     ));
     if !env_refs.is_empty() {
         h.push_str(&format!("#   env:       Envoy's environment must set {} (passed to the filter by name)\n", env_refs.join(", ")));

@@ -6,6 +6,7 @@ use crate::plan::Endpoint;
 use crate::source::Source;
 use crate::value::Value;
 use llm_router::config::RouterConfig;
+use llm_router::failover::FAILOVER_PATH;
 use llm_router::pipeline::log_props::ACCESS_LOG_FORMAT;
 
 /// `ADDRESS:PORT` as Envoy's `socket_address` wants it (IPv6 without brackets).
@@ -55,16 +56,58 @@ pub struct Options {
     pub failover: bool,
     /// CA bundle for verifying https upstreams.
     pub ca_file: String,
-    /// Route timeout; default: 600 s, or the config's longest `timeout` if longer.
-    pub route_timeout_secs: Option<u64>,
+    /// Stream idle timeout; default: 600 s, or the config's longest `timeout` if longer.
+    pub idle_timeout_secs: Option<u64>,
 }
 
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/llm_router.wasm";
 pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
-const DEFAULT_ROUTE_TIMEOUT_SECS: u64 = 600;
 const CONNECT_TIMEOUT: &str = "5s";
-/// The smallest connection buffer we configure: headers alone may need this much.
-const MIN_BUFFER_BYTES: u64 = 64 * 1024;
+
+// ---- Wiring hardening: one constant or function per concern. tests/e2e/support/envoy.py (the
+// end-to-end harness) and envoy/demo.yaml carry the same values; tests/e2e/test_demo.py and
+// tests/e2e/test_wiring_hardening.py fail when they drift apart.
+
+/// The routes' total timeout: none (`0s`; Envoy's default would be 15 s). An SSE answer may
+/// stream for many minutes and must not be cut. An attempt is bounded by the router's per-try
+/// timeout (`x-envoy-upstream-rq-per-try-timeout-ms`, from the deployment's `timeout`): time to
+/// response headers, never a stream already flowing.
+pub const ROUTE_TIMEOUT: &str = "0s";
+/// The HCM's `stream_idle_timeout` (both directions) unless the config has a longer `timeout`:
+/// long enough for a slow model's first byte (a non-streamed answer sends nothing until it is
+/// complete), short enough to free a connection on which nothing moves.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+/// Added to `max_request_body_bytes` for the listener's buffer limit. The router accepts bodies
+/// up to that limit and then lengthens them (the deployment's `model`, `default_params`; a
+/// failover keeps the defaults a previous deployment added). Measured on Envoy 1.40: the
+/// listener's `per_connection_buffer_limit_bytes` is the limit that answers 413 (a 1 MiB − 10 B
+/// body whose rewrite lengthened `model` was Envoy's 413 with the listener at 1 MiB; with the
+/// listener at 1 MiB + 64 KiB, even a 64 KiB cluster limit forwarded and replayed it).
+/// [`buffer_limit`] takes the config's own bound when it is larger.
+pub const REWRITE_HEADROOM_BYTES: u64 = 64 * 1024;
+/// Every threshold of every cluster's circuit breaker. Envoy's defaults (1024 connections,
+/// pending and requests, 3 retries) are sized for short RPCs: with failover, every attempt that
+/// got no response is retried once onto the redirector, and beyond 3 retries in flight the rest
+/// are not attempted and the client gets Envoy's plain-text 503 (measured: 98 of 256 requests, 64
+/// concurrent, against a refusing deployment). A request has at most one retry in flight
+/// (`num_retries: 1`) and one request per cluster at a time (redirect passes are sequential), so
+/// `max_retries` equal to `max_requests` can never overflow first. LLM requests are long (a
+/// stream lasts minutes), so thousands may be in flight per deployment; upstreams are HTTP/1.1
+/// (a connection per request), hence the same figure for connections and pending requests. The
+/// breaker is not admission control (the providers' 429s and the router's cooldowns are); it
+/// only caps a runaway.
+pub const CIRCUIT_BREAKER_LIMIT: u64 = 10_000;
+/// One request's failover passes: each internal redirect is one more upstream attempt with the
+/// body replayed. 10 covers LiteLLM's defaults (`max_fallbacks` 5, one attempt per group, plus a
+/// retry onto the redirector) with room for `num_retries`; when it is reached the router answers
+/// with the failure the last 307 stood for.
+pub const MAX_INTERNAL_REDIRECTS: u64 = 10;
+/// The route a failover location leads to. The internal redirect policy follows only redirects
+/// to it: without that, Envoy also follows a *provider's* 3xx and replays the request (rewritten,
+/// provider key included) to wherever it points. The router sets the cluster header on a pass it
+/// verified, so those take the routed route; an unrecognised pass (forged, or a config reload
+/// between two passes) gets this route's 404 and reaches no upstream.
+pub const FAILOVER_ROUTE_NAME: &str = "llm_router_failover";
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
@@ -164,9 +207,63 @@ fn json_header(key: &str, value: &str) -> Value {
     ])
 }
 
-fn route_config(cfg: &RouterConfig, opts: &Options, timeout: &str) -> Value {
+/// The HCM's `http_protocol_options`: HTTP/1.0 clients get 426 without it (OpenAI's API and
+/// common servers accept 1.0).
+pub fn http_protocol_options() -> Value {
+    Value::map([("accept_http_10", Value::from(true))])
+}
+
+/// Every cluster's `circuit_breakers` (see [`CIRCUIT_BREAKER_LIMIT`]).
+pub fn circuit_breakers() -> Value {
+    let n = || Value::from(CIRCUIT_BREAKER_LIMIT);
+    Value::map([(
+        "thresholds",
+        Value::seq([Value::map([("max_connections", n()), ("max_pending_requests", n()), ("max_requests", n()), ("max_retries", n())])]),
+    )])
+}
+
+/// The routed route's `internal_redirect_policy`: what the router's failover needs and nothing
+/// more — its one code (307), at most [`MAX_INTERNAL_REDIRECTS`], only to the failover route, and
+/// never across schemes: the router's location is `http://`, so only a TLS listener needs
+/// `listener_tls`.
+pub fn internal_redirect_policy(listener_tls: bool) -> Value {
+    Value::map([
+        ("redirect_response_codes", Value::seq([Value::from(307u64)])),
+        ("max_internal_redirects", Value::from(MAX_INTERNAL_REDIRECTS)),
+        ("allow_cross_scheme_redirect", Value::from(listener_tls)),
+        (
+            "predicates",
+            Value::seq([Value::map([
+                ("name", Value::from("envoy.internal_redirect_predicates.allow_listed_routes")),
+                (
+                    "typed_config",
+                    typed(
+                        "type.googleapis.com/envoy.extensions.internal_redirect.allow_listed_routes.v3.AllowListedRoutesConfig",
+                        [("allowed_route_names", Value::seq([Value::from(FAILOVER_ROUTE_NAME)]))],
+                    ),
+                ),
+            ])]),
+        ),
+    ])
+}
+
+/// Where failover locations lead when the router does not take the pass: a 404, no upstream.
+fn failover_route() -> Value {
+    Value::map([
+        ("name", Value::from(FAILOVER_ROUTE_NAME)),
+        ("match", Value::map([("path", Value::from(FAILOVER_PATH))])),
+        not_found_response(),
+        ("response_headers_to_add", Value::seq([json_header("content-type", "application/json")])),
+    ])
+}
+
+fn not_found_response() -> (&'static str, Value) {
+    ("direct_response", Value::map([("status", Value::from(404u64)), ("body", Value::map([("inline_string", Value::from(NOT_FOUND_BODY))]))]))
+}
+
+fn route_config(cfg: &RouterConfig, opts: &Options) -> Value {
     let header = cfg.envoy.cluster_header.as_str();
-    let mut routed = vec![("cluster_header", Value::from(header)), ("timeout", Value::from(timeout))];
+    let mut routed = vec![("cluster_header", Value::from(header)), ("timeout", Value::from(ROUTE_TIMEOUT))];
     if opts.failover {
         routed.push((
             "retry_policy",
@@ -191,11 +288,30 @@ fn route_config(cfg: &RouterConfig, opts: &Options, timeout: &str) -> Value {
                 ),
             ]),
         ));
-        routed.push((
-            "internal_redirect_policy",
-            Value::map([("redirect_response_codes", Value::seq([Value::from(307u64)])), ("max_internal_redirects", Value::from(10u64))]),
-        ));
+        // The generated listener is plain HTTP.
+        routed.push(("internal_redirect_policy", internal_redirect_policy(false)));
     }
+    let mut routes = vec![Value::map([
+        (
+            "match",
+            Value::map([
+                ("prefix", Value::from("/")),
+                ("headers", Value::seq([Value::map([("name", Value::from(header)), ("present_match", Value::from(true))])])),
+            ]),
+        ),
+        ("route", Value::map(routed)),
+        // The router's header names a cluster; it never leaves Envoy.
+        ("request_headers_to_remove", Value::seq([Value::from(header)])),
+    ])];
+    if opts.failover {
+        routes.push(failover_route());
+    }
+    // What the filter does not route gets an OpenAI-shaped 404; nothing passes through.
+    routes.push(Value::map([
+        ("match", Value::map([("prefix", Value::from("/"))])),
+        not_found_response(),
+        ("response_headers_to_add", Value::seq([json_header("content-type", "application/json")])),
+    ]));
     Value::map([
         ("name", Value::from("llm_router_routes")),
         (
@@ -203,31 +319,7 @@ fn route_config(cfg: &RouterConfig, opts: &Options, timeout: &str) -> Value {
             Value::seq([Value::map([
                 ("name", Value::from("llm")),
                 ("domains", Value::seq([Value::from("*")])),
-                (
-                    "routes",
-                    Value::seq([
-                        Value::map([
-                            (
-                                "match",
-                                Value::map([
-                                    ("prefix", Value::from("/")),
-                                    ("headers", Value::seq([Value::map([("name", Value::from(header)), ("present_match", Value::from(true))])])),
-                                ]),
-                            ),
-                            ("route", Value::map(routed)),
-                            ("request_headers_to_remove", Value::seq([Value::from(header)])),
-                        ]),
-                        // What the filter does not route gets an OpenAI-shaped 404; nothing passes through.
-                        Value::map([
-                            ("match", Value::map([("prefix", Value::from("/"))])),
-                            (
-                                "direct_response",
-                                Value::map([("status", Value::from(404u64)), ("body", Value::map([("inline_string", Value::from(NOT_FOUND_BODY))]))]),
-                            ),
-                            ("response_headers_to_add", Value::seq([json_header("content-type", "application/json")])),
-                        ]),
-                    ]),
-                ),
+                ("routes", Value::Seq(routes)),
             ])]),
         ),
     ])
@@ -283,13 +375,14 @@ fn access_log() -> Value {
     ])])
 }
 
-fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_keys: &[String], timeout: &str, body_limit: u64) -> Value {
+fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_keys: &[String], idle_timeout: &str, body_limit: u64) -> Value {
     let header = cfg.envoy.cluster_header.as_str();
     let hcm = typed(
         HCM_TYPE,
         [
             ("stat_prefix", Value::from("ingress")),
             ("codec_type", Value::from("AUTO")),
+            ("http_protocol_options", http_protocol_options()),
             // Runs before the route is chosen: a client cannot pick an upstream cluster by sending
             // the router's header itself.
             (
@@ -305,9 +398,9 @@ fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_key
                     ),
                 ])]),
             ),
-            // LLM answers can take minutes before the first byte.
-            ("stream_idle_timeout", Value::from(timeout)),
-            ("route_config", route_config(cfg, opts, timeout)),
+            // LLM answers can take minutes before the first byte; routes have no total timeout.
+            ("stream_idle_timeout", Value::from(idle_timeout)),
+            ("route_config", route_config(cfg, opts)),
             ("local_reply_config", local_reply_config()),
             ("access_log", access_log()),
             ("http_filters", Value::seq([wasm_filter(&source.json(), opts, env_keys), router_filter()])),
@@ -316,9 +409,10 @@ fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_key
     Value::map([
         ("name", Value::from("ingress")),
         ("address", opts.listen.socket_address()),
-        // The filter buffers whole request bodies (up to envoy_settings.max_request_body_bytes),
-        // and retries and failover redirects replay them: this limit (also the per-request buffer
-        // limit, since the route sets none) must hold the largest body.
+        // The filter buffers whole request bodies (up to envoy_settings.max_request_body_bytes)
+        // and lengthens them; retries and failover redirects replay them: this limit (also the
+        // per-request buffer limit, since the route sets none) is the one that answers 413, so it
+        // holds the largest rewritten body (see buffer_limit).
         ("per_connection_buffer_limit_bytes", Value::from(body_limit)),
         (
             "filter_chains",
@@ -469,6 +563,10 @@ fn cluster(ep: &Endpoint, opts: &Options, body_limit: u64, upstream_vm_id: &str)
     c.extend([
         ("connect_timeout", Value::from(CONNECT_TIMEOUT)),
         ("lb_policy", Value::from("ROUND_ROBIN")),
+        ("circuit_breakers", circuit_breakers()),
+        // Not what answers 413 (the listener's limit is, see REWRITE_HEADROOM_BYTES): on the
+        // upstream connection it is only the flow-control watermark. Same figure, so one number
+        // in the bootstrap says how large a body may be.
         ("per_connection_buffer_limit_bytes", Value::from(body_limit)),
         ("typed_extension_protocol_options", Value::Map(vec![(HTTP_OPTIONS.to_string(), Value::Map(protocol))])),
         ("load_assignment", Value::map([("cluster_name", Value::from(ep.cluster.as_str())), ("endpoints", Value::Seq(endpoints))])),
@@ -496,9 +594,11 @@ fn cluster(ep: &Endpoint, opts: &Options, body_limit: u64, upstream_vm_id: &str)
     Value::map(c)
 }
 
-/// The route (and stream idle) timeout in seconds.
-pub fn route_timeout_secs(cfg: &RouterConfig, opts: &Options) -> u64 {
-    if let Some(t) = opts.route_timeout_secs {
+/// The stream idle timeout in seconds: `--idle-timeout`, else [`DEFAULT_IDLE_TIMEOUT_SECS`] or
+/// the config's longest `timeout` if longer (an attempt's per-try budget must run out before the
+/// idle timeout does, or the client gets Envoy's local reply instead of a failover).
+pub fn idle_timeout_secs(cfg: &RouterConfig, opts: &Options) -> u64 {
+    if let Some(t) = opts.idle_timeout_secs {
         return t;
     }
     let longest = cfg
@@ -508,22 +608,39 @@ pub fn route_timeout_secs(cfg: &RouterConfig, opts: &Options) -> u64 {
         .filter_map(|d| d.timeout_secs)
         .chain(cfg.router.timeout_secs)
         .fold(0.0_f64, f64::max);
-    DEFAULT_ROUTE_TIMEOUT_SECS.max(longest.ceil() as u64)
+    DEFAULT_IDLE_TIMEOUT_SECS.max(longest.ceil() as u64)
 }
 
-/// The buffer limit for listener, route and clusters: whole request bodies up to the filter's
-/// `max_request_body_bytes` must fit (the filter reads the body before routing; retries and
-/// failover redirects replay it).
+/// The buffer limit for listener and clusters: whole request bodies up to the filter's
+/// `max_request_body_bytes`, as the router rewrites them, must fit (the filter reads the body
+/// before routing; retries and failover redirects replay it): the limit plus
+/// [`REWRITE_HEADROOM_BYTES`] or, when larger, [`rewrite_growth_bound`].
 pub fn buffer_limit(cfg: &RouterConfig) -> u64 {
-    cfg.envoy.max_request_body_bytes.max(MIN_BUFFER_BYTES)
+    cfg.envoy.max_request_body_bytes.saturating_add(REWRITE_HEADROOM_BYTES.max(rewrite_growth_bound(cfg)))
+}
+
+/// How many bytes the router's rewrites can add to a body, at most: the longest deployment
+/// `model` (it replaces the client's, at least an empty string), plus every deployment's
+/// `default_params` (`"key":value,` each; across failover passes the defaults of several
+/// deployments may accumulate).
+pub fn rewrite_growth_bound(cfg: &RouterConfig) -> u64 {
+    use llm_router::openai::string_len;
+    let deployments = &cfg.table.deployments;
+    let model = deployments.iter().map(|d| string_len(&d.model)).max().unwrap_or(0);
+    let defaults: usize = deployments
+        .iter()
+        .flat_map(|d| d.info.default_params.iter())
+        .map(|(key, value)| string_len(key) + 1 + value.len() + 1)
+        .sum();
+    u64::try_from(model.saturating_add(defaults)).unwrap_or(u64::MAX)
 }
 
 /// The whole bootstrap. `env_keys`: the variables the config refers to (passed to the VM by name).
 pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], env_keys: &[String], opts: &Options) -> Value {
-    let timeout = format!("{}s", route_timeout_secs(cfg, opts));
+    let idle_timeout = format!("{}s", idle_timeout_secs(cfg, opts));
     let body_limit = buffer_limit(cfg);
     let upstream_vm_id = if cfg.health_checks.enabled { UPSTREAM_PROBE_VM_ID } else { "llm_router" };
-    let mut listeners = vec![ingress_listener(source, cfg, opts, env_keys, &timeout, body_limit)];
+    let mut listeners = vec![ingress_listener(source, cfg, opts, env_keys, &idle_timeout, body_limit)];
     if opts.failover {
         listeners.push(redirector_listener(opts));
     }

@@ -79,7 +79,7 @@ fn one_cluster_per_upstream_with_tls_for_https() {
     assert_eq!(vllm["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"], 8000);
 
     for c in clusters(&b) {
-        assert_eq!(c["per_connection_buffer_limit_bytes"], 4194304, "{}", c["name"]);
+        assert_eq!(c["per_connection_buffer_limit_bytes"], 4194304 + 65536, "{}", c["name"]);
         // Failover: the redirector at priority 1 and the filter's upstream role.
         let eps = &c["load_assignment"]["endpoints"];
         assert_eq!(eps[1]["priority"], 1);
@@ -112,10 +112,11 @@ fn listener_routes_and_filter() {
     assert_eq!(b["admin"]["address"]["socket_address"], serde_json::json!({"address": "127.0.0.1", "port_value": 9000}));
     let ingress = listener(&b, "ingress");
     assert_eq!(ingress["address"]["socket_address"], serde_json::json!({"address": "0.0.0.0", "port_value": 8080}));
-    assert_eq!(ingress["per_connection_buffer_limit_bytes"], 4194304);
+    // max_request_body_bytes plus the room the router's rewrite may need.
+    assert_eq!(ingress["per_connection_buffer_limit_bytes"], 4194304 + 65536);
     let hcm = hcm(ingress);
     assert_eq!(hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"][0]["remove"], "x-route-to");
-    // The config's longest timeout (900 s) wins over the 600 s default.
+    // The config's longest timeout (900 s) wins over the 600 s default idle timeout.
     assert_eq!(hcm["stream_idle_timeout"], "900s");
     // The access log prints the router's filter-state properties.
     assert_eq!(hcm["access_log"][0]["name"], "envoy.access_loggers.stdout");
@@ -125,16 +126,18 @@ fn listener_routes_and_filter() {
     let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
     assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-route-to");
     assert_eq!(routes[0]["route"]["cluster_header"], "x-route-to");
-    assert_eq!(routes[0]["route"]["timeout"], "900s");
+    assert_eq!(routes[0]["route"]["timeout"], "0s");
     assert_eq!(routes[0]["route"]["retry_policy"]["retry_on"], "connect-failure,reset");
     assert_eq!(routes[0]["route"]["retry_policy"]["retry_priority"]["name"], "envoy.retry_priorities.previous_priorities");
     assert_eq!(routes[0]["route"]["internal_redirect_policy"]["redirect_response_codes"], serde_json::json!([307]));
     assert_eq!(routes[0]["request_headers_to_remove"], serde_json::json!(["x-route-to"]));
     // Nothing passes through: everything else is an OpenAI-shaped 404.
-    assert_eq!(routes[1]["direct_response"]["status"], 404);
-    let body = json(routes[1]["direct_response"]["body"]["inline_string"].as_str().unwrap_or(""));
+    assert_eq!(routes[2]["direct_response"]["status"], 404);
+    let body = json(routes[2]["direct_response"]["body"]["inline_string"].as_str().unwrap_or(""));
     assert_eq!(body["error"]["code"], "not_found");
-    assert_eq!(routes.as_array().map(Vec::len), Some(2));
+    assert_eq!(routes[1]["name"], "llm_router_failover");
+    assert_eq!(routes[2]["direct_response"]["status"], 404);
+    assert_eq!(routes.as_array().map(Vec::len), Some(3));
 
     let filters = hcm["http_filters"].as_array().unwrap_or_else(|| panic!("no filters"));
     assert_eq!(filters.len(), 2);
@@ -164,9 +167,14 @@ fn no_failover_leaves_the_failover_pieces_out() {
     let embedded = json(wasm["configuration"]["value"].as_str().unwrap_or(""));
     assert_eq!(embedded["envoy_settings"]["failover"], false, "no wiring: the attempt state must not be sent");
     assert_eq!(b["static_resources"]["listeners"].as_array().map(Vec::len), Some(1));
-    let routed = &hcm(listener(&b, "ingress"))["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
+    let routes = &hcm(listener(&b, "ingress"))["route_config"]["virtual_hosts"][0]["routes"];
+    let routed = &routes[0]["route"];
     assert!(routed.get("retry_policy").is_none() && routed.get("internal_redirect_policy").is_none());
+    // No redirects to follow, so no failover route; the hardening that is not about failover stays.
+    assert_eq!(routes.as_array().map(Vec::len), Some(2));
+    assert_eq!(routed["timeout"], "0s");
     for c in clusters(&b) {
+        assert_eq!(c["circuit_breakers"]["thresholds"][0]["max_retries"], 10000);
         assert_eq!(c["load_assignment"]["endpoints"].as_array().map(Vec::len), Some(1));
         assert!(c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].get("http_filters").is_none());
         assert!(c.get("transport_socket_matches").is_none());
@@ -236,4 +244,114 @@ fn stats_tags_turn_the_metric_names_into_labels() {
     let out = run(&["envoy", config.as_str(), "--format", "json", "--wasm", "/opt/llm_router.wasm"], &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(json(&out.stdout).get("stats_config").is_none());
+}
+
+// ---- wiring hardening (the same values as tests/e2e/support/envoy.py and envoy/demo.yaml) ----------
+
+#[test]
+fn every_cluster_has_circuit_breakers_that_failover_retries_cannot_overflow() {
+    let (b, _) = generate(&[]);
+    for c in clusters(&b) {
+        let t = &c["circuit_breakers"]["thresholds"];
+        assert_eq!(t.as_array().map(Vec::len), Some(1), "{}", c["name"]);
+        // Envoy's default max_retries (3) overflowed under load: retries must never run out before
+        // requests do (one retry in flight per request at most).
+        assert_eq!(t[0], serde_json::json!({"max_connections": 10000, "max_pending_requests": 10000, "max_requests": 10000, "max_retries": 10000}), "{}", c["name"]);
+        assert!(t[0]["max_retries"].as_u64() >= t[0]["max_requests"].as_u64());
+    }
+}
+
+#[test]
+fn the_buffer_limit_leaves_room_for_the_rewrite() {
+    // A small body limit, a long deployment model and default params: the config's own bound wins
+    // over the 64 KiB headroom when it is larger.
+    let long_model = "m".repeat(70_000);
+    let d = dir("envoy-buffer");
+    let config = write(
+        &d,
+        "config.yaml",
+        &format!(
+            "model_list:\n\
+             - model_name: a\n  litellm_params: {{model: openai/{long_model}, api_base: 'http://127.0.0.1:18001/v1'}}\n  model_info: {{default_params: {{temperature: 0.5, max_tokens: 100}}}}\n\
+             envoy_settings:\n  max_request_body_bytes: 1000\n"
+        ),
+    );
+    let out = run(&["envoy", config.as_str(), "--format", "json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let b = json(&out.stdout);
+    // `"model":` value (quotes) + `"temperature":0.5,` + `"max_tokens":100,`
+    let growth = (70_000 + 2) + (13 + 1 + 3 + 1) + (12 + 1 + 3 + 1);
+    assert_eq!(listener(&b, "ingress")["per_connection_buffer_limit_bytes"], 1000 + growth);
+
+    // The usual case: max_request_body_bytes + 64 KiB.
+    let (b, _) = generate(&[]);
+    assert_eq!(listener(&b, "ingress")["per_connection_buffer_limit_bytes"], 4194304 + 65536);
+}
+
+#[test]
+fn http_1_0_clients_are_accepted() {
+    for extra in [&[][..], &["--no-failover"][..]] {
+        let (b, _) = generate(extra);
+        assert_eq!(hcm(listener(&b, "ingress"))["http_protocol_options"], serde_json::json!({"accept_http_10": true}));
+    }
+}
+
+#[test]
+fn routes_have_no_total_timeout_only_an_idle_timeout() {
+    let (b, _) = generate(&[]);
+    let hcm = hcm(listener(&b, "ingress"));
+    // 0s disables Envoy's route timeout (15 s when the field is absent): streams are never cut;
+    // the router's per-try header bounds the time to response headers.
+    assert_eq!(hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"], "0s");
+    assert!(hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"].get("idle_timeout").is_none());
+    assert_eq!(hcm["stream_idle_timeout"], "900s", "the config's longest timeout");
+
+    let (b, _) = generate(&["--idle-timeout", "1200"]);
+    assert_eq!(hcm_of(&b)["stream_idle_timeout"], "1200s");
+    let (b, _) = generate(&["--route-timeout", "700"]);
+    assert_eq!(hcm_of(&b)["stream_idle_timeout"], "700s", "the old flag name still works");
+    assert_eq!(hcm_of(&b)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"], "0s");
+
+    // Without timeouts in the config: 600 s.
+    let d = dir("envoy-idle");
+    let config = write(&d, "config.yaml", "model_list:\n- model_name: a\n  litellm_params: {model: openai/a, api_base: 'http://127.0.0.1:18001/v1'}\n");
+    let out = run(&["envoy", config.as_str(), "--format", "json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(hcm_of(&json(&out.stdout))["stream_idle_timeout"], "600s");
+    let out = run(&["envoy", config.as_str(), "--idle-timeout", "soon"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--idle-timeout: `soon` is not a number of seconds"), "{}", out.stderr);
+}
+
+fn hcm_of(b: &Value) -> &Value {
+    hcm(listener(b, "ingress"))
+}
+
+#[test]
+fn failover_redirects_are_followed_only_to_the_failover_route() {
+    let (b, _) = generate(&[]);
+    let routes = &hcm_of(&b)["route_config"]["virtual_hosts"][0]["routes"];
+    let policy = &routes[0]["route"]["internal_redirect_policy"];
+    assert_eq!(policy["redirect_response_codes"], serde_json::json!([307]));
+    assert_eq!(policy["max_internal_redirects"], 10);
+    // The generated listener is plain HTTP, like the router's failover location.
+    assert_eq!(policy["allow_cross_scheme_redirect"], false);
+    let predicates = policy["predicates"].as_array().unwrap_or_else(|| panic!("no predicates: {policy}"));
+    assert_eq!(predicates.len(), 1);
+    assert_eq!(predicates[0]["name"], "envoy.internal_redirect_predicates.allow_listed_routes");
+    assert_eq!(predicates[0]["typed_config"]["allowed_route_names"], serde_json::json!(["llm_router_failover"]));
+
+    // The allow-listed route: the router's failover path, answered with a 404 when the router
+    // does not take the pass (it reaches no upstream).
+    let failover = &routes[1];
+    assert_eq!(failover["name"], "llm_router_failover");
+    assert_eq!(failover["match"], serde_json::json!({"path": llm_router::failover::FAILOVER_PATH}));
+    assert_eq!(failover["direct_response"]["status"], 404);
+    assert!(failover.get("route").is_none());
+    assert_eq!(json(failover["direct_response"]["body"]["inline_string"].as_str().unwrap_or(""))["error"]["code"], "not_found");
+    // No other route has that name, so no other redirect target is allowed.
+    let named: Vec<&Value> = routes.as_array().map(|r| r.iter().filter(|r| r["name"] == "llm_router_failover").collect()).unwrap_or_default();
+    assert_eq!(named.len(), 1);
+    // The routed route keeps its cluster header inside Envoy.
+    assert_eq!(routes[0]["request_headers_to_remove"], serde_json::json!(["x-route-to"]));
 }

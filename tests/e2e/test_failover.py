@@ -200,10 +200,17 @@ def test_a_client_cannot_forge_a_failover_pass(start_envoy, mocks):
     resp = client.post_json(envoy.base_url, "/__llm_router/failover?status=500", chat("a"),
                             headers={STATE_HEADER: "v=1;h=0;m=a;o=a;g=a;f=0;r=0;t=a1;c=1;mac=0000000000000000",
                                      "x-envoy-original-url": "http://x/v1/chat/completions"})
-    # Not a routed endpoint without a valid signed state: it passes through untouched, state header stripped.
+    # Not a routed endpoint without a valid signed state: the failover path's own route answers 404
+    # (support/envoy.py failover_route), nothing reaches an upstream.
+    assert "x-llm-router-deployment" not in resp.headers
+    expect_error(resp, 404, "not_found")
+    assert all(m.count == 0 for m in mocks.values())
+    # Elsewhere a forged state header passes through with the request, stripped.
+    resp = client.post_json(envoy.base_url, "/other?status=500", chat("a"),
+                            headers={STATE_HEADER: "v=1;h=0;m=a;o=a;g=a;f=0;r=0;t=a1;c=1;mac=0000000000000000"})
     assert "x-llm-router-deployment" not in resp.headers
     rec = mocks["a1"].last()
-    assert rec.path == "/__llm_router/failover?status=500"
+    assert rec.path == "/other?status=500"
     assert STATE_HEADER not in rec.headers
 
 

@@ -35,7 +35,7 @@ RUN_DIR = REPO / ".run" / "e2e"
 CLUSTER_HEADER = "x-llm-router-cluster"
 PASSTHROUGH_CLUSTER = "passthrough"
 
-# The OpenAI-shaped body for Envoy's own 413 (request body over the 1 MiB buffer limit).
+# The OpenAI-shaped body for Envoy's own 413 (request body over the listener's buffer limit, see buffer_limit()).
 TOO_LARGE_BODY = ('{"error":{"message":"Request body too large","type":"invalid_request_error",'
                   '"param":null,"code":"request_too_large"}}')
 # Only Envoy's own 413 is rewritten: a 413 the filter sends itself keeps its message, and upstream errors
@@ -136,6 +136,61 @@ def local_reply_config() -> dict:
     }]}
 
 
+# ---- wiring hardening: one constant or helper per concern. cli/src/envoy.rs (`llm-router envoy`) and envoy/demo.yaml
+# carry the same values; tests/e2e/test_demo.py and tests/e2e/test_wiring_hardening.py fail when they drift.
+
+# Routes have no total timeout (0s = none; Envoy's default would be 15 s): an SSE answer may stream for many minutes
+# and must not be cut. What bounds an attempt is the router's per-try timeout (x-envoy-upstream-rq-per-try-timeout-ms,
+# from the deployment's `timeout`): time to response headers, never a stream already flowing. STREAM_IDLE_TIMEOUT
+# (the HCM's, both directions) ends a stream on which nothing moved for that long: long enough for a slow model's
+# first byte (a non-streamed answer sends nothing until it is complete), short enough to free a hung connection.
+# The CLI uses the same 600 s unless the config has a longer `timeout`.
+ROUTE_TIMEOUT = "0s"
+STREAM_IDLE_TIMEOUT = "600s"
+
+# The listener's per-connection buffer limit is what answers 413 (measured: with the listener at 1 MiB + 64 KiB a
+# 64 KiB cluster limit still forwarded and replayed a 1 MiB body; with the listener at 1 MiB a 1 MiB - 10 B body
+# whose rewrite lengthened `model` was Envoy's 413). The router accepts bodies up to max_request_body_bytes and
+# then lengthens them (the deployment's `model`, default_params; a failover keeps a previous deployment's defaults),
+# so the buffer holds the limit plus REWRITE_HEADROOM_BYTES. The CLI computes the bound from the config and uses
+# it when it is larger.
+DEFAULT_MAX_REQUEST_BODY_BYTES = 1048576  # src/config/settings.rs DEFAULT_MAX_BODY_BYTES
+REWRITE_HEADROOM_BYTES = 65536
+
+
+def max_request_body_bytes(plugin_config: Union[dict, str]) -> int:
+    """envoy_settings.max_request_body_bytes of a plugin config (the filter's default when absent or unreadable)."""
+    try:
+        cfg = json.loads(plugin_config_json(plugin_config))
+        return int((cfg.get("envoy_settings") or {}).get("max_request_body_bytes", DEFAULT_MAX_REQUEST_BODY_BYTES))
+    except (ValueError, TypeError, AttributeError):
+        return DEFAULT_MAX_REQUEST_BODY_BYTES
+
+
+def buffer_limit(plugin_config: Union[dict, str]) -> int:
+    return max_request_body_bytes(plugin_config) + REWRITE_HEADROOM_BYTES
+
+
+# HTTP/1.0 clients (OpenAI's API and common servers accept them) get 426 without this.
+HTTP_PROTOCOL_OPTIONS = {"accept_http_10": True}
+
+# Circuit breakers on every cluster. Envoy's defaults (1024 connections / pending / requests, 3 retries) are sized for
+# short RPCs: with failover, every attempt that gets no response is retried once onto the redirector, and with more
+# than 3 such retries in flight the rest are not attempted and the client gets Envoy's plain-text 503 (measured: 98
+# of 256 requests, 64 concurrent, against a refusing deployment). One request has at most one retry in flight
+# (num_retries 1) and one request per cluster at a time (redirect passes are sequential), so max_retries equal to
+# max_requests can never overflow first. LLM requests are long (a stream lasts minutes), so thousands may be in
+# flight per deployment; upstreams are HTTP/1.1 (one connection per request), hence the same figure for
+# connections and pending requests. The breaker is not admission control (the providers' 429s and the router's
+# cooldowns are); it only caps a runaway.
+CIRCUIT_BREAKER_LIMIT = 10000
+
+
+def circuit_breakers() -> dict:
+    n = CIRCUIT_BREAKER_LIMIT
+    return {"thresholds": [{"max_connections": n, "max_pending_requests": n, "max_requests": n, "max_retries": n}]}
+
+
 # Failover (see ARCHITECTURE.md): the router route retries an attempt that got no response (connect failure,
 # reset, per-try timeout) once, onto the cluster's priority-1 endpoint, the local redirector; its 307 and
 # the upstream filter's 307s are followed as internal redirects back through the router.
@@ -150,31 +205,70 @@ FAILOVER_RETRY_POLICY = {
                                   ".PreviousPrioritiesConfig",
                          "update_frequency": 1}},
 }
-FAILOVER_REDIRECT_POLICY = {"redirect_response_codes": [307], "max_internal_redirects": 10}
+# The router's failover redirects all go to FAILOVER_PATH (src/failover/report.rs), so the policy follows only
+# those: a 307 (the one code the router sends), never across schemes (the router's location is http://; a TLS
+# listener would need true), and only when the location matches the named failover route. Without that predicate
+# Envoy also follows a *provider's* 3xx and replays the request (rewritten, provider key included) to wherever it
+# points (measured: a provider 307 to /steal reached the passthrough cluster). MAX_INTERNAL_REDIRECTS bounds one
+# request's passes: each redirect is one more upstream attempt with the body replayed; 10 covers LiteLLM's
+# defaults (max_fallbacks 5, one attempt per group, plus a retry onto the redirector) with room for num_retries;
+# when it is reached the router answers with the failure the last 307 stood for.
+FAILOVER_PATH = "/__llm_router/failover"
+FAILOVER_ROUTE_NAME = "llm_router_failover"
+MAX_INTERNAL_REDIRECTS = 10
+
+
+def failover_redirect_policy(listener_tls: bool = False) -> dict:
+    return {
+        "redirect_response_codes": [307],
+        "max_internal_redirects": MAX_INTERNAL_REDIRECTS,
+        "allow_cross_scheme_redirect": listener_tls,
+        "predicates": [{
+            "name": "envoy.internal_redirect_predicates.allow_listed_routes",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.internal_redirect.allow_listed_routes.v3"
+                                      ".AllowListedRoutesConfig",
+                             "allowed_route_names": [FAILOVER_ROUTE_NAME]}}],
+    }
+
+
+FAILOVER_REDIRECT_POLICY = failover_redirect_policy()
+# What a failover location leads to when the router does not recognise the pass (a forged location, a config
+# reload between two passes): an OpenAI-shaped 404, never an upstream. The router sets the cluster header on a
+# pass it verified, so those take the routed route before this one.
+NOT_FOUND_BODY = ('{"error":{"message":"Not found: this gateway serves the OpenAI-style API of its configured models '
+                  '(e.g. POST /v1/chat/completions)","type":"invalid_request_error","param":null,"code":"not_found"}}')
+
+
+def failover_route() -> dict:
+    return {"name": FAILOVER_ROUTE_NAME,
+            "match": {"path": FAILOVER_PATH},
+            "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}},
+            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
+
+
 REDIRECTOR_HEADER = "x-llm-router-redirector"
 REDIRECTOR_BODY = ('{"error":{"message":"The deployment did not answer (connection failed or timed out)",'
                    '"type":"api_error","param":null,"code":"upstream_unavailable"}}')
 
 
-def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = "30s",
+def route_config(passthrough: str = PASSTHROUGH_CLUSTER, route_timeout: str = ROUTE_TIMEOUT,
                  failover: bool = False) -> dict:
     routed = {"cluster_header": CLUSTER_HEADER, "timeout": route_timeout}
     if failover:
         routed["retry_policy"] = FAILOVER_RETRY_POLICY
         routed["internal_redirect_policy"] = FAILOVER_REDIRECT_POLICY
+    routes = [
+        {"match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": True}]},
+         "route": routed,
+         "request_headers_to_remove": [CLUSTER_HEADER]},
+    ]
+    if failover:
+        routes.append(failover_route())
+    routes.append({"match": {"prefix": "/"}, "route": {"cluster": passthrough, "timeout": route_timeout}})
     return {
         "name": "llm_router_routes",
-        "virtual_hosts": [{
-            "name": "llm",
-            "domains": ["*"],
-            "routes": [
-                {"match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": True}]},
-                 "route": routed,
-                 "request_headers_to_remove": [CLUSTER_HEADER]},
-                {"match": {"prefix": "/"},
-                 "route": {"cluster": passthrough, "timeout": route_timeout}},
-            ],
-        }],
+        "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": routes}],
     }
 
 
@@ -192,7 +286,7 @@ def access_log(path: Union[str, Path], log_format: str = ACCESS_LOG_FORMAT) -> d
 
 
 def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_CLUSTER,
-                            route_timeout: str = "30s", strip_cluster_header: bool = True,
+                            route_timeout: str = ROUTE_TIMEOUT, strip_cluster_header: bool = True,
                             failover: bool = False, access_log_path: Optional[Union[str, Path]] = None) -> dict:
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
@@ -201,6 +295,8 @@ def http_connection_manager(http_filters: list, passthrough: str = PASSTHROUGH_C
                      ".HttpConnectionManager",
             "stat_prefix": "ingress",
             "codec_type": "AUTO",
+            "http_protocol_options": HTTP_PROTOCOL_OPTIONS,
+            "stream_idle_timeout": STREAM_IDLE_TIMEOUT,
             "route_config": route_config(passthrough, route_timeout, failover),
             "local_reply_config": local_reply_config(),
             "http_filters": http_filters + [{
@@ -286,6 +382,7 @@ def _plain_cluster(name: str, host: str, port: int) -> dict:
         "type": "STATIC",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": circuit_breakers(),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -297,7 +394,7 @@ def _plain_cluster(name: str, host: str, port: int) -> dict:
 
 def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port: int = 0, admin_port: int = 0,
               env: Optional[dict] = None, host_env_keys: tuple = (), passthrough: Optional[str] = None,
-              wasm: bool = True, wasm_path: Union[str, Path] = WASM_PATH, route_timeout: str = "30s",
+              wasm: bool = True, wasm_path: Union[str, Path] = WASM_PATH, route_timeout: str = ROUTE_TIMEOUT,
               failover_port: Optional[int] = None, access_log_path: Optional[Union[str, Path]] = None) -> dict:
     """The whole bootstrap. `clusters` maps cluster name -> (host, port); `passthrough` names the cluster for
     requests the filter does not route (default: the first of `clusters`). `failover_port`: wire in-request
@@ -323,6 +420,7 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
             "listeners": [{
                 "name": "ingress",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+                "per_connection_buffer_limit_bytes": buffer_limit(plugin_config),
                 "filter_chains": [{"filters": [http_connection_manager(
                     filters, passthrough, route_timeout,
                     # Without the wasm filter (harness smoke tests) the client sets the header itself.
@@ -359,7 +457,7 @@ class Envoy:
 
     def __init__(self, plugin_config: Union[dict, str], clusters: dict, concurrency: int = 1,
                  env: Optional[dict] = None, extra_args: tuple = (), *, passthrough: Optional[str] = None,
-                 wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = "30s",
+                 wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = ROUTE_TIMEOUT,
                  host_env: Optional[dict] = None, label: Optional[str] = None, failover: Union[bool, int] = False,
                  dynamic_listener: bool = False, access_log: Union[bool, str] = False):
         self.concurrency = concurrency
