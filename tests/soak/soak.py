@@ -100,6 +100,8 @@ EXHAUSTED_CODE = {"rate_limit": "rate_limited", "server_error": "upstream_error"
                   "reset_before_headers": "upstream_unavailable", "stall": "upstream_timeout"}
 FAILURE_CLASS = {"rate_limit": "rate_limit", "server_error": "server_error",
                  "reset_before_headers": "connect_failure", "stall": "timeout"}
+# Every class the router knows (README: metrics); the ones the soak cannot cause must stay at 0.
+FAILURE_CLASSES = ("rate_limit", "authentication", "not_found", "timeout", "server_error", "connect_failure", "reset")
 ACCEPTED = ("ok_json", "ok_stream", "cut_after_headers", "error_openai", "error_provider")
 
 
@@ -168,22 +170,29 @@ class Result:
     usage: Optional[tuple] = None  # (prompt, completion) of a complete success
 
 
-def send(host: str, port: int, res: Result, body: dict, hard_timeout: float) -> None:
-    """One request on a fresh connection; every socket operation is bounded by what is left of hard_timeout."""
+def send(host: str, port: int, res: Result, body: dict, hard_timeout: float,
+         conn: Optional[http.client.HTTPConnection] = None) -> Optional[http.client.HTTPConnection]:
+    """One request, on `conn` (a kept-alive connection) or a fresh one; every socket operation is bounded by what is
+    left of hard_timeout. Returns the connection when it can carry the next request, else closes it."""
     deadline = res.started + hard_timeout
     data = json.dumps(body).encode()
     hdrs = {"content-type": "application/json", "x-request-id": res.rid, "authorization": "Bearer soak-client"}
-    conn = http.client.HTTPConnection(host, port, timeout=hard_timeout)
+    reused = conn is not None
+    if conn is None:
+        conn = http.client.HTTPConnection(host, port, timeout=hard_timeout)
+    elif conn.sock is not None:
+        conn.sock.settimeout(hard_timeout)
+    keep = False
     try:
         try:
             conn.request("POST", "/v1/chat/completions", body=data, headers=hdrs)
             resp = conn.getresponse()
         except socket.timeout:
             res.transport = "hung"
-            return
+            return None
         except (OSError, http.client.HTTPException) as e:
-            res.transport = f"no_response: {type(e).__name__}: {e}"
-            return
+            res.transport = f"no_response{' (kept-alive connection)' if reused else ''}: {type(e).__name__}: {e}"
+            return None
         res.status = resp.status
         for k, v in resp.getheaders():
             k = k.lower()
@@ -210,9 +219,12 @@ def send(host: str, port: int, res: Result, body: dict, hard_timeout: float) -> 
                 break
             chunks.append(c)
         res.body = b"".join(chunks)
+        keep = res.transport is None and not resp.will_close and resp.isclosed()
+        return conn if keep else None
     finally:
         res.elapsed = time.monotonic() - res.started
-        conn.close()
+        if not keep:
+            conn.close()
 
 
 def parse_sse(body: bytes) -> tuple:
@@ -385,6 +397,8 @@ class Soak:
         models = [m for m, _ in MODEL_MIX]
         weights = [w for _, w in MODEL_MIX]
         host, port = "127.0.0.1", self.envoy.listener_port
+        keep_alive = n % 2 == 1  # half the clients keep their connection, like an SDK's pool; half open one each time
+        conn = None
         i = 0
         while time.monotonic() < until:
             i += 1
@@ -399,7 +413,10 @@ class Soak:
                 if usage:
                     body["stream_options"] = {"include_usage": True}
             res = Result(rid, model, stream, usage, time.monotonic())
-            send(host, port, res, body, self.args.hard_timeout)
+            conn = send(host, port, res, body, self.args.hard_timeout, conn)
+            if not keep_alive and conn is not None:
+                conn.close()
+                conn = None
             classify_client_side(res)
             with self.lock:
                 self.results.append(res)
@@ -410,6 +427,8 @@ class Soak:
                 except ValueError:
                     wait = 1.0
                 time.sleep(min(wait, self.args.client_backoff) * rng.uniform(0.5, 1.0))
+        if conn is not None:
+            conn.close()
 
     def run_clients(self) -> float:
         start = time.monotonic()
@@ -529,7 +548,7 @@ class Soak:
                                    or k in ("content-type", "retry-after")},
                 "body": res.body[:300].decode("utf-8", "replace"), "transport": res.transport,
                 "attempts": [f"{d}:{f or 'ok'}" for d, f in tried],
-                "access_log": [ln for ln in self.envoy.access_lines() if f"request_id={res.rid}" in ln][:6]}
+                "access_log": [ln for ln in self.envoy.access_lines() if ln.endswith(f" request_id={res.rid}")][:6]}
 
     # -- counters --
     def expected_counters(self, attempts: dict) -> dict:
@@ -607,7 +626,7 @@ class Soak:
             self.compare("llm_router_time_to_first_token_ms_count", lab, exp["ttft"][(g, d)],
                          s.count("llm_router_time_to_first_token_ms_count", **lab))
             fails = 0
-            for cls in sorted(set(FAILURE_CLASS.values()) | {"reset", "authentication", "not_found"}):
+            for cls in FAILURE_CLASSES:
                 want = exp["failures"][(g, d, cls)]
                 got = s.count("llm_router_failures_total", **lab, **{"class": cls})
                 fails += got
@@ -622,8 +641,8 @@ class Soak:
                 self.compare("llm_router_cooldowns_total", lab, 1, cooldowns, ">=")
         # Every series the router exported is one we expected (no unexpected class, group or deployment).
         for labels, v in s.series("llm_router_failures_total"):
-            key = (labels.get("model_group"), labels.get("deployment"), labels.get("class"))
-            if key not in exp["failures"] and v:
+            if (labels.get("model_group"), labels.get("deployment")) not in deps or \
+                    labels.get("class") not in FAILURE_CLASSES:
                 self.compare("llm_router_failures_total", labels, 0, v)
         fb_seen = {(lab.get("model_group"), lab.get("fallback_from")): v
                    for lab, v in s.series("llm_router_fallbacks_total")}
