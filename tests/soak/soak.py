@@ -122,12 +122,15 @@ DEPLOYMENTS = (
     Dep("c1", "claude", "anthropic", "claude-one"),
     Dep("c2", "claude", "anthropic", "claude-two"),
     Dep("b1", "backup", "openai", "backup-one"),
+    Dep("b2", "backup", "azure", "backup-az"),
 )
-GROUPS = {"gpt": ["g1", "g2", "g3"], "claude": ["c1", "c2"], "backup": ["b1"]}
-FALLBACKS = [{"gpt": ["backup"]}, {"claude": ["backup"]}]
+GROUPS = {"gpt": ["g1", "g2", "g3"], "claude": ["c1", "c2"], "backup": ["b1", "b2"]}
+# gpt: retries in its group, then falls back to backup (and retries there); claude and backup: retries only, so
+# their last deployment's error reaches the client as that provider sent it (Anthropic / Azure / OpenAI shapes).
+FALLBACKS = [{"gpt": ["backup"]}]
 UNKNOWN_MODEL = "no-such-model"
-# What clients ask for (weights): mostly the two groups with fallbacks, some straight to the backup, a few unknown.
-MODEL_MIX = (("gpt", 45), ("claude", 40), ("backup", 12), (UNKNOWN_MODEL, 3))
+# What clients ask for (weights); a few ask for a model no deployment serves.
+MODEL_MIX = (("gpt", 45), ("claude", 35), ("backup", 17), (UNKNOWN_MODEL, 3))
 
 
 def build_config(timeout: float, allowed_fails: int, cooldown: float, num_retries: int) -> dict:
@@ -448,9 +451,14 @@ class Soak:
     # -- reconciliation with the mocks --
     def attempts_by_request(self) -> dict:
         by_rid: dict = defaultdict(list)
+        self.late: set = set()  # request ids with a fault-free attempt the mock answered near or past the timeout
         for d in DEPLOYMENTS:
             for rec in self.mocks[d.id].requests:
-                by_rid[rec.header("x-request-id")].append((rec.received_at, d.id, rec.fault))
+                rid = rec.header("x-request-id")
+                by_rid[rid].append((rec.received_at, d.id, rec.fault))
+                sent = rec.timing.get("headers_at")
+                if rec.fault is None and (sent is None or sent - rec.received_at > 0.9 * self.args.timeout):
+                    self.late.add(rid)
         return {rid: [(dep, f) for _, dep, f in sorted(v, key=lambda x: x[0])] for rid, v in by_rid.items()}
 
     def reconcile(self, attempts: dict) -> None:
@@ -474,6 +482,8 @@ class Soak:
         o = res.outcome
         if o not in ACCEPTED:
             return f"{o}: {res.detail}"
+        if o == "error_provider" and self.args.strict_openai_errors:
+            return f"a provider's own (not OpenAI-shaped) error passed through: {res.body[:200]!r}"
         faults = [f for _, f in tried]
         served = res.headers.get("x-llm-router-deployment")
         for f in faults[:-1]:
@@ -542,6 +552,9 @@ class Soak:
         return f"HTTP {res.status} after {last}"
 
     def _violation(self, res: Result, tried: list, problem: str) -> dict:
+        if res.rid in self.late:
+            # The mock itself was slow (a loaded machine): the router was right to time the attempt out.
+            problem += " [a fault-free attempt was answered after ~the deployment timeout: environment, not filter]"
         return {"what": problem, "request_id": res.rid, "model": res.model, "stream": res.stream,
                 "status": res.status, "outcome": res.outcome, "elapsed_s": round(res.elapsed, 3),
                 "router_headers": {k: v for k, v in res.headers.items() if k.startswith("x-llm-router")
@@ -733,7 +746,8 @@ def summarize(soak: Soak, ran_for: float, envoy_info: dict) -> dict:
                      "stall_s": a.timeout + a.stall_extra, "hard_timeout_s": a.hard_timeout,
                      "allowed_fails": a.allowed_fails, "cooldown_time_s": a.cooldown, "num_retries": a.num_retries,
                      "retry_after_s": list(a.retry_after), "latency_s": list(a.latency),
-                     "stream_delay_s": a.stream_delay, "client_backoff_s": a.client_backoff},
+                     "stream_delay_s": a.stream_delay, "client_backoff_s": a.client_backoff,
+                     "strict_openai_errors": a.strict_openai_errors},
         "ran_for_s": round(ran_for, 2),
         "requests": len(results),
         "requests_per_s": round(len(results) / ran_for, 1) if ran_for else None,
@@ -743,6 +757,7 @@ def summarize(soak: Soak, ran_for: float, envoy_info: dict) -> dict:
         "errors": dict(sorted(errors.items())),
         "latency_s": {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "max": max(lat) if lat else None},
         "attempts_received_by_mocks": received,
+        "late_fault_free_attempts": len(getattr(soak, "late", ())),
         "faults_injected": {k: faults[k] for k in FAULT_KINDS},
         "faults_by_deployment": faults_by_dep,
         "counters": soak.rows,
@@ -769,7 +784,10 @@ def human(summary: dict) -> str:
         out.append("errors the clients got:")
         for k, v in summary["errors"].items():
             out.append(f"  {k:<45} {v:>7}")
-    out.append(f"attempts the mocks received: {summary['attempts_received_by_mocks']}; faults injected:")
+    late = summary["late_fault_free_attempts"]
+    out.append(f"attempts the mocks received: {summary['attempts_received_by_mocks']}"
+               f"{f' ({late} fault-free ones answered after ~the deployment timeout)' if late else ''}; "
+               f"faults injected:")
     for k, v in summary["faults_injected"].items():
         out.append(f"  {k:<22} {v:>7}")
     out.append("counters (llm_router_*, Envoy admin) vs what mocks and clients saw:")
@@ -819,6 +837,9 @@ def main(argv: Optional[list] = None) -> int:
                     help="mock answers wait LO..HI s before their headers, like a model's first token "
                          "(default 0.05 0.5)")
     ap.add_argument("--stream-delay", type=float, default=0.1, help="seconds between a mock's SSE events (0.1)")
+    ap.add_argument("--strict-openai-errors", action="store_true",
+                    help="count an Azure/Anthropic deployment's own error passed through (error_provider) as a "
+                         "violation: only OpenAI-shaped errors are then accepted")
     ap.add_argument("--client-backoff", type=float, default=1.0,
                     help="after the router's own 429 a client waits min(retry-after, this) x U(0.5, 1) s before "
                          "its next request, as an SDK would (0: no wait; default 1)")

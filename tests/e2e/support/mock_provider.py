@@ -18,7 +18,7 @@ written with hand-made chunked transfer encoding, one flush per event, `stream_d
 Scripting: `respond(status, headers, body, delay, stream_delay, times, close)` queues a behaviour for
 the next `times` requests (None: until changed); `reset()` forgets behaviours and recorded requests.
 `respond(truncate="reset"|"end")` sends the headers and about half of the body, then resets the connection
-("reset") or ends the body cleanly ("end": a stream without its last events and `[DONE]`).
+("reset", a TCP RST) or ends the body cleanly ("end": a stream without its last events and `[DONE]`).
 
 Random faults (the fault soak, tests/soak/): `inject_faults(rate, seed)` makes each request that no scripted
 behaviour claims fail with probability `rate`, with one of FAULT_KINDS picked by a PRNG seeded from `seed` and the
@@ -65,9 +65,10 @@ class Fault:
     kind: str
     status: Optional[int] = None
     retry_after: Optional[int] = None
+    close: Optional[str] = None  # resets: "rst" (TCP RST) or "fin" (the connection just closes)
 
     def __str__(self) -> str:
-        return self.kind + (f":{self.status}" if self.status else "")
+        return self.kind + (f":{self.status}" if self.status else "") + (f"/{self.close}" if self.close else "")
 
 
 @dataclass
@@ -92,6 +93,8 @@ class FaultPlan:
             return Fault(kind, 429, self.rng.choice(self.retry_after))
         if kind == "server_error":
             return Fault(kind, self.rng.choice(self.server_statuses))
+        if kind in ("reset_before_headers", "reset_mid_body"):
+            return Fault(kind, close=self.rng.choice(("rst", "fin")))
         return Fault(kind)
 
     def behaviour(self, f: Optional[Fault]) -> "Behaviour":
@@ -103,11 +106,11 @@ class FaultPlan:
         if f.kind == "server_error":
             return Behaviour(status=f.status or 500)
         if f.kind == "reset_before_headers":
-            return Behaviour(close=True, rst=True)
+            return Behaviour(close=True, rst=f.close == "rst")
         if f.kind == "stall":
             return Behaviour(delay=self.stall)
         if f.kind == "reset_mid_body":
-            return Behaviour(delay=delay, stream_delay=self.stream_delay, truncate="reset")
+            return Behaviour(delay=delay, stream_delay=self.stream_delay, truncate="reset", rst=f.close == "rst")
         if f.kind == "truncated_sse":
             return Behaviour(delay=delay, stream_delay=self.stream_delay, truncate="end")
         raise ValueError(f.kind)
@@ -124,6 +127,8 @@ class Recorded:
     json: Any  # parsed body, or None when it is not JSON
     received_at: float  # time.monotonic()
     fault: Optional[Fault] = None  # the injected fault (inject_faults), None for a normal answer
+    # "headers_at": time.monotonic() when the response headers went out (absent: none were sent).
+    timing: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def path_only(self) -> str:
@@ -151,7 +156,7 @@ class Behaviour:
     close: bool = False  # close the connection without answering
     times: Optional[int] = None  # None: until changed
     truncate: Optional[str] = None  # "reset": headers + half the body, then reset; "end": half the body, clean end
-    rst: bool = False  # close/truncate="reset" with a TCP RST (SO_LINGER 0) instead of a FIN
+    rst: bool = False  # close / truncate="reset": a TCP RST (SO_LINGER 0) instead of a FIN
 
 
 @dataclass
@@ -269,7 +274,8 @@ class MockProvider:
         """Queue a behaviour for the next `times` requests (None: every request until changed)."""
         if truncate not in (None, "reset", "end"):
             raise ValueError(f"truncate must be None, 'reset' or 'end', not {truncate!r}")
-        b = Behaviour(status, dict(headers or {}), body, delay, stream_delay, close, times, truncate)
+        b = Behaviour(status, dict(headers or {}), body, delay, stream_delay, close, times, truncate,
+                      rst=truncate == "reset")
         with self._state.lock:
             # An open-ended behaviour at the tail would never end: the new one replaces it.
             while self._state.script and self._state.script[-1].times is None:
@@ -414,7 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
             parsed = None
         req = parsed if isinstance(parsed, dict) else {}
         b, fault = mock._next_behaviour(stream=req.get("stream") is True)
-        mock._record(Recorded(self.command, self.path, self._headers_dict(), body, parsed, time.monotonic(), fault))
+        self._rec = Recorded(self.command, self.path, self._headers_dict(), body, parsed, time.monotonic(), fault)
+        mock._record(self._rec)
         if b.close:
             self._drop(b.rst)
             return
@@ -424,6 +431,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(b, req)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def end_headers(self) -> None:
+        super().end_headers()
+        rec = getattr(self, "_rec", None)
+        if rec is not None:
+            rec.timing.setdefault("headers_at", time.monotonic())
 
     def _drop(self, rst: bool) -> None:
         """Close the connection now: a FIN (shutdown), or with `rst` a TCP RST (SO_LINGER 0, then close)."""
@@ -456,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(endpoint, model, req, b)
                 return
             payload = _completion(mock.kind, endpoint, model, req, mock.name)
-        self._send(b.status, payload, b.headers, b.truncate)
+        self._send(b.status, payload, b.headers, b.truncate, b.rst)
 
     def _route(self, req: dict):
         """(endpoint, model) for an LLM endpoint of this kind, None for anything else."""
@@ -495,7 +508,8 @@ class _Handler(BaseHTTPRequestHandler):
             hdrs[k.lower()] = str(v)
         return list(hdrs.items())
 
-    def _send(self, status: int, payload: Any, extra_headers: Optional[dict], truncate: Optional[str] = None) -> None:
+    def _send(self, status: int, payload: Any, extra_headers: Optional[dict], truncate: Optional[str] = None,
+              rst: bool = False) -> None:
         if isinstance(payload, (dict, list)):
             data = json.dumps(payload).encode()
             ctype = "application/json"
@@ -510,11 +524,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if truncate is not None:  # headers, then half the body, then a reset (a declared length cannot "end")
+        if truncate is not None:  # headers, then half the body, then the connection ends (short of its length)
             self.wfile.flush()
             self.wfile.write(data[:len(data) // 2])
             self.wfile.flush()
-            self._drop(rst=True)
+            self._drop(rst)
             return
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -540,7 +554,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
         if b.truncate == "reset":
-            self._drop(rst=True)
+            self._drop(b.rst)
             return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
