@@ -797,6 +797,10 @@ def human(summary: dict) -> str:
             labels = ",".join(f"{v}" for v in r["labels"].values())
             out.append(f"  {r['metric'].replace('llm_router_', ''):<40} {labels:<40} {r['relation']:<3} "
                        f"{r['expected']:>9g} {r['actual']:>9g}{'' if r['ok'] else '   <-- MISMATCH'}")
+    zero = Counter(r["metric"].replace("llm_router_", "") for r in summary["counters"]
+                   if r["ok"] and not r["expected"] and not r["actual"])
+    if zero:
+        out.append("  and 0 == 0 for: " + ", ".join(f"{m} ({n})" for m, n in sorted(zero.items())))
     e = summary["envoy"]
     out.append(f"envoy: up={e.get('up')} wasm panic lines={e.get('panic_lines')} "
                f"router warn/error lines={e.get('router_log_lines')} log={e.get('log')}")
