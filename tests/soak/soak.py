@@ -45,7 +45,7 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from tests.e2e.support.envoy import Envoy, EnvoyError, clusters_for
 from tests.e2e.support.mock_provider import AFTER_HEADERS, BEFORE_HEADERS, FAULT_KINDS, MockProvider
