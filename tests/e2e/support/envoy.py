@@ -453,13 +453,15 @@ class Envoy:
     host_env: variables set in Envoy's own process environment and passed to the VM by name (host_env_keys),
     as a production deployment would do with secrets.
     wasm=False: a buffer filter instead of the wasm filter (harness smoke tests).
+    bootstrap_overrides: top-level bootstrap fields set over the built bootstrap (e.g. stats_flush_interval).
     """
 
     def __init__(self, plugin_config: Union[dict, str], clusters: dict, concurrency: int = 1,
                  env: Optional[dict] = None, extra_args: tuple = (), *, passthrough: Optional[str] = None,
                  wasm: bool = True, wasm_path: Union[str, Path, None] = None, route_timeout: str = ROUTE_TIMEOUT,
                  host_env: Optional[dict] = None, label: Optional[str] = None, failover: Union[bool, int] = False,
-                 dynamic_listener: bool = False, access_log: Union[bool, str] = False):
+                 dynamic_listener: bool = False, access_log: Union[bool, str] = False,
+                 bootstrap_overrides: Optional[dict] = None):
         self.concurrency = concurrency
         self._bootstrap_args = dict(env=env, host_env_keys=tuple(host_env or ()), passthrough=passthrough, wasm=wasm,
                                     route_timeout=route_timeout)
@@ -480,6 +482,7 @@ class Envoy:
                                    route_timeout=route_timeout,
                                    failover_port=(failover if failover is not True else free_port()) or None,
                                    access_log_path=self.access_log_path)
+        self.bootstrap.update(bootstrap_overrides or {})
         self.lds_path: Optional[Path] = None
         if dynamic_listener:
             # The ingress listener comes from a watched LDS file, so a test can reload the plugin config

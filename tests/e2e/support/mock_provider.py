@@ -17,6 +17,14 @@ written with hand-made chunked transfer encoding, one flush per event, `stream_d
 
 Scripting: `respond(status, headers, body, delay, stream_delay, times, close)` queues a behaviour for
 the next `times` requests (None: until changed); `reset()` forgets behaviours and recorded requests.
+`respond(truncate="reset"|"end")` sends the headers and about half of the body, then resets the connection
+("reset", a TCP RST) or ends the body cleanly ("end": a stream without its last events and `[DONE]`).
+
+Random faults (the fault soak, tests/soak/): `inject_faults(rate, seed)` makes each request that no scripted
+behaviour claims fail with probability `rate`, with one of FAULT_KINDS picked by a PRNG seeded from `seed` and the
+mock's name: 429 with Retry-After, 500/502/503, connection reset before the headers, reset after the headers in the
+middle of the body, a stall longer than the deployment's timeout, a truncated SSE stream (streams only). Each
+`Recorded` says which fault it got (`.fault`, None for a normal answer); `faults_off()` stops injecting.
 
 Standalone: python3 -m tests.e2e.support.mock_provider --kind openai --port 18001 [--name x] [--stream-delay 0.2]
 """
@@ -26,9 +34,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -39,6 +49,71 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 KINDS = ("openai", "azure", "anthropic")
+
+# Random faults (inject_faults). The first four fail before any response byte reaches Envoy, the last two after the
+# response headers went out (the client has already seen a 200).
+FAULT_KINDS = ("rate_limit", "server_error", "reset_before_headers", "stall", "reset_mid_body", "truncated_sse")
+BEFORE_HEADERS = ("rate_limit", "server_error", "reset_before_headers", "stall")
+AFTER_HEADERS = ("reset_mid_body", "truncated_sse")
+STREAM_ONLY = ("truncated_sse",)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault: its kind (FAULT_KINDS), the status sent (rate_limit/server_error) and Retry-After."""
+
+    kind: str
+    status: Optional[int] = None
+    retry_after: Optional[int] = None
+    close: Optional[str] = None  # resets: "rst" (TCP RST) or "fin" (the connection just closes)
+
+    def __str__(self) -> str:
+        return self.kind + (f":{self.status}" if self.status else "") + (f"/{self.close}" if self.close else "")
+
+
+@dataclass
+class FaultPlan:
+    rate: float
+    rng: Any  # random.Random
+    kinds: tuple = FAULT_KINDS
+    stall: float = 3.0  # seconds before the headers (make it longer than the deployment's timeout)
+    retry_after: tuple = (1, 2)  # Retry-After seconds, one picked per 429
+    server_statuses: tuple = (500, 502, 503)
+    latency: tuple = (0.0, 0.0)  # seconds before the headers of an answer that is not stalled (uniform range)
+    stream_delay: float = 0.0  # seconds between SSE events (normal and cut streams)
+
+    def pick(self, stream: bool) -> Optional[Fault]:
+        if self.rng.random() >= self.rate:
+            return None
+        kinds = [k for k in self.kinds if stream or k not in STREAM_ONLY]
+        if not kinds:
+            return None
+        kind = self.rng.choice(kinds)
+        if kind == "rate_limit":
+            return Fault(kind, 429, self.rng.choice(self.retry_after))
+        if kind == "server_error":
+            return Fault(kind, self.rng.choice(self.server_statuses))
+        if kind in ("reset_before_headers", "reset_mid_body"):
+            return Fault(kind, close=self.rng.choice(("rst", "fin")))
+        return Fault(kind)
+
+    def behaviour(self, f: Optional[Fault]) -> "Behaviour":
+        delay = self.rng.uniform(*self.latency) if self.latency[1] > 0 else 0.0
+        if f is None:
+            return Behaviour(delay=delay, stream_delay=self.stream_delay)
+        if f.kind == "rate_limit":
+            return Behaviour(status=429, headers={"retry-after": str(f.retry_after)})
+        if f.kind == "server_error":
+            return Behaviour(status=f.status or 500)
+        if f.kind == "reset_before_headers":
+            return Behaviour(close=True, rst=f.close == "rst")
+        if f.kind == "stall":
+            return Behaviour(delay=self.stall)
+        if f.kind == "reset_mid_body":
+            return Behaviour(delay=delay, stream_delay=self.stream_delay, truncate="reset", rst=f.close == "rst")
+        if f.kind == "truncated_sse":
+            return Behaviour(delay=delay, stream_delay=self.stream_delay, truncate="end")
+        raise ValueError(f.kind)
 
 
 @dataclass(frozen=True)
@@ -51,6 +126,9 @@ class Recorded:
     body: bytes
     json: Any  # parsed body, or None when it is not JSON
     received_at: float  # time.monotonic()
+    fault: Optional[Fault] = None  # the injected fault (inject_faults), None for a normal answer
+    # "headers_at": time.monotonic() when the response headers went out (absent: none were sent).
+    timing: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def path_only(self) -> str:
@@ -77,6 +155,8 @@ class Behaviour:
     stream_delay: float = 0.0  # seconds between SSE events
     close: bool = False  # close the connection without answering
     times: Optional[int] = None  # None: until changed
+    truncate: Optional[str] = None  # "reset": headers + half the body, then reset; "end": half the body, clean end
+    rst: bool = False  # close / truncate="reset": a TCP RST (SO_LINGER 0) instead of a FIN
 
 
 @dataclass
@@ -85,6 +165,7 @@ class _State:
     requests: list = field(default_factory=list)
     script: list = field(default_factory=list)
     connections: set = field(default_factory=set)
+    faults: Optional[FaultPlan] = None
 
 
 def _hex(n: int = 24) -> str:
@@ -188,9 +269,13 @@ class MockProvider:
 
     # ---- scripting -------------------------------------------------------------------------
     def respond(self, status: int = 200, headers: Optional[dict] = None, body: Any = None, delay: float = 0.0,
-                stream_delay: float = 0.0, times: Optional[int] = None, close: bool = False) -> "MockProvider":
+                stream_delay: float = 0.0, times: Optional[int] = None, close: bool = False,
+                truncate: Optional[str] = None) -> "MockProvider":
         """Queue a behaviour for the next `times` requests (None: every request until changed)."""
-        b = Behaviour(status, dict(headers or {}), body, delay, stream_delay, close, times)
+        if truncate not in (None, "reset", "end"):
+            raise ValueError(f"truncate must be None, 'reset' or 'end', not {truncate!r}")
+        b = Behaviour(status, dict(headers or {}), body, delay, stream_delay, close, times, truncate,
+                      rst=truncate == "reset")
         with self._state.lock:
             # An open-ended behaviour at the tail would never end: the new one replaces it.
             while self._state.script and self._state.script[-1].times is None:
@@ -199,21 +284,49 @@ class MockProvider:
         return self
 
     def reset(self) -> None:
-        """Forget scripted behaviours and recorded requests."""
+        """Forget scripted behaviours, random faults and recorded requests."""
         with self._state.lock:
             self._state.script.clear()
             self._state.requests.clear()
+            self._state.faults = None
 
-    def _next_behaviour(self) -> Behaviour:
+    def inject_faults(self, rate: float, seed: Any = 0, *, kinds: tuple = FAULT_KINDS, stall: float = 3.0,
+                      retry_after: tuple = (1, 2), server_statuses: tuple = (500, 502, 503),
+                      latency: tuple = (0.0, 0.0), stream_delay: float = 0.0) -> "MockProvider":
+        """From now on, each request no scripted behaviour claims gets a random fault with probability `rate`
+        (see FAULT_KINDS); the PRNG is seeded with (`seed`, the mock's name), so a run is reproducible up to the
+        order in which concurrent requests arrive. `stall`: seconds a stalled request waits before its headers.
+        `latency` (lo, hi): seconds before the headers of the other answers that carry a body (success and cut
+        ones; errors and resets are immediate); `stream_delay`: seconds between their SSE events."""
+        unknown = set(kinds) - set(FAULT_KINDS)
+        if unknown or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"bad fault plan: rate {rate}, unknown kinds {sorted(unknown)}")
+        plan = FaultPlan(rate, random.Random(f"{seed}/{self.name}"), tuple(kinds), stall, tuple(retry_after),
+                         tuple(server_statuses), tuple(latency), stream_delay)
+        with self._state.lock:
+            self._state.faults = plan
+        return self
+
+    def faults_off(self) -> "MockProvider":
+        with self._state.lock:
+            self._state.faults = None
+        return self
+
+    def _next_behaviour(self, stream: bool = False) -> tuple:
+        """(behaviour, injected fault or None): a scripted behaviour first, else a random fault, else normal."""
         with self._state.lock:
             if not self._state.script:
-                return Behaviour()
+                plan = self._state.faults
+                if plan is None:
+                    return Behaviour(), None
+                fault = plan.pick(stream)
+                return plan.behaviour(fault), fault
             b = self._state.script[0]
             if b.times is not None:
                 b.times -= 1
                 if b.times <= 0:
                     self._state.script.pop(0)
-            return b
+            return b, None
 
     def _record(self, rec: Recorded) -> None:
         with self._state.lock:
@@ -232,6 +345,12 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, addr, handler, mock: MockProvider):
         self.mock = mock
         super().__init__(addr, handler)
+
+    def handle_error(self, request, client_address) -> None:
+        # A peer that reset its connection (e.g. Envoy after a per-try timeout) is not the mock's error.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 _OPENAI_ENDPOINT = re.compile(r"^(?P<prefix>.*?)/(?P<endpoint>chat/completions|completions|embeddings|responses)$")
@@ -299,21 +418,37 @@ class _Handler(BaseHTTPRequestHandler):
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
-        mock._record(Recorded(self.command, self.path, self._headers_dict(), body, parsed, time.monotonic()))
-        b = mock._next_behaviour()
+        req = parsed if isinstance(parsed, dict) else {}
+        b, fault = mock._next_behaviour(stream=req.get("stream") is True)
+        self._rec = Recorded(self.command, self.path, self._headers_dict(), body, parsed, time.monotonic(), fault)
+        mock._record(self._rec)
         if b.close:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop(b.rst)
             return
         if b.delay:
             time.sleep(b.delay)
         try:
-            self._answer(b, parsed if isinstance(parsed, dict) else {})
+            self._answer(b, req)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def end_headers(self) -> None:
+        super().end_headers()
+        rec = getattr(self, "_rec", None)
+        if rec is not None:
+            rec.timing.setdefault("headers_at", time.monotonic())
+
+    def _drop(self, rst: bool) -> None:
+        """Close the connection now: a FIN (shutdown), or with `rst` a TCP RST (SO_LINGER 0, then close)."""
+        self.close_connection = True
+        try:
+            if rst:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _answer(self, b: Behaviour, req: dict) -> None:
         mock = self.server.mock
@@ -334,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(endpoint, model, req, b)
                 return
             payload = _completion(mock.kind, endpoint, model, req, mock.name)
-        self._send(b.status, payload, b.headers)
+        self._send(b.status, payload, b.headers, b.truncate, b.rst)
 
     def _route(self, req: dict):
         """(endpoint, model) for an LLM endpoint of this kind, None for anything else."""
@@ -373,7 +508,8 @@ class _Handler(BaseHTTPRequestHandler):
             hdrs[k.lower()] = str(v)
         return list(hdrs.items())
 
-    def _send(self, status: int, payload: Any, extra_headers: Optional[dict]) -> None:
+    def _send(self, status: int, payload: Any, extra_headers: Optional[dict], truncate: Optional[str] = None,
+              rst: bool = False) -> None:
         if isinstance(payload, (dict, list)):
             data = json.dumps(payload).encode()
             ctype = "application/json"
@@ -388,6 +524,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if truncate is not None:  # headers, then half the body, then the connection ends (short of its length)
+            self.wfile.flush()
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self._drop(rst)
+            return
         if self.command != "HEAD":
             self.wfile.write(data)
         self.wfile.flush()
@@ -403,12 +545,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()
+        if b.truncate is not None:  # the first half of the events: no finish_reason, no usage, no [DONE]
+            events = events[:max(1, (len(events) - 1) // 2)]
         for i, event in enumerate(events):
             if i and b.stream_delay:
                 time.sleep(b.stream_delay)
             data = event.encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
+        if b.truncate == "reset":
+            self._drop(b.rst)
+            return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
