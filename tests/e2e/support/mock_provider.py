@@ -16,7 +16,9 @@ Responses echo the request's `model` (Azure: the deployment from the path) and c
 written with hand-made chunked transfer encoding, one flush per event, `stream_delay` seconds apart.
 
 Scripting: `respond(status, headers, body, delay, stream_delay, times, close)` queues a behaviour for
-the next `times` requests (None: until changed); `reset()` forgets behaviours and recorded requests.
+the next `times` requests (None: until changed); `respond_when(predicate, status, ...)` answers every request
+`predicate(Recorded)` accepts that way, before the queue (e.g. 401 when a header is present); `reset()`
+forgets behaviours, rules and recorded requests.
 
 Standalone: python3 -m tests.e2e.support.mock_provider --kind openai --port 18001 [--name x] [--stream-delay 0.2]
 """
@@ -84,6 +86,7 @@ class _State:
     lock: threading.Condition = field(default_factory=threading.Condition)
     requests: list = field(default_factory=list)
     script: list = field(default_factory=list)
+    rules: list = field(default_factory=list)  # (predicate, Behaviour), checked before the script
     connections: set = field(default_factory=set)
 
 
@@ -198,14 +201,27 @@ class MockProvider:
             self._state.script.append(b)
         return self
 
+    def respond_when(self, predicate, status: int = 200, headers: Optional[dict] = None, body: Any = None,
+                     delay: float = 0.0) -> "MockProvider":
+        """Answer every request for which `predicate(Recorded)` is true this way (until reset), before the
+        queued behaviours; other requests consume the queue as usual."""
+        with self._state.lock:
+            self._state.rules.append((predicate, Behaviour(status, dict(headers or {}), body, delay)))
+        return self
+
     def reset(self) -> None:
-        """Forget scripted behaviours and recorded requests."""
+        """Forget scripted behaviours, rules and recorded requests."""
         with self._state.lock:
             self._state.script.clear()
+            self._state.rules.clear()
             self._state.requests.clear()
 
-    def _next_behaviour(self) -> Behaviour:
+    def _next_behaviour(self, rec: Optional[Recorded] = None) -> Behaviour:
         with self._state.lock:
+            if rec is not None:
+                for predicate, b in self._state.rules:
+                    if predicate(rec):
+                        return b
             if not self._state.script:
                 return Behaviour()
             b = self._state.script[0]
@@ -299,8 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
-        mock._record(Recorded(self.command, self.path, self._headers_dict(), body, parsed, time.monotonic()))
-        b = mock._next_behaviour()
+        rec = Recorded(self.command, self.path, self._headers_dict(), body, parsed, time.monotonic())
+        mock._record(rec)
+        b = mock._next_behaviour(rec)
         if b.close:
             self.close_connection = True
             try:
