@@ -7,11 +7,14 @@
   `.status` and `.headers` known once iteration starts.
 * `post_chunked(url, path, chunks)`: a chunked request body sent from a separate thread while the answer is
   read, so an early answer (413) is seen even when the proxy stops reading.
+* `send_raw(url, data)` / `parse_responses(raw)`: bytes written as they are (no framing of the client's own:
+  conflicting lengths, pipelined requests) and the responses read back.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json as _json
 import socket
 import threading
@@ -205,3 +208,49 @@ def post_chunked(url: str, path: str, chunks: Iterable[bytes], headers: Optional
     finally:
         sock.close()
         sender.join(timeout=timeout)
+
+
+def send_raw(url: str, data: bytes, timeout: float = 2.0) -> bytes:
+    """Writes `data` exactly as given on a fresh connection and returns every byte the server sent until it
+    closed the connection or stayed silent for `timeout` seconds."""
+    host, port = _hostport(url)
+    out = bytearray()
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return bytes(out)
+
+
+class _Replay(io.BytesIO):
+    def close(self) -> None:  # http.client closes its file after each response; keep the rest readable
+        pass
+
+
+class _ReplaySocket:
+    def __init__(self, f: io.BytesIO):
+        self._f = f
+
+    def makefile(self, *args, **kwargs) -> io.BytesIO:
+        return self._f
+
+
+def parse_responses(raw: bytes) -> list:
+    """The complete HTTP/1.1 responses in `raw` (as `send_raw` returns them), in order."""
+    f = _Replay(raw)
+    out = []
+    while f.tell() < len(raw):
+        resp = http.client.HTTPResponse(_ReplaySocket(f), method="POST")  # type: ignore[arg-type]
+        try:
+            resp.begin()
+            body = resp.read()
+        except (http.client.HTTPException, ValueError):
+            break
+        out.append(Response(resp.status, _headers(resp), body))
+    return out

@@ -16,7 +16,9 @@ Responses echo the request's `model` (Azure: the deployment from the path) and c
 written with hand-made chunked transfer encoding, one flush per event, `stream_delay` seconds apart.
 
 Scripting: `respond(status, headers, body, delay, stream_delay, times, close)` queues a behaviour for
-the next `times` requests (None: until changed); `reset()` forgets behaviours and recorded requests.
+the next `times` requests (None: until changed); `respond_when(predicate, status, ...)` answers every request
+`predicate(Recorded)` accepts that way, before the queue (e.g. 401 when a header is present); `reset()`
+forgets behaviours, rules, random faults and recorded requests.
 `respond(truncate="reset"|"end")` sends the headers and about half of the body, then resets the connection
 ("reset", a TCP RST) or ends the body cleanly ("end": a stream without its last events and `[DONE]`).
 
@@ -43,7 +45,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
@@ -164,6 +166,7 @@ class _State:
     lock: threading.Condition = field(default_factory=threading.Condition)
     requests: list = field(default_factory=list)
     script: list = field(default_factory=list)
+    rules: list = field(default_factory=list)  # (predicate, Behaviour), checked before the script
     connections: set = field(default_factory=set)
     faults: Optional[FaultPlan] = None
 
@@ -283,10 +286,19 @@ class MockProvider:
             self._state.script.append(b)
         return self
 
+    def respond_when(self, predicate, status: int = 200, headers: Optional[dict] = None, body: Any = None,
+                     delay: float = 0.0) -> "MockProvider":
+        """Answer every request for which `predicate(Recorded)` is true this way (until reset), before the
+        queued behaviours; other requests consume the queue as usual."""
+        with self._state.lock:
+            self._state.rules.append((predicate, Behaviour(status, dict(headers or {}), body, delay)))
+        return self
+
     def reset(self) -> None:
-        """Forget scripted behaviours, random faults and recorded requests."""
+        """Forget scripted behaviours, rules, random faults and recorded requests."""
         with self._state.lock:
             self._state.script.clear()
+            self._state.rules.clear()
             self._state.requests.clear()
             self._state.faults = None
 
@@ -312,9 +324,14 @@ class MockProvider:
             self._state.faults = None
         return self
 
-    def _next_behaviour(self, stream: bool = False) -> tuple:
-        """(behaviour, injected fault or None): a scripted behaviour first, else a random fault, else normal."""
+    def _next_behaviour(self, rec: Optional[Recorded] = None, stream: bool = False) -> tuple:
+        """(behaviour, injected fault or None): a matching rule first, then a scripted behaviour, else a random
+        fault, else normal."""
         with self._state.lock:
+            if rec is not None:
+                for predicate, b in self._state.rules:
+                    if predicate(rec):
+                        return b, None
             if not self._state.script:
                 plan = self._state.faults
                 if plan is None:
@@ -419,8 +436,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = None
         req = parsed if isinstance(parsed, dict) else {}
-        b, fault = mock._next_behaviour(stream=req.get("stream") is True)
-        self._rec = Recorded(self.command, self.path, self._headers_dict(), body, parsed, time.monotonic(), fault)
+        self._rec = Recorded(self.command, self.path, self._headers_dict(), body, parsed, time.monotonic())
+        b, fault = mock._next_behaviour(self._rec, stream=req.get("stream") is True)
+        self._rec = replace(self._rec, fault=fault)
         mock._record(self._rec)
         if b.close:
             self._drop(b.rst)
