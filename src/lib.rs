@@ -34,3 +34,9 @@ pub(crate) mod stats;
 
 #[cfg(target_arch = "wasm32")]
 mod host;
+
+/// What the operator tool (`cli/`) needs from the crate-private modules.
+pub mod cli_api {
+    pub use crate::failover::FAILOVER_PATH;
+    pub use crate::openai::json_write::string_len;
+}

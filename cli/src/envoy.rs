@@ -6,7 +6,7 @@ use crate::plan::Endpoint;
 use crate::source::Source;
 use crate::value::Value;
 use llm_router::config::RouterConfig;
-use llm_router::failover::FAILOVER_PATH;
+use llm_router::cli_api::FAILOVER_PATH;
 use llm_router::pipeline::log_props::ACCESS_LOG_FORMAT;
 
 /// `ADDRESS:PORT` as Envoy's `socket_address` wants it (IPv6 without brackets).
@@ -624,7 +624,7 @@ pub fn buffer_limit(cfg: &RouterConfig) -> u64 {
 /// `default_params` (`"key":value,` each; across failover passes the defaults of several
 /// deployments may accumulate).
 pub fn rewrite_growth_bound(cfg: &RouterConfig) -> u64 {
-    use llm_router::openai::string_len;
+    use llm_router::cli_api::string_len;
     let deployments = &cfg.table.deployments;
     let model = deployments.iter().map(|d| string_len(&d.model)).max().unwrap_or(0);
     let defaults: usize = deployments

@@ -72,6 +72,14 @@ impl Http {
     }
 
     fn reply(&mut self, reply: &Reply) -> Action {
+        self.send_reply(reply);
+        self.phase = Phase::Replied;
+        Action::Pause
+    }
+
+    /// Sends `reply` as the response, leaving the stream's phase alone (a forwarded attempt is
+    /// still closed in `on_log`).
+    fn send_reply(&self, reply: &Reply) {
         if let Some(cfg) = &self.config {
             super::metrics::with(&self.vm, cfg, |m| metrics::rejected(&mut m.sink, reply.error.code));
         }
@@ -81,8 +89,6 @@ impl Http {
         if let Err(status) = hostcalls::send_http_response(u32::from(reply.error.status), headers, Some(&body)) {
             log::error!("llm-router: sending a {} reply failed: {status:?}", reply.error.status);
         }
-        self.phase = Phase::Replied;
-        Action::Pause
     }
 
     /// Answers the model list or the health report (GET/HEAD; Envoy drops the body for HEAD).
@@ -352,7 +358,7 @@ impl HttpContext for Http {
         }
         let status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         let now = super::now_ms();
-        let location = if status == 307 { response_header("location") } else { None };
+        let location = if response::needs_location(status) { response_header("location") } else { None };
         let redirector = status >= 300 && response_header(REDIRECTOR_HEADER).is_some();
         let details = if response::needs_details(status) {
             hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
@@ -369,6 +375,12 @@ impl HttpContext for Http {
             wildcard_group: cfg.table.group_index(&dep.group).and_then(|g| cfg.table.groups.get(g)).is_some_and(|g| g.is_wildcard()),
         };
         let verdict = response::judge(&facts);
+        if verdict.refuse_redirect {
+            log::info!("llm-router: deployment {} answered a {status} redirect; refused (never followed with its key)", dep.id);
+            sent.outcome = Some(Outcome::Failed);
+            self.send_reply(&Reply::from(crate::openai::ApiError::redirect_refused()));
+            return Action::Pause;
+        }
         if status >= 400 {
             log::debug!("llm-router: attempt on {} answered {status} ({:?}): {:?}", dep.id, facts.details, verdict.record);
         }

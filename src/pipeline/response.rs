@@ -32,8 +32,17 @@ pub struct Verdict {
     pub unwrap_failover: Option<u16>,
     /// For the attempt's statistics; None for a response that is neither (a provider's own 3xx).
     pub outcome: Option<Outcome>,
+    /// A provider's own redirect: answer 502 `upstream_redirect_refused` instead. Passing it on
+    /// would send the client — with its gateway key — to a host the provider chose; following it
+    /// (Envoy, with an internal-redirect policy) would send the provider key there.
     /// The failure to record against the deployment.
     pub record: Option<FailureClass>,
+    pub refuse_redirect: bool,
+}
+
+/// Whether the shell must read `location` (a redirect: the failover's own, or a provider's).
+pub fn needs_location(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
 }
 
 /// Whether the shell must read `response.code_details` for this status (only failures that
@@ -45,12 +54,13 @@ pub fn needs_details(status: u16) -> bool {
 pub fn judge(facts: &ResponseFacts<'_>) -> Verdict {
     let mut status = facts.status;
     let mut unwrap_failover = None;
-    if status < 400 && status != 307 {
-        return Verdict { unwrap_failover, outcome: Some(Outcome::Success), record: None };
+    let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
+    if status < 400 && !redirect {
+        return Verdict { unwrap_failover, outcome: Some(Outcome::Success), record: None, refuse_redirect: false };
     }
-    if status == 307 {
-        let Some(report) = facts.location.and_then(failover_report) else {
-            return Verdict { unwrap_failover, outcome: None, record: None };
+    if redirect {
+        let Some(report) = facts.location.and_then(failover_report).filter(|_| status == 307) else {
+            return Verdict { unwrap_failover, outcome: None, record: None, refuse_redirect: true };
         };
         status = if report.status == 0 { 503 } else { report.status };
         unwrap_failover = Some(status);
@@ -63,11 +73,11 @@ pub fn judge(facts: &ResponseFacts<'_>) -> Verdict {
     };
     let Some(class) = class else {
         // A client error (400, 413, ...): not a success for the statistics, not the deployment's failure.
-        return Verdict { unwrap_failover, outcome: Some(Outcome::Failed), record: None };
+        return Verdict { unwrap_failover, outcome: Some(Outcome::Failed), record: None, refuse_redirect: false };
     };
     let outcome = Some(if class == FailureClass::Timeout { Outcome::Timeout } else { Outcome::Failed });
     let record = counts_against_deployment(class, facts.wildcard_group).then_some(class);
-    Verdict { unwrap_failover, outcome, record }
+    Verdict { unwrap_failover, outcome, record, refuse_redirect: false }
 }
 
 /// The failure report inside one of the upstream role's failover `location`s.
@@ -123,8 +133,11 @@ mod tests {
         let loc = "http://gw/__llm_router/failover?status=0&state=x";
         let v = judge(&ResponseFacts { location: Some(loc), redirector: true, ..facts(307) });
         assert_eq!((v.unwrap_failover, v.record), (Some(503), Some(FailureClass::ConnectFailure)));
-        // A provider's own 307 is left alone.
-        let v = judge(&ResponseFacts { location: Some("https://elsewhere/"), ..facts(307) });
-        assert_eq!(v, Verdict { unwrap_failover: None, outcome: None, record: None });
+        // A provider's own redirect is refused (never passed on, never followed).
+        for status in [301, 302, 303, 307, 308] {
+            let v = judge(&ResponseFacts { location: Some("http://internal.example/steal"), ..facts(status) });
+            assert_eq!(v, Verdict { unwrap_failover: None, outcome: None, record: None, refuse_redirect: true }, "{status}");
+        }
+        assert!(!judge(&facts(304)).refuse_redirect);
     }
 }

@@ -171,7 +171,10 @@ fn scan<'b>(cfg: &RouterConfig, body: &'b [u8], pending: &Pending) -> Result<Sca
         }
     }
     let requested = scan.model_name().ok_or_else(|| Reply::from(ApiError::missing_model()))?.into_owned();
-    check_model_name(&requested)?;
+    // The client's name (first pass); a failover pass's body holds the router's own rewrite.
+    if pending.redirect.is_none() {
+        check_model_name(&requested)?;
+    }
     if scan.duplicate_model {
         return Err(ApiError::duplicate_model().into());
     }
