@@ -345,7 +345,7 @@ fn failover_redirects_are_followed_only_to_the_failover_route() {
     // does not take the pass (it reaches no upstream).
     let failover = &routes[1];
     assert_eq!(failover["name"], "llm_router_failover");
-    assert_eq!(failover["match"], serde_json::json!({"path": llm_router::failover::FAILOVER_PATH}));
+    assert_eq!(failover["match"], serde_json::json!({"path": llm_router::cli_api::FAILOVER_PATH}));
     assert_eq!(failover["direct_response"]["status"], 404);
     assert!(failover.get("route").is_none());
     assert_eq!(json(failover["direct_response"]["body"]["inline_string"].as_str().unwrap_or(""))["error"]["code"], "not_found");
