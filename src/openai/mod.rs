@@ -23,6 +23,12 @@ pub mod request_scan;
 pub mod usage;
 mod usage_json;
 
+// Property tests, in their own files (proptest; see each file's header).
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod usage_props;
+
 pub use error::ApiError;
 pub use json_scan::{
     scan_object, validate_value, Member, ObjectSpan, ScanError, ValueKind, MAX_DEPTH,
