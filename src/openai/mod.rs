@@ -25,7 +25,7 @@ mod usage_json;
 
 // Property tests, in their own files (proptest; see each file's header).
 #[cfg(test)]
-mod props;
+pub(crate) mod props;
 #[cfg(test)]
 mod usage_props;
 

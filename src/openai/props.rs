@@ -168,7 +168,7 @@ impl Formatter {
     }
 
     fn u_escape(&mut self, c: char) {
-        let upper = self.bits() % 2 == 0;
+        let upper = self.bits().is_multiple_of(2);
         let mut units = [0u16; 2];
         for unit in c.encode_utf16(&mut units) {
             let hex = if upper { format!("\\u{unit:04X}") } else { format!("\\u{unit:04x}") };
