@@ -12,6 +12,10 @@ mod settings;
 mod table;
 mod upstream;
 
+// Property tests (proptest), in their own file.
+#[cfg(test)]
+mod props;
+
 pub use auth::AuthHeader;
 pub use deployment::{Deployment, ModelInfo, ANTHROPIC_VERSION};
 pub use problems::{Diagnostics, Problem};
@@ -88,6 +92,11 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         _ => Vec::new(),
     };
     for (key, value) in map.iter_mut() {
+        // Keys the router ignores (warned above) are not resolved: a variable they name need
+        // not be exposed to the VM, and a refusal must name a field the router reads.
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            continue;
+        }
         if key == "model_list" {
             if let Value::Array(items) = value {
                 for (i, item) in items.iter_mut().enumerate() {
@@ -129,8 +138,10 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
             format!("at most {MAX_DEFAULT_PARAM_KEYS} distinct keys are supported across all deployments (found {})", table.default_param_keys.len()),
         );
     }
+    // Aliases come from router_settings when it has them, else from litellm_settings (`pick`).
+    let alias_section = if router_section.get("model_group_alias").is_some() { "router_settings" } else { "litellm_settings" };
     for alias in &router.model_group_alias {
-        let path = format!("router_settings.model_group_alias.{}", alias.alias);
+        let path = format!("{alias_section}.model_group_alias.{}", alias.alias);
         match table.group_index(&alias.group) {
             Some(g) if table.group_index(&alias.alias).is_some() => {
                 diags.warn(path, "shadows a model_name of the same name; the model_name wins");

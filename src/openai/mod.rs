@@ -23,6 +23,12 @@ pub mod request_scan;
 pub mod usage;
 mod usage_json;
 
+// Property tests, in their own files (proptest; see each file's header).
+#[cfg(test)]
+pub(crate) mod props;
+#[cfg(test)]
+mod usage_props;
+
 pub use error::ApiError;
 pub use json_write::{rewrite, write_string};
 pub use request_facts::{scan_request_with_facts, BodyFacts};

@@ -63,6 +63,8 @@ enum Line {
     Prefix(usize),
     /// Right after `data:` (one optional space is skipped).
     DataStart,
+    /// At the payload's first byte (decides whether the event is JSON, wherever chunks split).
+    PayloadStart,
     /// Inside a data line's payload.
     Payload,
     /// Any other field or a comment: ignored up to the end of the line.
@@ -196,20 +198,22 @@ impl UsageTracker {
                     i += 1;
                 }
                 Line::DataStart => {
-                    self.line = Line::Payload;
+                    self.line = Line::PayloadStart;
                     if b == b' ' {
                         i += 1;
+                    }
+                }
+                Line::PayloadStart => {
+                    self.line = Line::Payload;
+                    if b == b'{' {
+                        self.event_is_json = true;
                     }
                 }
                 Line::Payload | Line::Skip => {
                     let rest = chunk.get(i..).unwrap_or(&[]);
                     let len = rest.iter().position(|&c| c == b'\n' || c == b'\r').unwrap_or(rest.len());
                     if self.line == Line::Payload {
-                        let run = rest.get(..len).unwrap_or(&[]);
-                        if !self.event_is_json && run.first() == Some(&b'{') {
-                            self.event_is_json = true;
-                        }
-                        self.json.feed(run);
+                        self.json.feed(rest.get(..len).unwrap_or(&[]));
                     }
                     i += len;
                 }
@@ -221,7 +225,7 @@ impl UsageTracker {
         match self.line {
             Line::Start => self.end_event(),
             // Data lines of one event are joined with a newline: whitespace to the JSON watcher.
-            Line::Payload | Line::DataStart => self.json.feed(b"\n"),
+            Line::Payload | Line::PayloadStart | Line::DataStart => self.json.feed(b"\n"),
             Line::Prefix(_) | Line::Skip => {}
         }
         self.line = Line::Start;
@@ -331,6 +335,14 @@ data: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"status\
     fn multi_line_data_and_bare_cr_lines() {
         let body = "data: {\"usage\":\ndata: {\"prompt_tokens\":4,\rdata: \"completion_tokens\":6}}\r\rdata:{\"x\":1}\r";
         assert_eq!(all_splits(BodyFormat::EventStream, body), (usage(4, 6), 2));
+    }
+
+    #[test]
+    fn json_events_are_told_by_the_payload_start_wherever_chunks_split() {
+        // Regression (found by usage_props): a chunk starting inside a data line with `{` made a
+        // non-JSON event count as JSON.
+        assert_eq!(all_splits(BodyFormat::EventStream, "data: [{\"a\":1}]\n\ndata:  {\"b\":2}\n\n"), (None, 0));
+        assert_eq!(all_splits(BodyFormat::EventStream, "data: [\ndata: {\"b\":2}]\n\ndata:{}\r\r"), (None, 2));
     }
 
     #[test]
