@@ -13,6 +13,8 @@
 
 mod pending;
 mod plan;
+#[cfg(test)]
+mod props;
 mod report;
 mod siphash;
 mod spent;

@@ -4,7 +4,7 @@
 //! redirect replays is the one the upstream filter edits, and it removes the state header so
 //! no provider sees it.)
 
-use super::state::{percent_decode, percent_encode};
+use super::state::percent_decode;
 
 /// The path failover redirects go to (never forwarded anywhere: the router rewrites it).
 pub const FAILOVER_PATH: &str = "/__llm_router/failover";
@@ -51,7 +51,15 @@ pub fn failover_location(authority: &str, encoded_state: &str, report: &FailureR
     if authority.is_empty() {
         out.push_str("llm-router.internal");
     } else {
-        percent_encode(authority, &mut out);
+        // Host syntax only (`host`, `host:port`, `[v6]:port`): a `/`, `?`, `#` or `@` the client
+        // put in its Host header must not move the failover path.
+        for b in authority.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
     }
     out.push_str(FAILOVER_PATH);
     out.push_str("?status=");
