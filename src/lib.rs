@@ -27,6 +27,7 @@ pub(crate) mod health;
 pub mod metrics;
 pub(crate) mod openai;
 pub mod pipeline;
+pub(crate) mod percent;
 pub(crate) mod probe;
 pub(crate) mod provider;
 pub(crate) mod routing;

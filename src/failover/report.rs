@@ -53,13 +53,7 @@ pub fn failover_location(authority: &str, encoded_state: &str, report: &FailureR
     } else {
         // Host syntax only (`host`, `host:port`, `[v6]:port`): a `/`, `?`, `#` or `@` the client
         // put in its Host header must not move the failover path.
-        for b in authority.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b) {
-                out.push(char::from(b));
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
+        crate::percent::encode_into(authority, b"-._~:[]", &mut out);
     }
     out.push_str(FAILOVER_PATH);
     out.push_str("?status=");
@@ -72,20 +66,11 @@ pub fn failover_location(authority: &str, encoded_state: &str, report: &FailureR
         out.push_str("&cw=1");
     }
     out.push_str("&state=");
-    percent_encode_strict(encoded_state, &mut out);
+    // A query value: `/` and `:` (kept by the header-value encoder) are escaped too.
+    crate::percent::encode_into(encoded_state, crate::percent::UNRESERVED, &mut out);
     out
 }
 
-/// Query-value encoding: also escapes `/` and `:` (kept by the header-value encoder).
-fn percent_encode_strict(s: &str, out: &mut String) {
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

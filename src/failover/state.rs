@@ -192,37 +192,13 @@ fn decode_item(s: &str) -> Option<String> {
     percent_decode(s)
 }
 
-/// Percent-encodes everything but unreserved URL characters (header- and query-safe).
+/// Percent-encodes everything but unreserved URL characters, `/` and `:` (header-safe).
 pub fn percent_encode(s: &str, out: &mut String) {
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/:".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
-            out.push(char::from(HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0')));
-        }
-    }
+    crate::percent::encode_into(s, b"-._~/:", out);
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
 pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hi = bytes.get(i + 1).and_then(|c| char::from(*c).to_digit(16))?;
-            let lo = bytes.get(i + 2).and_then(|c| char::from(*c).to_digit(16))?;
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::percent::decode(s)
 }
 
 #[cfg(test)]

@@ -47,19 +47,10 @@ pub fn upstream_path(
 /// The router already refuses such wildcard captures (400); this keeps the path well-formed for
 /// whatever a deployment's configured name holds.
 fn push_segment(out: &mut String, segment: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    if segment == "." || segment == ".." {
-        out.push_str(if segment == "." { "%2E" } else { "%2E%2E" });
-        return;
-    }
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
-            out.push(char::from(HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0')));
-        }
+    match segment {
+        "." => out.push_str("%2E"),
+        ".." => out.push_str("%2E%2E"),
+        _ => crate::percent::encode_into(segment, crate::percent::UNRESERVED, out),
     }
 }
 
