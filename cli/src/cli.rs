@@ -407,7 +407,7 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         selector,
         target_ref,
     };
-    let Some((source, validated, endpoints)) = prepare(opts, &env, None, err)? else { return Ok(1) };
+    let Some((source, validated, endpoints)) = prepare(opts, &env, Some(false), err)? else { return Ok(1) };
     let objects = istio::objects(&source, &endpoints, &io_opts);
     let text = match format {
         Format::Json => format!("{}\n", Value::map([("apiVersion", Value::from("v1")), ("kind", Value::from("List")), ("items", Value::Seq(objects))]).to_json_pretty()),

@@ -136,3 +136,19 @@ fn the_header_says_what_the_proxies_need_for_the_metric_labels() {
     assert!(out.stdout.contains("extraStatTags: [model_group, deployment, class, fallback_from, error_code]"), "{}", out.stdout);
     assert!(out.stdout.contains(r#"proxyStatsMatcher.inclusionRegexps: [".*llm_router_.*"]"#), "{}", out.stdout);
 }
+
+/// The Istio objects carry no failover wiring, so the plugin config must say so: with
+/// `envoy_settings.failover` on, the router would attach its attempt state header and nothing
+/// would strip it before the provider.
+#[test]
+fn failover_is_declared_off_in_the_plugin_config() {
+    let d = dir("istio-failover");
+    let with_retries = format!("{CONFIG}router_settings: {{num_retries: 2, fallbacks: [{{gpt-4o: [claude]}}]}}\nenvoy_settings: {{failover: true}}\n");
+    let config = write(&d, "config.yaml", &with_retries);
+    let out = run(&["istio", config.as_str(), "--format", "json"], ENV);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let list = json(&out.stdout);
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let plugin = items.iter().find(|o| o["kind"] == "WasmPlugin").expect("a WasmPlugin");
+    assert_eq!(plugin["spec"]["pluginConfig"]["envoy_settings"]["failover"], Value::Bool(false));
+}
