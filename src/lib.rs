@@ -24,9 +24,9 @@
 pub mod config;
 pub(crate) mod failover;
 pub(crate) mod health;
-pub mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod openai;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub(crate) mod percent;
 pub(crate) mod probe;
 pub(crate) mod provider;
@@ -39,5 +39,7 @@ mod host;
 /// What the operator tool (`cli/`) needs from the crate-private modules.
 pub mod cli_api {
     pub use crate::failover::FAILOVER_PATH;
+    pub use crate::metrics::{tag_regex, TAGS};
     pub use crate::openai::json_write::string_len;
+    pub use crate::pipeline::log_props::ACCESS_LOG_FORMAT;
 }

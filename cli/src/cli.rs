@@ -464,7 +464,7 @@ fn istio_header(source: &Source, o: &istio::Options, env_refs: &[String]) -> Str
         "# - Metrics (llm_router_*, README \"Metrics\"): a WasmPlugin cannot set stats tags; give the\n\
          #   proxies' ProxyConfig (e.g. the proxy.istio.io/config annotation) extraStatTags: [{}]\n\
          #   and proxyStatsMatcher.inclusionRegexps: [\".*llm_router_.*\"].\n",
-        llm_router::metrics::TAGS.join(", ")
+        llm_router::cli_api::TAGS.join(", ")
     ));
     h
 }

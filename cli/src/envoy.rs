@@ -7,7 +7,7 @@ use crate::source::Source;
 use crate::value::Value;
 use llm_router::config::RouterConfig;
 use llm_router::cli_api::FAILOVER_PATH;
-use llm_router::pipeline::log_props::ACCESS_LOG_FORMAT;
+use llm_router::cli_api::ACCESS_LOG_FORMAT;
 
 /// `ADDRESS:PORT` as Envoy's `socket_address` wants it (IPv6 without brackets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -662,7 +662,7 @@ pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], en
 /// reach `/stats/prometheus` with labels (the labels ride in the stat name; see
 /// `llm_router::metrics`).
 pub fn stats_config() -> Value {
-    use llm_router::metrics::{tag_regex, TAGS};
+    use llm_router::cli_api::{tag_regex, TAGS};
     let tags = TAGS.iter().map(|t| Value::map([("tag_name", Value::from(*t)), ("regex", Value::from(tag_regex(t)))]));
     Value::map([("stats_tags", Value::seq(tags))])
 }
@@ -699,7 +699,7 @@ mod tests {
     fn stats_tags_cover_every_metric_label() {
         let Value::Map(top) = stats_config() else { panic!("not a map") };
         let Some((_, Value::Seq(tags))) = top.first() else { panic!("no stats_tags") };
-        assert_eq!(tags.len(), llm_router::metrics::TAGS.len());
+        assert_eq!(tags.len(), llm_router::cli_api::TAGS.len());
         assert_eq!(
             tags.first(),
             Some(&Value::map([("tag_name", Value::from("model_group")), ("regex", Value::from(r"(model_group=\.=(.*?);\.;)"))]))

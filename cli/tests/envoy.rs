@@ -121,7 +121,7 @@ fn listener_routes_and_filter() {
     // The access log prints the router's filter-state properties.
     assert_eq!(hcm["access_log"][0]["name"], "envoy.access_loggers.stdout");
     let format = hcm["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"].as_str().unwrap_or("");
-    assert_eq!(format, llm_router::pipeline::log_props::ACCESS_LOG_FORMAT);
+    assert_eq!(format, llm_router::cli_api::ACCESS_LOG_FORMAT);
 
     let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
     assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-route-to");

@@ -123,6 +123,10 @@ impl AttemptState {
     /// Verifies the signature and decodes; None for anything forged, truncated or malformed.
     pub fn decode(value: &str, key: (u64, u64)) -> Option<AttemptState> {
         let (body, mac) = value.rsplit_once(";mac=")?;
+        // Exactly as `encode` writes it: one spelling per state (no uppercase or short forms).
+        if mac.len() != 16 || !mac.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
         let mac = u64::from_str_radix(mac, 16).ok()?;
         if siphash24(key.0, key.1, body.as_bytes()) != mac {
             return None;

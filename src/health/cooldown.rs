@@ -104,6 +104,7 @@ impl CooldownView {
         (until > now_ms).then(|| until - now_ms)
     }
 
+    #[cfg(test)]
     pub fn class(&self, index: usize) -> Option<FailureClass> {
         self.classes.get(index).copied().flatten()
     }

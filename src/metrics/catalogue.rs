@@ -44,6 +44,7 @@ pub enum Metric {
 const DEPLOYMENT: &[&str] = &["model_group", "deployment"];
 
 impl Metric {
+    #[cfg(test)]
     pub const ALL: [Metric; 12] = [
         Metric::Requests,
         Metric::Failures,

@@ -54,6 +54,7 @@ pub fn encode_into(out: &mut String, key: &MetricKey<'_>) -> Result<(), WrongLab
     Ok(())
 }
 
+#[cfg(test)]
 pub fn encode(key: &MetricKey<'_>) -> Result<String, WrongLabels> {
     let mut s = String::new();
     encode_into(&mut s, key)?;

@@ -14,8 +14,8 @@ mod encode;
 mod events;
 mod sink;
 
-pub use catalogue::{Kind, Metric, TAGS};
-pub use encode::{encode, encode_into, tag_regex, MetricKey, WrongLabels};
+pub use catalogue::{Kind, TAGS};
+pub use encode::{encode_into, tag_regex, MetricKey};
 pub use events::{failed, finished, forwarded, rejected, CoolingGauges, Finished, Pass};
 #[cfg(test)]
 pub use sink::FakeSink;

@@ -31,11 +31,11 @@ impl FakeSink {
         encode(key).unwrap_or_else(|e| format!("invalid {e:?}"))
     }
 
-    pub fn value(&self, metric: super::Metric, values: &[&str]) -> i64 {
+    pub fn value(&self, metric: super::catalogue::Metric, values: &[&str]) -> i64 {
         self.values.get(&Self::name(&MetricKey::new(metric, values))).copied().unwrap_or(0)
     }
 
-    pub fn samples(&self, metric: super::Metric, values: &[&str]) -> Vec<u64> {
+    pub fn samples(&self, metric: super::catalogue::Metric, values: &[&str]) -> Vec<u64> {
         self.histograms.get(&Self::name(&MetricKey::new(metric, values))).cloned().unwrap_or_default()
     }
 }

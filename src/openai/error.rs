@@ -50,6 +50,7 @@ pub enum Exhausted {
 
 impl ApiError {
     /// Content-Type of [`ApiError::body`].
+    #[cfg(test)]
     pub const CONTENT_TYPE: &'static str = "application/json";
 
     pub fn new(

@@ -52,13 +52,9 @@ pub fn tokens(usage: &Usage) -> [(&'static str, String); 2] {
 
 /// The one decision whether a response body is fed to a usage tracker: when the routing
 /// strategy needs token counts or latency per token, the token metrics are on
-/// (`envoy_settings.metrics`), or the operator wants tokens in the access log. Compressed bodies are never read (the tracker cannot see the JSON).
-pub fn reads_usage(envoy: &EnvoySettings, strategy_reads_body: bool, content_encoded: bool) -> bool {
-    !content_encoded && wants_usage(envoy, strategy_reads_body)
-}
-
-/// The part of [`reads_usage`] known before the response headers are read: the shell asks this
-/// first and reads `content-encoding` only when someone wants the usage.
+/// (`envoy_settings.metrics`), or the operator wants tokens in the access log. The shell asks
+/// this first and reads `content-encoding` only then: a compressed body is never read (the
+/// tracker cannot see the JSON).
 pub fn wants_usage(envoy: &EnvoySettings, strategy_reads_body: bool) -> bool {
     strategy_reads_body || envoy.metrics || (envoy.access_log_properties && envoy.access_log_tokens)
 }
@@ -71,17 +67,14 @@ mod tests {
     fn usage_is_read_only_when_someone_needs_it() {
         let mut e = crate::config::load(b"{}", &|_| None).config.map(|c| c.envoy).unwrap_or_else(|| panic!("config"));
         assert!(e.metrics, "on by default");
-        assert!(reads_usage(&e, false, false), "the token metrics need it");
-        assert!(!reads_usage(&e, false, true));
+        assert!(wants_usage(&e, false), "the token metrics need it");
         e.metrics = false;
-        assert!(!reads_usage(&e, false, false));
-        assert!(reads_usage(&e, true, false));
-        assert!(!reads_usage(&e, true, true));
+        assert!(!wants_usage(&e, false));
+        assert!(wants_usage(&e, true));
         e.access_log_tokens = true;
-        assert!(!reads_usage(&e, false, false), "tokens need the properties on");
+        assert!(!wants_usage(&e, false), "tokens need the properties on");
         e.access_log_properties = true;
-        assert!(reads_usage(&e, false, false));
-        assert!(!reads_usage(&e, false, true));
+        assert!(wants_usage(&e, false));
     }
 
     #[test]

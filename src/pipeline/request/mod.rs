@@ -13,11 +13,8 @@ mod rewrite;
 #[cfg(test)]
 mod tests;
 
-pub use attempt::{on_body, BodyDecision, Env, FailedAttempt};
-pub use head::{
-    on_head, HeadDecision, LocalReply, Pending, Redirect, ReplayCheck, RequestHead, MAX_AUTHORITY_BYTES, MAX_MODEL_BYTES,
-    MAX_PATH_BYTES, TAGS_HEADER,
-};
+pub use attempt::{on_body, Env, FailedAttempt};
+pub use head::{on_head, HeadDecision, LocalReply, Pending, ReplayCheck, RequestHead, TAGS_HEADER};
 pub use rewrite::{Forward, PER_TRY_TIMEOUT_HEADER};
 
 use crate::openai::ApiError;

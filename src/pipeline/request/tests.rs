@@ -1,4 +1,6 @@
 use super::*;
+use super::attempt::BodyDecision;
+use super::head::{MAX_AUTHORITY_BYTES, MAX_PATH_BYTES};
 use crate::config::RouterConfig;
 use crate::failover::{AttemptState, FailureReport, SpentStates};
 use crate::health::CooldownView;
