@@ -3,7 +3,7 @@
 //! (`oci-layout`, `index.json`, `blobs/sha256/…`) that any OCI client pushes as it is
 //! (`skopeo copy oci:DIR:TAG docker://REGISTRY/llm-router:TAG`).
 //!
-//! # What istio-agent accepts (verified in istio/istio, `pkg/wasm`)
+//! # What istio-agent accepts (verified in istio/istio `pkg/wasm`, at 86c9f01, Aug 2026)
 //!
 //! `imagefetcher.go`, `ImageFetcher.PrepareFetch` fetches the manifest (go-containerregistry
 //! `remote.Get` + `Image()`, so an index is resolved to the platform's image) and tries, in order:
@@ -32,7 +32,8 @@
 //! (`module downloaded from … has checksum …, which does not match`), and with the sha256 of
 //! the downloaded bytes — the module itself — for `http(s)://` urls. A url pinned as
 //! `oci://HOST/REPO@sha256:HEX` gives the same manifest digest (`getEntry`). The WasmPlugin CRD
-//! requires `sha256` to be 64 lowercase hex digits or empty. The conversion runs on ECDS
+//! requires `sha256` to be 64 lowercase hex digits or empty
+//! (`manifests/charts/base/files/crd-all.gen.yaml`: `(^$|^[a-f0-9]{64}$)`). The conversion runs on ECDS
 //! resources only (`pkg/istio-agent/xds_proxy.go` `rewriteAndForward` →
 //! `MaybeConvertWasmExtensionConfig`), so the same rule holds for an EnvoyFilter
 //! `EXTENSION_CONFIG` patch with an `oci://` remote; Envoy itself (a remote `http_uri` it fetches)
@@ -50,8 +51,9 @@
 //!   with the tag as `org.opencontainers.image.ref.name`.
 //!
 //! Nothing else goes in: no timestamps, no tag inside the manifest, so the same module always
-//! gives the same manifest digest, whatever the tag. Clients that copy the manifest as it is
-//! (skopeo, crane, oras) keep that digest in the registry.
+//! gives the same manifest digest, whatever the tag. A client that copies the layout without
+//! rewriting the manifest (skopeo does: tests/e2e/test_oci_package.py) keeps that digest in the
+//! registry.
 
 use crate::value::Value;
 use sha2::{Digest, Sha256};
