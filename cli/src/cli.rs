@@ -20,6 +20,7 @@ Usage:
                           [--ca-file PATH] [--idle-timeout SECONDS] [--env-file FILE]
   llm-router istio CONFIG [-o FILE] [--format yaml|json] [--name NAME] [--namespace NS] [--url URL]
                           [--selector KEY=VALUE]... [--target-ref KIND/NAME] [--env-file FILE]
+  llm-router package [--wasm PATH] [-o DIR] [--tag TAG]
 
 CONFIG is a LiteLLM or DeltaLLM proxy config (YAML, or JSON when it ends in .json), read the way
 LiteLLM reads it: YAML 1.1 scalars, anchors and `<<:` merge keys, `include:` of further files.
@@ -41,6 +42,12 @@ envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one 
 istio   Writes a WasmPlugin (phase STATS, failStrategy FAIL_CLOSE, vmConfig.env from the host
         for every secret) and a ServiceEntry + DestinationRule per upstream host. Defaults:
         --name llm-router --selector istio=ingressgateway --url oci://REGISTRY/llm-router:0.1.0
+package Writes the built filter as an OCI image in the Wasm image format istio-agent pulls for an
+        oci:// url (an OCI image layout directory: -o DIR, default target/oci), and prints the
+        module's sha256 and the image's manifest digest: WasmPlugin `sha256` for an oci:// url
+        is the manifest digest (without `sha256:`). Deterministic: same module, same digests.
+        Push it with any OCI client: skopeo copy oci:DIR:TAG docker://REGISTRY/llm-router:TAG.
+        Defaults: --wasm target/wasm32-wasip1/release/llm_router.wasm --tag 0.1.0
 
 Output goes to stdout unless -o FILE is given; --format defaults to yaml (json when FILE ends
 in .json). Problems and notes go to stderr.
@@ -166,6 +173,10 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
             out,
             err,
         ),
+        "package" => crate::package::run(rest, out, err).map_err(|e| match e {
+            crate::package::Error::Usage(m) => Failure::Usage(m),
+            crate::package::Error::Failed(m) => Failure::Io(m),
+        }),
         "-h" | "--help" | "help" => {
             write!(out, "{USAGE}").map_err(io)?;
             Ok(0)

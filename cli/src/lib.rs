@@ -6,6 +6,7 @@
 //! - [`plan`] validates it with the filter's own loader (`llm_router::config::load`) and derives
 //!   the upstream clusters the filter will name;
 //! - [`envoy`] and [`istio`] generate deployment config; [`value`] writes JSON and YAML;
+//! - [`package`] writes the built filter as an OCI image (the Wasm image format istio-agent pulls);
 //! - [`cli`] is the command line.
 
 #![cfg_attr(
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod env;
 pub mod envoy;
 pub mod istio;
+pub mod package;
 pub mod plan;
 pub mod source;
 pub mod value;
