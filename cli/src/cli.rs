@@ -541,12 +541,18 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
     emit(opts, &text, out)?;
     let at = source.files.at(None);
     if let Some(path) = opts.get("--gateway-patch") {
-        let patch = format!(
-            "# kubectl -n {} patch deployment {} --type strategic --patch-file {path}\n{}",
-            io_opts.namespace,
-            io_opts.deployment,
-            istio::deployment_patch(&vars, &io_opts).to_yaml()
-        );
+        let value = istio::deployment_patch(&vars, &io_opts);
+        // JSON when FILE ends in .json (kubectl reads either).
+        let patch = if path.ends_with(".json") {
+            format!("{}\n", value.to_json_pretty())
+        } else {
+            format!(
+                "# kubectl -n {} patch deployment {} --type strategic --patch-file {path}\n{}",
+                io_opts.namespace,
+                io_opts.deployment,
+                value.to_yaml()
+            )
+        };
         std::fs::write(path, patch).map_err(|e| Failure::Io(format!("{path}: {e}")))?;
     } else if !vars.is_empty() {
         writeln!(err, "{at}: note: --gateway-patch FILE writes the Deployment patch that sets {} on the gateway", vars.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "))
