@@ -14,9 +14,9 @@ upstreams, see the module's docstring).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -26,7 +26,7 @@ import pytest
 
 from .support.checks import CLUSTER_HEADER, expect_routed, expect_upstream
 from .support.client import get, post_chunked, post_json, request, send_raw, stream_post
-from .support.envoy import REFUSAL_PATTERNS, REPO, WASM_PATH, BootstrapEnvoy
+from .support.envoy import REPO, WASM_PATH, BootstrapEnvoy
 from .support.istio_translate import WASM_TYPE, Proxy, Untranslatable, documents, translate
 from .support.mock_provider import MockProvider
 from .support.plugin import chat
@@ -132,7 +132,6 @@ def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def wasm_sha256() -> str:
-    import hashlib
     return hashlib.sha256(WASM_PATH.read_bytes()).hexdigest()
 
 
