@@ -245,6 +245,15 @@ def test_routed_posts_reach_each_provider(gateway, fresh):
                     model="claude-3-5-sonnet-latest", headers={"x-api-key": SECRETS["ANTHROPIC_API_KEY"]},
                     absent=("authorization",))
     assert team.count == 0
+    # The filter's own endpoints and metrics, as with Envoy.
+    resp = get(url, "/v1/models", headers={"host": "llm.example.com"})
+    assert resp.status == 200 and {m["id"] for m in resp.json()["data"]} >= {"gpt-4o", "azure-4o", "claude"}, resp
+    resp = get(url, "/llm-router/health")
+    assert resp.status == 200 and len(resp.json()["deployments"]) == 4, resp
+    assert not any(k in resp.text for k in SECRETS.values())
+    counters = envoy.stats("wasmcustom")
+    assert any(k.endswith("llm_router_requests_total") and "deployment=.=anthropic-claude" in k and v >= 1
+               for k, v in counters.items()), counters
 
 
 def test_large_and_chunked_bodies(gateway, fresh):
