@@ -18,8 +18,10 @@ Usage:
   llm-router envoy CONFIG [-o FILE] [--format yaml|json] [--wasm PATH] [--listen ADDR:PORT]
                           [--admin ADDR:PORT] [--redirector ADDR:PORT] [--failover | --no-failover]
                           [--ca-file PATH] [--idle-timeout SECONDS] [--env-file FILE]
-  llm-router istio CONFIG [-o FILE] [--format yaml|json] [--name NAME] [--namespace NS] [--url URL]
-                          [--selector KEY=VALUE]... [--target-ref KIND/NAME] [--env-file FILE]
+  llm-router istio CONFIG --url URL [--sha256 HEX] [-o FILE] [--format yaml|json] [--namespace NS]
+                          [--selector KEY=VALUE]... [--port N] [--name NAME] [--failure-policy P]
+                          [--secret NAME] [--deployment NAME] [--gateway-patch FILE]
+                          [--istio-version X.Y] [--env-file FILE]
   llm-router package [--wasm PATH] [-o DIR] [--tag TAG]
 
 CONFIG is a LiteLLM or DeltaLLM proxy config (YAML, or JSON when it ends in .json), read the way
@@ -39,9 +41,19 @@ envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one 
         longest timeout; routes have no total timeout, so streams are never cut; the old
         name --route-timeout is still accepted). Secrets stay `os.environ/NAME` references: Envoy's environment must
         provide them (they are listed in vm_config.environment_variables.host_env_keys).
-istio   Writes a WasmPlugin (phase STATS, failStrategy FAIL_CLOSE, vmConfig.env from the host
-        for every secret) and a ServiceEntry + DestinationRule per upstream host. Defaults:
-        --name llm-router --selector istio=ingressgateway --url oci://REGISTRY/llm-router:0.1.0
+istio   Writes the objects for an Istio gateway (ingress or egress; Istio >= 1.28): an EnvoyFilter
+        carrying the filter (ECDS, with allow_on_headers_stop_iteration) and the gateway's buffer
+        and timeout settings, a Gateway listing the provider hosts, one VirtualService per host
+        (routed only when the filter names that host's cluster), a ServiceEntry + DestinationRule
+        (TLS with SNI and SAN check) per host outside the cluster, all exportTo `.`. Secrets stay
+        os.environ/ references: --gateway-patch FILE writes the Deployment patch that sets them
+        from the Secret (--secret); a literal secret in CONFIG is refused. --url is where
+        istio-agent fetches llm_router.wasm: oci://IMAGE:TAG with --sha256 <manifest digest>,
+        oci://IMAGE@sha256:..., https://.../llm_router.wasm with --sha256 <file sha256>, or
+        file:///path in the proxy container. --istio-version below 1.28 is refused. Defaults:
+        --namespace istio-system --selector istio=ingressgateway --port 80 --name llm-router
+        --failure-policy closed (or open, reload) --secret <name>-keys
+        --deployment istio-ingressgateway --istio-version 1.28
 package Writes the built filter as an OCI image in the Wasm image format istio-agent pulls for an
         oci:// url (an OCI image layout directory: -o DIR, default target/oci), and prints the
         module's sha256 and the image's manifest digest: WasmPlugin `sha256` for an oci:// url
@@ -169,7 +181,27 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
             err,
         ),
         "istio" => istio(
-            &Opts::parse(rest, &["-o", "--format", "--name", "--namespace", "--url", "--selector", "--target-ref", "--env-file"], &[])?,
+            &Opts::parse(
+                rest,
+                &[
+                    "-o",
+                    "--format",
+                    "--name",
+                    "--namespace",
+                    "--url",
+                    "--sha256",
+                    "--selector",
+                    "--port",
+                    "--failure-policy",
+                    "--secret",
+                    "--deployment",
+                    "--gateway-patch",
+                    "--istio-version",
+                    "--target-ref",
+                    "--env-file",
+                ],
+                &[],
+            )?,
             out,
             err,
         ),
@@ -393,37 +425,121 @@ fn envoy_header(source: &Source, eo: &envoy::Options, endpoints: &[plan::Endpoin
     h
 }
 
-fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
-    let format = opts.format()?;
-    let env = opts.env()?;
+fn istio_options(opts: &Opts) -> Result<istio::Options, Failure> {
+    if opts.get("--target-ref").is_some() {
+        return Err(Failure::Usage(
+            "--target-ref: the objects are for an Istio gateway Deployment selected by its labels (Gateway API gateways route with \
+             HTTPRoutes, which this output does not write); use --selector KEY=VALUE"
+                .into(),
+        ));
+    }
+    if let Some(v) = opts.get("--istio-version") {
+        let Some(version) = istio::parse_version(v) else {
+            return Err(Failure::Usage(format!("--istio-version: expected MAJOR.MINOR (e.g. 1.28), got `{v}`")));
+        };
+        if version < istio::MIN_ISTIO {
+            return Err(Failure::Usage(format!(
+                "--istio-version {v}: not supported. The filter needs `allow_on_headers_stop_iteration: true` on its Wasm config \
+                 (without it every routed request hangs); a WasmPlugin cannot set it, and istiod before {}.{} drops it from an \
+                 EnvoyFilter (its go-control-plane predates the field; a warning only). Use Istio >= {}.{} (proxy Envoy >= 1.35).",
+                istio::MIN_ISTIO.0,
+                istio::MIN_ISTIO.1,
+                istio::MIN_ISTIO.0,
+                istio::MIN_ISTIO.1
+            )));
+        }
+    }
+    let istio_version = opts.get("--istio-version").and_then(istio::parse_version).unwrap_or(istio::MIN_ISTIO);
     let mut selector = Vec::new();
     for s in opts.all("--selector") {
         let (k, v) = s.split_once('=').ok_or_else(|| Failure::Usage(format!("--selector: expected KEY=VALUE, got `{s}`")))?;
+        if k.is_empty() {
+            return Err(Failure::Usage(format!("--selector: empty label name in `{s}`")));
+        }
         selector.push((k.to_string(), v.to_string()));
     }
     if selector.is_empty() {
-        selector.push(("istio".to_string(), "ingressgateway".to_string()));
+        selector.push((istio::DEFAULT_SELECTOR.0.to_string(), istio::DEFAULT_SELECTOR.1.to_string()));
     }
-    let target_ref = match opts.get("--target-ref") {
-        None => None,
-        Some(t) => {
-            let (k, n) = t.split_once('/').ok_or_else(|| Failure::Usage(format!("--target-ref: expected KIND/NAME, got `{t}`")))?;
-            Some((k.to_string(), n.to_string()))
+    let Some(url) = opts.get("--url") else {
+        return Err(Failure::Usage(
+            "missing --url: where the gateway's istio-agent fetches llm_router.wasm (oci://IMAGE:TAG with --sha256 <manifest digest>, \
+             oci://IMAGE@sha256:<digest>, https://HOST/llm_router.wasm with --sha256 <sha256 of the file>, or file:///path in the \
+             proxy container)"
+                .into(),
+        ));
+    };
+    let module = istio::Module::parse(url, opts.get("--sha256")).map_err(Failure::Usage)?;
+    let failure_policy = match opts.get("--failure-policy") {
+        None => istio::FailurePolicy::Closed,
+        Some(p) => istio::FailurePolicy::parse(p)
+            .ok_or_else(|| Failure::Usage(format!("--failure-policy: expected closed, open or reload, got `{p}`")))?,
+    };
+    let port = match opts.get("--port") {
+        None => istio::DEFAULT_PORT,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| Failure::Usage(format!("--port: `{p}` is not a port")))?,
+    };
+    let dns1123 = |flag: &str, v: &str| -> Result<String, Failure> {
+        let ok = !v.is_empty()
+            && v.len() <= 63
+            && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !v.starts_with('-')
+            && !v.ends_with('-');
+        if ok {
+            Ok(v.to_string())
+        } else {
+            Err(Failure::Usage(format!("{flag}: `{v}` is not a Kubernetes name (lowercase letters, digits and `-`, at most 63)")))
         }
     };
-    let io_opts = istio::Options {
-        name: opts.get("--name").unwrap_or("llm-router").to_string(),
-        namespace: opts.get("--namespace").map(str::to_string),
-        url: opts.get("--url").unwrap_or(istio::DEFAULT_URL).to_string(),
-        selector,
-        target_ref,
+    let name = dns1123("--name", opts.get("--name").unwrap_or("llm-router"))?;
+    let namespace = dns1123("--namespace", opts.get("--namespace").unwrap_or(istio::DEFAULT_NAMESPACE))?;
+    let secret = match opts.get("--secret") {
+        Some(s) => dns1123("--secret", s)?,
+        None => format!("{name}-keys"),
     };
+    Ok(istio::Options {
+        name,
+        namespace,
+        namespace_defaulted: opts.get("--namespace").is_none(),
+        selector,
+        port,
+        module,
+        failure_policy,
+        secret,
+        deployment: dns1123("--deployment", opts.get("--deployment").unwrap_or(istio::DEFAULT_DEPLOYMENT))?,
+        istio_version,
+    })
+}
+
+fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
+    let format = opts.format()?;
+    let env = opts.env()?;
+    let io_opts = istio_options(opts)?;
     let Some((source, validated, endpoints)) = prepare(opts, &env, Some(false), err)? else { return Ok(1) };
-    let objects = istio::objects(&source, &endpoints, &io_opts);
+    let Some(cfg) = validated.config.as_ref() else { return Ok(1) };
+    // What Istio could not route, and secrets that would be written into the EnvoyFilter.
+    let mut diags: Vec<Diag> = istio::errors(&endpoints).into_iter().map(|m| Diag::error(None, m)).collect();
+    diags.extend(istio::literal_secrets(&source));
+    if !diags.is_empty() {
+        plan::sort(&mut diags);
+        print_diags(&source.files, &diags, err)?;
+        writeln!(err, "{}: not generating: {}", source.files.at(None), plural(diags.len(), "error", "errors")).map_err(io)?;
+        return Ok(1);
+    }
+    let upstream_refs = crate::env::upstream_references(&source.value);
+    let vars: Vec<istio::EnvVar> = validated
+        .env_refs
+        .iter()
+        .map(|n| match (upstream_refs.contains(n), env.get(n)) {
+            (true, Some(v)) => istio::EnvVar::Plain(n.clone(), v),
+            _ => istio::EnvVar::Secret(n.clone()),
+        })
+        .collect();
+    let objects = istio::objects(&source, cfg, &endpoints, &validated.env_refs, &io_opts);
     let text = match format {
         Format::Json => format!("{}\n", Value::map([("apiVersion", Value::from("v1")), ("kind", Value::from("List")), ("items", Value::Seq(objects))]).to_json_pretty()),
         Format::Yaml => {
-            let mut t = istio_header(&source, &io_opts, &validated.env_refs);
+            let mut t = istio_header(&source, &io_opts, &vars, &endpoints);
             for (i, o) in objects.iter().enumerate() {
                 if i > 0 {
                     t.push_str("---\n");
@@ -434,48 +550,133 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         }
     };
     emit(opts, &text, out)?;
-    for note in istio::notes(&endpoints) {
-        writeln!(err, "{}: note: {note}", source.files.at(None)).map_err(io)?;
+    let at = source.files.at(None);
+    if let Some(path) = opts.get("--gateway-patch") {
+        let value = istio::deployment_patch(&vars, &io_opts);
+        // JSON when FILE ends in .json (kubectl reads either).
+        let patch = if path.ends_with(".json") {
+            format!("{}\n", value.to_json_pretty())
+        } else {
+            format!(
+                "# kubectl -n {} patch deployment {} --type strategic --patch-file {path}\n{}",
+                io_opts.namespace,
+                io_opts.deployment,
+                value.to_yaml()
+            )
+        };
+        std::fs::write(path, patch).map_err(|e| Failure::Io(format!("{path}: {e}")))?;
+    } else if !vars.is_empty() {
+        writeln!(err, "{at}: note: --gateway-patch FILE writes the Deployment patch that sets {} on the gateway", vars.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "))
+            .map_err(io)?;
     }
+    for note in istio::notes(&endpoints) {
+        writeln!(err, "{at}: note: {note}").map_err(io)?;
+    }
+    if io_opts.namespace_defaulted {
+        writeln!(
+            err,
+            "{at}: note: namespace {} (the default): every object must live in the gateway's own namespace; --namespace NS for another",
+            io_opts.namespace
+        )
+        .map_err(io)?;
+    }
+    let hs = istio::hosts(&endpoints);
     writeln!(
         err,
-        "{}: WasmPlugin `{}` and {} ServiceEntry/DestinationRule pairs",
-        source.files.at(None),
-        io_opts.name,
-        istio::hosts(&endpoints).iter().filter(|h| !istio::in_cluster(&h.host)).count()
+        "{at}: EnvoyFilter, Gateway, {} and {} for gateway pods labelled {} in namespace {}",
+        plural(hs.len(), "VirtualService", "VirtualServices"),
+        plural(hs.iter().filter(|h| !istio::in_cluster(&h.host)).count(), "ServiceEntry/DestinationRule pair", "ServiceEntry/DestinationRule pairs"),
+        io_opts.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        io_opts.namespace
     )
     .map_err(io)?;
     Ok(0)
 }
 
-fn istio_header(source: &Source, o: &istio::Options, env_refs: &[String]) -> String {
+fn comment(text: &str, indent: &str) -> String {
+    text.lines().map(|l| format!("#{indent}{l}\n")).collect()
+}
+
+fn istio_header(source: &Source, o: &istio::Options, vars: &[istio::EnvVar], endpoints: &[plan::Endpoint]) -> String {
+    let selector = o.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let mut h = format!(
         "# Istio objects for llm-router, generated by `llm-router istio` from {}.\n\
-         # - WasmPlugin: set spec.url to where llm_router.wasm is published (now {}), and the\n\
-         #   selector/targetRefs to the proxies that serve the LLM API (e.g. an ingress gateway).\n\
-         #   phase STATS: after Istio's authentication and authorization, before routing (the filter\n\
-         #   rewrites :authority, :path and the authorization header). failStrategy FAIL_CLOSE: no\n\
-         #   unrouted traffic when the plugin cannot load.\n",
-        source.files, o.url
+         # For an Istio gateway (ingress or egress) on Istio >= {}.{} (gateway proxies older than that get none of the\n\
+         # patches). Apply with `kubectl apply -f`; regenerate rather than edit.\n#\n\
+         #   namespace: {}{} (the gateway's own: every object lives there, exportTo \".\")\n\
+         #   gateway:   pods labelled {selector}, HTTP port {} (clients call the gateway there)\n\
+         #   module:    {} ({})\n\
+         #   failure:   {} (--failure-policy)\n#\n",
+        source.files,
+        istio::MIN_ISTIO.0,
+        istio::MIN_ISTIO.1,
+        o.namespace,
+        if o.namespace_defaulted { " (default; --namespace)" } else { "" },
+        o.port,
+        o.module.url(),
+        match &o.module {
+            istio::Module::Remote { sha256: Some(s), .. } => format!("sha256 {s}, fetched by istio-agent"),
+            istio::Module::Remote { sha256: None, .. } => "pinned by the digest in the URL, fetched by istio-agent".to_string(),
+            istio::Module::Local { .. } => "a file in the istio-proxy container".to_string(),
+        },
+        match o.failure_policy {
+            istio::FailurePolicy::Closed => "FAIL_CLOSED: a module that cannot be fetched or a crashed VM rejects requests (503)",
+            istio::FailurePolicy::Open => "FAIL_OPEN: requests pass unrouted when the filter is unavailable",
+            istio::FailurePolicy::Reload => "FAIL_RELOAD: a crashed VM is restarted; a module that cannot be fetched rejects requests",
+        }
     );
-    if !env_refs.is_empty() {
+    h.push_str(
+        "# - EnvoyFilter: the filter as an ECDS resource with allow_on_headers_stop_iteration (a WasmPlugin cannot set it),\n\
+         #   inserted before envoy.filters.http.grpc_stats (where a WasmPlugin of phase STATS would be: after Istio's\n\
+         #   authentication and authorization, before routing); the listener's buffer limit and the HTTP connection\n\
+         #   manager's stream_idle_timeout and accept_http_10. They apply to EVERY HTTP server of the selected gateway\n\
+         #   pods: the filter routes any POST /v1/chat/completions (etc.) they receive. Give the LLM API its own gateway.\n\
+         # - Gateway + one VirtualService per provider host: the filter rewrites :authority to the provider's host, so\n\
+         #   Envoy picks that host's virtual host, whose route is taken only with the filter's cluster header (which it\n\
+         #   strips from every client request) and removes it. A `*` VirtualService of another team cannot catch these.\n\
+         # - ServiceEntry + DestinationRule per external host: the outbound|PORT||HOST clusters the filter names, TLS\n\
+         #   with SNI and a check that the certificate names the host.\n",
+    );
+    let secrets: Vec<&str> = vars.iter().filter(|v| matches!(v, istio::EnvVar::Secret(_))).map(|v| v.name()).collect();
+    if !vars.is_empty() {
         h.push_str(&format!(
-            "# - The proxy container's environment must set {} (vmConfig.env valueFrom: HOST),\n\
-             #   e.g. from a Secret in the gateway Deployment.\n",
-            env_refs.join(", ")
+            "# - Environment: the filter reads {} (host_env_keys). Put the secrets in a Secret and patch the gateway:\n",
+            vars.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
         ));
+        if !secrets.is_empty() {
+            h.push_str(&format!(
+                "#     kubectl -n {} create secret generic {} {}\n",
+                o.namespace,
+                o.secret,
+                secrets.iter().map(|s| format!("--from-literal={s}=...")).collect::<Vec<_>>().join(" ")
+            ));
+        }
+        h.push_str(&format!(
+            "#     kubectl -n {} patch deployment {} --type strategic --patch-file <the file --gateway-patch writes>:\n",
+            o.namespace, o.deployment
+        ));
+        h.push_str(&comment(&istio::deployment_patch(vars, o).to_yaml(), "       "));
+        h.push_str("#   or, with the istio/gateway Helm chart, these values:\n");
+        h.push_str(&comment(&istio::helm_values(vars, o).to_yaml(), "       "));
     }
     h.push_str(
-        "# - One ServiceEntry + DestinationRule per upstream host: the mesh then has the\n\
-         #   outbound|PORT||HOST clusters the filter names, with TLS origination for https.\n\
-         # - Not expressible in a WasmPlugin: the in-request failover wiring (upstream filter role,\n\
-         #   redirector); a failed attempt is returned to the client and still cools its deployment.\n",
+        "# - Not here: retries and fallbacks inside one request (LiteLLM num_retries, fallbacks): the failover wiring\n\
+         #   (the filter's upstream role on each cluster, the route's internal-redirect policy, the redirector) is not\n\
+         #   generated for Istio, so the plugin config says envoy_settings.failover: false and a failed attempt is\n\
+         #   returned to the client. Cooldowns, balancing, health probes and metrics work as in Envoy. Envoy retries an\n\
+         #   attempt that never reached the provider (connect-failure, refused-stream; 2 retries) on the same cluster.\n\
+         # - Not supported: sidecars, waypoints (ambient), Gateway API gateways, HTTPS servers (add tls and your host to\n\
+         #   the Gateway's server yourself; untested).\n",
     );
     h.push_str(&format!(
-        "# - Metrics (llm_router_*, README \"Metrics\"): a WasmPlugin cannot set stats tags; give the\n\
-         #   proxies' ProxyConfig (e.g. the proxy.istio.io/config annotation) extraStatTags: [{}]\n\
+        "# - Metrics (llm_router_*, README \"Metrics\"): give the gateway's ProxyConfig (e.g. the proxy.istio.io/config\n\
+         #   annotation) extraStatTags: [{}]\n\
          #   and proxyStatsMatcher.inclusionRegexps: [\".*llm_router_.*\"].\n",
         llm_router::cli_api::TAGS.join(", ")
     ));
+    for ep in endpoints {
+        h.push_str(&format!("#   cluster:   {} -> {}\n", ep.cluster, ep.url()));
+    }
+    h.push('\n');
     h
 }

@@ -716,3 +716,112 @@ def clusters_for(*mocks, passthrough=None) -> dict:
     for m in mocks:
         out[m.cluster_name] = (m.host, m.port)
     return out
+
+
+class BootstrapEnvoy:
+    """Envoy on a bootstrap built elsewhere (e.g. support/istio_translate.py): listeners by name, ports 0 allowed.
+
+    Same process handling, log folder and failure reports as `Envoy` (it joins the live set the conftest reports).
+    """
+
+    def __init__(self, bootstrap_path: Union[str, Path], env: Optional[dict] = None, label: str = "bootstrap",
+                 concurrency: int = 1):
+        n = next(_counter)
+        self.dir = RUN_DIR / f"{os.getpid()}-{n:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.bootstrap_path = Path(bootstrap_path)
+        self.log_path = self.dir / "envoy.log"
+        self.admin_address_path = self.dir / "admin-address"
+        self.admin_port: Optional[int] = None
+        self.ports: dict = {}
+        if not ENVOY_BIN.exists():
+            raise EnvoyError(f"{ENVOY_BIN} is missing: run scripts/setup")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(ENVOY_BIN), "-c", str(self.bootstrap_path), "--concurrency", str(concurrency), "--log-level", "info",
+             "--component-log-level", os.environ.get("E2E_WASM_LOG", "wasm:debug"), "--use-dynamic-base-id",
+             "--admin-address-path", str(self.admin_address_path), "--file-flush-interval-msec", "100"],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
+            env={**os.environ, **(env or {})})
+        _live.add(self)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def _admin_get(self, path: str, timeout: float = 2.0) -> tuple:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as r:
+            return r.status, r.read()
+
+    def admin_ready(self) -> bool:
+        if self.admin_port is None:
+            try:
+                addr = self.admin_address_path.read_text().strip()
+            except FileNotFoundError:
+                return False
+            if not addr:
+                return False
+            self.admin_port = int(addr.rsplit(":", 1)[1])
+        try:
+            return self._admin_get("/ready")[0] == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def listener_ports(self) -> dict:
+        """Active listeners by name -> bound port (a warming listener is not listed)."""
+        _, raw = self._admin_get("/listeners?format=json")
+        out = {}
+        for ls in json.loads(raw).get("listener_statuses", []):
+            port = ls.get("local_address", {}).get("socket_address", {}).get("port_value")
+            if port:
+                out[ls["name"]] = int(port)
+        return out
+
+    def wait_ready(self, names: tuple, timeout: float = 30.0) -> "BootstrapEnvoy":
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise EnvoyError(f"Envoy exited with code {self.proc.returncode}; log {self.log_path}:\n{self.log_tail()}")
+            try:
+                if self.admin_ready():
+                    ports = self.listener_ports()
+                    if all(n in ports for n in names):
+                        for n in names:
+                            socket.create_connection(("127.0.0.1", ports[n]), timeout=1).close()
+                        self.ports = ports
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise EnvoyError(f"Envoy was not ready within {timeout}s; log {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def url(self, listener: str) -> str:
+        return f"http://127.0.0.1:{self.ports[listener]}"
+
+    def stats(self, prefix: str = "") -> dict:
+        _, raw = self._admin_get("/stats?format=json" + (f"&filter={prefix}" if prefix else ""))
+        return {s["name"]: s.get("value") for s in json.loads(raw).get("stats", []) if "name" in s}
+
+    def config_dump(self) -> dict:
+        return json.loads(self._admin_get("/config_dump")[1])
+
+    def stop(self) -> None:
+        _live.discard(self)
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        if not self._log.closed:
+            self._log.close()
