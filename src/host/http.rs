@@ -38,6 +38,10 @@ impl HttpContext for Http {
         action(self.stream.on_request_body(&ProxyHost, body_size, end_of_stream))
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_request_trailers(&ProxyHost))
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.stream.on_response_headers(&ProxyHost))
     }

@@ -1,5 +1,6 @@
-//! One HTTP stream on the downstream side: read headers → (pause) → buffered body → apply the
-//! plan → observe the response → close the attempt in `on_log`. Host calls per routed request:
+//! One HTTP stream on the downstream side: read headers → (pause) → buffered body (ended by its
+//! last chunk or by trailers) → apply the plan → observe the response → close the attempt in
+//! `on_log`. Host calls per routed request:
 //! 1 header read, 1 body read, 1 shared-data read, 1 header-map write, 1 body write when the body
 //! changes, and on the response 1 status read and 3–4 header writes; with
 //! `access_log_properties` (opt-in) 3–4 `set_property` calls per pass (+2 at the end when token
@@ -244,7 +245,7 @@ impl<S: Sink> RouterStream<S> {
                 self.phase = Phase::Buffering { pending: *pending, headers };
                 if end_of_stream {
                     // No body at all: answer now, there will be no body callback.
-                    return self.on_request_body(host, 0, true);
+                    return self.route(host, Some(0));
                 }
                 Flow::Pause
             }
@@ -258,12 +259,30 @@ impl<S: Sink> RouterStream<S> {
         if !end_of_stream {
             return Flow::Pause;
         }
+        self.route(host, Some(body_size))
+    }
+
+    /// Request trailers end the request (HTTP/2, or HTTP/1 with `enable_trailers`): its last body
+    /// callback had no end of stream, so the body phase runs here. Continuing without it would
+    /// send the paused request on as the client wrote it: unrouted, with the gateway key and the
+    /// client's `x-llm-router-*` headers (and, without Envoy's early header mutation, to a
+    /// cluster the client's cluster header names).
+    pub fn on_request_trailers<H: Host>(&mut self, host: &H) -> Flow {
+        if !matches!(self.phase, Phase::Buffering { .. }) {
+            return Flow::Continue;
+        }
+        self.route(host, None)
+    }
+
+    /// The body phase, once the whole body is buffered: `body_size` as the last body callback
+    /// gave it, or None at the trailers (then the whole buffered body is read).
+    fn route<H: Host>(&mut self, host: &H, body_size: Option<usize>) -> Flow {
         let Phase::Buffering { pending, headers } = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return Flow::Continue;
         };
         let pending = &pending;
         let Some(cfg) = self.config.clone() else { return Flow::Continue };
-        let body = match host.request_body(body_size) {
+        let body = match host.request_body(body_size.unwrap_or(usize::MAX)) {
             Ok(b) => b.unwrap_or_default(),
             Err(status) => {
                 // Not the client's fault: an unread body must not be judged (400) as if empty.
@@ -271,6 +290,7 @@ impl<S: Sink> RouterStream<S> {
                 return self.reply(host, &internal_error("llm-router could not read the request body"));
             }
         };
+        let body_size = body_size.unwrap_or(body.len());
         let now = host.now_ms();
         let decision = {
             let (Ok(mut cache), Ok(mut rng)) = (self.vm.cooldowns.try_borrow_mut(), self.vm.rng.try_borrow_mut()) else {
