@@ -224,7 +224,9 @@ impl<S: Sink> RouterStream<S> {
             let Ok(mut spent) = self.vm.spent.try_borrow_mut() else {
                 return self.reply(host, &internal_error("llm-router is busy"));
             };
-            let mut replay = ReplayCheck { key: self.vm.key, now_ms: host.now_ms(), spent: &mut spent };
+            // Only a replay's state has a deadline to check: no clock read for any other request.
+            let now_ms = if head.internal_redirect { host.now_ms() } else { 0 };
+            let mut replay = ReplayCheck { key: self.vm.key, now_ms, spent: &mut spent };
             request::on_head(&cfg, &head, &mut replay)
         };
         match decision {

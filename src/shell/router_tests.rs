@@ -177,7 +177,7 @@ fn the_hot_path_makes_the_documented_host_calls() {
     // The body's model is the deployment's: the body goes on untouched.
     let (mut s, host) = routed(&gw, "gpt-4o");
     let ops = |host: &FakeHost| host.calls.borrow().iter().map(|(o, _)| *o).collect::<Vec<_>>();
-    assert_eq!(ops(&host), [Op::RequestHeaders, Op::Now, Op::RequestBody, Op::Now, Op::SetRequestHeaders]);
+    assert_eq!(ops(&host), [Op::RequestHeaders, Op::RequestBody, Op::Now, Op::SetRequestHeaders]);
     assert_eq!(*host.store.reads.borrow(), 1, "one shared-data read: the cooldown record");
     assert_eq!(*host.store.writes.borrow(), 0, "no shared-data write on success");
     assert_eq!(host.request_header_value("content-length").map(|l| l.parse::<usize>().ok()), Some(Some(chat("gpt-4o").len())));
@@ -236,7 +236,7 @@ fn a_passed_through_request_only_loses_the_router_headers() {
     // Without internal headers: no write at all.
     let clean = FakeHost::request(&[(":method", "GET"), (":path", "/healthz")], "");
     assert_eq!(gw.stream().on_request_headers(&clean, true), Flow::Continue);
-    assert_eq!(clean.calls.borrow().iter().map(|(o, _)| *o).collect::<Vec<_>>(), [Op::RequestHeaders, Op::Now]);
+    assert_eq!(clean.calls.borrow().iter().map(|(o, _)| *o).collect::<Vec<_>>(), [Op::RequestHeaders]);
 }
 
 #[test]
