@@ -7,7 +7,8 @@
 //! shared data so every worker cools the same deployments. Envoy does the transport.
 //!
 //! Everything except [`host`] is plain Rust with no proxy-wasm dependency and is unit-tested
-//! natively; `host` is the thin proxy-wasm shell, compiled for wasm32 only.
+//! natively, including the per-stream flow ([`shell`], written against a small host trait and
+//! tested with a fake host); `host` is the thin proxy-wasm adapter, compiled for wasm32 only.
 
 // A panic kills the VM and fails every later request: no unwrap/expect/panic/indexing outside tests.
 #![cfg_attr(
@@ -16,7 +17,7 @@
 )]
 
 // Modules are crate-private except what the operator tool (`cli/`) uses, so the compiler reports
-// dead code. Only the wasm32 build has the shell that uses the core: natively (unit tests,
+// dead code. Only the wasm32 build has the adapter that drives the shell: natively (unit tests,
 // `cli/`) much of the core looks unused, so dead code is reported by the wasm32 build
 // (`cargo clippy --lib --target wasm32-wasip1 -- -D warnings`, run by scripts/test).
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code, unused_imports))]
@@ -31,6 +32,7 @@ pub(crate) mod percent;
 pub(crate) mod probe;
 pub(crate) mod provider;
 pub(crate) mod routing;
+pub(crate) mod shell;
 pub(crate) mod stats;
 
 #[cfg(target_arch = "wasm32")]

@@ -53,11 +53,14 @@ pub struct MemStore {
     next_cas: RefCell<u32>,
     /// Number of successful writes (lets tests assert the hot path writes nothing).
     pub writes: RefCell<usize>,
+    /// Number of reads (lets tests count the hot path's shared-data reads).
+    pub reads: RefCell<usize>,
 }
 
 #[cfg(test)]
 impl Store for MemStore {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        *self.reads.borrow_mut() += 1;
         Ok(match self.map.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),

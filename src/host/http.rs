@@ -1,460 +1,56 @@
-//! One HTTP stream on the downstream side: read headers → (pause) → buffered body → apply the
-//! plan → observe the response. Host calls per routed request: 1 header read, 1 body read,
-//! 1 shared-data read, 1 header-map write, 1 body write when the body changes, and on the
-//! response 1 status read and 3–4 header writes; with `access_log_properties` (opt-in) 3–4
-//! `set_property` calls per pass (+2 at the end when token usage is known). Shared-data writes
-//! happen only when an attempt failed. The local endpoints answer in the headers phase.
-//! Metrics (`envoy_settings.metrics`) add 2–3 metric calls when an attempt is forwarded, 2–5 in
-//! `on_log`, 1–3 per failure, and the token-usage read of the response body (`host/metrics.rs`).
+//! The router's HTTP context: forwards each proxy-wasm callback to the host-agnostic
+//! [`RouterStream`] (`shell/router_stream.rs`, where the flow and its host-call budget are).
 
-use super::root::Vm;
-use super::shared::SharedData;
+use super::metrics::HostSink;
+use super::proxy::ProxyHost;
+use super::root::HostVm;
 use crate::config::RouterConfig;
-use crate::failover::{REDIRECTOR_HEADER, STATE_HEADER};
-use crate::health::parse_retry_after;
-use crate::metrics::{self, Pass};
-use crate::pipeline::auth::ClientCredentials;
-use crate::pipeline::request::{
-    self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, ReplayCheck, Reply, RequestHead, PER_TRY_TIMEOUT_HEADER,
-    TAGS_HEADER,
-};
-use crate::pipeline::response::{self, ResponseFacts};
-use crate::pipeline::{headers, health_report, log_props, outcome};
-use proxy_wasm::hostcalls;
+use crate::shell::{Flow, RouterStream};
 use proxy_wasm::traits::{Context, HttpContext};
-use crate::openai::UsageTracker;
-use crate::stats::{self, Attempt, Finish, Outcome, StoreStats, Track};
-use proxy_wasm::types::{Action, BufferType, MapType};
+use proxy_wasm::types::Action;
 use std::rc::Rc;
 
-pub const DEPLOYMENT_HEADER: &str = "x-llm-router-deployment";
-pub const GROUP_HEADER: &str = "x-llm-router-model-group";
-pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
-pub const FALLBACK_FROM_HEADER: &str = "x-llm-router-fallback-from";
-
-/// Where the stream is.
-enum Phase {
-    /// Not ours (or no config): everything passes through.
-    Idle,
-    /// Waiting for the whole body, with the client's request headers (rewritten in one write).
-    Buffering { pending: Pending, headers: Vec<(String, String)> },
-    /// Forwarded to deployment `index` of the config.
-    Forwarded(Sent),
-    /// A local reply was sent.
-    Replied,
-}
-
-/// What the response side needs to know about the forwarded attempt.
-struct Sent {
-    index: usize,
-    attempts: u32,
-    fallback_from: Option<String>,
-    start_ms: u64,
-    try_budget_ms: Option<u64>,
-    stream: bool,
-    /// The live-statistics receipt (untracked for simple-shuffle: no writes).
-    attempt: Attempt,
-    /// Reads token usage from the response body, when the strategy needs it.
-    usage: Option<UsageTracker>,
-    first_byte_ms: Option<u64>,
-    outcome: Option<Outcome>,
-}
-
 pub struct Http {
-    config: Option<Rc<RouterConfig>>,
-    vm: Rc<Vm>,
-    phase: Phase,
+    stream: RouterStream<HostSink>,
 }
 
 impl Http {
-    pub fn new(config: Option<Rc<RouterConfig>>, vm: Rc<Vm>) -> Http {
-        Http { config, vm, phase: Phase::Idle }
-    }
-
-    fn reply(&mut self, reply: &Reply) -> Action {
-        self.send_reply(reply);
-        self.phase = Phase::Replied;
-        Action::Pause
-    }
-
-    /// Sends `reply` as the response, leaving the stream's phase alone (a forwarded attempt is
-    /// still closed in `on_log`).
-    fn send_reply(&self, reply: &Reply) {
-        if let Some(cfg) = &self.config {
-            super::metrics::with(&self.vm, cfg, |m| metrics::rejected(&mut m.sink, reply.error.code));
-        }
-        let body = reply.error.body();
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-        headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
-        if let Err(status) = hostcalls::send_http_response(u32::from(reply.error.status), headers, Some(&body)) {
-            log::error!("llm-router: sending a {} reply failed: {status:?}", reply.error.status);
-        }
-    }
-
-    /// Answers the model list or the health report (GET/HEAD; Envoy drops the body for HEAD).
-    fn local(&mut self, cfg: &RouterConfig, local: LocalReply) -> Action {
-        let health;
-        let body: &[u8] = match local {
-            LocalReply::Models => &cfg.models_body,
-            LocalReply::Health => {
-                health = health_report::body(cfg, &health_report::read(cfg, &SharedData), super::now_ms());
-                &health
-            }
-        };
-        let headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
-        if let Err(status) = hostcalls::send_http_response(200, headers, Some(body)) {
-            log::error!("llm-router: sending a local {local:?} reply failed: {status:?}");
-        }
-        self.phase = Phase::Replied;
-        Action::Pause
-    }
-
-    /// Applies the plan to the request headers and body; false if the body could not be set.
-    ///
-    /// All header changes go to Envoy in one call: the headers read in the headers phase, minus
-    /// what the header policy drops or the plan replaces, plus the plan's (one `set_map`
-    /// instead of ~8 single writes; `pipeline::headers::merge`).
-    fn apply(fwd: &Forward<'_>, headers: &[(String, String)], body_size: usize) -> bool {
-        let per_try = fwd.per_try_timeout_ms.map(|ms| ms.to_string());
-        let length = fwd.body.as_ref().map(|b| b.len().to_string());
-        let mut set: Vec<(&str, &str)> = Vec::with_capacity(8);
-        set.push((fwd.cluster_header, fwd.cluster));
-        set.push((":authority", fwd.authority));
-        set.push((":path", &fwd.path));
-        if let Some(state) = &fwd.state {
-            set.push((STATE_HEADER, state));
-        }
-        if let Some(auth) = fwd.auth {
-            set.push((&auth.name, &auth.value));
-        }
-        if let Some(v) = fwd.anthropic_version {
-            set.push(("anthropic-version", v));
-        }
-        if let Some(ms) = &per_try {
-            set.push((PER_TRY_TIMEOUT_HEADER, ms));
-        }
-        if let Some(len) = &length {
-            // Envoy does not fix content-length after a body rewrite; a stale one corrupts
-            // the pooled upstream connection.
-            set.push(("content-length", len));
-        }
-        let map = headers::merge(headers, fwd.cluster_header, fwd.stale_auth, set);
-        if let Err(status) = hostcalls::set_map(MapType::HttpRequestHeaders, map) {
-            log::error!("llm-router: replacing the request headers failed: {status:?}");
-            return false;
-        }
-        if let Some(new_body) = &fwd.body {
-            if let Err(status) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, new_body) {
-                log::error!("llm-router: replacing the request body failed: {status:?}");
-                return false;
-            }
-        }
-        true
-    }
-
-    fn record(&self, cfg: &RouterConfig, failed: FailedAttempt, now: u64) {
-        let Some(dep) = cfg.table.deployments.get(failed.deployment_index) else { return };
-        let class = failed.class;
-        let result = outcome::record(&SharedData, cfg, failed.deployment_index, class, failed.retry_after_ms, now);
-        // ---- metrics: failed attempt (cooldown started → gauge 1 now, not at the next tick) ----
-        super::metrics::with(&self.vm, cfg, |m| {
-            metrics::failed(&mut m.sink, &dep.group, &dep.id, class, result.as_ref().ok());
-            if result.as_ref().is_ok_and(|r| r.cooled_until_ms.is_some()) {
-                m.cooling.mark_cooling(failed.deployment_index);
-            }
-        });
-        match result {
-            Ok(r) => match r.cooled_until_ms {
-                Some(until) => log::info!(
-                    "llm-router: deployment {} of {} cooling for {} ms after {class} ({} failure(s) this window)",
-                    dep.id,
-                    dep.group,
-                    until.saturating_sub(now),
-                    r.fails_in_window
-                ),
-                None => log::debug!("llm-router: deployment {} failed with {class} ({} this window)", dep.id, r.fails_in_window),
-            },
-            Err(_) => log::warn!("llm-router: recording a {class} failure of deployment {} failed", dep.id),
-        }
+    pub fn new(config: Option<Rc<RouterConfig>>, vm: Rc<HostVm>) -> Http {
+        Http { stream: RouterStream::new(config, vm) }
     }
 }
 
-fn set_response_header(name: &str, value: Option<&str>) {
-    if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value) {
-        log::warn!("llm-router: setting response header {name} failed: {status:?}");
+pub fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
     }
-}
-
-/// One filter-state property (`wasm.<name>` in Envoy; see `pipeline::log_props`).
-fn set_property(name: &str, value: &str) {
-    if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
-        log::debug!("llm-router: setting property {name} failed: {status:?}");
-    }
-}
-
-fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
 }
 
 impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
-        let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
-            Ok(h) => h,
-            Err(status) => {
-                log::warn!("llm-router: reading request headers failed: {status:?}");
-                return Action::Continue;
-            }
-        };
-        let mut head = RequestHead::default();
-        let mut creds = ClientCredentials::default();
-        for (name, value) in &headers {
-            match name.as_str() {
-                ":method" => head.method = value,
-                ":path" => head.path = value,
-                ":authority" => head.authority = value,
-                "content-type" => head.content_type = Some(value),
-                "content-length" => head.content_length = Some(value),
-                "anthropic-version" => head.has_anthropic_version = true,
-                "x-envoy-original-url" => {
-                    head.internal_redirect = true;
-                    head.original_url = Some(value);
-                }
-                TAGS_HEADER => head.tags = Some(value),
-                "authorization" => creds.authorization = Some(value),
-                "api-key" => creds.api_key = Some(value),
-                "x-api-key" => creds.x_api_key = Some(value),
-                _ => {}
-            }
-        }
-        head.credentials = creds;
-        log::trace!("llm-router: request {:?} {:?} (redirected: {})", head.method, head.path, head.internal_redirect);
-        let decision = {
-            let Ok(mut spent) = self.vm.spent.try_borrow_mut() else { return Action::Continue };
-            let mut replay = ReplayCheck { key: self.vm.key, now_ms: super::now_ms(), spent: &mut spent };
-            request::on_head(&cfg, &head, &mut replay)
-        };
-        match decision {
-            HeadDecision::PassThrough => {
-                // Not ours to route, but the router's own headers never travel on: no client
-                // picks a cluster, forges attempt state or poses as the redirector on any route.
-                for name in headers::internal_present(&headers, &cfg.envoy.cluster_header) {
-                    if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                        log::warn!("llm-router: removing internal header {name} failed: {status:?}");
-                        return self.reply(&Reply::from(crate::openai::ApiError::internal("could not sanitise the request headers")));
-                    }
-                }
-                Action::Continue
-            }
-            HeadDecision::Reject(reply) => self.reply(&reply),
-            HeadDecision::Local(local) => self.local(&cfg, local),
-            HeadDecision::ReadBody(pending) => {
-                self.phase = Phase::Buffering { pending: *pending, headers };
-                if end_of_stream {
-                    // No body at all: answer now, there will be no body callback.
-                    return self.on_http_request_body(0, true);
-                }
-                Action::Pause
-            }
-        }
+        action(self.stream.on_request_headers(&ProxyHost, end_of_stream))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !matches!(self.phase, Phase::Buffering { .. }) {
-            return Action::Continue;
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        let Phase::Buffering { pending, headers } = std::mem::replace(&mut self.phase, Phase::Idle) else {
-            return Action::Continue;
-        };
-        let pending = &pending;
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
-        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(status) => {
-                log::warn!("llm-router: reading the request body failed: {status:?}");
-                Vec::new()
-            }
-        };
-        let now = super::now_ms();
-        let decision = {
-            let mut cache = self.vm.cooldowns.borrow_mut();
-            let cooling = cache.refresh(&cfg);
-            let mut rng = self.vm.rng.borrow_mut();
-            let live = StoreStats { store: &SharedData, table: &cfg.table, now_ms: now, latency_ttl_ms: stats::latency_ttl_ms(&cfg.router) };
-            let mut env = Env { cooling, stats: &live, now_ms: now, rng: &mut rng, key: self.vm.key };
-            request::on_body(&cfg, pending, &body, &mut env)
-        };
-        let previous = decision.failed.map(|f| f.deployment_index);
-        if let Some(failed) = decision.failed {
-            self.record(&cfg, failed, now);
-        }
-        let fwd = match decision.action {
-            Ok(f) => f,
-            Err(reply) => return self.reply(&reply),
-        };
-        if !Self::apply(&fwd, &headers, body_size) {
-            return self.reply(&Reply::from(crate::openai::ApiError::internal("llm-router could not rewrite the request")));
-        }
-        log::debug!(
-            "llm-router: {} → deployment {} ({}) via {}, attempt {}",
-            fwd.group,
-            fwd.deployment.id,
-            fwd.deployment.provider.name,
-            fwd.cluster,
-            fwd.attempts
-        );
-        if cfg.envoy.access_log_properties {
-            // Once per pass: each pass of a failover writes its own access-log line.
-            for (name, value) in log_props::routing(&fwd) {
-                set_property(name, &value);
-            }
-        }
-        let track = Track::for_deployment(&cfg.router, fwd.deployment);
-        let attempt = if track.any() {
-            let a = stats::on_start(&SharedData, &fwd.deployment.id, now, fwd.input_tokens, track);
-            if a.start_failed() {
-                log::warn!("llm-router: recording the start of an attempt on {} failed", fwd.deployment.id);
-            }
-            a
-        } else {
-            Attempt::untracked(now)
-        };
-        // ---- metrics: attempt forwarded (in_flight +1, released in on_log) ----
-        super::metrics::with(&self.vm, &cfg, |m| {
-            let previous_group = previous.and_then(|i| cfg.table.deployments.get(i)).map(|d| d.group.as_str());
-            let group = fwd.deployment.group.as_str();
-            let pass = Pass::classify(fwd.attempts, previous_group, group, fwd.fallback_from.as_deref());
-            metrics::forwarded(&mut m.sink, group, &fwd.deployment.id, pass);
-        });
-        self.phase = Phase::Forwarded(Sent {
-            index: fwd.deployment_index,
-            attempts: fwd.attempts,
-            fallback_from: fwd.fallback_from,
-            start_ms: now,
-            try_budget_ms: fwd.per_try_timeout_ms,
-            stream: fwd.stream,
-            attempt,
-            usage: None,
-            first_byte_ms: None,
-            outcome: None,
-        });
-        Action::Continue
+        action(self.stream.on_request_body(&ProxyHost, body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_request_trailers(&ProxyHost))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Phase::Forwarded(sent) = &mut self.phase else { return Action::Continue };
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
-        let Some(dep) = cfg.table.deployments.get(sent.index) else { return Action::Continue };
-        set_response_header(DEPLOYMENT_HEADER, Some(&dep.id));
-        set_response_header(GROUP_HEADER, Some(&dep.group));
-        set_response_header(ATTEMPTS_HEADER, Some(&sent.attempts.to_string()));
-        if let Some(from) = &sent.fallback_from {
-            set_response_header(FALLBACK_FROM_HEADER, Some(from));
-        }
-        let status = response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        let now = super::now_ms();
-        let location = if response::needs_location(status) { response_header("location") } else { None };
-        let redirector = status >= 300 && response_header(REDIRECTOR_HEADER).is_some();
-        let details = if response::needs_details(status) {
-            hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
-        } else {
-            None
-        };
-        let facts = ResponseFacts {
-            status,
-            location: location.as_deref(),
-            redirector,
-            details: details.as_deref(),
-            elapsed_ms: now.saturating_sub(sent.start_ms),
-            try_budget_ms: sent.try_budget_ms,
-            wildcard_group: cfg.table.group_index(&dep.group).and_then(|g| cfg.table.groups.get(g)).is_some_and(|g| g.is_wildcard()),
-        };
-        let verdict = response::judge(&facts);
-        if verdict.refuse_redirect {
-            log::info!("llm-router: deployment {} answered a {status} redirect; refused (never followed with its key)", dep.id);
-            sent.outcome = Some(Outcome::Failed);
-            self.send_reply(&Reply::from(crate::openai::ApiError::redirect_refused()));
-            return Action::Pause;
-        }
-        if status >= 400 {
-            log::debug!("llm-router: attempt on {} answered {status} ({:?}): {:?}", dep.id, facts.details, verdict.record);
-        }
-        if let Some(real) = verdict.unwrap_failover {
-            set_response_header(":status", Some(&real.to_string()));
-            set_response_header("location", None);
-        }
-        if redirector {
-            set_response_header(REDIRECTOR_HEADER, None);
-        }
-        sent.outcome = verdict.outcome;
-        if verdict.outcome == Some(Outcome::Success) {
-            // Token usage for the strategy's statistics, the token metrics and/or the access log.
-            if log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body())
-                && response_header("content-encoding").is_none()
-            {
-                sent.usage = Some(UsageTracker::for_content_type(response_header("content-type").as_deref()));
-            }
-            return Action::Continue;
-        }
-        let Some(class) = verdict.record else { return Action::Continue };
-        let retry_after =
-            parse_retry_after(response_header("retry-after").as_deref(), response_header("retry-after-ms").as_deref(), now);
-        let failed = FailedAttempt { deployment_index: sent.index, class, retry_after_ms: retry_after };
-        self.record(&cfg, failed, now);
-        Action::Continue
+        action(self.stream.on_response_headers(&ProxyHost))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        let Phase::Forwarded(sent) = &mut self.phase else { return Action::Continue };
-        if sent.first_byte_ms.is_none() && body_size > 0 {
-            sent.first_byte_ms = Some(super::now_ms());
-        }
-        if let Some(tracker) = &mut sent.usage {
-            match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-                Ok(Some(chunk)) => tracker.feed(&chunk),
-                Ok(None) => {}
-                Err(status) => log::debug!("llm-router: reading a response chunk failed: {status:?}"),
-            }
-        }
-        Action::Continue
+        action(self.stream.on_response_body(&ProxyHost, body_size))
     }
 
     fn on_log(&mut self) {
-        // Once per stream, whatever the ending (a failover pass ends here at its redirect).
-        let Phase::Forwarded(sent) = &mut self.phase else { return };
-        let Some(cfg) = self.config.clone() else { return };
-        // The response's token usage, read once for the access log, the metrics and the statistics.
-        let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
-        if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties && cfg.envoy.access_log_tokens) {
-            // Envoy runs the filter's on_log before the access loggers: these reach the line.
-            for (name, value) in log_props::tokens(u) {
-                set_property(name, &value);
-            }
-        }
-        let stats_open = sent.attempt.open() || sent.attempt.track.latency;
-        if !stats_open && !cfg.envoy.metrics {
-            return;
-        }
-        let Some(dep) = cfg.table.deployments.get(sent.index) else { return };
-        let now = super::now_ms();
-        let latency_ms = now.saturating_sub(sent.start_ms);
-        let ttft_ms = sent.first_byte_ms.filter(|_| sent.stream).map(|t| t.saturating_sub(sent.start_ms));
-        // ---- metrics: attempt finished (in_flight -1, duration, ttft, tokens) ----
-        super::metrics::with(&self.vm, &cfg, |m| {
-            let done = metrics::Finished { duration_ms: latency_ms, ttft_ms, usage };
-            metrics::finished(&mut m.sink, &dep.group, &dep.id, &done);
-        });
-        if !stats_open {
-            return;
-        }
-        let finish = Finish { latency_ms, ttft_ms, usage, in_flight_release: true, outcome: sent.outcome.unwrap_or(Outcome::Failed) };
-        if stats::on_finish(&SharedData, &dep.id, now, &mut sent.attempt, &finish).is_err() {
-            log::warn!("llm-router: recording the end of an attempt on {} failed", dep.id);
-        }
+        self.stream.on_log(&ProxyHost);
     }
 }

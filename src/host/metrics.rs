@@ -7,21 +7,13 @@
 //! buffer, one hash lookup and one `increment_metric` / `record_metric` call. A failing host call
 //! is logged (warn once per VM, then debug) and the update dropped: metrics never fail a request.
 
-use super::root::Vm;
+use super::root::HostVm;
+use super::shared::SharedData;
 use crate::config::RouterConfig;
-use crate::metrics::{encode_into, CoolingGauges, Kind, MetricKey, Sink};
+use crate::metrics::{encode_into, Kind, MetricKey, Sink};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::collections::HashMap;
-
-/// Per-VM metric state: the sink and what the cooling gauges were last set to.
-#[derive(Default)]
-pub struct VmMetrics {
-    pub sink: HostSink,
-    pub cooling: CoolingGauges,
-    /// Generation of the config `cooling` and the metric ids are for.
-    config: u64,
-}
 
 #[derive(Default)]
 pub struct HostSink {
@@ -95,32 +87,20 @@ impl Sink for HostSink {
     fn histogram(&mut self, key: &MetricKey<'_>, value: u64) {
         self.record(key, value);
     }
-}
-
-/// Runs `f` on this VM's metrics when the config has them on (`envoy_settings.metrics`).
-pub fn with(vm: &Vm, cfg: &RouterConfig, f: impl FnOnce(&mut VmMetrics)) {
-    if !cfg.envoy.metrics {
-        return;
-    }
-    if let Ok(mut m) = vm.metrics.try_borrow_mut() {
-        if m.config != cfg.generation {
-            // A new config: the gauges are indexed anew, and the ids of names it no longer
-            // uses are dropped (the map holds only the current config's names).
-            m.cooling.reset();
-            m.sink.ids.clear();
-            m.config = cfg.generation;
-        }
-        f(&mut m);
+    fn new_config(&mut self) {
+        // The ids of names the new config no longer uses are dropped (the map holds only the
+        // current config's names).
+        self.ids.clear();
     }
 }
 
 /// The root context's tick (every second): set each deployment's cooling gauge from the shared
 /// cooldown record. One shared-data read (the record's view is re-parsed only when it changed),
 /// one clock read, and a gauge write only where this VM's last written value differs.
-pub fn on_tick(vm: &Vm, cfg: &RouterConfig) {
-    with(vm, cfg, |m| {
+pub fn on_tick(vm: &HostVm, cfg: &RouterConfig) {
+    vm.with_metrics(cfg, |m| {
         let Ok(mut cache) = vm.cooldowns.try_borrow_mut() else { return };
-        let view = cache.refresh(cfg);
+        let view = cache.refresh(&SharedData, cfg);
         let now = super::now_ms();
         let deployments =
             cfg.table.deployments.iter().enumerate().map(|(i, d)| (d.group.as_str(), d.id.as_str(), view.remaining_ms(i, now).is_some()));

@@ -1,13 +1,16 @@
-//! The proxy-wasm shell: the only module that talks to Envoy.
+//! The proxy-wasm adapter: the only module that names proxy-wasm.
 //!
-//! It moves bytes and headers between Envoy and the pure [`crate::pipeline`], and adapts the
-//! host's shared data to [`crate::health::Store`]. Every host call's error is handled (the SDK's
-//! trait helpers `unwrap` internally, so they are not used): a failed call degrades one request,
-//! never the VM.
+//! It implements [`crate::shell::Host`] over `proxy_wasm::hostcalls` (`proxy.rs`), forwards each
+//! HTTP callback to the host-agnostic stream logic in [`crate::shell`] (`http.rs`, `upstream.rs`),
+//! and holds what only a real host has: the root context (`root.rs`), the prober's callouts
+//! (`probe.rs`), shared data as [`crate::health::Store`] (`shared.rs`) and the metrics sink
+//! (`metrics.rs`). Every host call's error is handled (the SDK's trait helpers `unwrap`
+//! internally, so they are not used): a failed call degrades one request, never the VM.
 
 mod http;
 mod metrics;
 mod probe;
+mod proxy;
 mod root;
 mod shared;
 mod upstream;

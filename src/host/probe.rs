@@ -8,7 +8,7 @@
 //! from the old configuration's holder at once (that one keeps ticking while its listener drains).
 
 use super::shared::{ensure_key, SharedData};
-use super::root::Vm;
+use super::root::HostVm;
 use crate::config::RouterConfig;
 use crate::health::{keys, parse_retry_after};
 use crate::probe::{self, Answer, Lease, Planned, ProbeRequest, Schedule};
@@ -54,7 +54,7 @@ pub struct Probes {
 
 /// Plans the probes and starts the tick when `background_health_checks` is on; logs one line
 /// per deployment that cannot be probed. `raw` is the plugin configuration as Envoy gave it.
-pub fn configure(cfg: &Rc<RouterConfig>, vm: &Vm, raw: &[u8]) -> Option<Probes> {
+pub fn configure(cfg: &Rc<RouterConfig>, vm: &HostVm, raw: &[u8]) -> Option<Probes> {
     if !cfg.health_checks.enabled {
         return None;
     }

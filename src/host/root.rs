@@ -1,15 +1,17 @@
 //! The root context: loads the plugin configuration and creates one [`Http`] context per stream.
 
 use super::http::Http;
-use super::shared::{ensure_key, CooldownCache};
+use super::metrics::HostSink;
+use super::shared::ensure_key;
 use super::upstream::Upstream;
 use crate::config::{self, RouterConfig};
 use crate::health::keys;
 use crate::routing::Rng;
+use crate::shell::Vm;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 
 thread_local! {
@@ -52,24 +54,16 @@ fn next_generation() -> u64 {
     })
 }
 
-/// State shared by every stream of this VM (one VM per Envoy worker thread).
-pub struct Vm {
-    pub cooldowns: RefCell<CooldownCache>,
-    pub rng: RefCell<Rng>,
-    /// Signs attempt state ([`vm_key`]). Internal redirects replay on the same worker, so on
-    /// the same VM: the key never needs to leave it.
-    pub key: (u64, u64),
-    pub metrics: RefCell<super::metrics::VmMetrics>,
-    /// Nonces of failover states already acted on (each is accepted once).
-    pub spent: RefCell<crate::failover::SpentStates>,
-}
+/// State shared by every stream of this VM (one VM per Envoy worker thread; `shell::Vm`),
+/// with proxy-wasm's metrics sink. Its key is [`vm_key`].
+pub type HostVm = Vm<HostSink>;
 
 /// The `root_id` that makes this root the upstream-filter role (see `upstream.rs`).
 pub const UPSTREAM_ROOT_ID: &str = "llm_router_upstream";
 
 pub struct Root {
     config: Option<Rc<RouterConfig>>,
-    vm: Rc<Vm>,
+    vm: Rc<HostVm>,
     upstream: bool,
     probes: Option<super::probe::Probes>,
 }
@@ -82,13 +76,7 @@ impl Default for Root {
         });
         Root {
             config: None,
-            vm: Rc::new(Vm {
-                cooldowns: RefCell::default(),
-                rng: RefCell::new(rng),
-                key: vm_key(),
-                metrics: RefCell::default(),
-                spent: RefCell::default(),
-            }),
+            vm: Rc::new(Vm::new(rng, vm_key(), HostSink::default())),
             upstream: false,
             probes: None,
         }

@@ -1,7 +1,6 @@
-//! Shared data as a [`Store`], and the per-VM cached view of the cooldown record.
+//! Shared data as a [`Store`] (the per-VM cooldown view over it is `shell::CooldownCache`).
 
-use crate::config::RouterConfig;
-use crate::health::{keys, CooldownView, Cooldowns, SetError, Store, StoreError};
+use crate::health::{SetError, Store, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
@@ -27,41 +26,5 @@ impl Store for SharedData {
 pub fn ensure_key(key: &str) {
     if let Ok((None, _)) = hostcalls::get_shared_data(key) {
         let _ = hostcalls::set_shared_data(key, Some(b""), None);
-    }
-}
-
-/// The cooldown record as last read by this VM, mapped onto one config's deployment indices.
-#[derive(Default)]
-pub struct CooldownCache {
-    cas: Option<u32>,
-    /// Generation of the config the view was built for (0: none yet).
-    config: u64,
-    view: CooldownView,
-}
-
-impl CooldownCache {
-    /// Re-reads the record (one host call) and rebuilds the view only when it changed.
-    pub fn refresh(&mut self, cfg: &RouterConfig) -> &CooldownView {
-        let identity = cfg.generation;
-        match hostcalls::get_shared_data(keys::COOLDOWNS) {
-            Ok((value, cas)) => {
-                if cas != self.cas || identity != self.config || cas.is_none() {
-                    let record = value.map(|v| Cooldowns::decode(&v)).unwrap_or_default();
-                    self.view = CooldownView::new(&record, &cfg.table.ids, cfg.table.deployments.len());
-                    self.cas = cas;
-                    self.config = identity;
-                }
-            }
-            Err(status) => {
-                // Keep routing on the last known view rather than failing the request.
-                log::warn!("llm-router: reading the cooldown record failed: {status:?}");
-                if identity != self.config {
-                    self.view = CooldownView::default();
-                    self.config = identity;
-                    self.cas = None;
-                }
-            }
-        }
-        &self.view
     }
 }

@@ -13,6 +13,9 @@ pub trait Sink {
     fn gauge_add(&mut self, key: &MetricKey<'_>, delta: i64);
     fn gauge_set(&mut self, key: &MetricKey<'_>, value: u64);
     fn histogram(&mut self, key: &MetricKey<'_>, value: u64);
+    /// A new configuration is in use: drop whatever was cached for the previous one's names
+    /// (the host sink's metric ids), so the cache holds only the current config's names.
+    fn new_config(&mut self) {}
 }
 
 /// Records every update by encoded stat name (so tests check the encoding too).

@@ -623,3 +623,38 @@ def test_unbounded_model_names_do_not_grow_envoys_stats(start_envoy, make_mock):
           f"llm_router_ lines {lines_before} -> {lines_after}; Envoy RSS {rss_before} kB -> {rss_after} kB")
     assert stats_after - stats_before < 50, (stats_before, stats_after)
     assert lines_after - lines_before < 50, (lines_before, lines_after)
+
+
+# ---- 12. a body that ends in trailers ---------------------------------------------------------------------------
+
+MASTER_KEY = "sk-hostile-master-0123456789"
+
+
+@pytest.mark.parametrize("failover", [False, True], ids=["plain", "failover-wiring"])
+def test_a_body_ending_in_trailers_is_routed_not_passed_on_unrewritten(start_envoy, make_mock, failover):
+    """Attack: skip the router. Over HTTP/2 the request's last DATA frame need not end the stream: trailers do.
+    The router buffers the body until its end; if it only looked for that end in the body callback, the request
+    would continue when the trailers arrive, unrouted — its headers as the client sent them (the gateway key,
+    the client's `x-llm-router-*` headers) to the passthrough upstream, or with a client-sent cluster header
+    (no early header mutation in front) to a cluster the client chose."""
+    provider, passthrough = make_mock("openai", "provider"), make_mock("openai", "passthrough")
+    cfg = plugin_config([deployment("solo", "openai/solo-model", provider.url + "/v1", api_key=KEY_SOLO, id="solo")],
+                        master_key=MASTER_KEY)
+    envoy = start_envoy(cfg, clusters_for(provider, passthrough=passthrough), failover=failover)
+    headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}",
+               STATE_HEADER: forged_state(model="solo", group="solo", tried="solo", authority="attacker.example"),
+               "x-llm-router-tags": "internal"}
+    body = json.dumps(chat("solo", "sent with trailers")).encode()
+    resp = client.h2_post(envoy.base_url, ROUTE, headers, body, {"x-checksum": "abc"})
+    assert resp.status == 200, resp
+    assert passthrough.count == 0, f"passed on unrouted: {[(r.path, r.headers) for r in passthrough.requests]}"
+    rec = expect_upstream(provider.last(), path=ROUTE, host=provider.authority, model="solo-model",
+                          headers={"authorization": f"Bearer {KEY_SOLO}"})
+    assert rec.json["messages"][0]["content"] == "sent with trailers"
+    assert provider.count == 1 and router_headers_seen(provider) == []
+    for m in (provider, passthrough):
+        assert requests_carrying(m, [MASTER_KEY]) == [], f"the gateway key reached {m.name}"
+    # Trailers after a body that is not JSON: the router's own 400, not a pass-through.
+    resp = client.h2_post(envoy.base_url, ROUTE, headers, b"not json", {"x-checksum": "abc"})
+    assert resp.status == 400 and error_code(resp) is not None, resp
+    assert passthrough.count == 0 and provider.count == 1

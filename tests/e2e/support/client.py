@@ -9,6 +9,8 @@
   read, so an early answer (413) is seen even when the proxy stops reading.
 * `send_raw(url, data)` / `parse_responses(raw)`: bytes written as they are (no framing of the client's own:
   conflicting lengths, pipelined requests) and the responses read back.
+* `h2_post(url, path, headers, body, trailers)`: one POST over cleartext HTTP/2 (prior knowledge) whose body
+  ends in request trailers; the answer's status and body (its other headers are not decoded).
 """
 
 from __future__ import annotations
@@ -254,3 +256,110 @@ def parse_responses(raw: bytes) -> list:
             break
         out.append(Response(resp.status, _headers(resp), body))
     return out
+
+
+# ---- a minimal HTTP/2 client (prior knowledge, one stream, request trailers) ------------------------------------
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_H2_DATA, _H2_HEADERS, _H2_RST, _H2_SETTINGS, _H2_GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x7
+_H2_END_STREAM, _H2_END_HEADERS, _H2_ACK = 0x1, 0x4, 0x1
+# HPACK static table entries for :status (RFC 7541 appendix A).
+_STATIC_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
+
+
+def _hpack_int(value: int, prefix: int, first: int) -> bytes:
+    limit = (1 << prefix) - 1
+    if value < limit:
+        return bytes([first | value])
+    out, value = bytearray([first | limit]), value - limit
+    while value >= 128:
+        out.append((value % 128) | 128)
+        value //= 128
+    out.append(value)
+    return bytes(out)
+
+
+def _hpack_literal(name: str, value: str) -> bytes:
+    """A literal header field without indexing, new name, no Huffman coding."""
+    n, v = name.encode(), value.encode()
+    return b"\x00" + _hpack_int(len(n), 7, 0) + n + _hpack_int(len(v), 7, 0) + v
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _huffman_digits(data: bytes) -> Optional[str]:
+    """Decodes a Huffman-coded string of digits (all a status needs; RFC 7541 appendix B), else None."""
+    bits = "".join(f"{b:08b}" for b in data)
+    out, i = "", 0
+    while i < len(bits):
+        rest = bits[i:]
+        if len(rest) < 8 and set(rest) <= {"1"}:
+            return out  # EOS padding
+        if rest[:5] in ("00000", "00001", "00010"):
+            out, i = out + str(int(rest[:5], 2)), i + 5
+        elif len(rest) >= 6 and "011001" <= rest[:6] <= "011111":
+            out, i = out + str(int(rest[:6], 2) - 0b011001 + 3), i + 6
+        else:
+            return None
+    return out
+
+
+def _h2_status(block: bytes) -> Optional[int]:
+    """`:status` from a response header block: Envoy sends it first (static entry, or a literal with its name
+    indexed); other fields are not decoded."""
+    i = 0
+    while i < len(block) and block[i] & 0xE0 == 0x20:  # dynamic table size update(s)
+        i += 1
+        while block[i - 1] & 0x1F == 0x1F and i < len(block) and block[i] & 0x80:
+            i += 1
+    if i >= len(block):
+        return None
+    b = block[i]
+    if b & 0x80:
+        return _STATIC_STATUS.get(b & 0x7F)
+    name_index = b & 0x3F if b & 0xC0 == 0x40 else b & 0x0F
+    if name_index != 8 or i + 1 >= len(block):
+        return None
+    huffman, length = block[i + 1] & 0x80, block[i + 1] & 0x7F
+    raw = block[i + 2:i + 2 + length]
+    text = _huffman_digits(raw) if huffman else raw.decode("ascii", "replace")
+    return int(text) if text and text.isdigit() else None
+
+
+def h2_post(url: str, path: str, headers: dict, body: bytes, trailers: dict, timeout: float = 5.0) -> Response:
+    """POST `body` on stream 1 of a cleartext HTTP/2 connection, then `trailers` (ending the stream): the last
+    DATA frame does not end the stream, so a filter sees the end of the request only at the trailers."""
+    host, port = _hostport(url)
+    fields = [(":method", "POST"), (":scheme", "http"), (":authority", f"{host}:{port}"), (":path", path)]
+    block = b"".join(_hpack_literal(k, v) for k, v in fields + [(k.lower(), v) for k, v in headers.items()])
+    tail = b"".join(_hpack_literal(k.lower(), v) for k, v in trailers.items())
+    status, data, buf = None, bytearray(), b""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(_H2_PREFACE + _h2_frame(_H2_SETTINGS, 0, 0) + _h2_frame(_H2_HEADERS, _H2_END_HEADERS, 1, block)
+                     + _h2_frame(_H2_DATA, 0, 1, body) + _h2_frame(_H2_HEADERS, _H2_END_HEADERS | _H2_END_STREAM, 1, tail))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                size = int.from_bytes(buf[:3], "big")
+                kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                payload, buf = buf[9:9 + size], buf[9 + size:]
+                if kind == _H2_SETTINGS and not flags & _H2_ACK:
+                    sock.sendall(_h2_frame(_H2_SETTINGS, _H2_ACK, 0))
+                elif kind == _H2_HEADERS and stream == 1 and status is None:
+                    status = _h2_status(payload)
+                elif kind == _H2_DATA and stream == 1:
+                    data += payload
+                if stream == 1 and (flags & _H2_END_STREAM and kind in (_H2_DATA, _H2_HEADERS) or kind == _H2_RST):
+                    return Response(status or 0, {}, bytes(data))
+                if kind == _H2_GOAWAY:
+                    return Response(status or 0, {}, bytes(data))
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return Response(status or 0, {}, bytes(data))

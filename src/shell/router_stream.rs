@@ -1,0 +1,492 @@
+//! One HTTP stream on the downstream side: read headers → (pause) → buffered body (ended by its
+//! last chunk or by trailers) → apply the plan → observe the response → close the attempt in
+//! `on_log`. Host calls per routed request:
+//! 1 header read, 1 body read, 1 shared-data read, 1 header-map write, 1 body write when the body
+//! changes, and on the response 1 status read and 3–4 header writes; with
+//! `access_log_properties` (opt-in) 3–4 `set_property` calls per pass (+2 at the end when token
+//! usage is known). Shared-data writes happen only when an attempt failed. The local endpoints
+//! answer in the headers phase. Metrics (`envoy_settings.metrics`) add 2–3 metric calls when an
+//! attempt is forwarded, 2–5 in `on_log`, 1–3 per failure, and the token-usage read of the
+//! response body (`host/metrics.rs`).
+//!
+//! Every host call goes through [`Host`]; a failing call degrades this request (a 500 reply, or a
+//! missing response header / metric / property), never the VM.
+
+use super::host::{Flow, Host};
+use super::vm::Vm;
+use crate::config::RouterConfig;
+use crate::failover::{REDIRECTOR_HEADER, STATE_HEADER};
+use crate::health::parse_retry_after;
+use crate::metrics::{self, Pass, Sink};
+use crate::openai::{ApiError, UsageTracker};
+use crate::pipeline::auth::ClientCredentials;
+use crate::pipeline::request::{
+    self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, ReplayCheck, Reply, RequestHead, PER_TRY_TIMEOUT_HEADER,
+    TAGS_HEADER,
+};
+use crate::pipeline::response::{self, ResponseFacts};
+use crate::pipeline::{headers, health_report, log_props, outcome};
+use crate::stats::{self, Attempt, Finish, Outcome, StoreStats, Track};
+use std::rc::Rc;
+
+pub const DEPLOYMENT_HEADER: &str = "x-llm-router-deployment";
+pub const GROUP_HEADER: &str = "x-llm-router-model-group";
+pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
+pub const FALLBACK_FROM_HEADER: &str = "x-llm-router-fallback-from";
+
+/// Where the stream is.
+enum Phase {
+    /// Not ours (or no config, or closed in `on_log`): everything passes through.
+    Idle,
+    /// Waiting for the whole body, with the client's request headers (rewritten in one write).
+    Buffering { pending: Pending, headers: Vec<(String, String)> },
+    /// Forwarded to deployment `index` of the config.
+    Forwarded(Sent),
+    /// A local reply was sent.
+    Replied,
+}
+
+/// What the response side needs to know about the forwarded attempt.
+struct Sent {
+    index: usize,
+    attempts: u32,
+    fallback_from: Option<String>,
+    start_ms: u64,
+    try_budget_ms: Option<u64>,
+    stream: bool,
+    /// The live-statistics receipt (untracked for simple-shuffle: no writes).
+    attempt: Attempt,
+    /// Reads token usage from the response body, when someone needs it.
+    usage: Option<UsageTracker>,
+    first_byte_ms: Option<u64>,
+    outcome: Option<Outcome>,
+}
+
+/// The router's per-stream logic, generic over the metrics sink of its VM; each callback takes
+/// the host it runs on.
+pub struct RouterStream<S> {
+    config: Option<Rc<RouterConfig>>,
+    vm: Rc<Vm<S>>,
+    phase: Phase,
+}
+
+fn internal_error(what: &'static str) -> Reply {
+    Reply::from(ApiError::internal(what))
+}
+
+impl<S: Sink> RouterStream<S> {
+    pub fn new(config: Option<Rc<RouterConfig>>, vm: Rc<Vm<S>>) -> RouterStream<S> {
+        RouterStream { config, vm, phase: Phase::Idle }
+    }
+
+    fn reply<H: Host>(&mut self, host: &H, reply: &Reply) -> Flow {
+        self.send_reply(host, reply);
+        self.phase = Phase::Replied;
+        Flow::Pause
+    }
+
+    /// Sends `reply` as the response, leaving the stream's phase alone (a forwarded attempt is
+    /// still closed in `on_log`).
+    fn send_reply<H: Host>(&self, host: &H, reply: &Reply) {
+        if let Some(cfg) = &self.config {
+            self.vm.with_metrics(cfg, |m| metrics::rejected(&mut m.sink, reply.error.code));
+        }
+        let body = reply.error.body();
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        headers.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        if let Err(status) = host.send_reply(reply.error.status, headers, &body) {
+            log::error!("llm-router: sending a {} reply failed: {status:?}", reply.error.status);
+        }
+    }
+
+    /// Answers the model list or the health report (GET/HEAD; Envoy drops the body for HEAD).
+    fn local<H: Host>(&mut self, host: &H, cfg: &RouterConfig, local: LocalReply) -> Flow {
+        let health;
+        let body: &[u8] = match local {
+            LocalReply::Models => &cfg.models_body,
+            LocalReply::Health => {
+                health = health_report::body(cfg, &health_report::read(cfg, host.shared()), host.now_ms());
+                &health
+            }
+        };
+        let headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+        if let Err(status) = host.send_reply(200, headers, body) {
+            log::error!("llm-router: sending a local {local:?} reply failed: {status:?}");
+        }
+        self.phase = Phase::Replied;
+        Flow::Pause
+    }
+
+    /// Applies the plan to the request headers and body; false if either could not be set.
+    ///
+    /// All header changes go to the host in one call: the headers read in the headers phase,
+    /// minus what the header policy drops or the plan replaces, plus the plan's (one `set_map`
+    /// instead of ~8 single writes; `pipeline::headers::merge`).
+    fn apply<H: Host>(host: &H, fwd: &Forward<'_>, headers: &[(String, String)], body_size: usize) -> bool {
+        let per_try = fwd.per_try_timeout_ms.map(|ms| ms.to_string());
+        let length = fwd.body.as_ref().map(|b| b.len().to_string());
+        let mut set: Vec<(&str, &str)> = Vec::with_capacity(8);
+        set.push((fwd.cluster_header, fwd.cluster));
+        set.push((":authority", fwd.authority));
+        set.push((":path", &fwd.path));
+        if let Some(state) = &fwd.state {
+            set.push((STATE_HEADER, state));
+        }
+        if let Some(auth) = fwd.auth {
+            set.push((&auth.name, &auth.value));
+        }
+        if let Some(v) = fwd.anthropic_version {
+            set.push(("anthropic-version", v));
+        }
+        if let Some(ms) = &per_try {
+            set.push((PER_TRY_TIMEOUT_HEADER, ms));
+        }
+        if let Some(len) = &length {
+            // Envoy does not fix content-length after a body rewrite; a stale one corrupts
+            // the pooled upstream connection.
+            set.push(("content-length", len));
+        }
+        let map = headers::merge(headers, fwd.cluster_header, fwd.stale_auth, set);
+        if let Err(status) = host.set_request_headers(map) {
+            log::error!("llm-router: replacing the request headers failed: {status:?}");
+            return false;
+        }
+        if let Some(new_body) = &fwd.body {
+            if let Err(status) = host.set_request_body(body_size, new_body) {
+                log::error!("llm-router: replacing the request body failed: {status:?}");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn record<H: Host>(&self, host: &H, cfg: &RouterConfig, failed: FailedAttempt, now: u64) {
+        let Some(dep) = cfg.table.deployments.get(failed.deployment_index) else { return };
+        let class = failed.class;
+        let result = outcome::record(host.shared(), cfg, failed.deployment_index, class, failed.retry_after_ms, now);
+        // ---- metrics: failed attempt (cooldown started → gauge 1 now, not at the next tick) ----
+        self.vm.with_metrics(cfg, |m| {
+            metrics::failed(&mut m.sink, &dep.group, &dep.id, class, result.as_ref().ok());
+            if result.as_ref().is_ok_and(|r| r.cooled_until_ms.is_some()) {
+                m.cooling.mark_cooling(failed.deployment_index);
+            }
+        });
+        match result {
+            Ok(r) => match r.cooled_until_ms {
+                Some(until) => log::info!(
+                    "llm-router: deployment {} of {} cooling for {} ms after {class} ({} failure(s) this window)",
+                    dep.id,
+                    dep.group,
+                    until.saturating_sub(now),
+                    r.fails_in_window
+                ),
+                None => log::debug!("llm-router: deployment {} failed with {class} ({} this window)", dep.id, r.fails_in_window),
+            },
+            Err(_) => log::warn!("llm-router: recording a {class} failure of deployment {} failed", dep.id),
+        }
+    }
+
+    pub fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Flow {
+        let Some(cfg) = self.config.clone() else { return Flow::Continue };
+        let headers = match host.request_headers() {
+            Ok(h) => h,
+            Err(status) => {
+                // Unread headers cannot be sanitised: passing the request on could forward a
+                // client's cluster header or attempt state (the trust boundary fails closed).
+                log::warn!("llm-router: reading request headers failed: {status:?}");
+                return self.reply(host, &internal_error("could not read the request headers"));
+            }
+        };
+        let mut head = RequestHead::default();
+        let mut creds = ClientCredentials::default();
+        for (name, value) in &headers {
+            match name.as_str() {
+                ":method" => head.method = value,
+                ":path" => head.path = value,
+                ":authority" => head.authority = value,
+                "content-type" => head.content_type = Some(value),
+                "content-length" => head.content_length = Some(value),
+                "anthropic-version" => head.has_anthropic_version = true,
+                "x-envoy-original-url" => {
+                    head.internal_redirect = true;
+                    head.original_url = Some(value);
+                }
+                TAGS_HEADER => head.tags = Some(value),
+                "authorization" => creds.authorization = Some(value),
+                "api-key" => creds.api_key = Some(value),
+                "x-api-key" => creds.x_api_key = Some(value),
+                _ => {}
+            }
+        }
+        head.credentials = creds;
+        log::trace!("llm-router: request {:?} {:?} (redirected: {})", head.method, head.path, head.internal_redirect);
+        let decision = {
+            let Ok(mut spent) = self.vm.spent.try_borrow_mut() else {
+                return self.reply(host, &internal_error("llm-router is busy"));
+            };
+            // Only a replay's state has a deadline to check: no clock read for any other request.
+            let now_ms = if head.internal_redirect { host.now_ms() } else { 0 };
+            let mut replay = ReplayCheck { key: self.vm.key, now_ms, spent: &mut spent };
+            request::on_head(&cfg, &head, &mut replay)
+        };
+        match decision {
+            HeadDecision::PassThrough => {
+                // Not ours to route, but the router's own headers never travel on: no client
+                // picks a cluster, forges attempt state or poses as the redirector on any route.
+                for name in headers::internal_present(&headers, &cfg.envoy.cluster_header) {
+                    if let Err(status) = host.remove_request_header(name) {
+                        log::warn!("llm-router: removing internal header {name} failed: {status:?}");
+                        return self.reply(host, &internal_error("could not sanitise the request headers"));
+                    }
+                }
+                Flow::Continue
+            }
+            HeadDecision::Reject(reply) => self.reply(host, &reply),
+            HeadDecision::Local(local) => self.local(host, &cfg, local),
+            HeadDecision::ReadBody(pending) => {
+                self.phase = Phase::Buffering { pending: *pending, headers };
+                if end_of_stream {
+                    // No body at all: answer now, there will be no body callback.
+                    return self.route(host, Some(0));
+                }
+                Flow::Pause
+            }
+        }
+    }
+
+    pub fn on_request_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Flow {
+        if !matches!(self.phase, Phase::Buffering { .. }) {
+            return Flow::Continue;
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        self.route(host, Some(body_size))
+    }
+
+    /// Request trailers end the request (HTTP/2, or HTTP/1 with `enable_trailers`): its last body
+    /// callback had no end of stream, so the body phase runs here. Continuing without it would
+    /// send the paused request on as the client wrote it: unrouted, with the gateway key and the
+    /// client's `x-llm-router-*` headers (and, without Envoy's early header mutation, to a
+    /// cluster the client's cluster header names).
+    pub fn on_request_trailers<H: Host>(&mut self, host: &H) -> Flow {
+        if !matches!(self.phase, Phase::Buffering { .. }) {
+            return Flow::Continue;
+        }
+        self.route(host, None)
+    }
+
+    /// The body phase, once the whole body is buffered: `body_size` as the last body callback
+    /// gave it, or None at the trailers (then the whole buffered body is read).
+    fn route<H: Host>(&mut self, host: &H, body_size: Option<usize>) -> Flow {
+        let Phase::Buffering { pending, headers } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return Flow::Continue;
+        };
+        let pending = &pending;
+        let Some(cfg) = self.config.clone() else { return Flow::Continue };
+        let body = match host.request_body(body_size.unwrap_or(usize::MAX)) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(status) => {
+                // Not the client's fault: an unread body must not be judged (400) as if empty.
+                log::warn!("llm-router: reading the request body failed: {status:?}");
+                return self.reply(host, &internal_error("llm-router could not read the request body"));
+            }
+        };
+        let body_size = body_size.unwrap_or(body.len());
+        let now = host.now_ms();
+        let decision = {
+            let (Ok(mut cache), Ok(mut rng)) = (self.vm.cooldowns.try_borrow_mut(), self.vm.rng.try_borrow_mut()) else {
+                return self.reply(host, &internal_error("llm-router is busy"));
+            };
+            let cooling = cache.refresh(host.shared(), &cfg);
+            let live = StoreStats { store: host.shared(), table: &cfg.table, now_ms: now, latency_ttl_ms: stats::latency_ttl_ms(&cfg.router) };
+            let mut env = Env { cooling, stats: &live, now_ms: now, rng: &mut rng, key: self.vm.key };
+            request::on_body(&cfg, pending, &body, &mut env)
+        };
+        let previous = decision.failed.map(|f| f.deployment_index);
+        if let Some(failed) = decision.failed {
+            self.record(host, &cfg, failed, now);
+        }
+        let fwd = match decision.action {
+            Ok(f) => f,
+            Err(reply) => return self.reply(host, &reply),
+        };
+        if !Self::apply(host, &fwd, &headers, body_size) {
+            return self.reply(host, &internal_error("llm-router could not rewrite the request"));
+        }
+        log::debug!(
+            "llm-router: {} → deployment {} ({}) via {}, attempt {}",
+            fwd.group,
+            fwd.deployment.id,
+            fwd.deployment.provider.name,
+            fwd.cluster,
+            fwd.attempts
+        );
+        if cfg.envoy.access_log_properties {
+            // Once per pass: each pass of a failover writes its own access-log line.
+            for (name, value) in log_props::routing(&fwd) {
+                set_property(host, name, &value);
+            }
+        }
+        let track = Track::for_deployment(&cfg.router, fwd.deployment);
+        let attempt = if track.any() {
+            let a = stats::on_start(host.shared(), &fwd.deployment.id, now, fwd.input_tokens, track);
+            if a.start_failed() {
+                log::warn!("llm-router: recording the start of an attempt on {} failed", fwd.deployment.id);
+            }
+            a
+        } else {
+            Attempt::untracked(now)
+        };
+        // ---- metrics: attempt forwarded (in_flight +1, released in on_log) ----
+        self.vm.with_metrics(&cfg, |m| {
+            let previous_group = previous.and_then(|i| cfg.table.deployments.get(i)).map(|d| d.group.as_str());
+            let group = fwd.deployment.group.as_str();
+            let pass = Pass::classify(fwd.attempts, previous_group, group, fwd.fallback_from.as_deref());
+            metrics::forwarded(&mut m.sink, group, &fwd.deployment.id, pass);
+        });
+        self.phase = Phase::Forwarded(Sent {
+            index: fwd.deployment_index,
+            attempts: fwd.attempts,
+            fallback_from: fwd.fallback_from,
+            start_ms: now,
+            try_budget_ms: fwd.per_try_timeout_ms,
+            stream: fwd.stream,
+            attempt,
+            usage: None,
+            first_byte_ms: None,
+            outcome: None,
+        });
+        Flow::Continue
+    }
+
+    pub fn on_response_headers<H: Host>(&mut self, host: &H) -> Flow {
+        let Phase::Forwarded(sent) = &mut self.phase else { return Flow::Continue };
+        let Some(cfg) = self.config.clone() else { return Flow::Continue };
+        let Some(dep) = cfg.table.deployments.get(sent.index) else { return Flow::Continue };
+        set_response_header(host, DEPLOYMENT_HEADER, Some(&dep.id));
+        set_response_header(host, GROUP_HEADER, Some(&dep.group));
+        set_response_header(host, ATTEMPTS_HEADER, Some(&sent.attempts.to_string()));
+        if let Some(from) = &sent.fallback_from {
+            set_response_header(host, FALLBACK_FROM_HEADER, Some(from));
+        }
+        let status = response_header(host, ":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let now = host.now_ms();
+        let location = if response::needs_location(status) { response_header(host, "location") } else { None };
+        let redirector = status >= 300 && response_header(host, REDIRECTOR_HEADER).is_some();
+        let details = if response::needs_details(status) {
+            host.property(&["response", "code_details"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
+        } else {
+            None
+        };
+        let facts = ResponseFacts {
+            status,
+            location: location.as_deref(),
+            redirector,
+            details: details.as_deref(),
+            elapsed_ms: now.saturating_sub(sent.start_ms),
+            try_budget_ms: sent.try_budget_ms,
+            wildcard_group: cfg.table.group_index(&dep.group).and_then(|g| cfg.table.groups.get(g)).is_some_and(|g| g.is_wildcard()),
+        };
+        let verdict = response::judge(&facts);
+        if verdict.refuse_redirect {
+            log::info!("llm-router: deployment {} answered a {status} redirect; refused (never followed with its key)", dep.id);
+            sent.outcome = Some(Outcome::Failed);
+            self.send_reply(host, &Reply::from(ApiError::redirect_refused()));
+            return Flow::Pause;
+        }
+        if status >= 400 {
+            log::debug!("llm-router: attempt on {} answered {status} ({:?}): {:?}", dep.id, facts.details, verdict.record);
+        }
+        if let Some(real) = verdict.unwrap_failover {
+            set_response_header(host, ":status", Some(&real.to_string()));
+            set_response_header(host, "location", None);
+        }
+        if redirector {
+            set_response_header(host, REDIRECTOR_HEADER, None);
+        }
+        sent.outcome = verdict.outcome;
+        if verdict.outcome == Some(Outcome::Success) {
+            // Token usage for the strategy's statistics, the token metrics and/or the access log.
+            if log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body())
+                && response_header(host, "content-encoding").is_none()
+            {
+                sent.usage = Some(UsageTracker::for_content_type(response_header(host, "content-type").as_deref()));
+            }
+            return Flow::Continue;
+        }
+        let Some(class) = verdict.record else { return Flow::Continue };
+        let retry_after =
+            parse_retry_after(response_header(host, "retry-after").as_deref(), response_header(host, "retry-after-ms").as_deref(), now);
+        let failed = FailedAttempt { deployment_index: sent.index, class, retry_after_ms: retry_after };
+        self.record(host, &cfg, failed, now);
+        Flow::Continue
+    }
+
+    pub fn on_response_body<H: Host>(&mut self, host: &H, body_size: usize) -> Flow {
+        let Phase::Forwarded(sent) = &mut self.phase else { return Flow::Continue };
+        if sent.first_byte_ms.is_none() && body_size > 0 {
+            sent.first_byte_ms = Some(host.now_ms());
+        }
+        if let Some(tracker) = &mut sent.usage {
+            match host.response_body(body_size) {
+                Ok(Some(chunk)) => tracker.feed(&chunk),
+                Ok(None) => {}
+                Err(status) => log::debug!("llm-router: reading a response chunk failed: {status:?}"),
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Closes the forwarded attempt: once per stream, whatever the ending (a failover pass ends
+    /// here at its redirect). The phase is taken, so a second call does nothing.
+    pub fn on_log<H: Host>(&mut self, host: &H) {
+        let Phase::Forwarded(mut sent) = std::mem::replace(&mut self.phase, Phase::Idle) else { return };
+        let Some(cfg) = self.config.clone() else { return };
+        // The response's token usage, read once for the access log, the metrics and the statistics.
+        let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
+        if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties && cfg.envoy.access_log_tokens) {
+            // Envoy runs the filter's on_log before the access loggers: these reach the line.
+            for (name, value) in log_props::tokens(u) {
+                set_property(host, name, &value);
+            }
+        }
+        let stats_open = sent.attempt.open() || sent.attempt.track.latency;
+        if !stats_open && !cfg.envoy.metrics {
+            return;
+        }
+        let Some(dep) = cfg.table.deployments.get(sent.index) else { return };
+        let now = host.now_ms();
+        let latency_ms = now.saturating_sub(sent.start_ms);
+        let ttft_ms = sent.first_byte_ms.filter(|_| sent.stream).map(|t| t.saturating_sub(sent.start_ms));
+        // ---- metrics: attempt finished (in_flight -1, duration, ttft, tokens) ----
+        self.vm.with_metrics(&cfg, |m| {
+            let done = metrics::Finished { duration_ms: latency_ms, ttft_ms, usage };
+            metrics::finished(&mut m.sink, &dep.group, &dep.id, &done);
+        });
+        if !stats_open {
+            return;
+        }
+        let finish = Finish { latency_ms, ttft_ms, usage, in_flight_release: true, outcome: sent.outcome.unwrap_or(Outcome::Failed) };
+        if stats::on_finish(host.shared(), &dep.id, now, &mut sent.attempt, &finish).is_err() {
+            log::warn!("llm-router: recording the end of an attempt on {} failed", dep.id);
+        }
+    }
+}
+
+fn set_response_header<H: Host>(host: &H, name: &str, value: Option<&str>) {
+    if let Err(status) = host.set_response_header(name, value) {
+        log::warn!("llm-router: setting response header {name} failed: {status:?}");
+    }
+}
+
+/// One filter-state property (`wasm.<name>` in Envoy; see `pipeline::log_props`).
+fn set_property<H: Host>(host: &H, name: &str, value: &str) {
+    if let Err(status) = host.set_property(name, value.as_bytes()) {
+        log::debug!("llm-router: setting property {name} failed: {status:?}");
+    }
+}
+
+fn response_header<H: Host>(host: &H, name: &str) -> Option<String> {
+    host.response_header(name).ok().flatten()
+}
