@@ -1,8 +1,9 @@
 //! Where a deployment's requests go: Envoy cluster, `:authority` and base path, from `api_base`.
 //!
-//! The cluster defaults to Istio's ServiceEntry naming, `outbound|<port>||<host>`, so the filter
-//! works unchanged in a mesh where each provider host is a ServiceEntry; plain Envoy users either
-//! name their clusters that way or set `cluster` on the deployment.
+//! The cluster defaults to Istio's ServiceEntry naming, `outbound|<port>||<host>`: the cluster a
+//! ServiceEntry for the host gives an Istio gateway (`llm-router istio` emits those and the routes
+//! to them); plain Envoy users either name their clusters that way or set `cluster` on the
+//! deployment.
 
 /// The parts of an `api_base` URL the router needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -59,7 +59,9 @@ impl HostSink {
 
     fn increment(&mut self, key: &MetricKey<'_>, delta: i64) {
         if let Some(id) = self.id(key) {
-            if hostcalls::increment_metric(id, delta).is_err() {
+            // Envoy refuses an increment by 0 (e.g. no output tokens for an embedding): the stat
+            // exists once defined; there is nothing to add.
+            if delta != 0 && hostcalls::increment_metric(id, delta).is_err() {
                 self.failed("increment_metric", key);
             }
         }

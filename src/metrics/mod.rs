@@ -9,7 +9,7 @@
 //! Istio scrapes it. Labels are not part of proxy-wasm's metric API, so they ride in the stat
 //! name (see [`encode`]).
 
-mod catalogue;
+pub(crate) mod catalogue;
 mod encode;
 mod events;
 mod sink;
