@@ -11,9 +11,9 @@
 //!   over merged ones), anchors and aliases;
 //! - one document only (`safe_load` refuses a second one); unknown tags are refused.
 //!
-//! Unlike PyYAML, a key written twice in one mapping is reported (with both lines): PyYAML
-//! silently keeps the last one, which is how deployments get lost. The tree still keeps the last
-//! value, as LiteLLM would.
+//! A key written twice in one mapping (at any depth) is loaded as PyYAML loads it — the last value
+//! wins, at the first key's place — and reported as a warning naming both lines: PyYAML keeps the
+//! last one silently, which is how deployments get lost.
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, StrInput, Tag};
 use std::collections::HashMap;
@@ -94,6 +94,8 @@ pub enum Schema {
 pub struct Parsed {
     pub root: Option<Node>,
     pub errors: Vec<Problem>,
+    /// Loaded as PyYAML loads it, but worth telling (duplicate keys).
+    pub warnings: Vec<Problem>,
 }
 
 /// The type of a plain scalar, by the YAML 1.1 rules.
@@ -118,6 +120,7 @@ pub fn parse(text: &str, file: usize, schema: Schema) -> Parsed {
         anchors: HashMap::new(),
         nodes: 0,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let root = match b.document() {
         Ok(root) => root,
@@ -126,7 +129,7 @@ pub fn parse(text: &str, file: usize, schema: Schema) -> Parsed {
             None
         }
     };
-    Parsed { root, errors: b.errors }
+    Parsed { root, errors: b.errors, warnings: b.warnings }
 }
 
 struct Builder<'a> {
@@ -136,6 +139,7 @@ struct Builder<'a> {
     anchors: HashMap<usize, (Node, usize)>,
     nodes: usize,
     errors: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl<'a> Builder<'a> {
@@ -281,11 +285,11 @@ impl<'a> Builder<'a> {
             let entry = Entry { key: name, key_loc: key.loc, value };
             match explicit.iter_mut().find(|e| e.key == entry.key) {
                 Some(first) => {
-                    self.errors.push(Problem {
+                    self.warnings.push(Problem {
                         loc: entry.key_loc,
                         message: format!(
-                            "duplicate key `{}` (first at line {}); LiteLLM would silently keep only this last one",
-                            entry.key, first.key_loc.line
+                            "duplicate key `{}` (first at line {}, again at line {}); LiteLLM keeps only this last one",
+                            entry.key, first.key_loc.line, entry.key_loc.line
                         ),
                     });
                     first.value = entry.value;
@@ -644,11 +648,23 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_reported_with_lines() {
-        let (r, errors) = root("a: 1\nb: 2\na: 3\n");
-        assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].loc.line, 3);
-        assert!(errors[0].message.contains("first at line 1"), "{}", errors[0].message);
+        // PyYAML: the last value wins, at the first key's place; we load the same and warn.
+        let p = parse("a: 1\nb: 2\na: 3\nc:\n  d: 1\n  d: [x]\n", 0, Schema::Yaml11);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let lines: Vec<(usize, &str)> = p.warnings.iter().map(|w| (w.loc.line, w.message.as_str())).collect();
+        assert_eq!(
+            lines,
+            [
+                (3, "duplicate key `a` (first at line 1, again at line 3); LiteLLM keeps only this last one"),
+                (6, "duplicate key `d` (first at line 5, again at line 6); LiteLLM keeps only this last one")
+            ]
+        );
+        let r = p.root.as_ref();
+        let Some(Node { kind: Kind::Map(top), .. }) = r else { panic!("{r:?}") };
+        assert_eq!(top.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(r.and_then(|r| r.get("a").map(|n| n.kind.clone())), Some(Kind::Int(3)));
+        let d = r.and_then(|r| r.get("c")).and_then(|c| c.get("d")).map(|n| n.kind.clone());
+        assert!(matches!(d, Some(Kind::Seq(_))), "{d:?}");
     }
 
     #[test]
