@@ -9,7 +9,10 @@
 //!   so they are kept as the text the user wrote;
 //! - `<<:` merge keys (a mapping, or a list of mappings where earlier ones win; explicit keys win
 //!   over merged ones), anchors and aliases;
-//! - one document only (`safe_load` refuses a second one); unknown tags are refused.
+//! - one document only (`safe_load` refuses a second one); unknown tags are refused;
+//! - no indentation inside flow collections: PyYAML reads `fallbacks: [` / `{...}` / `]` with the
+//!   lines (or the closing bracket) at the key's column or less; saphyr-parser (YAML 1.2) does
+//!   not, so those lines are re-read indented (see [`parse`]).
 //!
 //! A key written twice in one mapping (at any depth) is loaded as PyYAML loads it — the last value
 //! wins, at the first key's place — and reported as a warning naming both lines: PyYAML keeps the
@@ -113,27 +116,90 @@ const MAX_DEPTH: usize = 256;
 const MAX_NODES: usize = 2_000_000;
 
 pub fn parse(text: &str, file: usize, schema: Schema) -> Parsed {
+    let first = attempt(text, file, schema, &HashMap::new());
+    let mut out = first.parsed;
+    // PyYAML ignores indentation inside flow collections (`fallbacks: [` ... `  ]` with the `]`
+    // at the key's column); saphyr-parser, following YAML 1.2, refuses lines there that are not
+    // indented past the enclosing block. Such lines are re-read indented past the outermost open
+    // bracket — which changes nothing else, as leading spaces inside flow collections (and in
+    // their quoted scalars' continuation lines) are not content — and positions are mapped back.
+    let mut blocked = first.flow_indent_error;
+    let mut shift: HashMap<usize, usize> = HashMap::new();
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    for _ in 0..256 {
+        let Some((open_line, open_col, error_line)) = blocked else { break };
+        let pad = open_col + 1;
+        let mut changed = false;
+        for line in open_line + 1..=error_line {
+            if shift.contains_key(&line) {
+                continue;
+            }
+            if let Some(l) = lines.get_mut(line - 1) {
+                l.insert_str(0, &" ".repeat(pad));
+                shift.insert(line, pad);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+        // The padding changes no content, so a later attempt's error is the file's next real one.
+        let next = attempt(&lines.join("\n"), file, schema, &shift);
+        out = next.parsed;
+        blocked = next.flow_indent_error;
+    }
+    out
+}
+
+struct Attempt {
+    parsed: Parsed,
+    /// The parse stopped at an indentation error inside a flow collection: (line, column) of the
+    /// outermost open bracket (1-based line, 0-based column) and the error's line.
+    flow_indent_error: Option<(usize, usize, usize)>,
+}
+
+fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize>) -> Attempt {
     let mut b = Builder {
         parser: Parser::new_from_str(text),
+        lines: text.split('\n').collect(),
+        shift: shift.clone(),
+        error_line: 0,
         file,
         schema,
         anchors: HashMap::new(),
         nodes: 0,
+        flows: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
+    let mut flow_indent_error = None;
     let root = match b.document() {
         Ok(root) => root,
         Err(p) => {
+            let raw_line = b.error_line;
+            if p.message.starts_with("invalid YAML: invalid indentation") {
+                if let Some(&(line, col)) = b.flows.first() {
+                    if raw_line > line {
+                        flow_indent_error = Some((line, col, raw_line));
+                    }
+                }
+            }
             b.errors.push(p);
             None
         }
     };
-    Parsed { root, errors: b.errors, warnings: b.warnings }
+    Attempt { parsed: Parsed { root, errors: b.errors, warnings: b.warnings }, flow_indent_error }
 }
 
 struct Builder<'a> {
     parser: Parser<'a, StrInput<'a>>,
+    lines: Vec<&'a str>,
+    /// Spaces added in front of a line (1-based) to read it (see [`parse`]).
+    shift: HashMap<usize, usize>,
+    /// The (unmapped) line of the syntax error that stopped the parse.
+    error_line: usize,
+    /// The open flow collections: (line, column) of their brackets.
+    flows: Vec<(usize, usize)>,
     file: usize,
     schema: Schema,
     anchors: HashMap<usize, (Node, usize)>,
@@ -143,14 +209,20 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn loc(&self, span: &Span) -> Loc {
-        Loc { file: self.file, line: span.start.line(), col: span.start.col() + 1 }
+    fn at(&self, line: usize, col: usize) -> Loc {
+        let shift = self.shift.get(&line).copied().unwrap_or(0);
+        Loc { file: self.file, line, col: col.saturating_sub(shift) + 1 }
     }
 
-    fn scan_error(&self, e: &ScanError) -> Problem {
+    fn loc(&self, span: &Span) -> Loc {
+        self.at(span.start.line(), span.start.col())
+    }
+
+    fn scan_error(&mut self, e: &ScanError) -> Problem {
         let m = e.marker();
+        self.error_line = m.line();
         Problem {
-            loc: Loc { file: self.file, line: m.line(), col: m.col() + 1 },
+            loc: self.at(m.line(), m.col()),
             message: format!("invalid YAML: {}", e.info()),
         }
     }
@@ -219,6 +291,7 @@ impl<'a> Builder<'a> {
             Event::SequenceStart(anchor, tag) => {
                 self.count(1, &span)?;
                 self.collection_tag(tag.as_deref(), "seq", loc);
+                let flow = self.open_flow(&span);
                 let mut items = Vec::new();
                 loop {
                     let (ev, span) = self.next()?;
@@ -227,12 +300,19 @@ impl<'a> Builder<'a> {
                     }
                     items.push(self.node(ev, span, depth + 1)?);
                 }
+                if flow {
+                    self.flows.pop();
+                }
                 (Node { kind: Kind::Seq(items), loc }, anchor)
             }
             Event::MappingStart(anchor, tag) => {
                 self.count(1, &span)?;
                 self.collection_tag(tag.as_deref(), "map", loc);
+                let flow = self.open_flow(&span);
                 let kind = self.mapping(depth)?;
+                if flow {
+                    self.flows.pop();
+                }
                 (Node { kind, loc }, anchor)
             }
             _ => return Err(Problem { loc, message: "invalid YAML: unexpected event".into() }),
@@ -242,6 +322,17 @@ impl<'a> Builder<'a> {
             self.anchors.insert(anchor, (node.clone(), size));
         }
         Ok(node)
+    }
+
+    /// Notes a flow collection (its event starts at its bracket) as open; true when it is one.
+    fn open_flow(&mut self, span: &Span) -> bool {
+        let (line, col) = (span.start.line(), span.start.col());
+        let bracket = line.checked_sub(1).and_then(|l| self.lines.get(l)).and_then(|l| l.chars().nth(col));
+        let flow = matches!(bracket, Some('[' | '{'));
+        if flow {
+            self.flows.push((line, col));
+        }
+        flow
     }
 
     fn collection_tag(&mut self, tag: Option<&Tag>, expected: &str, loc: Loc) {
@@ -665,6 +756,28 @@ mod tests {
         assert_eq!(r.and_then(|r| r.get("a").map(|n| n.kind.clone())), Some(Kind::Int(3)));
         let d = r.and_then(|r| r.get("c")).and_then(|c| c.get("d")).map(|n| n.kind.clone());
         assert!(matches!(d, Some(Kind::Seq(_))), "{d:?}");
+    }
+
+    #[test]
+    fn flow_collections_ignore_indentation_as_pyyaml_does() {
+        // The closing bracket at the key's column, at column 0, items at the key's column.
+        for text in [
+            "router_settings:\n  fallbacks: [\n    {\"a\": [\"b\"]}\n  ]\n",
+            "router_settings:\n  fallbacks: [\n    {\"a\": [\"b\"]}\n]\n",
+            "router_settings:\n  fallbacks: [\n  {\"a\": [\"b\"]}, # c\n  ]\n",
+        ] {
+            let (r, errors) = root(text);
+            assert!(errors.is_empty(), "{text:?}: {errors:?}");
+            let f = r.as_ref().and_then(|r| r.get("router_settings")).and_then(|s| s.get("fallbacks"));
+            let Some(Node { kind: Kind::Seq(items), .. }) = f else { panic!("{text:?}: {f:?}") };
+            assert_eq!(items.len(), 1);
+            // Positions are those of the file as written.
+            assert_eq!((items[0].loc.line, items[0].loc.col), (3, if text.contains("\n  {") { 3 } else { 5 }), "{text:?}");
+        }
+        // A real error after such a line keeps its own position.
+        let (r, errors) = root("a:\n  b: [\n  1,\n  ]\n c: 2\n");
+        assert!(r.is_none());
+        assert_eq!(errors[0].loc.line, 5, "{errors:?}");
     }
 
     #[test]
