@@ -117,15 +117,16 @@ const MAX_NODES: usize = 2_000_000;
 
 pub fn parse(text: &str, file: usize, schema: Schema) -> Parsed {
     let first = attempt(text, file, schema, &HashMap::new());
-    let mut out = first.parsed;
     // PyYAML ignores indentation inside flow collections (`fallbacks: [` ... `  ]` with the `]`
     // at the key's column); saphyr-parser, following YAML 1.2, refuses lines there that are not
     // indented past the enclosing block. Such lines are re-read indented past the outermost open
     // bracket — which changes nothing else, as leading spaces inside flow collections (and in
     // their quoted scalars' continuation lines) are not content — and positions are mapped back.
+    // The re-read is kept only when every line it indented lies inside a flow collection.
     let mut blocked = first.flow_indent_error;
     let mut shift: HashMap<usize, usize> = HashMap::new();
     let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let mut last: Option<Attempt> = None;
     for _ in 0..256 {
         let Some((open_line, open_col, error_line)) = blocked else { break };
         let pad = open_col + 1;
@@ -143,12 +144,35 @@ pub fn parse(text: &str, file: usize, schema: Schema) -> Parsed {
         if !changed {
             break;
         }
-        // The padding changes no content, so a later attempt's error is the file's next real one.
         let next = attempt(&lines.join("\n"), file, schema, &shift);
-        out = next.parsed;
         blocked = next.flow_indent_error;
+        last = Some(next);
     }
-    out
+    // Every indented line must lie in a flow collection (closed, or still open at the error).
+    let in_flow = |a: &Attempt, l: usize| a.flow_lines.iter().any(|&(o, c)| o < l && l <= c) || a.open_flows.iter().any(|&(o, _)| o < l);
+    match last {
+        Some(next) if shift.keys().all(|&l| in_flow(&next, l)) => next.parsed,
+        _ => first.parsed,
+    }
+}
+
+/// The line and column of the bracket still open at the end of line `before` (1-based), looking
+/// back from it: a guess (brackets in quotes count too) that [`parse`] verifies.
+fn open_bracket(lines: &[&str], before: usize) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    for line in (1..=before).rev() {
+        let text = lines.get(line - 1)?;
+        let chars: Vec<char> = text.chars().collect();
+        for (col, c) in chars.iter().enumerate().rev() {
+            match c {
+                ']' | '}' => depth += 1,
+                '[' | '{' if depth == 0 => return Some((line, col)),
+                '[' | '{' => depth -= 1,
+                _ => {}
+            }
+        }
+    }
+    None
 }
 
 struct Attempt {
@@ -156,6 +180,10 @@ struct Attempt {
     /// The parse stopped at an indentation error inside a flow collection: (line, column) of the
     /// outermost open bracket (1-based line, 0-based column) and the error's line.
     flow_indent_error: Option<(usize, usize, usize)>,
+    /// The flow collections read: (line of the opening bracket, line of the closing one).
+    flow_lines: Vec<(usize, usize)>,
+    /// The flow collections open when a syntax error stopped the parse.
+    open_flows: Vec<(usize, usize)>,
 }
 
 fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize>) -> Attempt {
@@ -169,6 +197,7 @@ fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize
         anchors: HashMap::new(),
         nodes: 0,
         flows: Vec::new(),
+        flow_lines: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -178,7 +207,9 @@ fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize
         Err(p) => {
             let raw_line = b.error_line;
             if p.message.starts_with("invalid YAML: invalid indentation") {
-                if let Some(&(line, col)) = b.flows.first() {
+                // The scanner may stop before the parser has seen the bracket: then guess it.
+                let open = b.flows.first().copied().or_else(|| open_bracket(&b.lines, raw_line.saturating_sub(1)));
+                if let Some((line, col)) = open {
                     if raw_line > line {
                         flow_indent_error = Some((line, col, raw_line));
                     }
@@ -188,7 +219,7 @@ fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize
             None
         }
     };
-    Attempt { parsed: Parsed { root, errors: b.errors, warnings: b.warnings }, flow_indent_error }
+    Attempt { parsed: Parsed { root, errors: b.errors, warnings: b.warnings }, flow_indent_error, flow_lines: b.flow_lines, open_flows: b.flows }
 }
 
 struct Builder<'a> {
@@ -200,6 +231,7 @@ struct Builder<'a> {
     error_line: usize,
     /// The open flow collections: (line, column) of their brackets.
     flows: Vec<(usize, usize)>,
+    flow_lines: Vec<(usize, usize)>,
     file: usize,
     schema: Schema,
     anchors: HashMap<usize, (Node, usize)>,
@@ -293,26 +325,22 @@ impl<'a> Builder<'a> {
                 self.collection_tag(tag.as_deref(), "seq", loc);
                 let flow = self.open_flow(&span);
                 let mut items = Vec::new();
-                loop {
+                let end = loop {
                     let (ev, span) = self.next()?;
                     if matches!(ev, Event::SequenceEnd) {
-                        break;
+                        break span;
                     }
                     items.push(self.node(ev, span, depth + 1)?);
-                }
-                if flow {
-                    self.flows.pop();
-                }
+                };
+                self.close_flow(flow, &end);
                 (Node { kind: Kind::Seq(items), loc }, anchor)
             }
             Event::MappingStart(anchor, tag) => {
                 self.count(1, &span)?;
                 self.collection_tag(tag.as_deref(), "map", loc);
                 let flow = self.open_flow(&span);
-                let kind = self.mapping(depth)?;
-                if flow {
-                    self.flows.pop();
-                }
+                let (kind, end) = self.mapping(depth)?;
+                self.close_flow(flow, &end);
                 (Node { kind, loc }, anchor)
             }
             _ => return Err(Problem { loc, message: "invalid YAML: unexpected event".into() }),
@@ -345,13 +373,21 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn mapping(&mut self, depth: usize) -> Result<Kind, Problem> {
+    fn close_flow(&mut self, flow: bool, end: &Span) {
+        if flow {
+            if let Some((line, _)) = self.flows.pop() {
+                self.flow_lines.push((line, end.start.line()));
+            }
+        }
+    }
+
+    fn mapping(&mut self, depth: usize) -> Result<(Kind, Span), Problem> {
         let mut explicit: Vec<Entry> = Vec::new();
         let mut merged: Vec<Entry> = Vec::new();
-        loop {
+        let end = loop {
             let (ev, span) = self.next()?;
             if matches!(ev, Event::MappingEnd) {
-                break;
+                break span;
             }
             let is_merge_key = matches!(&ev, Event::Scalar(v, ScalarStyle::Plain, _, tag)
                 if v.as_ref() == "<<" && tag.as_deref().is_none_or(|t| t.is_yaml_core_schema() && t.suffix == "merge"));
@@ -387,9 +423,9 @@ impl<'a> Builder<'a> {
                 }
                 None => explicit.push(entry),
             }
-        }
+        };
         if merged.is_empty() {
-            return Ok(Kind::Map(explicit));
+            return Ok((Kind::Map(explicit), end));
         }
         for e in explicit {
             match merged.iter_mut().find(|m| m.key == e.key) {
@@ -397,7 +433,7 @@ impl<'a> Builder<'a> {
                 None => merged.push(e),
             }
         }
-        Ok(Kind::Map(merged))
+        Ok((Kind::Map(merged), end))
     }
 
     /// The entries a `<<:` value contributes: a mapping's, or a list of mappings' (earlier wins).
@@ -774,6 +810,15 @@ mod tests {
             // Positions are those of the file as written.
             assert_eq!((items[0].loc.line, items[0].loc.col), (3, if text.contains("\n  {") { 3 } else { 5 }), "{text:?}");
         }
+        // The scanner reads a flow collection that may be a key to its end before the parser sees
+        // its bracket: the bracket is found in the text, and the re-read checked.
+        let (r, errors) = root("- {\n  \"k\": [\"yes\"]\n}\n- [\n[],\n ]\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let Some(Node { kind: Kind::Seq(items), .. }) = &r else { panic!("{r:?}") };
+        assert_eq!(items.len(), 2);
+        // A block line is never re-read indented: `b:` stays an error (PyYAML's too).
+        let (r, errors) = root("a: [1]\nb: {\nc: 1\n");
+        assert!(r.is_none() && !errors.is_empty());
         // A real error after such a line keeps its own position.
         let (r, errors) = root("a:\n  b: [\n  1,\n  ]\n c: 2\n");
         assert!(r.is_none());
