@@ -10,6 +10,8 @@
 //! - `<<:` merge keys (a mapping, or a list of mappings where earlier ones win; explicit keys win
 //!   over merged ones), anchors and aliases;
 //! - one document only (`safe_load` refuses a second one); unknown tags are refused;
+//! - tabs only inside quoted and block scalars and comments: PyYAML separates tokens with spaces
+//!   only, so `timeout: 30<TAB>` does not load in LiteLLM; it is an error here too;
 //! - no indentation inside flow collections: PyYAML reads `fallbacks: [` / `{...}` / `]` with the
 //!   lines (or the closing bracket) at the key's column or less; saphyr-parser (YAML 1.2) does
 //!   not, so those lines are re-read indented (see [`parse`]).
@@ -198,12 +200,20 @@ fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize
         nodes: 0,
         flows: Vec::new(),
         flow_lines: Vec::new(),
+        verbatim: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
     let mut flow_indent_error = None;
     let root = match b.document() {
-        Ok(root) => root,
+        Ok(root) => {
+            if schema == Schema::Yaml11 {
+                if let Some(p) = b.tab(text) {
+                    b.errors.push(p);
+                }
+            }
+            root
+        }
         Err(p) => {
             let raw_line = b.error_line;
             if p.message.starts_with("invalid YAML: invalid indentation") {
@@ -232,6 +242,8 @@ struct Builder<'a> {
     /// The open flow collections: (line, column) of their brackets.
     flows: Vec<(usize, usize)>,
     flow_lines: Vec<(usize, usize)>,
+    /// Where quoted and block scalars were written (character indices, end exclusive).
+    verbatim: Vec<(usize, usize)>,
     file: usize,
     schema: Schema,
     anchors: HashMap<usize, (Node, usize)>,
@@ -317,6 +329,9 @@ impl<'a> Builder<'a> {
             }
             Event::Scalar(value, style, anchor, tag) => {
                 self.count(1, &span)?;
+                if style != ScalarStyle::Plain {
+                    self.verbatim.push((span.start.index(), span.end.index()));
+                }
                 let kind = self.scalar(&value, style, tag.as_deref(), loc);
                 (Node { kind, loc }, anchor)
             }
@@ -350,6 +365,52 @@ impl<'a> Builder<'a> {
             self.anchors.insert(anchor, (node.clone(), size));
         }
         Ok(node)
+    }
+
+    /// The first tab PyYAML refuses: it separates tokens with spaces only ("found character '\\t'
+    /// that cannot start any token"), so a tab is only allowed inside quoted and block scalars
+    /// and comments (saphyr-parser, YAML 1.2, also takes tabs as separating white space).
+    fn tab(&self, text: &str) -> Option<Problem> {
+        let (mut line, mut col) = (1, 0);
+        let chars: Vec<char> = text.chars().collect();
+        // A quoted scalar's span may take in the white space after its closing quote.
+        let mut verbatim: Vec<(usize, usize)> = self
+            .verbatim
+            .iter()
+            .map(|&(start, end)| match chars.get(start) {
+                Some(&q @ ('"' | '\'')) => {
+                    let last = chars.get(start + 1..end.min(chars.len())).and_then(|inner| inner.iter().rposition(|&c| c == q));
+                    (start, last.map_or(end, |p| start + 1 + p + 1))
+                }
+                _ => (start, end),
+            })
+            .collect();
+        verbatim.sort_unstable();
+        let mut spans = verbatim.iter().peekable();
+        let (mut comment, mut prev_blank) = (false, true);
+        for (i, &c) in chars.iter().enumerate() {
+            while spans.peek().is_some_and(|&&(_, end)| end <= i) {
+                spans.next();
+            }
+            let inside = spans.peek().is_some_and(|&&(start, end)| start <= i && i < end);
+            if c == '\n' {
+                (line, col, comment, prev_blank) = (line + 1, 0, false, true);
+                continue;
+            }
+            if !inside && !comment {
+                if c == '#' && prev_blank {
+                    comment = true;
+                } else if c == '\t' {
+                    return Some(Problem {
+                        loc: self.at(line, col),
+                        message: "invalid YAML: a tab character outside quotes, block scalars and comments, which LiteLLM's PyYAML refuses (\"found character '\\t' that cannot start any token\"); use spaces".into(),
+                    });
+                }
+            }
+            prev_blank = c == ' ' || c == '\t' || c == '\r';
+            col += 1;
+        }
+        None
     }
 
     /// Notes a flow collection (its event starts at its bracket) as open; true when it is one.
@@ -823,6 +884,24 @@ mod tests {
         let (r, errors) = root("a:\n  b: [\n  1,\n  ]\n c: 2\n");
         assert!(r.is_none());
         assert_eq!(errors[0].loc.line, 5, "{errors:?}");
+    }
+
+    #[test]
+    fn tabs_between_tokens_are_refused_as_pyyaml_refuses_them() {
+        for (text, col) in [("a: 1\t\n", 5), ("a: x\t# c\n", 5), ("a: [1,\t2]\n", 7), ("a: \"x\"\t\n", 7)] {
+            let (_, errors) = root(text);
+            assert_eq!(errors.len(), 1, "{text:?}: {errors:?}");
+            assert_eq!((errors[0].loc.line, errors[0].loc.col), (1, col), "{text:?}");
+            assert!(errors[0].message.contains("tab"), "{text:?}: {errors:?}");
+        }
+        // saphyr-parser refuses this one itself (its own message).
+        assert!(root("a:\t1\n").0.is_none());
+        // Inside quotes, block scalars and comments a tab is content (or nothing).
+        let (r, errors) = root("a: \"x\ty\"\nb: |\n  \tz\nc: 1 # \tnote\n'd\te': 'f\tg'\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(r.as_ref().and_then(|r| r.get("b")).map(|n| n.kind.clone()), Some(Kind::Str("\tz\n".into())));
+        // JSON takes tabs as white space.
+        assert!(parse("{\"a\": 1,\t\"b\": 2}\n", 0, Schema::Json).errors.is_empty());
     }
 
     #[test]
