@@ -217,8 +217,10 @@ fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize
         Err(p) => {
             let raw_line = b.error_line;
             if p.message.starts_with("invalid YAML: invalid indentation") {
-                // The scanner may stop before the parser has seen the bracket: then guess it.
-                let open = b.flows.first().copied().or_else(|| open_bracket(&b.lines, raw_line.saturating_sub(1)));
+                // The bracket still open before the error line, from the text: the parser's own
+                // record may lag (the scanner reads a flow collection that may be a key to its
+                // end before the parser sees its bracket). [`parse`] verifies the re-read.
+                let open = open_bracket(&b.lines, raw_line.saturating_sub(1)).or_else(|| b.flows.first().copied());
                 if let Some((line, col)) = open {
                     if raw_line > line {
                         flow_indent_error = Some((line, col, raw_line));
@@ -877,6 +879,12 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let Some(Node { kind: Kind::Seq(items), .. }) = &r else { panic!("{r:?}") };
         assert_eq!(items.len(), 2);
+        // A flow collection after another on an earlier line: the bracket is the one still open.
+        let (r, errors) = root("x:\n    m:\n    - {a: {b: 0}, c: 1}\n    - {\n    t: 1\n      }\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let m = r.as_ref().and_then(|r| r.get("x")).and_then(|x| x.get("m"));
+        let Some(Node { kind: Kind::Seq(items), .. }) = m else { panic!("{m:?}") };
+        assert_eq!(items.get(1).and_then(|i| i.get("t")).map(|t| t.kind.clone()), Some(Kind::Int(1)));
         // A block line is never re-read indented: `b:` stays an error (PyYAML's too).
         let (r, errors) = root("a: [1]\nb: {\nc: 1\n");
         assert!(r.is_none() && !errors.is_empty());
