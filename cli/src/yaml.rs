@@ -150,8 +150,16 @@ pub fn parse(text: &str, file: usize, schema: Schema) -> Parsed {
         blocked = next.flow_indent_error;
         last = Some(next);
     }
-    // Every indented line must lie in a flow collection (closed, or still open at the error).
-    let in_flow = |a: &Attempt, l: usize| a.flow_lines.iter().any(|&(o, c)| o < l && l <= c) || a.open_flows.iter().any(|&(o, _)| o < l);
+    // Every indented line must lie in a flow collection (closed, or still open at the error), or
+    // be one where indentation means nothing: blank, a comment, or one that starts with a closing
+    // bracket (a collection's end event can carry the position of its last item).
+    let neutral = |l: usize| {
+        let t = text.split('\n').nth(l - 1).unwrap_or("").trim_start();
+        t.is_empty() || t.starts_with(['#', ']', '}'])
+    };
+    let in_flow = |a: &Attempt, l: usize| {
+        neutral(l) || a.flow_lines.iter().any(|&(o, c)| o < l && l <= c) || a.open_flows.iter().any(|&(o, _)| o < l)
+    };
     match last {
         Some(next) if shift.keys().all(|&l| in_flow(&next, l)) => next.parsed,
         _ => first.parsed,
@@ -885,6 +893,10 @@ mod tests {
         let m = r.as_ref().and_then(|r| r.get("x")).and_then(|x| x.get("m"));
         let Some(Node { kind: Kind::Seq(items), .. }) = m else { panic!("{m:?}") };
         assert_eq!(items.get(1).and_then(|i| i.get("t")).map(|t| t.kind.clone()), Some(Kind::Int(1)));
+        // A comment after the last item, the closing bracket at column 0.
+        let (r, errors) = root("a: {\n  's': [[]],  # note\n}\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(r.as_ref().and_then(|r| r.get("a")).and_then(|a| a.get("s")).is_some(), "{r:?}");
         // A block line is never re-read indented: `b:` stays an error (PyYAML's too).
         let (r, errors) = root("a: [1]\nb: {\nc: 1\n");
         assert!(r.is_none() && !errors.is_empty());

@@ -116,6 +116,7 @@ SHAPES: dict[str, str] = {
     "flow_list_closing_deeper": 'router_settings:\n  fallbacks: [\n    {"a": ["b"]}\n      ]\n',
     "flow_items_at_key_indent": 'router_settings:\n  fallbacks: [\n  {"a": ["b", "c"]},\n  {"d": ["e"]}\n  ]\n',
     "flow_after_flow_item": 'x:\n    m:\n    - {a: {b: 0}, c: 1}\n    - {\n    t: 1\n      }\n',
+    "flow_comment_then_bracket_at_0": "a: {\n  'single': [[]],  # note\n}\n",
     "flow_map_across_lines": 'litellm_settings:\n  cache_params: {\n    type: redis,\n    ttl: 600\n  }\n',
     "flow_in_list_item": 'model_list:\n  - model_name: a\n    litellm_params: {\n      model: openai/a,\n      api_key: os.environ/K\n    }\n',
     "flow_comments_inside": 'router_settings:\n  fallbacks: [  # groups\n    {"a": ["b"]},  # first\n    # a whole-line comment\n    {"c": ["d"]}\n  ]\n',
