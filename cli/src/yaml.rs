@@ -462,7 +462,12 @@ impl<'a> Builder<'a> {
             }
             let is_merge_key = matches!(&ev, Event::Scalar(v, ScalarStyle::Plain, _, tag)
                 if v.as_ref() == "<<" && tag.as_deref().is_none_or(|t| t.is_yaml_core_schema() && t.suffix == "merge"));
-            let key = self.node(ev, span, depth + 1)?;
+            // PyYAML: a plain `=` (YAML 1.1's value key) is the text `=` as a key, an error as a value.
+            let key = if matches!(&ev, Event::Scalar(v, ScalarStyle::Plain, _, None) if v.as_ref() == "=") {
+                Node { kind: Kind::Str("=".into()), loc: self.loc(&span) }
+            } else {
+                self.node(ev, span, depth + 1)?
+            };
             let (vev, vspan) = self.next()?;
             let value = self.node(vev, vspan, depth + 1)?;
             if is_merge_key {
@@ -554,12 +559,20 @@ impl<'a> Builder<'a> {
             }
         };
         match tag {
+            None if style == ScalarStyle::Plain && value == "=" && self.schema == Schema::Yaml11 => {
+                self.errors.push(Problem { loc, message: "`=` unquoted is YAML 1.1's value key, which yaml.safe_load cannot construct (quote it)".into() });
+                text()
+            }
             None if style == ScalarStyle::Plain => match self.schema {
                 Schema::Yaml11 => resolved(resolve_plain(value), &mut self.errors),
                 Schema::Json => resolved(Ok(resolve_json(value)), &mut self.errors),
             },
             None => text(),
-            Some(t) if t.handle.is_empty() && t.suffix == "!" => text(),
+            // PyYAML resolves a `!`-tagged scalar, quoted or not, as a plain one (`! "12"` is 12).
+            Some(t) if t.handle.is_empty() && t.suffix == "!" => match self.schema {
+                Schema::Yaml11 => resolved(resolve_plain(value), &mut self.errors),
+                Schema::Json => text(),
+            },
             Some(t) if t.is_yaml_core_schema() => {
                 let want = |ok: fn(&Scalar) -> bool, r: Result<Scalar, String>| match r {
                     Ok(s) if ok(&s) => Ok(s),
@@ -922,6 +935,17 @@ mod tests {
         assert_eq!(r.as_ref().and_then(|r| r.get("b")).map(|n| n.kind.clone()), Some(Kind::Str("\tz\n".into())));
         // JSON takes tabs as white space.
         assert!(parse("{\"a\": 1,\t\"b\": 2}\n", 0, Schema::Json).errors.is_empty());
+    }
+
+    #[test]
+    fn non_specific_tags_and_the_value_key_as_pyyaml_reads_them() {
+        let (r, errors) = root("a: ! \"12\"\nb: ! yes\n=: 1\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let get = |k: &str| r.as_ref().and_then(|r| r.get(k)).map(|n| n.kind.clone());
+        assert_eq!((get("a"), get("b"), get("=")), (Some(Kind::Int(12)), Some(Kind::Bool(true)), Some(Kind::Int(1))));
+        let (_, errors) = root("a: =\n");
+        assert!(errors.len() == 1 && errors[0].message.contains("value key"), "{errors:?}");
+        assert!(root("a: \"=\"\n").1.is_empty());
     }
 
     #[test]

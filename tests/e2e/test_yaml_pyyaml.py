@@ -43,7 +43,7 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: load
 REFUSED = "refused"
 # The reader's own refusals (it still prints the JSON it could make; the filter's checks are not compared).
 READ_ERRORS = ("error: invalid YAML", "no JSON form", "unsupported tag", "cannot construct", "is not a valid !!",
-               "a mapping key must be", "`<<`", "error: a tab")
+               "a mapping key must be", "`<<`", "value key")
 
 
 def _json_ready(v):
@@ -159,6 +159,9 @@ SHAPES: dict[str, str] = {
     "seq_at_key_indent": 'model_list:\n- model_name: a\n  litellm_params:\n    model: openai/a\n',
     "explicit_keys": '? a\n: 1\n? b\n',
     "tags": 'a: !!str 1\nb: !!int "2"\nc: !!float 3\nd: !!bool yes\ne: !!null ""\n',
+    "non_specific_tag": 'a: ! "12"\nb: ! yes\nc: ! 1.5\n',
+    "value_key": '=: 1\na: "="\n',
+    "value_key_as_value": 'a: =\n',
     "top_level_list": '- a\n- b: 1\n',
     "top_level_scalar": 'just text\n',
     "empty_file": '',
