@@ -14,7 +14,15 @@
 //!   only, so `timeout: 30<TAB>` does not load in LiteLLM; it is an error here too;
 //! - no indentation inside flow collections: PyYAML reads `fallbacks: [` / `{...}` / `]` with the
 //!   lines (or the closing bracket) at the key's column or less; saphyr-parser (YAML 1.2) does
-//!   not, so those lines are re-read indented (see [`parse`]).
+//!   not, so those lines are re-read indented (see [`parse`]); the same for the continuation
+//!   lines of a quoted scalar (`b: "x` / `y"`);
+//! - `! 12` (the non-specific tag) resolves as a plain scalar, quoted or not (PyYAML: 12); an
+//!   unquoted `=` value (YAML 1.1's value key) is refused, a `=` key is the text `=`.
+//!
+//! Kept different on purpose (tests/e2e/test_yaml_pyyaml.py says which): `!!binary` stays the
+//! base64 text (PyYAML gives bytes, which have no JSON form); keys `1` and `true` in one mapping
+//! stay two keys (in Python `True == 1`, so PyYAML keeps one); a flow mapping's implicit key
+//! spanning lines (`{b` / `: 1}`) loads here, while PyYAML refuses it.
 //!
 //! A key written twice in one mapping (at any depth) is loaded as PyYAML loads it — the last value
 //! wins, at the first key's place — and reported as a warning naming both lines: PyYAML keeps the
@@ -166,6 +174,38 @@ pub fn parse(text: &str, file: usize, schema: Schema) -> Parsed {
     }
 }
 
+/// The line (1-based) of the quote closing the quoted scalar that opens at `line`/`col` (0-based).
+fn closing_quote(lines: &[&str], line: usize, col: usize) -> Option<usize> {
+    let first = lines.get(line.checked_sub(1)?)?;
+    let quote = first.chars().nth(col)?;
+    if quote != '"' && quote != '\'' {
+        return None;
+    }
+    let mut escaped = false;
+    let mut pending_single = false;
+    for (n, text) in lines.iter().enumerate().skip(line - 1) {
+        let skip = if n + 1 == line { col + 1 } else { 0 };
+        for c in text.chars().skip(skip).chain(std::iter::once('\n')) {
+            if quote == '"' {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => return Some(n + 1),
+                    _ => {}
+                }
+            } else if pending_single {
+                if c != '\'' {
+                    return Some(n + 1);
+                }
+                pending_single = false;
+            } else if c == '\'' {
+                pending_single = true;
+            }
+        }
+    }
+    None
+}
+
 /// The line and column of the bracket still open at the end of line `before` (1-based), looking
 /// back from it: a guess (brackets in quotes count too) that [`parse`] verifies.
 fn open_bracket(lines: &[&str], before: usize) -> Option<(usize, usize)> {
@@ -202,6 +242,7 @@ fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize
         lines: text.split('\n').collect(),
         shift: shift.clone(),
         error_line: 0,
+        error_col: 0,
         file,
         schema,
         anchors: HashMap::new(),
@@ -224,7 +265,16 @@ fn attempt(text: &str, file: usize, schema: Schema, shift: &HashMap<usize, usize
         }
         Err(p) => {
             let raw_line = b.error_line;
-            if p.message.starts_with("invalid YAML: invalid indentation") {
+            if p.message == "invalid YAML: invalid indentation in quoted scalar" {
+                // PyYAML does not look at the indentation of a quoted scalar's continuation lines
+                // (`b: "x` / `y"`): re-read them indented past the opening quote.
+                let col = b.error_col;
+                if let Some(end) = closing_quote(&b.lines, raw_line, col) {
+                    if end > raw_line {
+                        flow_indent_error = Some((raw_line, col, end));
+                    }
+                }
+            } else if p.message.starts_with("invalid YAML: invalid indentation") {
                 // The bracket still open before the error line, from the text: the parser's own
                 // record may lag (the scanner reads a flow collection that may be a key to its
                 // end before the parser sees its bracket). [`parse`] verifies the re-read.
@@ -249,6 +299,7 @@ struct Builder<'a> {
     shift: HashMap<usize, usize>,
     /// The (unmapped) line of the syntax error that stopped the parse.
     error_line: usize,
+    error_col: usize,
     /// The open flow collections: (line, column) of their brackets.
     flows: Vec<(usize, usize)>,
     flow_lines: Vec<(usize, usize)>,
@@ -275,6 +326,7 @@ impl<'a> Builder<'a> {
     fn scan_error(&mut self, e: &ScanError) -> Problem {
         let m = e.marker();
         self.error_line = m.line();
+        self.error_col = m.col();
         Problem {
             loc: self.at(m.line(), m.col()),
             message: format!("invalid YAML: {}", e.info()),
@@ -341,6 +393,10 @@ impl<'a> Builder<'a> {
                 self.count(1, &span)?;
                 if style != ScalarStyle::Plain {
                     self.verbatim.push((span.start.index(), span.end.index()));
+                    if matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
+                        // Its continuation lines: where indentation means nothing (see [`parse`]).
+                        self.flow_lines.push((span.start.line(), span.end.line()));
+                    }
                 }
                 let kind = self.scalar(&value, style, tag.as_deref(), loc);
                 (Node { kind, loc }, anchor)
@@ -946,6 +1002,17 @@ mod tests {
         let (_, errors) = root("a: =\n");
         assert!(errors.len() == 1 && errors[0].message.contains("value key"), "{errors:?}");
         assert!(root("a: \"=\"\n").1.is_empty());
+    }
+
+    #[test]
+    fn quoted_scalars_ignore_indentation_as_pyyaml_does() {
+        let (r, errors) = root("a:\n  b: \"x\ny \\\"z\\\"\"\n  c: 'it''s\n   more'\n  d: 1\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let a = r.as_ref().and_then(|r| r.get("a"));
+        let get = |k: &str| a.and_then(|a| a.get(k)).map(|n| n.kind.clone());
+        assert_eq!(get("b"), Some(Kind::Str("x y \"z\"".into())));
+        assert_eq!(get("c"), Some(Kind::Str("it's more".into())));
+        assert_eq!(a.and_then(|a| a.get("d")).map(|n| n.loc.line), Some(6));
     }
 
     #[test]

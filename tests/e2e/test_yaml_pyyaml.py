@@ -9,8 +9,10 @@ How the comparison treats what JSON cannot carry, as the tool does on purpose (c
   constructor replaced by "the scalar's text";
 - `.inf` / `.nan` have no JSON form: where PyYAML gives one, the tool must refuse the file;
 - keys that are not strings become JSON's spelling (`1` -> "1", `True` -> "true", `None` -> "null").
-Where PyYAML raises, the tool must refuse the file too (no JSON on stdout). The tool may additionally refuse a
-document on purpose (more than one document, unknown tags); no case here relies on that.
+Where PyYAML raises, the tool must refuse the file too (no JSON, or a reader error). The tool may additionally
+refuse a document on purpose (more than one document, unknown tags); no case here relies on that.
+Kept different on purpose (cli/src/yaml.rs module doc), tested explicitly below: keys `1` and `true` in one mapping
+(test_true_and_1_keys), `!!binary` (bytes in PyYAML; base64 text here), an implicit flow key spanning lines.
 
 Inputs: hand-written shapes of real LiteLLM configs (SHAPES) and a seeded generator of nested block/flow
 collections with assorted scalar spellings (a few hundred documents, a few seconds).
@@ -117,6 +119,7 @@ SHAPES: dict[str, str] = {
     "flow_items_at_key_indent": 'router_settings:\n  fallbacks: [\n  {"a": ["b", "c"]},\n  {"d": ["e"]}\n  ]\n',
     "flow_after_flow_item": 'x:\n    m:\n    - {a: {b: 0}, c: 1}\n    - {\n    t: 1\n      }\n',
     "flow_comment_then_bracket_at_0": "a: {\n  'single': [[]],  # note\n}\n",
+    "quoted_continuation_unindented": 'a:\n  b: "x\ny \\"z\\""\n  c: \'it\'\'s\n more\'\n  d: "p\n\n q"\n',
     "flow_map_across_lines": 'litellm_settings:\n  cache_params: {\n    type: redis,\n    ttl: 600\n  }\n',
     "flow_in_list_item": 'model_list:\n  - model_name: a\n    litellm_params: {\n      model: openai/a,\n      api_key: os.environ/K\n    }\n',
     "flow_comments_inside": 'router_settings:\n  fallbacks: [  # groups\n    {"a": ["b"]},  # first\n    # a whole-line comment\n    {"c": ["d"]}\n  ]\n',
@@ -184,6 +187,14 @@ def test_true_and_1_keys(cli, tmp_path):
     assert pyyaml("1: a\ntrue: b\n") == {"1": "b"}
     got, _ = ours(cli, "1: a\ntrue: b\n", tmp_path)
     assert got == {"1": "a", "true": "b"}
+
+
+def test_kept_divergences(cli, tmp_path):
+    # `!!binary`: PyYAML gives bytes (no JSON form); the tool keeps the base64 text.
+    assert ours(cli, "a: !!binary aGVsbG8=\n", tmp_path)[0] == {"a": "aGVsbG8="}
+    # `{b` / `: 1}`: PyYAML refuses a flow mapping's implicit key that spans lines; the tool reads it.
+    assert pyyaml("a: {b\n: 1}\n") == REFUSED
+    assert ours(cli, "a: {b\n: 1}\n", tmp_path)[0] == {"a": {"b": 1}}
 
 
 # Generated shapes.
