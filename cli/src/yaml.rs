@@ -8,7 +8,8 @@
 //! - unquoted timestamps (`api_version: 2024-02-01`) become dates in PyYAML; JSON has no dates,
 //!   so they are kept as the text the user wrote;
 //! - `<<:` merge keys (a mapping, or a list of mappings where earlier ones win; explicit keys win
-//!   over merged ones), anchors and aliases;
+//!   over merged ones; keys in PyYAML's order: merged first, a list's last mapping's first),
+//!   anchors and aliases;
 //! - one document only (`safe_load` refuses a second one); unknown tags are refused;
 //! - tabs only inside quoted and block scalars and comments: PyYAML separates tokens with spaces
 //!   only, so `timeout: 30<TAB>` does not load in LiteLLM; it is an error here too;
@@ -573,13 +574,17 @@ impl<'a> Builder<'a> {
         match &value.kind {
             Kind::Map(entries) => entries.clone(),
             Kind::Seq(items) => {
+                // PyYAML takes the mappings last to first, a later one's value replacing an
+                // earlier one's at its place: the first mapping's values win, in the key order
+                // of the last.
                 let mut out: Vec<Entry> = Vec::new();
-                for item in items {
+                for item in items.iter().rev() {
                     match &item.kind {
                         Kind::Map(entries) => {
                             for e in entries {
-                                if !out.iter().any(|o| o.key == e.key) {
-                                    out.push(e.clone());
+                                match out.iter_mut().find(|o| o.key == e.key) {
+                                    Some(o) => o.value = e.value.clone(),
+                                    None => out.push(e.clone()),
                                 }
                             }
                         }
@@ -910,7 +915,8 @@ mod tests {
         let m = r.as_ref().and_then(|r| r.get("m"));
         let Some(Node { kind: Kind::Map(entries), .. }) = m else { panic!("{m:?}") };
         let got: Vec<(String, Kind)> = entries.iter().map(|e| (e.key.clone(), e.value.kind.clone())).collect();
-        assert_eq!(got, vec![("x".into(), Kind::Int(9)), ("y".into(), Kind::Int(2)), ("z".into(), Kind::Int(4))]);
+        // PyYAML's order: the last merged mapping's keys first, then the first's; explicit keys win.
+        assert_eq!(got, vec![("y".into(), Kind::Int(2)), ("z".into(), Kind::Int(4)), ("x".into(), Kind::Int(9))]);
     }
 
     #[test]

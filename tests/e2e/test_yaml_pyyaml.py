@@ -1,8 +1,8 @@
 """Differential test: `llm-router check --print-json` reads YAML exactly as LiteLLM's `yaml.safe_load` does.
 
 LiteLLM loads its config.yaml with PyYAML's `safe_load`; the operator tool has its own reader (cli/src/yaml.rs). For
-every document here both read it, and the values must be equal, types included (`True` is not `1`, `1` is not
-`1.0`); key order is not compared. PyYAML is the oracle, so the generated documents need no expected values.
+every document here both read it, and the values must be equal, types and key order included (`True` is not `1`, `1` is
+not `1.0`; merged keys come in PyYAML's order). PyYAML is the oracle, so the generated documents need no expected values.
 
 How the comparison treats what JSON cannot carry, as the tool does on purpose (cli/src/yaml.rs module doc):
 - timestamps (`2024-02-01`, unquoted) are kept as the text written: the oracle is `safe_load` with the timestamp
@@ -56,7 +56,7 @@ def _json_ready(v):
         return [_json_ready(x) for x in v]
     if isinstance(v, float) and not math.isfinite(v):
         raise _NoJson
-    if isinstance(v, bytes):
+    if isinstance(v, (bytes, set, tuple)):  # !!binary, !!set, !!omap/!!pairs items: no JSON form; refused
         raise _NoJson
     return v
 
@@ -95,11 +95,11 @@ def ours(cli: Path, text: str, tmp: Path):
 
 
 def same(a, b) -> bool:
-    """Equal with types: bool, int, float, str, None are distinct; dict key order is ignored."""
+    """Equal with types (bool, int, float, str, None are distinct) and key order (the tool keeps PyYAML's)."""
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     return a == b
@@ -128,6 +128,7 @@ SHAPES: dict[str, str] = {
     "flow_quoted_across_lines": 'a: ["one\n  two", \'three\n  four\']\n',
     "anchors_merge": 'x: &d {api_key: os.environ/K, timeout: 30}\nmodel_list:\n  - model_name: a\n    litellm_params:\n      <<: *d\n      timeout: 10\n',
     "merge_list": 'a: &a {x: 1, y: 2}\nb: &b {y: 3, z: 4}\nc:\n  <<: [*a, *b]\n  x: 9\n',
+    "merge_list_order": 'a: &a {x: 1, y: 2}\nb: &b {y: 3, z: 4}\nc:\n  w: 0\n  <<: [*a, *b]\n  v: 9\n',
     "merge_twice": 'a: &a {x: 1}\nb: &b {x: 2, y: 1}\nc:\n  <<: *a\n  <<: *b\n',
     "alias_scalar_and_list": 'k: &k os.environ/KEY\nl: &l [1, 2]\nm: {key: *k, list: *l}\n',
     "literal_block": 'general_settings:\n  prompt: |\n    line one\n    line two\n\n  other: 1\n',
