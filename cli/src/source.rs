@@ -177,12 +177,14 @@ fn parse_file(text: &str, file: usize, schema: Schema, diags: &mut Vec<Diag>) ->
         let parsed = yaml::parse(text, file, Schema::Json);
         if parsed.root.is_some() || parsed.errors.is_empty() {
             diags.extend(parsed.errors.into_iter().map(|p| Diag::error(Some(p.loc), p.message)));
+            diags.extend(parsed.warnings.into_iter().map(|p| Diag::warning(Some(p.loc), p.message)));
             return parsed.root;
         }
         return Some(from_json(value, Loc { file, line: 0, col: 0 }));
     }
     let parsed = yaml::parse(text, file, schema);
     diags.extend(parsed.errors.into_iter().map(|p| Diag::error(Some(p.loc), p.message)));
+    diags.extend(parsed.warnings.into_iter().map(|p| Diag::warning(Some(p.loc), p.message)));
     parsed.root
 }
 
