@@ -80,9 +80,47 @@ pub struct Deployment {
     pub info: ModelInfo,
 }
 
+/// A deployment the router cannot serve, but whose config is well-formed: its provider needs
+/// request translation, or it names no provider the router knows and no `api_base`. It is
+/// skipped (one warning) and never routes; its group answers `model_not_servable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `model_name` (its model group).
+    pub group: String,
+    /// The field the reason is about (`model_list[i].litellm_params.model`).
+    pub path: String,
+    /// Why, in the router's words (names the provider; never a secret): told to clients.
+    pub reason: String,
+    /// What the operator can do about it (logged only).
+    pub hint: String,
+}
+
+/// What one `model_list` entry became.
+#[derive(Debug)]
+pub enum Parsed {
+    Ready(Box<Deployment>),
+    Skipped(Skipped),
+    /// Errors were recorded in the diagnostics (the config is refused).
+    Invalid,
+}
+
+impl Parsed {
+    #[cfg(test)]
+    fn ready(self) -> Option<Deployment> {
+        match self {
+            Parsed::Ready(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
 /// Parses entry `index` of `model_list` (already `os.environ`-resolved). `fallback_id` is the
 /// id to use when `model_info.id` is absent.
-pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagnostics) -> Option<Deployment> {
+pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagnostics) -> Parsed {
+    parse_entry(entry, index, fallback_id, diags).unwrap_or(Parsed::Invalid)
+}
+
+fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagnostics) -> Option<Parsed> {
     let base = format!("model_list[{index}]");
     let root = Section::new(Some(entry), base.clone(), diags);
     root.map?;
@@ -139,12 +177,17 @@ pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagn
     };
     let api_base = params.str("api_base", diags).filter(|s| !s.is_empty());
     let explicit = params.str("provider", diags).or_else(|| params.str("custom_llm_provider", diags));
-    let (provider, model) = resolve_provider(raw_model, explicit, api_base.is_some())
-        .map_err(|reason| {
-            let path = if explicit.is_some() { params.field_path("provider") } else { model_path.clone() };
-            diags.error(path, reason)
-        })
-        .ok()?;
+    let (provider, model) = match resolve_provider(raw_model, explicit, api_base.is_some()) {
+        Ok(found) => found,
+        Err(reason) => {
+            let field = if params.get("provider").is_some() { "provider" } else if explicit.is_some() { "custom_llm_provider" } else { "model" };
+            if diags.errors.len() > errors_before || group.is_empty() {
+                return None;
+            }
+            let (reason, hint) = reason.split_once("; ").map_or((reason.clone(), String::new()), |(r, h)| (r.to_string(), h.to_string()));
+            return Some(Parsed::Skipped(Skipped { group, path: params.field_path(field), reason, hint }));
+        }
+    };
 
     let api_base_path = params.field_path("api_base");
     let base = match api_base.or(provider.default_api_base) {
@@ -192,7 +235,7 @@ pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagn
     if diags.errors.len() > errors_before {
         return None;
     }
-    Some(Deployment {
+    Some(Parsed::Ready(Box::new(Deployment {
         id,
         group,
         provider,
@@ -208,7 +251,7 @@ pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagn
         max_retries,
         tags,
         info,
-    })
+    })))
 }
 
 /// Splits `model` into provider and upstream model id (see module docs for the rules).
@@ -245,7 +288,7 @@ fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> 
     } else {
         let what = split.map_or_else(|| format!("model `{model}`"), |(prefix, _)| format!("provider prefix `{prefix}`"));
         return Err(format!(
-            "{what} names no provider the router knows and no `api_base` is set: set `api_base` to the provider's \
+            "{what} names no provider the router knows and no `api_base` is set; set `api_base` to the provider's \
              OpenAI-compatible URL (its key is sent only to a host the config names), or use a known prefix ({})",
             known_names()
         ));
@@ -383,7 +426,7 @@ mod tests {
 
     fn parse_ok(entry: Value) -> Deployment {
         let mut d = Diagnostics::default();
-        let dep = parse(&entry, 0, "generated".into(), &mut d);
+        let dep = parse(&entry, 0, "generated".into(), &mut d).ready();
         assert!(d.errors.is_empty(), "{:?}", d.errors);
         match dep {
             Some(dep) => dep,
@@ -394,8 +437,18 @@ mod tests {
     fn errors(entry: Value) -> Vec<String> {
         let mut d = Diagnostics::default();
         let dep = parse(&entry, 1, "generated".into(), &mut d);
-        assert!(dep.is_none());
+        assert!(matches!(dep, Parsed::Invalid), "{dep:?}");
         d.errors.iter().map(|p| p.to_string()).collect()
+    }
+
+    fn skipped(entry: Value) -> Skipped {
+        let mut d = Diagnostics::default();
+        let dep = parse(&entry, 1, "generated".into(), &mut d);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        match dep {
+            Parsed::Skipped(s) => s,
+            other => panic!("not skipped: {other:?}"),
+        }
     }
 
     #[test]
@@ -444,9 +497,11 @@ mod tests {
         for model in ["github/gpt-5-nano", "nebius/meta-llama/x", "zhipu/glm-4", "mistralai/mistral-large", "mycorp/x",
                       "anthropic.claude-3-sonnet-20240229-v1:0", "meta.llama3-70b-instruct-v1:0", "my-model", "gpt-oss-120b"] {
             let entry = json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "secret-key"}});
-            let e = errors(entry);
-            assert!(e.len() == 1 && e[0].starts_with("model_list[1].litellm_params.model: ") && e[0].contains("no `api_base`"), "{model}: {e:?}");
-            assert!(!e[0].contains("secret-key"));
+            // Skipped (it never routes), not refused.
+            let s = skipped(entry);
+            assert_eq!(s.path, "model_list[1].litellm_params.model", "{model}");
+            assert!(s.reason.contains("no `api_base`") && !s.reason.contains("secret-key"), "{model}: {s:?}");
+            assert_eq!(s.group, "m");
             // With an api_base the operator named the host: accepted.
             let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k", "api_base": "https://llm.example/v1"}}));
             assert_eq!(d.upstream.authority, "llm.example");
@@ -484,8 +539,14 @@ mod tests {
         assert_eq!(e, ["model_list[1].litellm_params.auth_header_format: must contain the placeholder {api_key}"]);
         let e = errors(json!({"model_name": "v", "litellm_params": {"model": "openai/m", "auth_header_name": "Content-Type"}}));
         assert!(e[0].starts_with("model_list[1].litellm_params.auth_header_name: `Content-Type` is a reserved header"), "{e:?}");
-        let e = errors(json!({"model_name": "v", "litellm_params": {"model": "bedrock/anthropic.claude"}}));
-        assert!(e[0].starts_with("model_list[1].litellm_params.model: provider `bedrock` is not supported"), "{e:?}");
+        let s = skipped(json!({"model_name": "v", "litellm_params": {"model": "bedrock/anthropic.claude"}}));
+        assert_eq!(s.path, "model_list[1].litellm_params.model");
+        assert!(s.reason.starts_with("provider `bedrock` is not supported"), "{s:?}");
+        let s = skipped(json!({"model_name": "v", "litellm_params": {"model": "x", "custom_llm_provider": "sagemaker"}}));
+        assert_eq!(s.path, "model_list[1].litellm_params.custom_llm_provider");
+        // A skipped entry's malformed name is still an error.
+        let e = errors(json!({"model_name": "", "litellm_params": {"model": "bedrock/x"}}));
+        assert_eq!(e, ["model_list[1].model_name: must not be empty"]);
         let e = errors(json!({"model_name": "v", "litellm_params": {"model": "vllm/x"}}));
         assert_eq!(e, ["model_list[1].litellm_params.api_base: is required for provider vllm"]);
         let e = errors(json!({"model_name": "v", "litellm_params": {"model": "openai/x", "weight": -1}}));
@@ -521,7 +582,7 @@ mod tests {
         assert!(e[0].starts_with("model_list[1].model_info.mode: must be a string"), "{e:?}");
         let mut diags = Diagnostics::default();
         let dep = parse(&json!({"model_name": "g", "litellm_params": {"model": "openai/x"}, "model_info": {"mode": "chatty"}}), 0, "x".into(), &mut diags);
-        assert!(dep.is_some());
+        assert!(matches!(dep, Parsed::Ready(_)));
         assert!(diags.warnings[0].to_string().starts_with("model_list[0].model_info.mode: `chatty` is not a LiteLLM mode"), "{:?}", diags.warnings);
     }
 
