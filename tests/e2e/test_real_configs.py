@@ -1,0 +1,43 @@
+"""Real LiteLLM configs: a model_list mixing providers the router serves with ones it cannot (SageMaker,
+Bedrock, ...) loads; the servable deployments route, the unservable groups answer `model_not_servable`."""
+from __future__ import annotations
+
+import json
+
+from .support import client
+from .support.checks import expect_error, expect_no_secrets, expect_routed
+from .support.envoy import clusters_for
+from .support.plugin import chat, deployment, plugin_config
+
+ROUTE = "/v1/chat/completions"
+GOOD_KEY = "sk-real-good-0123456789"
+SM_KEY = "sk-real-sagemaker-0123456789"
+
+
+def post(envoy, body, path: str = ROUTE):
+    return client.post_json(envoy.base_url, path, body, None)
+
+
+def test_one_unsupported_deployment_is_skipped_and_the_rest_serves(start_envoy, make_mock):
+    good, passthrough = make_mock("openai", "good"), make_mock("openai", "passthrough")
+    cfg = plugin_config([
+        deployment("sm", "sagemaker/jumpstart-llama", api_key=SM_KEY, id="sm", aws_region_name="us-west-2"),
+        deployment("gpt-4o", "openai/gpt-4o", good.url + "/v1", api_key=GOOD_KEY, id="good"),
+    ])
+    envoy = start_envoy(cfg, clusters_for(good, passthrough=passthrough))
+
+    resp = post(envoy, chat("gpt-4o"))
+    expect_routed(resp, "good", "gpt-4o")
+    assert good.last().headers.get("authorization") == f"Bearer {GOOD_KEY}"
+
+    resp = post(envoy, chat("sm"))
+    err = expect_error(resp, 400, "model_not_servable", "invalid_request_error", "model")
+    assert "`sm`" in err["message"] and "sagemaker" in err["message"], err
+    assert good.count == 1 and passthrough.count == 0, [(r.path, r.body) for r in good.requests + passthrough.requests]
+
+    listed = [m["id"] for m in json.loads(client.get(envoy.base_url, "/v1/models").body)["data"]]
+    assert listed == ["gpt-4o"], listed
+    log = envoy.log_text()
+    assert any("model_list[0].litellm_params.model" in line and "skipped" in line for line in log.splitlines()), \
+        envoy.log_tail()
+    expect_no_secrets(log, (SM_KEY, GOOD_KEY), "the Envoy log")
