@@ -277,7 +277,7 @@ fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> 
     // No catalogued provider: the operator's `api_base` names the host. Without one, a key may
     // only go to a provider's own documented host, so only names that are unmistakably
     // OpenAI's or Anthropic's (LiteLLM infers those from its model map) get a default host;
-    // anything else (`github/...`, `nebius/...`, `mistralai/...`, bare Bedrock ids, custom
+    // anything else (`nebius/...`, `mistralai/...`, bare Bedrock ids, custom
     // names) would otherwise send its key to api.openai.com.
     let default = if has_api_base {
         "openai_compatible"
@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn a_key_never_goes_to_a_host_the_config_does_not_name() {
-        for model in ["github/gpt-5-nano", "nebius/meta-llama/x", "zhipu/glm-4", "mistralai/mistral-large", "mycorp/x",
+        for model in ["nebius/meta-llama/x", "zhipu/glm-4", "mistralai/mistral-large", "mycorp/x",
                       "anthropic.claude-3-sonnet-20240229-v1:0", "meta.llama3-70b-instruct-v1:0", "my-model", "gpt-oss-120b"] {
             let entry = json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "secret-key"}});
             // Skipped (it never routes), not refused.
@@ -506,6 +506,9 @@ mod tests {
             let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k", "api_base": "https://llm.example/v1"}}));
             assert_eq!(d.upstream.authority, "llm.example");
         }
+        // Catalogued OpenAI-compatible providers go to the host LiteLLM documents.
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "github/gpt-5-nano", "api_key": "k"}}));
+        assert_eq!((d.provider.name, d.upstream.authority.as_str(), d.model.as_str()), ("github", "models.inference.ai.azure.com", "gpt-5-nano"));
         for (model, provider) in [("gpt-4o-mini", "openai"), ("o3-mini", "openai"), ("text-embedding-3-small", "openai"), ("claude-3-5-haiku", "anthropic")] {
             let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k"}}));
             assert_eq!(d.provider.name, provider, "{model}");
