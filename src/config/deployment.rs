@@ -198,7 +198,12 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
         }
     };
     let cluster = params.str("cluster", diags).filter(|c| !c.is_empty());
-    let upstream = upstream::parse(base, cluster).map_err(|e| diags.error(&api_base_path, e)).ok()?;
+    let mut upstream = upstream::parse(base, cluster).map_err(|e| diags.error(&api_base_path, e)).ok()?;
+    // LiteLLM configs give Ollama's bare `http://host:11434`; its OpenAI-compatible API is under
+    // `/v1` (`/v1/chat/completions`, `/v1/embeddings`, ...), its native one under `/api`.
+    if provider.name == "ollama" && !upstream.base_path.ends_with("/v1") {
+        upstream.base_path.push_str("/v1");
+    }
 
     let auth = parse_auth(&params, provider, diags);
     let api_version = params.text("api_version", diags).unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_string());
@@ -513,6 +518,22 @@ mod tests {
             let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k"}}));
             assert_eq!(d.provider.name, provider, "{model}");
         }
+    }
+
+    #[test]
+    fn ollama_reaches_its_openai_compatible_v1_api() {
+        for (base, path) in [("http://gpu:11434", "/v1"), ("http://gpu:11434/", "/v1"), ("http://gpu:11434/v1", "/v1"), ("http://gpu:11434/x/v1/", "/x/v1")] {
+            for prefix in ["ollama", "ollama_chat"] {
+                let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": format!("{prefix}/llama3"), "api_base": base}}));
+                assert_eq!((d.upstream.authority.as_str(), d.upstream.base_path.as_str()), ("gpu:11434", path), "{base}");
+                assert_eq!((d.model.as_str(), d.auth.as_ref()), ("llama3", None));
+            }
+        }
+        // No api_base: LiteLLM's default, http://localhost:11434.
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "ollama_chat/llama3"}}));
+        assert_eq!((d.upstream.cluster.as_str(), d.upstream.base_path.as_str()), ("outbound|11434||localhost", "/v1"));
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "ollama/llama3", "api_key": "k"}}));
+        assert_eq!(d.auth.map(|a| a.value), Some("Bearer k".to_string()));
     }
 
     #[test]

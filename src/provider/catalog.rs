@@ -79,8 +79,11 @@ pub const KNOWN_PROVIDERS: &[(&str, Provider)] = &[
     ("hosted_vllm", p("vllm", Wire::OpenAi, None)),
     ("lmstudio", p("lmstudio", Wire::OpenAi, None)),
     ("lm_studio", p("lmstudio", Wire::OpenAi, None)),
-    ("ollama", p("ollama", Wire::OpenAi, None)),
-    ("ollama_chat", p("ollama", Wire::OpenAi, None)),
+    // LiteLLM's default is http://localhost:11434 (litellm/llms/ollama/chat/transformation.py
+    // `get_complete_url`; Bearer only when an api_key is set); the router does not read OLLAMA_API_BASE implicitly (write
+    // `api_base: os.environ/OLLAMA_API_BASE`). The `/v1` of its OpenAI API is added at parse.
+    ("ollama", p("ollama", Wire::OpenAi, Some("http://localhost:11434"))),
+    ("ollama_chat", p("ollama", Wire::OpenAi, Some("http://localhost:11434"))),
     ("azure_ai", p("azure_ai", Wire::OpenAi, None)),
     ("openai_compatible", p("openai_compatible", Wire::OpenAi, None)),
     ("custom_openai", p("openai_compatible", Wire::OpenAi, None)),
@@ -111,7 +114,8 @@ mod tests {
     fn every_default_base_is_an_https_url_the_upstream_parser_takes() {
         for (name, provider) in KNOWN_PROVIDERS {
             if let Some(base) = provider.default_api_base {
-                assert!(base.starts_with("https://") && !base.ends_with('/'), "{name}: {base}");
+                let local = provider.name == "ollama" && base == "http://localhost:11434";
+                assert!((base.starts_with("https://") || local) && !base.ends_with('/'), "{name}: {base}");
             }
         }
         assert_eq!(lookup("github").and_then(|p| p.default_api_base), Some("https://models.inference.ai.azure.com"));

@@ -41,3 +41,23 @@ def test_one_unsupported_deployment_is_skipped_and_the_rest_serves(start_envoy, 
     assert any("model_list[0].litellm_params.model" in line and "skipped" in line for line in log.splitlines()), \
         envoy.log_tail()
     expect_no_secrets(log, (SM_KEY, GOOD_KEY), "the Envoy log")
+
+
+def test_ollama_with_a_litellm_style_bare_base_reaches_its_v1_api(start_envoy, make_mock):
+    """LiteLLM configs give Ollama as `http://host:11434`; Ollama serves the OpenAI API under `/v1/`."""
+    ollama, passthrough = make_mock("openai", "ollama"), make_mock("openai", "passthrough")
+    cfg = plugin_config([
+        deployment("llama", "ollama_chat/llama3.1", ollama.url, id="ollama-bare"),
+        deployment("llama-v1", "ollama/llama3.1", ollama.url + "/v1", id="ollama-v1"),
+        deployment("embed", "ollama/nomic-embed-text", ollama.url + "/", id="ollama-embed"),
+    ])
+    envoy = start_envoy(cfg, clusters_for(ollama, passthrough=passthrough))
+    for group, dep in (("llama", "ollama-bare"), ("llama-v1", "ollama-v1")):
+        expect_routed(post(envoy, chat(group)), dep, group)
+        req = ollama.last()
+        assert req.path == "/v1/chat/completions", req.path
+        assert json.loads(req.body)["model"] == "llama3.1"
+        assert "authorization" not in req.headers, req.headers
+    expect_routed(post(envoy, {"model": "embed", "input": "hi"}, "/v1/embeddings"), "ollama-embed", "embed")
+    assert ollama.last().path == "/v1/embeddings"
+    assert passthrough.count == 0
