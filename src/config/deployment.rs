@@ -30,7 +30,8 @@ const KNOWN_PARAMS: &[&str] = &[
     "stream_timeout", "max_retries", "tpm", "rpm", "weight", "order", "tags", "auth_header_name",
     "auth_header_format", "cluster", "input_cost_per_token", "output_cost_per_token", "max_budget",
     "budget_duration", "organization", "region_name", "chat_batching", "use_in_pass_through",
-    "merge_reasoning_content_in_choices", "max_parallel_requests", "health_check_model",
+    "merge_reasoning_content_in_choices", "max_parallel_requests", "health_check_model", "base_url",
+    "litellm_credential_name",
 ];
 
 /// LiteLLM's `model_info.mode` values.
@@ -175,7 +176,15 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
             return None;
         }
     };
+    // LiteLLM takes `base_url` as `api_base`; `api_base` wins when both are set.
+    let base_url = params.str("base_url", diags).filter(|s| !s.is_empty());
     let api_base = params.str("api_base", diags).filter(|s| !s.is_empty());
+    if let (Some(a), Some(b)) = (api_base, base_url) {
+        if a != b {
+            diags.warn(params.field_path("base_url"), format!("differs from api_base, which wins ({a})"));
+        }
+    }
+    let api_base = api_base.or(base_url);
     let explicit = params.str("provider", diags).or_else(|| params.str("custom_llm_provider", diags));
     let (provider, model) = match resolve_provider(raw_model, explicit, api_base.is_some()) {
         Ok(found) => found,
@@ -189,7 +198,7 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
         }
     };
 
-    let api_base_path = params.field_path("api_base");
+    let api_base_path = params.field_path(if params.get("api_base").is_none() && base_url.is_some() { "base_url" } else { "api_base" });
     let base = match api_base.or(provider.default_api_base) {
         Some(b) => b,
         None => {
@@ -534,6 +543,22 @@ mod tests {
         assert_eq!((d.upstream.cluster.as_str(), d.upstream.base_path.as_str()), ("outbound|11434||localhost", "/v1"));
         let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "ollama/llama3", "api_key": "k"}}));
         assert_eq!(d.auth.map(|a| a.value), Some("Bearer k".to_string()));
+    }
+
+    #[test]
+    fn base_url_is_api_base_and_api_base_wins() {
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "openai/x", "base_url": "https://b.example/v1"}}));
+        assert_eq!((d.upstream.authority.as_str(), d.upstream.base_path.as_str()), ("b.example", "/v1"));
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "mycorp/x", "base_url": "https://b.example/v1"}}));
+        assert_eq!(d.provider.name, "openai_compatible");
+        let mut diags = Diagnostics::default();
+        let d = parse(&json!({"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": "https://a.example",
+            "base_url": "https://b.example"}}), 0, "x".into(), &mut diags).ready();
+        assert_eq!(d.map(|d| d.upstream.authority), Some("a.example".to_string()));
+        assert_eq!(diags.warnings.len(), 1, "{:?}", diags.warnings);
+        assert!(diags.warnings[0].to_string().starts_with("model_list[0].litellm_params.base_url: differs from api_base"));
+        let e = errors(json!({"model_name": "m", "litellm_params": {"model": "openai/x", "base_url": "nope"}}));
+        assert!(e[0].starts_with("model_list[1].litellm_params.base_url: must be an absolute URL"), "{e:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! its field path so `on_configure` can log one line each and refuse the config (fail closed).
 
 mod auth;
+mod credentials;
 mod deployment;
 mod env;
 mod fields;
@@ -56,7 +57,8 @@ pub struct Loaded {
 /// The request scan tracks default-param keys in a 64-bit mask.
 const MAX_DEFAULT_PARAM_KEYS: usize = 64;
 
-const TOP_LEVEL_KEYS: &[&str] = &["model_list", "router_settings", "litellm_settings", "general_settings", "envoy_settings"];
+const TOP_LEVEL_KEYS: &[&str] =
+    &["model_list", "router_settings", "litellm_settings", "general_settings", "envoy_settings", "credential_list"];
 
 /// Parses and validates a plugin configuration. `lookup` reads the VM's environment.
 pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
@@ -87,6 +89,10 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         }
     }
 
+    // `credential_list` values go into the deployments naming them, before anything else reads
+    // those deployments (they are then resolved per entry, like the entry's own values).
+    let missing_credentials = credentials::apply(map, diags);
+
     // Ids come from the raw entries, before `os.environ/` resolution, so they never hash secrets.
     let fingerprints: Vec<u64> = match map.get("model_list") {
         Some(Value::Array(items)) => items.iter().map(fingerprint).collect(),
@@ -98,7 +104,8 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
     for (key, value) in map.iter_mut() {
         // Keys the router ignores (warned above) are not resolved: a variable they name need
         // not be exposed to the VM, and a refusal must name a field the router reads.
-        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+        // credential_list is resolved where it is used (in the deployments, above).
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) || key == "credential_list" {
             continue;
         }
         if key == "model_list" {
@@ -116,7 +123,7 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
     }
 
     let top = Section::new(Some(&root), "", diags);
-    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entry_env, diags);
+    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entry_env, &missing_credentials, diags);
     let router_section = top.child("router_settings", diags);
     let router = settings::parse_router(&router_section, &top.child("litellm_settings", diags), diags);
     let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
@@ -171,6 +178,7 @@ fn parse_model_list(
     value: Option<&Value>,
     fingerprints: &[u64],
     entry_env: Vec<Diagnostics>,
+    missing_credentials: &[credentials::Missing],
     diags: &mut Diagnostics,
 ) -> (Vec<Deployment>, Vec<Skipped>) {
     let items = match value {
@@ -192,7 +200,10 @@ fn parse_model_list(
         let generated = format!("{:016x}", fingerprints.get(i).copied().unwrap_or(i as u64));
         let own = entry_env.next().unwrap_or_default();
         let before = diags.errors.len();
-        let parsed = deployment::parse(item, i, generated.clone(), diags);
+        let parsed = match missing_credentials.iter().find(|m| m.index == i) {
+            Some(m) => Parsed::Skipped(m.skipped(item)),
+            None => deployment::parse(item, i, generated.clone(), diags),
+        };
         if !matches!(parsed, Parsed::Skipped(_)) {
             // An unset variable's error comes before what the loader then finds wrong with
             // the `os.environ/NAME` text left in place (the CLI keeps the first per field).
@@ -245,7 +256,14 @@ fn fingerprint(entry: &Value) -> u64 {
         .unwrap_or("");
     let name = entry.get("model_name").map(|v| v.to_string()).unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [name, field("model"), field("provider"), field("api_base"), field("api_version"), field("cluster"), key.to_string()] {
+    let mut parts = vec![name, field("model"), field("provider"), field("api_base"), field("api_version"), field("cluster"), key.to_string()];
+    // Only when set, so ids of configs without these fields stay what they were.
+    for extra in ["base_url", "litellm_credential_name"] {
+        if params.and_then(|p| p.get(extra)).is_some() {
+            parts.push(field(extra));
+        }
+    }
+    for part in parts {
         for b in part.bytes().chain(std::iter::once(0xff)) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -394,6 +412,25 @@ mod tests {
             {"model_name": "c", "litellm_params": {"model": "openai/x"}}]}));
         assert!(loaded.config.is_none());
         assert_eq!(loaded.diagnostics.errors.len(), 2, "{:?}", loaded.diagnostics.errors);
+    }
+
+    #[test]
+    fn credential_list_fills_deployments_and_an_unknown_name_skips_one() {
+        let loaded = load_json(json!({
+            "credential_list": [{"credential_name": "oa", "credential_values": {"api_key": "os.environ/OPENAI_API_KEY", "base_url": "https://c.example/v1"}},
+                {"credential_name": "unused", "credential_values": {"api_key": "os.environ/NOT_SET"}}],
+            "model_list": [
+                {"model_name": "a", "litellm_params": {"model": "openai/x", "litellm_credential_name": "oa"}},
+                {"model_name": "b", "litellm_params": {"model": "openai/x", "litellm_credential_name": "typo"}}]}));
+        assert!(loaded.diagnostics.errors.is_empty(), "{:?}", loaded.diagnostics.errors);
+        let warnings: Vec<String> = loaded.diagnostics.warnings.iter().map(|p| p.to_string()).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("model_list[1].litellm_params.litellm_credential_name: credential `typo` is not defined"), "{warnings:?}");
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        let d = &cfg.table.deployments[0];
+        assert_eq!(d.auth.as_ref().map(|a| a.value.as_str()), Some("Bearer sk-openai"));
+        assert_eq!(d.upstream.authority, "c.example");
+        assert_eq!(cfg.table.unservable("b").map(|(_, r)| r), Some("credential `typo` is not defined in credential_list"));
     }
 
     #[test]

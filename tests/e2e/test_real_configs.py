@@ -61,3 +61,41 @@ def test_ollama_with_a_litellm_style_bare_base_reaches_its_v1_api(start_envoy, m
     expect_routed(post(envoy, {"model": "embed", "input": "hi"}, "/v1/embeddings"), "ollama-embed", "embed")
     assert ollama.last().path == "/v1/embeddings"
     assert passthrough.count == 0
+
+
+def test_base_url_and_credential_list_reach_the_provider_with_the_right_key(start_envoy, make_mock):
+    """`base_url` is LiteLLM's alias of `api_base`; `credential_list` entries named by `litellm_credential_name`
+    give a deployment its key and base (its own values win); an unknown credential name skips that deployment."""
+    a, b, passthrough = make_mock("openai", "a"), make_mock("openai", "b"), make_mock("openai", "passthrough")
+    cred_key, own_key, b_key = "sk-real-cred-0123456789", "sk-real-own-0123456789", "sk-real-baseurl-0123456789"
+    cfg = plugin_config([
+        {"model_name": "via-base-url", "litellm_params": {"model": "openai/m1", "base_url": b.url + "/v1", "api_key": b_key},
+         "model_info": {"id": "base-url"}},
+        {"model_name": "via-cred", "litellm_params": {"model": "openai/m2", "litellm_credential_name": "team-a"},
+         "model_info": {"id": "cred"}},
+        {"model_name": "cred-own-key", "litellm_params": {"model": "openai/m3", "litellm_credential_name": "team-a",
+                                                           "api_key": own_key}, "model_info": {"id": "cred-own"}},
+        {"model_name": "cred-typo", "litellm_params": {"model": "openai/m4", "litellm_credential_name": "team-z"},
+         "model_info": {"id": "typo"}},
+    ])
+    cfg["credential_list"] = [{"credential_name": "team-a",
+                               "credential_values": {"api_key": "os.environ/TEAM_A_KEY", "api_base": a.url + "/v1"},
+                               "credential_info": {"description": "team a"}}]
+    envoy = start_envoy(cfg, clusters_for(a, b, passthrough=passthrough), env={"TEAM_A_KEY": cred_key})
+
+    expect_routed(post(envoy, chat("via-base-url")), "base-url", "via-base-url")
+    req = b.last()
+    assert (req.path, req.headers.get("authorization")) == ("/v1/chat/completions", f"Bearer {b_key}")
+
+    expect_routed(post(envoy, chat("via-cred")), "cred", "via-cred")
+    req = a.last()
+    assert (req.path, req.headers.get("authorization")) == ("/v1/chat/completions", f"Bearer {cred_key}")
+    assert json.loads(req.body)["model"] == "m2"
+
+    expect_routed(post(envoy, chat("cred-own-key")), "cred-own", "cred-own-key")
+    assert a.last().headers.get("authorization") == f"Bearer {own_key}"
+
+    err = expect_error(post(envoy, chat("cred-typo")), 400, "model_not_servable")
+    assert "team-z" in err["message"], err
+    assert (a.count, b.count, passthrough.count) == (2, 1, 0)
+    expect_no_secrets(envoy.log_text(), (cred_key, own_key, b_key), "the Envoy log")
