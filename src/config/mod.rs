@@ -214,10 +214,6 @@ fn parse_model_list(
             Parsed::Ready(dep) => *dep,
             Parsed::Invalid => continue,
             Parsed::Skipped(s) => {
-                diags.warn(
-                    &s.path,
-                    format!("{}; deployment `{}` is skipped (requests for it get model_not_servable); {}", s.reason, s.group, s.hint),
-                );
                 skipped.push(s);
                 continue;
             }
@@ -238,8 +234,19 @@ fn parse_model_list(
         }
         out.push(dep);
     }
-    if out.is_empty() && !skipped.is_empty() {
-        diags.error("model_list", format!("no deployment can be served ({} skipped, see the warnings above)", skipped.len()));
+    // One line per skipped deployment: a warning, or an error when nothing at all is servable
+    // (fail closed: the operator sees every reason).
+    let nothing_servable = out.is_empty();
+    for s in &skipped {
+        let hint = if s.hint.is_empty() { String::new() } else { format!("; {}", s.hint) };
+        if nothing_servable {
+            diags.error(&s.path, format!("{}; no deployment in model_list can be served{hint}", s.reason));
+        } else {
+            diags.warn(
+                &s.path,
+                format!("{}; deployment `{}` is skipped (requests for it get model_not_servable){hint}", s.reason, s.group),
+            );
+        }
     }
     (out, skipped)
 }
@@ -404,7 +411,8 @@ mod tests {
 
         let loaded = load_json(json!({"model_list": [{"model_name": "sm", "litellm_params": {"model": "bedrock/x"}}]}));
         assert!(loaded.config.is_none());
-        assert_eq!(loaded.diagnostics.errors[0].to_string(), "model_list: no deployment can be served (1 skipped, see the warnings above)");
+        let e = loaded.diagnostics.errors[0].to_string();
+        assert!(e.starts_with("model_list[0].litellm_params.model: provider `bedrock` is not supported (it needs request translation); no deployment in model_list can be served"), "{e}");
         // Malformed values still refuse, even beside a servable deployment.
         let loaded = load_json(json!({"model_list": [
             {"model_name": "a", "litellm_params": {"model": "openai/x", "auth_header_format": "Token"}},

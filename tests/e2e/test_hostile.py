@@ -445,7 +445,8 @@ def test_a_config_with_nothing_servable_is_still_refused(wasm):
     cfg = plugin_config([deployment("careless", "mycorp/x", api_key="sk-careless-0123456789", id="careless")])
     exited, log = Envoy.expect_refused(cfg)
     assert exited
-    assert "no deployment can be served" in log, log[-3000:]
+    lines = [line for line in log.splitlines() if "model_list[0].litellm_params.model" in line]
+    assert lines and "no deployment in model_list can be served" in lines[0], log[-3000:]
     expect_no_secrets(log, ("sk-careless-0123456789",), "the Envoy log")
 
 
