@@ -90,14 +90,18 @@ fn collect(v: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Variables whose value decides where traffic goes (`api_base`, `cluster` of a deployment):
-/// generating Envoy or Istio config needs their real values.
+/// Variables whose value decides where traffic goes (`api_base`/`base_url`, `cluster` of a
+/// deployment or of a `credential_list` entry): generating Envoy or Istio config needs their
+/// real values.
 pub fn upstream_references(v: &Value) -> Vec<String> {
     let mut out = BTreeSet::new();
-    for entry in v.get("model_list").and_then(Value::as_seq).unwrap_or(&[]) {
-        let params = entry.get("litellm_params").or_else(|| entry.get("deltallm_params"));
-        for key in ["api_base", "cluster"] {
-            if let Some(name) = params.and_then(|p| p.get(key)).and_then(Value::as_str).and_then(reference) {
+    let deployments = v.get("model_list").and_then(Value::as_seq).unwrap_or(&[]);
+    let params = deployments.iter().filter_map(|e| e.get("litellm_params").or_else(|| e.get("deltallm_params")));
+    let credentials = v.get("credential_list").and_then(Value::as_seq).unwrap_or(&[]);
+    let values = credentials.iter().filter_map(|c| c.get("credential_values"));
+    for section in params.chain(values) {
+        for key in ["api_base", "base_url", "cluster"] {
+            if let Some(name) = section.get(key).and_then(Value::as_str).and_then(reference) {
                 out.insert(name.to_string());
             }
         }
@@ -108,6 +112,16 @@ pub fn upstream_references(v: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_references_include_base_url_and_credentials() {
+        let s = |x: &str| Value::Str(x.to_string());
+        let v = Value::map([
+            ("model_list", Value::seq([Value::map([("litellm_params", Value::map([("base_url", s("os.environ/B")), ("api_key", s("os.environ/K"))]))])])),
+            ("credential_list", Value::seq([Value::map([("credential_values", Value::map([("api_base", s("os.environ/C")), ("api_key", s("os.environ/CK"))]))])])),
+        ]);
+        assert_eq!(upstream_references(&v), ["B", "C"]);
+    }
 
     #[test]
     fn env_file_lines() {

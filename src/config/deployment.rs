@@ -30,7 +30,8 @@ const KNOWN_PARAMS: &[&str] = &[
     "stream_timeout", "max_retries", "tpm", "rpm", "weight", "order", "tags", "auth_header_name",
     "auth_header_format", "cluster", "input_cost_per_token", "output_cost_per_token", "max_budget",
     "budget_duration", "organization", "region_name", "chat_batching", "use_in_pass_through",
-    "merge_reasoning_content_in_choices", "max_parallel_requests", "health_check_model",
+    "merge_reasoning_content_in_choices", "max_parallel_requests", "health_check_model", "base_url",
+    "litellm_credential_name",
 ];
 
 /// LiteLLM's `model_info.mode` values.
@@ -80,9 +81,47 @@ pub struct Deployment {
     pub info: ModelInfo,
 }
 
+/// A deployment the router cannot serve, but whose config is well-formed: its provider needs
+/// request translation, or it names no provider the router knows and no `api_base`. It is
+/// skipped (one warning) and never routes; its group answers `model_not_servable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `model_name` (its model group).
+    pub group: String,
+    /// The field the reason is about (`model_list[i].litellm_params.model`).
+    pub path: String,
+    /// Why, in the router's words (names the provider; never a secret): told to clients.
+    pub reason: String,
+    /// What the operator can do about it (logged only).
+    pub hint: String,
+}
+
+/// What one `model_list` entry became.
+#[derive(Debug)]
+pub enum Parsed {
+    Ready(Box<Deployment>),
+    Skipped(Skipped),
+    /// Errors were recorded in the diagnostics (the config is refused).
+    Invalid,
+}
+
+impl Parsed {
+    #[cfg(test)]
+    fn ready(self) -> Option<Deployment> {
+        match self {
+            Parsed::Ready(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
 /// Parses entry `index` of `model_list` (already `os.environ`-resolved). `fallback_id` is the
 /// id to use when `model_info.id` is absent.
-pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagnostics) -> Option<Deployment> {
+pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagnostics) -> Parsed {
+    parse_entry(entry, index, fallback_id, diags).unwrap_or(Parsed::Invalid)
+}
+
+fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagnostics) -> Option<Parsed> {
     let base = format!("model_list[{index}]");
     let root = Section::new(Some(entry), base.clone(), diags);
     root.map?;
@@ -137,16 +176,29 @@ pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagn
             return None;
         }
     };
+    // LiteLLM takes `base_url` as `api_base`; `api_base` wins when both are set.
+    let base_url = params.str("base_url", diags).filter(|s| !s.is_empty());
     let api_base = params.str("api_base", diags).filter(|s| !s.is_empty());
+    if let (Some(a), Some(b)) = (api_base, base_url) {
+        if a != b {
+            diags.warn(params.field_path("base_url"), format!("differs from api_base, which wins ({a})"));
+        }
+    }
+    let api_base = api_base.or(base_url);
     let explicit = params.str("provider", diags).or_else(|| params.str("custom_llm_provider", diags));
-    let (provider, model) = resolve_provider(raw_model, explicit, api_base.is_some())
-        .map_err(|reason| {
-            let path = if explicit.is_some() { params.field_path("provider") } else { model_path.clone() };
-            diags.error(path, reason)
-        })
-        .ok()?;
+    let (provider, model) = match resolve_provider(raw_model, explicit, api_base.is_some()) {
+        Ok(found) => found,
+        Err(reason) => {
+            let field = if params.get("provider").is_some() { "provider" } else if explicit.is_some() { "custom_llm_provider" } else { "model" };
+            if diags.errors.len() > errors_before || group.is_empty() {
+                return None;
+            }
+            let (reason, hint) = reason.split_once("; ").map_or((reason.clone(), String::new()), |(r, h)| (r.to_string(), h.to_string()));
+            return Some(Parsed::Skipped(Skipped { group, path: params.field_path(field), reason, hint }));
+        }
+    };
 
-    let api_base_path = params.field_path("api_base");
+    let api_base_path = params.field_path(if params.get("api_base").is_none() && base_url.is_some() { "base_url" } else { "api_base" });
     let base = match api_base.or(provider.default_api_base) {
         Some(b) => b,
         None => {
@@ -155,7 +207,12 @@ pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagn
         }
     };
     let cluster = params.str("cluster", diags).filter(|c| !c.is_empty());
-    let upstream = upstream::parse(base, cluster).map_err(|e| diags.error(&api_base_path, e)).ok()?;
+    let mut upstream = upstream::parse(base, cluster).map_err(|e| diags.error(&api_base_path, e)).ok()?;
+    // LiteLLM configs give Ollama's bare `http://host:11434`; its OpenAI-compatible API is under
+    // `/v1` (`/v1/chat/completions`, `/v1/embeddings`, ...), its native one under `/api`.
+    if provider.name == "ollama" && !upstream.base_path.ends_with("/v1") {
+        upstream.base_path.push_str("/v1");
+    }
 
     let auth = parse_auth(&params, provider, diags);
     let api_version = params.text("api_version", diags).unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_string());
@@ -192,7 +249,7 @@ pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagn
     if diags.errors.len() > errors_before {
         return None;
     }
-    Some(Deployment {
+    Some(Parsed::Ready(Box::new(Deployment {
         id,
         group,
         provider,
@@ -208,7 +265,7 @@ pub fn parse(entry: &Value, index: usize, fallback_id: String, diags: &mut Diagn
         max_retries,
         tags,
         info,
-    })
+    })))
 }
 
 /// Splits `model` into provider and upstream model id (see module docs for the rules).
@@ -234,7 +291,7 @@ fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> 
     // No catalogued provider: the operator's `api_base` names the host. Without one, a key may
     // only go to a provider's own documented host, so only names that are unmistakably
     // OpenAI's or Anthropic's (LiteLLM infers those from its model map) get a default host;
-    // anything else (`github/...`, `nebius/...`, `mistralai/...`, bare Bedrock ids, custom
+    // anything else (`nebius/...`, `mistralai/...`, bare Bedrock ids, custom
     // names) would otherwise send its key to api.openai.com.
     let default = if has_api_base {
         "openai_compatible"
@@ -245,7 +302,7 @@ fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> 
     } else {
         let what = split.map_or_else(|| format!("model `{model}`"), |(prefix, _)| format!("provider prefix `{prefix}`"));
         return Err(format!(
-            "{what} names no provider the router knows and no `api_base` is set: set `api_base` to the provider's \
+            "{what} names no provider the router knows and no `api_base` is set; set `api_base` to the provider's \
              OpenAI-compatible URL (its key is sent only to a host the config names), or use a known prefix ({})",
             known_names()
         ));
@@ -383,7 +440,7 @@ mod tests {
 
     fn parse_ok(entry: Value) -> Deployment {
         let mut d = Diagnostics::default();
-        let dep = parse(&entry, 0, "generated".into(), &mut d);
+        let dep = parse(&entry, 0, "generated".into(), &mut d).ready();
         assert!(d.errors.is_empty(), "{:?}", d.errors);
         match dep {
             Some(dep) => dep,
@@ -394,8 +451,18 @@ mod tests {
     fn errors(entry: Value) -> Vec<String> {
         let mut d = Diagnostics::default();
         let dep = parse(&entry, 1, "generated".into(), &mut d);
-        assert!(dep.is_none());
+        assert!(matches!(dep, Parsed::Invalid), "{dep:?}");
         d.errors.iter().map(|p| p.to_string()).collect()
+    }
+
+    fn skipped(entry: Value) -> Skipped {
+        let mut d = Diagnostics::default();
+        let dep = parse(&entry, 1, "generated".into(), &mut d);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        match dep {
+            Parsed::Skipped(s) => s,
+            other => panic!("not skipped: {other:?}"),
+        }
     }
 
     #[test]
@@ -441,20 +508,57 @@ mod tests {
 
     #[test]
     fn a_key_never_goes_to_a_host_the_config_does_not_name() {
-        for model in ["github/gpt-5-nano", "nebius/meta-llama/x", "zhipu/glm-4", "mistralai/mistral-large", "mycorp/x",
+        for model in ["nebius/meta-llama/x", "zhipu/glm-4", "mistralai/mistral-large", "mycorp/x",
                       "anthropic.claude-3-sonnet-20240229-v1:0", "meta.llama3-70b-instruct-v1:0", "my-model", "gpt-oss-120b"] {
             let entry = json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "secret-key"}});
-            let e = errors(entry);
-            assert!(e.len() == 1 && e[0].starts_with("model_list[1].litellm_params.model: ") && e[0].contains("no `api_base`"), "{model}: {e:?}");
-            assert!(!e[0].contains("secret-key"));
+            // Skipped (it never routes), not refused.
+            let s = skipped(entry);
+            assert_eq!(s.path, "model_list[1].litellm_params.model", "{model}");
+            assert!(s.reason.contains("no `api_base`") && !s.reason.contains("secret-key"), "{model}: {s:?}");
+            assert_eq!(s.group, "m");
             // With an api_base the operator named the host: accepted.
             let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k", "api_base": "https://llm.example/v1"}}));
             assert_eq!(d.upstream.authority, "llm.example");
         }
+        // Catalogued OpenAI-compatible providers go to the host LiteLLM documents.
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "github/gpt-5-nano", "api_key": "k"}}));
+        assert_eq!((d.provider.name, d.upstream.authority.as_str(), d.model.as_str()), ("github", "models.inference.ai.azure.com", "gpt-5-nano"));
         for (model, provider) in [("gpt-4o-mini", "openai"), ("o3-mini", "openai"), ("text-embedding-3-small", "openai"), ("claude-3-5-haiku", "anthropic")] {
             let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k"}}));
             assert_eq!(d.provider.name, provider, "{model}");
         }
+    }
+
+    #[test]
+    fn ollama_reaches_its_openai_compatible_v1_api() {
+        for (base, path) in [("http://gpu:11434", "/v1"), ("http://gpu:11434/", "/v1"), ("http://gpu:11434/v1", "/v1"), ("http://gpu:11434/x/v1/", "/x/v1")] {
+            for prefix in ["ollama", "ollama_chat"] {
+                let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": format!("{prefix}/llama3"), "api_base": base}}));
+                assert_eq!((d.upstream.authority.as_str(), d.upstream.base_path.as_str()), ("gpu:11434", path), "{base}");
+                assert_eq!((d.model.as_str(), d.auth.as_ref()), ("llama3", None));
+            }
+        }
+        // No api_base: LiteLLM's default, http://localhost:11434.
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "ollama_chat/llama3"}}));
+        assert_eq!((d.upstream.cluster.as_str(), d.upstream.base_path.as_str()), ("outbound|11434||localhost", "/v1"));
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "ollama/llama3", "api_key": "k"}}));
+        assert_eq!(d.auth.map(|a| a.value), Some("Bearer k".to_string()));
+    }
+
+    #[test]
+    fn base_url_is_api_base_and_api_base_wins() {
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "openai/x", "base_url": "https://b.example/v1"}}));
+        assert_eq!((d.upstream.authority.as_str(), d.upstream.base_path.as_str()), ("b.example", "/v1"));
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "mycorp/x", "base_url": "https://b.example/v1"}}));
+        assert_eq!(d.provider.name, "openai_compatible");
+        let mut diags = Diagnostics::default();
+        let d = parse(&json!({"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": "https://a.example",
+            "base_url": "https://b.example"}}), 0, "x".into(), &mut diags).ready();
+        assert_eq!(d.map(|d| d.upstream.authority), Some("a.example".to_string()));
+        assert_eq!(diags.warnings.len(), 1, "{:?}", diags.warnings);
+        assert!(diags.warnings[0].to_string().starts_with("model_list[0].litellm_params.base_url: differs from api_base"));
+        let e = errors(json!({"model_name": "m", "litellm_params": {"model": "openai/x", "base_url": "nope"}}));
+        assert!(e[0].starts_with("model_list[1].litellm_params.base_url: must be an absolute URL"), "{e:?}");
     }
 
     #[test]
@@ -484,8 +588,14 @@ mod tests {
         assert_eq!(e, ["model_list[1].litellm_params.auth_header_format: must contain the placeholder {api_key}"]);
         let e = errors(json!({"model_name": "v", "litellm_params": {"model": "openai/m", "auth_header_name": "Content-Type"}}));
         assert!(e[0].starts_with("model_list[1].litellm_params.auth_header_name: `Content-Type` is a reserved header"), "{e:?}");
-        let e = errors(json!({"model_name": "v", "litellm_params": {"model": "bedrock/anthropic.claude"}}));
-        assert!(e[0].starts_with("model_list[1].litellm_params.model: provider `bedrock` is not supported"), "{e:?}");
+        let s = skipped(json!({"model_name": "v", "litellm_params": {"model": "bedrock/anthropic.claude"}}));
+        assert_eq!(s.path, "model_list[1].litellm_params.model");
+        assert!(s.reason.starts_with("provider `bedrock` is not supported"), "{s:?}");
+        let s = skipped(json!({"model_name": "v", "litellm_params": {"model": "x", "custom_llm_provider": "sagemaker"}}));
+        assert_eq!(s.path, "model_list[1].litellm_params.custom_llm_provider");
+        // A skipped entry's malformed name is still an error.
+        let e = errors(json!({"model_name": "", "litellm_params": {"model": "bedrock/x"}}));
+        assert_eq!(e, ["model_list[1].model_name: must not be empty"]);
         let e = errors(json!({"model_name": "v", "litellm_params": {"model": "vllm/x"}}));
         assert_eq!(e, ["model_list[1].litellm_params.api_base: is required for provider vllm"]);
         let e = errors(json!({"model_name": "v", "litellm_params": {"model": "openai/x", "weight": -1}}));
@@ -521,7 +631,7 @@ mod tests {
         assert!(e[0].starts_with("model_list[1].model_info.mode: must be a string"), "{e:?}");
         let mut diags = Diagnostics::default();
         let dep = parse(&json!({"model_name": "g", "litellm_params": {"model": "openai/x"}, "model_info": {"mode": "chatty"}}), 0, "x".into(), &mut diags);
-        assert!(dep.is_some());
+        assert!(matches!(dep, Parsed::Ready(_)));
         assert!(diags.warnings[0].to_string().starts_with("model_list[0].model_info.mode: `chatty` is not a LiteLLM mode"), "{:?}", diags.warnings);
     }
 

@@ -4,6 +4,7 @@
 //! its field path so `on_configure` can log one line each and refuse the config (fail closed).
 
 mod auth;
+mod credentials;
 mod deployment;
 mod env;
 mod fields;
@@ -17,7 +18,8 @@ mod upstream;
 mod props;
 
 pub use auth::AuthHeader;
-pub use deployment::{Deployment, ModelInfo, ANTHROPIC_VERSION};
+pub use deployment::{Deployment, ModelInfo, Skipped, ANTHROPIC_VERSION};
+use deployment::Parsed;
 pub use problems::{Diagnostics, Problem};
 pub use settings::{
     Alias, DropParams, EnvoySettings, HealthCheckSettings, PerClass, RouterSettings, Strategy, DEFAULT_HEALTH_CHECK_TIMEOUT_SECS,
@@ -55,7 +57,8 @@ pub struct Loaded {
 /// The request scan tracks default-param keys in a 64-bit mask.
 const MAX_DEFAULT_PARAM_KEYS: usize = 64;
 
-const TOP_LEVEL_KEYS: &[&str] = &["model_list", "router_settings", "litellm_settings", "general_settings", "envoy_settings"];
+const TOP_LEVEL_KEYS: &[&str] =
+    &["model_list", "router_settings", "litellm_settings", "general_settings", "envoy_settings", "credential_list"];
 
 /// Parses and validates a plugin configuration. `lookup` reads the VM's environment.
 pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
@@ -86,22 +89,32 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         }
     }
 
+    // `credential_list` values go into the deployments naming them, before anything else reads
+    // those deployments (they are then resolved per entry, like the entry's own values).
+    let missing_credentials = credentials::apply(map, diags);
+
     // Ids come from the raw entries, before `os.environ/` resolution, so they never hash secrets.
     let fingerprints: Vec<u64> = match map.get("model_list") {
         Some(Value::Array(items)) => items.iter().map(fingerprint).collect(),
         _ => Vec::new(),
     };
+    // Per entry, so a skipped deployment's unset variables (e.g. a Bedrock entry's AWS keys)
+    // do not refuse the config: they would never be used.
+    let mut entry_env: Vec<Diagnostics> = Vec::new();
     for (key, value) in map.iter_mut() {
         // Keys the router ignores (warned above) are not resolved: a variable they name need
         // not be exposed to the VM, and a refusal must name a field the router reads.
-        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+        // credential_list is resolved where it is used (in the deployments, above).
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) || key == "credential_list" {
             continue;
         }
         if key == "model_list" {
             if let Value::Array(items) = value {
                 for (i, item) in items.iter_mut().enumerate() {
                     let name = item.get("model_name").and_then(Value::as_str).unwrap_or("?").to_string();
-                    env::resolve(item, &format!("model_list[{i}]"), &format!("deployment `{name}`"), lookup, diags);
+                    let mut own = Diagnostics::default();
+                    env::resolve(item, &format!("model_list[{i}]"), &format!("deployment `{name}`"), lookup, &mut own);
+                    entry_env.push(own);
                 }
                 continue;
             }
@@ -110,7 +123,7 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
     }
 
     let top = Section::new(Some(&root), "", diags);
-    let deployments = parse_model_list(top.get("model_list"), &fingerprints, diags);
+    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entry_env, &missing_credentials, diags);
     let router_section = top.child("router_settings", diags);
     let router = settings::parse_router(&router_section, &top.child("litellm_settings", diags), diags);
     let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
@@ -132,6 +145,7 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
     let health_checks = settings::parse_health_checks(&general, &router_section, diags);
 
     let mut table = Table::new(deployments);
+    table.set_unservable(&skipped);
     if table.default_param_keys.len() > MAX_DEFAULT_PARAM_KEYS {
         diags.error(
             "model_list[*].model_info.default_params",
@@ -148,6 +162,9 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
                 table.add_alias(alias.alias.clone(), g);
             }
             Some(g) => table.add_alias(alias.alias.clone(), g),
+            None if table.add_unservable_alias(&alias.alias, &alias.group) => {
+                diags.warn(path, format!("points at model group `{}`, which has no servable deployment (skipped)", alias.group));
+            }
             None => diags.error(path, format!("points at model group `{}`, which no model_list entry defines", alias.group)),
         }
     }
@@ -155,23 +172,52 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
     Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks, generation: 0 })
 }
 
-fn parse_model_list(value: Option<&Value>, fingerprints: &[u64], diags: &mut Diagnostics) -> Vec<Deployment> {
+/// Parses every entry: servable deployments, and the skipped ones (one warning each). A list
+/// with entries of which none is servable is refused (fail closed).
+fn parse_model_list(
+    value: Option<&Value>,
+    fingerprints: &[u64],
+    entry_env: Vec<Diagnostics>,
+    missing_credentials: &[credentials::Missing],
+    diags: &mut Diagnostics,
+) -> (Vec<Deployment>, Vec<Skipped>) {
     let items = match value {
         None => {
             diags.warn("model_list", "is missing: every routed request will get model_not_found");
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         Some(Value::Array(items)) => items,
         Some(other) => {
             diags.error("model_list", format!("must be a list of deployments, got {}", kind(other)));
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut out: Vec<Deployment> = Vec::with_capacity(items.len());
+    let mut skipped: Vec<Skipped> = Vec::new();
     let mut explicit_ids: std::collections::HashMap<String, usize> = Default::default();
+    let mut entry_env = entry_env.into_iter();
     for (i, item) in items.iter().enumerate() {
         let generated = format!("{:016x}", fingerprints.get(i).copied().unwrap_or(i as u64));
-        let Some(mut dep) = deployment::parse(item, i, generated.clone(), diags) else { continue };
+        let own = entry_env.next().unwrap_or_default();
+        let before = diags.errors.len();
+        let parsed = match missing_credentials.iter().find(|m| m.index == i) {
+            Some(m) => Parsed::Skipped(m.skipped(item)),
+            None => deployment::parse(item, i, generated.clone(), diags),
+        };
+        if !matches!(parsed, Parsed::Skipped(_)) {
+            // An unset variable's error comes before what the loader then finds wrong with
+            // the `os.environ/NAME` text left in place (the CLI keeps the first per field).
+            let at = before.min(diags.errors.len());
+            diags.errors.splice(at..at, own.errors);
+        }
+        let mut dep = match parsed {
+            Parsed::Ready(dep) => *dep,
+            Parsed::Invalid => continue,
+            Parsed::Skipped(s) => {
+                skipped.push(s);
+                continue;
+            }
+        };
         if dep.id != generated {
             if let Some(first) = explicit_ids.insert(dep.id.clone(), i) {
                 diags.error(format!("model_list[{i}].model_info.id"), format!("`{}` is already used by model_list[{first}]", dep.id));
@@ -188,7 +234,21 @@ fn parse_model_list(value: Option<&Value>, fingerprints: &[u64], diags: &mut Dia
         }
         out.push(dep);
     }
-    out
+    // One line per skipped deployment: a warning, or an error when nothing at all is servable
+    // (fail closed: the operator sees every reason).
+    let nothing_servable = out.is_empty();
+    for s in &skipped {
+        let hint = if s.hint.is_empty() { String::new() } else { format!("; {}", s.hint) };
+        if nothing_servable {
+            diags.error(&s.path, format!("{}; no deployment in model_list can be served{hint}", s.reason));
+        } else {
+            diags.warn(
+                &s.path,
+                format!("{}; deployment `{}` is skipped (requests for it get model_not_servable){hint}", s.reason, s.group),
+            );
+        }
+    }
+    (out, skipped)
 }
 
 /// FNV-1a over the fields that identify an endpoint. `api_key` only counts when it is an
@@ -203,7 +263,14 @@ fn fingerprint(entry: &Value) -> u64 {
         .unwrap_or("");
     let name = entry.get("model_name").map(|v| v.to_string()).unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [name, field("model"), field("provider"), field("api_base"), field("api_version"), field("cluster"), key.to_string()] {
+    let mut parts = vec![name, field("model"), field("provider"), field("api_base"), field("api_version"), field("cluster"), key.to_string()];
+    // Only when set, so ids of configs without these fields stay what they were.
+    for extra in ["base_url", "litellm_credential_name"] {
+        if params.and_then(|p| p.get(extra)).is_some() {
+            parts.push(field(extra));
+        }
+    }
+    for part in parts {
         for b in part.bytes().chain(std::iter::once(0xff)) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -320,6 +387,58 @@ mod tests {
             "router_settings.cooldown_time",
             "router_settings.model_group_alias.x",
         ]);
+    }
+
+    #[test]
+    fn unservable_deployments_are_skipped_with_one_warning_and_nothing_servable_refuses() {
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "sm", "litellm_params": {"model": "sagemaker/x", "aws_access_key_id": "os.environ/AWS_UNSET"}},
+            {"model_name": "gh", "litellm_params": {"model": "nebius/meta-llama/x", "api_key": "secret-key"}},
+            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/OPENAI_API_KEY"}}],
+            "router_settings": {"model_group_alias": {"smalias": "sm"}}}));
+        assert!(loaded.diagnostics.errors.is_empty(), "{:?}", loaded.diagnostics.errors);
+        let skips: Vec<String> = loaded.diagnostics.warnings.iter().map(|p| p.to_string()).filter(|w| w.contains("is skipped")).collect();
+        assert_eq!(skips.len(), 2, "{skips:?}");
+        assert!(skips[0].starts_with("model_list[0].litellm_params.model: provider `sagemaker` is not supported"), "{skips:?}");
+        assert!(skips[1].contains("deployment `gh` is skipped") && !skips[1].contains("secret-key"), "{skips:?}");
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        assert_eq!(cfg.table.deployments.len(), 1);
+        assert_eq!(cfg.table.resolve("sm"), None);
+        assert_eq!(cfg.table.unservable("smalias").map(|(g, _)| g), Some("sm"));
+        let (_, why) = cfg.table.unservable("sm").unwrap_or_default();
+        assert!(why.starts_with("provider `sagemaker` is not supported") && !why.contains("supported:"), "{why}");
+        assert!(!String::from_utf8_lossy(&cfg.models_body).contains("\"sm\""));
+
+        let loaded = load_json(json!({"model_list": [{"model_name": "sm", "litellm_params": {"model": "bedrock/x"}}]}));
+        assert!(loaded.config.is_none());
+        let e = loaded.diagnostics.errors[0].to_string();
+        assert!(e.starts_with("model_list[0].litellm_params.model: provider `bedrock` is not supported (it needs request translation); no deployment in model_list can be served"), "{e}");
+        // Malformed values still refuse, even beside a servable deployment.
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/x", "auth_header_format": "Token"}},
+            {"model_name": "b", "litellm_params": {"model": "openai/x", "api_key": "os.environ/MISSING"}},
+            {"model_name": "c", "litellm_params": {"model": "openai/x"}}]}));
+        assert!(loaded.config.is_none());
+        assert_eq!(loaded.diagnostics.errors.len(), 2, "{:?}", loaded.diagnostics.errors);
+    }
+
+    #[test]
+    fn credential_list_fills_deployments_and_an_unknown_name_skips_one() {
+        let loaded = load_json(json!({
+            "credential_list": [{"credential_name": "oa", "credential_values": {"api_key": "os.environ/OPENAI_API_KEY", "base_url": "https://c.example/v1"}},
+                {"credential_name": "unused", "credential_values": {"api_key": "os.environ/NOT_SET"}}],
+            "model_list": [
+                {"model_name": "a", "litellm_params": {"model": "openai/x", "litellm_credential_name": "oa"}},
+                {"model_name": "b", "litellm_params": {"model": "openai/x", "litellm_credential_name": "typo"}}]}));
+        assert!(loaded.diagnostics.errors.is_empty(), "{:?}", loaded.diagnostics.errors);
+        let warnings: Vec<String> = loaded.diagnostics.warnings.iter().map(|p| p.to_string()).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("model_list[1].litellm_params.litellm_credential_name: credential `typo` is not defined"), "{warnings:?}");
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        let d = &cfg.table.deployments[0];
+        assert_eq!(d.auth.as_ref().map(|a| a.value.as_str()), Some("Bearer sk-openai"));
+        assert_eq!(d.upstream.authority, "c.example");
+        assert_eq!(cfg.table.unservable("b").map(|(_, r)| r), Some("credential `typo` is not defined in credential_list"));
     }
 
     #[test]

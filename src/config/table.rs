@@ -2,7 +2,7 @@
 //! configuration time so resolving a request's model is a hash lookup (wildcards only when no
 //! exact name or alias matches).
 
-use super::deployment::Deployment;
+use super::deployment::{Deployment, Skipped};
 use std::collections::HashMap;
 
 /// Deployments sharing one public model name.
@@ -46,6 +46,11 @@ pub struct Table {
     pub ids: HashMap<String, usize>,
     /// Every key any deployment's `default_params` sets (the request scan looks for these).
     pub default_param_keys: Vec<String>,
+    /// Groups whose every deployment was skipped: (name, reason of the first skipped one).
+    /// Known, so a request names why (`model_not_servable`), but never routed or listed.
+    unservable: Vec<(String, String)>,
+    /// Aliases pointing at an unservable group → index into `unservable`.
+    unservable_aliases: HashMap<String, usize>,
 }
 
 impl Table {
@@ -78,7 +83,49 @@ impl Table {
                 default_param_keys.push(k.clone());
             }
         }
-        Table { deployments, groups, by_name, aliases: HashMap::new(), wildcards, ids, default_param_keys }
+        Table {
+            deployments,
+            groups,
+            by_name,
+            aliases: HashMap::new(),
+            wildcards,
+            ids,
+            default_param_keys,
+            unservable: Vec::new(),
+            unservable_aliases: HashMap::new(),
+        }
+    }
+
+    /// Records the groups of `skipped` deployments that have no servable deployment.
+    pub fn set_unservable(&mut self, skipped: &[Skipped]) {
+        for s in skipped {
+            if !self.by_name.contains_key(&s.group) && !self.unservable.iter().any(|(g, _)| *g == s.group) {
+                self.unservable.push((s.group.clone(), s.reason.clone()));
+            }
+        }
+    }
+
+    /// Adds `alias` for an unservable `group`; false when `group` is not one.
+    pub fn add_unservable_alias(&mut self, alias: &str, group: &str) -> bool {
+        match self.unservable.iter().position(|(g, _)| g == group) {
+            Some(i) => {
+                self.unservable_aliases.insert(alias.to_string(), i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// For a model [`Table::resolve`] does not find: the unservable group it names (exactly, by
+    /// alias, or by wildcard pattern) and why, as (group, reason).
+    pub fn unservable(&self, model: &str) -> Option<(&str, &str)> {
+        let found = self
+            .unservable
+            .iter()
+            .find(|(g, _)| g == model)
+            .or_else(|| self.unservable_aliases.get(model).and_then(|&i| self.unservable.get(i)))
+            .or_else(|| self.unservable.iter().find(|(g, _)| g.contains('*') && glob_capture(g, model).is_some()));
+        found.map(|(g, r)| (g.as_str(), r.as_str()))
     }
 
     pub fn group_index(&self, name: &str) -> Option<usize> {
@@ -166,6 +213,21 @@ fn matches_rest(segments: &[&str], text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unservable_groups_are_known_but_never_resolve() {
+        let skip = |g: &str| Skipped { group: g.into(), path: "p".into(), reason: format!("why {g}"), hint: String::new() };
+        let mut t = Table::new(Vec::new());
+        t.set_unservable(&[skip("sm"), skip("sm"), skip("bedrock/*")]);
+        assert!(t.add_unservable_alias("alias", "sm"));
+        assert!(!t.add_unservable_alias("alias2", "nope"));
+        assert_eq!(t.resolve("sm"), None);
+        assert_eq!(t.unservable("sm"), Some(("sm", "why sm")));
+        assert_eq!(t.unservable("alias"), Some(("sm", "why sm")));
+        assert_eq!(t.unservable("bedrock/claude"), Some(("bedrock/*", "why bedrock/*")));
+        assert_eq!(t.unservable("other"), None);
+        assert!(t.groups.is_empty());
+    }
 
     #[test]
     fn glob_captures_first_star() {

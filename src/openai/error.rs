@@ -179,6 +179,25 @@ impl ApiError {
         )
     }
 
+    /// 400 `model_not_servable`: the model group is configured, but every deployment of it was
+    /// skipped at load (`reason`: the router's own text, e.g. its provider needs request
+    /// translation). 400 as LiteLLM answers a provider it cannot call (BadRequestError), not
+    /// 404: the name exists, the config cannot serve it.
+    #[must_use]
+    pub fn model_not_servable(group: &str, reason: &str) -> Self {
+        Self::new(
+            400,
+            INVALID_REQUEST,
+            Some("model"),
+            Some("model_not_servable"),
+            format!(
+                "Model group `{}` is configured, but llm-router cannot serve any of its deployments: {}",
+                truncate(group, MAX_NAME_CHARS),
+                truncate(reason, 512)
+            ),
+        )
+    }
+
     /// 429: every deployment of the group is at its rpm/tpm cap until the next minute.
     #[must_use]
     pub fn all_rate_limited(group: &str, retry_after_secs: u64) -> Self {

@@ -48,12 +48,42 @@ pub const KNOWN_PROVIDERS: &[(&str, Provider)] = &[
     ("nvidia_nim", p("nvidia_nim", Wire::OpenAi, Some("https://integrate.api.nvidia.com/v1"))),
     ("sambanova", p("sambanova", Wire::OpenAi, Some("https://api.sambanova.ai/v1"))),
     ("gemini", p("gemini", Wire::OpenAi, Some("https://generativelanguage.googleapis.com/v1beta/openai"))),
+    // Default bases as LiteLLM sets them (BerriAI/litellm; all OpenAI-compatible, Bearer key):
+    // litellm/litellm_core_utils/get_llm_provider_logic.py `_get_openai_compatible_provider_info`
+    // (commit 001a933c1c90).
+    ("github", p("github", Wire::OpenAi, Some("https://models.inference.ai.azure.com"))),
+    ("anyscale", p("anyscale", Wire::OpenAi, Some("https://api.endpoints.anyscale.com/v1"))),
+    ("empower", p("empower", Wire::OpenAi, Some("https://app.empower.dev/api/v1"))),
+    ("meta_llama", p("meta_llama", Wire::OpenAi, Some("https://api.llama.com/compat/v1"))),
+    ("volcengine", p("volcengine", Wire::OpenAi, Some("https://ark.cn-beijing.volces.com/api/v3"))),
+    ("codestral", p("codestral", Wire::OpenAi, Some("https://codestral.mistral.ai/v1"))),
+    ("friendliai", p("friendliai", Wire::OpenAi, Some("https://api.friendli.ai/serverless/v1"))),
+    ("galadriel", p("galadriel", Wire::OpenAi, Some("https://api.galadriel.com/v1"))),
+    // litellm/llms/<provider>/chat/transformation.py `_get_openai_compatible_provider_info`.
+    ("dashscope", p("dashscope", Wire::OpenAi, Some("https://dashscope-intl.aliyuncs.com/compatible-mode/v1"))),
+    ("moonshot", p("moonshot", Wire::OpenAi, Some("https://api.moonshot.ai/v1"))),
+    ("hyperbolic", p("hyperbolic", Wire::OpenAi, Some("https://api.hyperbolic.xyz/v1"))),
+    ("nscale", p("nscale", Wire::OpenAi, Some("https://inference.api.nscale.com/v1"))),
+    ("featherless_ai", p("featherless_ai", Wire::OpenAi, Some("https://api.featherless.ai/v1"))),
+    ("lambda_ai", p("lambda_ai", Wire::OpenAi, Some("https://api.lambda.ai/v1"))),
+    // litellm/llms/openai_like/providers.json `base_url` (JSON-registered OpenAI-compatible providers).
+    ("publicai", p("publicai", Wire::OpenAi, Some("https://api.publicai.co/v1"))),
+    ("veniceai", p("veniceai", Wire::OpenAi, Some("https://api.venice.ai/api/v1"))),
+    ("scaleway", p("scaleway", Wire::OpenAi, Some("https://api.scaleway.ai/v1"))),
+    ("synthetic", p("synthetic", Wire::OpenAi, Some("https://api.synthetic.new/openai/v1"))),
+    ("poe", p("poe", Wire::OpenAi, Some("https://api.poe.com/v1"))),
+    ("chutes", p("chutes", Wire::OpenAi, Some("https://llm.chutes.ai/v1"))),
+    ("nano-gpt", p("nano-gpt", Wire::OpenAi, Some("https://nano-gpt.com/api/v1"))),
+    ("gmi", p("gmi", Wire::OpenAi, Some("https://api.gmi-serving.com/v1"))),
     ("vllm", p("vllm", Wire::OpenAi, None)),
     ("hosted_vllm", p("vllm", Wire::OpenAi, None)),
     ("lmstudio", p("lmstudio", Wire::OpenAi, None)),
     ("lm_studio", p("lmstudio", Wire::OpenAi, None)),
-    ("ollama", p("ollama", Wire::OpenAi, None)),
-    ("ollama_chat", p("ollama", Wire::OpenAi, None)),
+    // LiteLLM's default is http://localhost:11434 (litellm/llms/ollama/chat/transformation.py
+    // `get_complete_url`; Bearer only when an api_key is set); the router does not read OLLAMA_API_BASE implicitly (write
+    // `api_base: os.environ/OLLAMA_API_BASE`). The `/v1` of its OpenAI API is added at parse.
+    ("ollama", p("ollama", Wire::OpenAi, Some("http://localhost:11434"))),
+    ("ollama_chat", p("ollama", Wire::OpenAi, Some("http://localhost:11434"))),
     ("azure_ai", p("azure_ai", Wire::OpenAi, None)),
     ("openai_compatible", p("openai_compatible", Wire::OpenAi, None)),
     ("custom_openai", p("openai_compatible", Wire::OpenAi, None)),
@@ -78,5 +108,16 @@ mod tests {
         assert_eq!(lookup("Together"), lookup("together_ai"));
         assert_eq!(lookup("anthropic").map(|p| p.wire), Some(Wire::Anthropic));
         assert_eq!(lookup("bedrock"), None);
+    }
+
+    #[test]
+    fn every_default_base_is_an_https_url_the_upstream_parser_takes() {
+        for (name, provider) in KNOWN_PROVIDERS {
+            if let Some(base) = provider.default_api_base {
+                let local = provider.name == "ollama" && base == "http://localhost:11434";
+                assert!((base.starts_with("https://") || local) && !base.ends_with('/'), "{name}: {base}");
+            }
+        }
+        assert_eq!(lookup("github").and_then(|p| p.default_api_base), Some("https://models.inference.ai.azure.com"));
     }
 }

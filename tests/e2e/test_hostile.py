@@ -417,18 +417,36 @@ def test_a_client_can_neither_pick_the_cluster_nor_send_router_headers(start_env
 
 # ---- 7. unknown provider prefixes --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["github/gpt-5-nano", "nebius/x", "mistralai/x",
-                                   "anthropic.claude-3-sonnet-20240229-v1:0", "mycorp/x"])
-def test_an_unknown_provider_without_api_base_is_refused_not_sent_to_openai(wasm, model):
+@pytest.mark.parametrize("model", ["nebius/x", "mistralai/x", "anthropic.claude-3-sonnet-20240229-v1:0", "mycorp/x"])
+def test_an_unknown_provider_without_api_base_is_skipped_never_sent_anywhere(start_envoy, make_mock, model):
     """Careless operator: a model with a provider prefix the router does not know (or a bare Bedrock id), an
-    api_key and no api_base. Taking it for OpenAI would send that provider's key to api.openai.com; the config
-    must be refused, naming the field."""
-    cfg = plugin_config([deployment("ok", "openai/gpt-4o", "http://127.0.0.1:9/v1", api_key="sk-ok", id="ok"),
-                         deployment("careless", model, api_key="sk-careless-0123456789", id="careless")])
+    api_key and no api_base. Taking it for OpenAI would send that provider's key to api.openai.com; the deployment
+    is skipped with a warning naming the field, the rest of the config serves, and a request for that group gets
+    400 `model_not_servable` while no upstream receives anything."""
+    openai, passthrough = make_mock("openai", "openai"), make_mock("openai", "passthrough")
+    secret = "sk-careless-0123456789"
+    cfg = plugin_config([deployment("ok", "openai/gpt-4o", openai.url + "/v1", api_key="sk-ok", id="ok"),
+                         deployment("careless", model, api_key=secret, id="careless")])
+    envoy = start_envoy(cfg, clusters_for(openai, passthrough=passthrough))
+    resp = post(envoy, chat("careless"))
+    err = expect_error(resp, 400, "model_not_servable", param="model")
+    assert "`careless`" in err["message"], err
+    assert secret not in resp.text
+    assert openai.count == 0 and passthrough.count == 0, [(r.path, r.body) for r in openai.requests + passthrough.requests]
+    lines = [line for line in envoy.log_text().splitlines() if "model_list[1].litellm_params.model" in line]
+    assert lines and "skipped" in lines[0], f"no skip warning names model_list[1].litellm_params.model:\n{envoy.log_tail()}"
+    expect_no_secrets(envoy.log_text(), (secret,), "the Envoy log")
+    expect_routed(post(envoy, chat("ok")), "ok")
+    assert requests_carrying(passthrough, (secret,)) == [] and requests_carrying(openai, (secret,)) == []
+
+
+def test_a_config_with_nothing_servable_is_still_refused(wasm):
+    """Fail closed: when every deployment is skipped, Envoy refuses the plugin rather than serve only errors."""
+    cfg = plugin_config([deployment("careless", "mycorp/x", api_key="sk-careless-0123456789", id="careless")])
     exited, log = Envoy.expect_refused(cfg)
     assert exited
-    lines = [line for line in log.splitlines() if "model_list[1].litellm_params.model" in line]
-    assert lines, f"no log line names model_list[1].litellm_params.model:\n{log[-3000:]}"
+    lines = [line for line in log.splitlines() if "model_list[0].litellm_params.model" in line]
+    assert lines and "no deployment in model_list can be served" in lines[0], log[-3000:]
     expect_no_secrets(log, ("sk-careless-0123456789",), "the Envoy log")
 
 

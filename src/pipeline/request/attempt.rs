@@ -55,7 +55,12 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
     }
     let scanned = scan(cfg, body, pending)?;
     let requested = scanned.requested.as_str();
-    let resolved = cfg.table.resolve(requested).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
+    let resolved = cfg.table.resolve(requested).ok_or_else(|| {
+        Reply::from(match cfg.table.unservable(requested) {
+            Some((group, reason)) => ApiError::model_not_servable(group, reason),
+            None => ApiError::model_not_found(requested),
+        })
+    })?;
     let group = cfg.table.groups.get(resolved.group).ok_or_else(|| Reply::from(ApiError::model_not_found(requested)))?;
     let mut state = AttemptState {
         model: requested.to_string(),
