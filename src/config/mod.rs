@@ -25,7 +25,7 @@ pub use settings::{
     Alias, DropParams, EnvoySettings, HealthCheckSettings, PerClass, RouterSettings, Strategy, DEFAULT_HEALTH_CHECK_TIMEOUT_SECS,
     FAILURE_WINDOW_SECS,
 };
-pub use table::{glob_capture, Group, Resolved, Table};
+pub use table::{glob_capture, is_wildcard_group, Group, Resolved, Table};
 pub use upstream::Upstream;
 
 use fields::{kind, Section};

@@ -17,12 +17,12 @@ pub struct Group {
     pub weights: Vec<f64>,
 }
 
-impl Group {
-    /// A wildcard group serves names the client makes up (`openai/*`): what the provider says
-    /// about such a name (404) is the client's doing, not the deployment's.
-    pub fn is_wildcard(&self) -> bool {
-        self.name.contains('*')
-    }
+/// Whether the group named `name` is a wildcard group: it serves names the client makes up
+/// (`openai/*`), so what the provider says about such a name (404) is the client's doing, not
+/// the deployment's. Takes the name (every deployment carries its group's), so the request
+/// path needs no table lookup to ask.
+pub fn is_wildcard_group(name: &str) -> bool {
+    name.contains('*')
 }
 
 /// The result of resolving a requested model name.

@@ -386,7 +386,7 @@ impl<S: Sink> RouterStream<S> {
             details: details.as_deref(),
             elapsed_ms: now.saturating_sub(sent.start_ms),
             try_budget_ms: sent.try_budget_ms,
-            wildcard_group: cfg.table.group_index(&dep.group).and_then(|g| cfg.table.groups.get(g)).is_some_and(|g| g.is_wildcard()),
+            wildcard_group: crate::config::is_wildcard_group(&dep.group),
         };
         let verdict = response::judge(&facts);
         if verdict.refuse_redirect {

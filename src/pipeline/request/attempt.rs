@@ -129,7 +129,7 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
     let class = failure_class(prev, &report, env.now_ms);
     // A prompt too long for the deployment is the request's problem, not the deployment's;
     // so is a name the client invented under a wildcard that the provider does not know.
-    let wildcard = cfg.table.group_index(&prev.group).and_then(|i| cfg.table.groups.get(i)).is_some_and(Group::is_wildcard);
+    let wildcard = crate::config::is_wildcard_group(&prev.group);
     let failed = prev_index
         .filter(|_| !report.context_window && counts_against_deployment(class, wildcard))
         .map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
