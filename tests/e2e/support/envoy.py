@@ -446,7 +446,51 @@ class EnvoyError(AssertionError):
     pass
 
 
-class Envoy:
+class _EnvoyProcess:
+    """What both Envoy wrappers share: the log, and the admin endpoint found through --admin-address-path.
+
+    Subclasses set log_path, admin_address_path, admin_port (None until discovered) and proc."""
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def _admin_get(self, path: str, timeout: float = 2.0) -> tuple:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as r:
+            return r.status, r.read()
+
+    def admin_ready(self) -> bool:
+        """The admin port is known (read from --admin-address-path) and /ready answers 200."""
+        if self.admin_port is None:
+            try:
+                addr = self.admin_address_path.read_text().strip()
+            except FileNotFoundError:
+                return False
+            if not addr:
+                return False
+            self.admin_port = int(addr.rsplit(":", 1)[1])
+        try:
+            return self._admin_get("/ready")[0] == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def listener_ports(self) -> dict:
+        """Active listeners by name -> bound port (a warming listener is not listed)."""
+        _, raw = self._admin_get("/listeners?format=json")
+        out = {}
+        for ls in json.loads(raw).get("listener_statuses", []):
+            port = ls.get("local_address", {}).get("socket_address", {}).get("port_value")
+            if port:
+                out[ls["name"]] = int(port)
+        return out
+
+
+class Envoy(_EnvoyProcess):
     """One Envoy process. Starts at construction; `wait_ready()` (or `with Envoy(...) as e:`) waits for it.
 
     env: the wasm VM's environment (vm_config.environment_variables.key_values).
@@ -530,15 +574,6 @@ class Envoy:
         return f"http://127.0.0.1:{self.admin_port}"
 
     # ---- logs --------------------------------------------------------------------------------
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
     def access_lines(self) -> list:
         """The access log file's lines so far (flushed every 100 ms here, Envoy's default is 10 s: poll)."""
         try:
@@ -549,34 +584,14 @@ class Envoy:
             return []
 
     # ---- readiness ---------------------------------------------------------------------------
-    def _admin_get(self, path: str, timeout: float = 2.0) -> tuple:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as r:
-            return r.status, r.read()
-
     def _discover(self) -> bool:
-        if self.admin_port is None:
-            try:
-                addr = self.admin_address_path.read_text().strip()
-            except FileNotFoundError:
-                return False
-            if not addr:
-                return False
-            self.admin_port = int(addr.rsplit(":", 1)[1])
-        try:
-            status, _ = self._admin_get("/ready")
-        except (urllib.error.URLError, OSError):
-            return False
-        if status != 200:
+        if not self.admin_ready():
             return False
         if self.listener_port is None:
             try:
-                _, raw = self._admin_get("/listeners?format=json")
+                self.listener_port = self.listener_ports().get("ingress")
             except (urllib.error.URLError, OSError):
                 return False
-            for ls in json.loads(raw).get("listener_statuses", []):
-                port = ls.get("local_address", {}).get("socket_address", {}).get("port_value")
-                if ls.get("name") == "ingress" and port:
-                    self.listener_port = int(port)
             if self.listener_port is None:
                 return False
         try:
@@ -718,7 +733,7 @@ def clusters_for(*mocks, passthrough=None) -> dict:
     return out
 
 
-class BootstrapEnvoy:
+class BootstrapEnvoy(_EnvoyProcess):
     """Envoy on a bootstrap built elsewhere (e.g. support/istio_translate.py): listeners by name, ports 0 allowed.
 
     Same process handling, log folder and failure reports as `Envoy` (it joins the live set the conftest reports).
@@ -744,43 +759,6 @@ class BootstrapEnvoy:
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
             env={**os.environ, **(env or {})})
         _live.add(self)
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def _admin_get(self, path: str, timeout: float = 2.0) -> tuple:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as r:
-            return r.status, r.read()
-
-    def admin_ready(self) -> bool:
-        if self.admin_port is None:
-            try:
-                addr = self.admin_address_path.read_text().strip()
-            except FileNotFoundError:
-                return False
-            if not addr:
-                return False
-            self.admin_port = int(addr.rsplit(":", 1)[1])
-        try:
-            return self._admin_get("/ready")[0] == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def listener_ports(self) -> dict:
-        """Active listeners by name -> bound port (a warming listener is not listed)."""
-        _, raw = self._admin_get("/listeners?format=json")
-        out = {}
-        for ls in json.loads(raw).get("listener_statuses", []):
-            port = ls.get("local_address", {}).get("socket_address", {}).get("port_value")
-            if port:
-                out[ls["name"]] = int(port)
-        return out
 
     def wait_ready(self, names: tuple, timeout: float = 30.0) -> "BootstrapEnvoy":
         deadline = time.monotonic() + timeout
