@@ -69,27 +69,6 @@ pub fn reference(s: &str) -> Option<&str> {
     s.strip_prefix(PREFIX).map(str::trim)
 }
 
-/// Every variable the config refers to, sorted. The filter resolves references anywhere in the
-/// config (ignored sections included), so all of them must be set in its environment.
-pub fn references(v: &Value) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    collect(v, &mut out);
-    out.into_iter().collect()
-}
-
-fn collect(v: &Value, out: &mut BTreeSet<String>) {
-    match v {
-        Value::Str(s) => {
-            if let Some(name) = reference(s) {
-                out.insert(name.to_string());
-            }
-        }
-        Value::Seq(items) => items.iter().for_each(|i| collect(i, out)),
-        Value::Map(entries) => entries.iter().for_each(|(_, v)| collect(v, out)),
-        _ => {}
-    }
-}
-
 /// Variables whose value decides where traffic goes (`api_base`/`base_url`, `cluster` of a
 /// deployment or of a `credential_list` entry): generating Envoy or Istio config needs their
 /// real values.

@@ -23,7 +23,8 @@ pub struct Validated {
     pub config: Option<RouterConfig>,
     /// The loader's errors and warnings, with positions, in file order.
     pub diags: Vec<Diag>,
-    /// Every variable the config refers to.
+    /// The variables the filter reads from its environment for this config (the loader's
+    /// `env_names`: references in ignored keys and skipped deployments are not among them).
     pub env_refs: Vec<String>,
 }
 
@@ -72,7 +73,7 @@ pub fn validate(source: &Source, env: &Env, mode: EnvMode) -> Validated {
         }
     }
     sort(&mut diags);
-    Validated { config: loaded.config, diags, env_refs: env::references(&source.value) }
+    Validated { config: loaded.config, diags, env_refs: loaded.env_names }
 }
 
 /// File order (unknown positions last), errors before warnings at the same place.

@@ -47,13 +47,14 @@ general_settings:
     );
     let out = run(&["check", &config, "--print-json"], KEYS);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("ok: 3 deployments in 2 model groups, 3 upstream clusters, 3 warnings"), "{}", out.stderr);
+    assert!(out.stderr.contains("ok: 3 deployments in 2 model groups, 3 upstream clusters, 4 warnings"), "{}", out.stderr);
     // The anchor's mapping is an unknown top-level key: a warning with its line, not a failure.
     let models = d.join("models.yaml").display().to_string();
     assert_eq!(
         lines_with(&out.stderr, "warning:"),
         [
             format!("{config}:3:1: warning: defaults: is not used by llm-router and is ignored"),
+            format!("{config}:21:3: warning: litellm_settings.drop_params: is ignored: requests are forwarded as sent: no per-provider parameter dropping"),
             format!("{models}:6:1: warning: `router_settings` replaces the one at {config}:18:1 (an included file's value wins, except lists, which are appended)"),
             // models.yaml sets num_retries; only a bootstrap with the failover wiring can act on it.
             format!("{config}: warning: envoy_settings.failover: is off, so router_settings.num_retries / retry_policy cannot act within a request (a failed attempt goes back to the client and feeds cooldowns); set it to true once Envoy has the failover wiring (README: Envoy wiring)"),
@@ -102,7 +103,7 @@ router_settings:
     assert!(errors[0].starts_with(&format!("{config}:5:7: error: model_list[0].litellm_params.weight: ")), "{}", errors[0]);
     assert!(errors[1].starts_with(&format!("{config}:9:7: error: model_list[1].litellm_params.auth_header_format: only the placeholder {{api_key}} is allowed")), "{}", errors[1]);
     assert!(errors[2].starts_with(&format!("{config}:11:3: error: router_settings.routing_strategy: unknown strategy `fastest`")), "{}", errors[2]);
-    assert_eq!(lines_with(&out.stdout, "warning:"), [format!("{config}:12:3: warning: router_settings.callbacks: is not used by llm-router and is ignored")]);
+    assert_eq!(lines_with(&out.stdout, "warning:"), [format!("{config}:12:3: warning: router_settings.callbacks: is ignored: use Envoy's access log (llm_router.* properties) and the llm_router_* metrics instead")]);
     assert!(out.stdout.ends_with(&format!("{config}: 3 errors, 1 warning\n")), "{}", out.stdout);
 }
 

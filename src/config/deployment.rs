@@ -24,16 +24,6 @@ const UNSUPPORTED_PROVIDERS: &[&str] = &[
     "nlp_cloud", "petals", "baseten", "triton", "oobabooga",
 ];
 
-/// `litellm_params` keys the router reads or knowingly ignores (no warning for these).
-const KNOWN_PARAMS: &[&str] = &[
-    "model", "provider", "custom_llm_provider", "api_key", "api_base", "api_version", "timeout",
-    "stream_timeout", "max_retries", "tpm", "rpm", "weight", "order", "tags", "auth_header_name",
-    "auth_header_format", "cluster", "input_cost_per_token", "output_cost_per_token", "max_budget",
-    "budget_duration", "organization", "region_name", "chat_batching", "use_in_pass_through",
-    "merge_reasoning_content_in_choices", "max_parallel_requests", "health_check_model", "base_url",
-    "litellm_credential_name",
-];
-
 /// LiteLLM's `model_info.mode` values.
 pub const KNOWN_MODES: &[&str] = &[
     "chat", "completion", "embedding", "image_generation", "image_edit", "audio_transcription", "audio_speech",
@@ -156,11 +146,6 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
         }
     };
     params.map?;
-    for key in params.keys() {
-        if !KNOWN_PARAMS.contains(&key.as_str()) {
-            diags.warn(params.field_path(key), "is not used by llm-router and is ignored");
-        }
-    }
 
     let model_path = params.field_path("model");
     let raw_model = match params.str("model", diags) {

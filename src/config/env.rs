@@ -8,22 +8,25 @@
 
 use super::problems::Diagnostics;
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 const PREFIX: &str = "os.environ/";
 
-/// Replaces every `os.environ/NAME` string in `value` with `lookup(NAME)`.
-/// `context` (e.g. "deployment `gpt-4o`") is appended to error messages.
+/// Replaces every `os.environ/NAME` string in `value` with `lookup(NAME)`, adding each NAME to
+/// `names`. `context` (e.g. "deployment `gpt-4o`") is appended to error messages.
 pub fn resolve(
     value: &mut Value,
     path: &str,
     context: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
+    names: &mut BTreeSet<String>,
 ) {
     match value {
         Value::String(s) => {
             if let Some(name) = s.strip_prefix(PREFIX) {
                 let name = name.trim();
+                names.insert(name.to_string());
                 match lookup(name) {
                     Some(v) => *s = v,
                     None => diags.error(
@@ -38,13 +41,13 @@ pub fn resolve(
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                resolve(item, &format!("{path}[{i}]"), context, lookup, diags);
+                resolve(item, &format!("{path}[{i}]"), context, lookup, diags, names);
             }
         }
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                resolve(v, &child, context, lookup, diags);
+                resolve(v, &child, context, lookup, diags, names);
             }
         }
         _ => {}
@@ -64,8 +67,10 @@ mod tests {
     fn resolves_nested_strings_and_arrays() {
         let mut v = json!({"a": {"b": ["os.environ/KEY", "x"]}, "c": "os.environ/KEY"});
         let mut d = Diagnostics::default();
-        resolve(&mut v, "", "", &env, &mut d);
+        let mut names = BTreeSet::new();
+        resolve(&mut v, "", "", &env, &mut d, &mut names);
         assert!(d.errors.is_empty());
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["KEY"]);
         assert_eq!(v, json!({"a": {"b": ["secret-value", "x"]}, "c": "secret-value"}));
     }
 
@@ -73,7 +78,7 @@ mod tests {
     fn missing_variable_names_variable_and_path_but_not_values() {
         let mut v = json!({"model_list": [{"litellm_params": {"api_key": "os.environ/NOPE"}}]});
         let mut d = Diagnostics::default();
-        resolve(&mut v, "", "deployment `gpt-4o`", &env, &mut d);
+        resolve(&mut v, "", "deployment `gpt-4o`", &env, &mut d, &mut BTreeSet::new());
         assert_eq!(d.errors.len(), 1);
         let line = d.errors[0].to_string();
         assert!(

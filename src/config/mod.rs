@@ -9,6 +9,7 @@ mod deployment;
 mod env;
 mod fields;
 mod problems;
+mod schema;
 mod settings;
 mod table;
 mod upstream;
@@ -20,9 +21,10 @@ mod props;
 pub use auth::AuthHeader;
 pub use deployment::{Deployment, ModelInfo, Skipped, ANTHROPIC_VERSION};
 use deployment::Parsed;
-pub use problems::{Diagnostics, Problem};
+pub use problems::{Diagnostics, Kind, Problem};
+pub use schema::{Use, DEPLOYMENT_PARAMS, GENERAL_SETTINGS, REQUEST_PARAMS, ROUTER_SETTINGS, TOP_LEVEL};
 pub use settings::{
-    Alias, DropParams, EnvoySettings, HealthCheckSettings, PerClass, RouterSettings, Strategy, DEFAULT_HEALTH_CHECK_TIMEOUT_SECS,
+    Alias, EnvoySettings, HealthCheckSettings, PerClass, RouterSettings, Strategy, DEFAULT_HEALTH_CHECK_TIMEOUT_SECS,
     FAILURE_WINDOW_SECS,
 };
 pub use table::{glob_capture, is_wildcard_group, Group, Resolved, Table};
@@ -43,6 +45,8 @@ pub struct RouterConfig {
     pub models_body: Vec<u8>,
     /// Background health probes (`src/probe/`).
     pub health_checks: settings::HealthCheckSettings,
+    /// The `model_list` entries that are not served (each was warned about at load).
+    pub skipped: Vec<Skipped>,
     /// Which configuration of this VM this is (set by the shell, 0 from `load`): per-VM caches
     /// built for one config compare it, never the config's address (an address can be reused).
     pub generation: u64,
@@ -52,23 +56,38 @@ pub struct RouterConfig {
 pub struct Loaded {
     pub config: Option<RouterConfig>,
     pub diagnostics: Diagnostics,
+    /// The environment variables the config reads (`os.environ/NAME` in keys the router uses,
+    /// outside skipped deployments), sorted: what the VM's environment must provide.
+    pub env_names: Vec<String>,
 }
 
 /// The request scan tracks default-param keys in a 64-bit mask.
 const MAX_DEFAULT_PARAM_KEYS: usize = 64;
 
-const TOP_LEVEL_KEYS: &[&str] =
-    &["model_list", "router_settings", "litellm_settings", "general_settings", "envoy_settings", "credential_list"];
-
 /// Parses and validates a plugin configuration. `lookup` reads the VM's environment.
 pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
     let mut diags = Diagnostics::default();
-    let config = build(json, lookup, &mut diags);
+    let mut env_names = std::collections::BTreeSet::new();
+    let config = build(json, lookup, &mut diags, &mut env_names);
     let config = if diags.errors.is_empty() { config } else { None };
-    Loaded { config, diagnostics: diags }
+    Loaded { config, diagnostics: diags, env_names: env_names.into_iter().collect() }
 }
 
-fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagnostics) -> Option<RouterConfig> {
+/// What one `model_list` entry's preparation found: the problems of its `os.environ/`
+/// references and ignored keys, and the variables it reads. Only reported (and requested)
+/// when the entry is not skipped.
+#[derive(Default)]
+struct EntryPrep {
+    diags: Diagnostics,
+    env_names: std::collections::BTreeSet<String>,
+}
+
+fn build(
+    json: &[u8],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+    env_names: &mut std::collections::BTreeSet<String>,
+) -> Option<RouterConfig> {
     let mut root: Value = match serde_json::from_slice(json) {
         Ok(v) => v,
         Err(e) => {
@@ -83,11 +102,9 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         diags.error("configuration", format!("must be a JSON object, got {}", kind(&root)));
         return None;
     };
-    for key in map.keys() {
-        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            diags.warn(key.clone(), "is not used by llm-router and is ignored");
-        }
-    }
+    // Keys the router does not act on are warned about and removed first: nothing below reads
+    // them, and their `os.environ/` references are neither resolved nor requested.
+    schema::prune_sections(map, diags);
 
     // `credential_list` values go into the deployments naming them, before anything else reads
     // those deployments (they are then resolved per entry, like the entry's own values).
@@ -99,31 +116,31 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         _ => Vec::new(),
     };
     // Per entry, so a skipped deployment's unset variables (e.g. a Bedrock entry's AWS keys)
-    // do not refuse the config: they would never be used.
-    let mut entry_env: Vec<Diagnostics> = Vec::new();
+    // and ignored keys neither refuse the config nor are requested: they would never be used.
+    let mut entries: Vec<EntryPrep> = Vec::new();
     for (key, value) in map.iter_mut() {
-        // Keys the router ignores (warned above) are not resolved: a variable they name need
-        // not be exposed to the VM, and a refusal must name a field the router reads.
         // credential_list is resolved where it is used (in the deployments, above).
-        if !TOP_LEVEL_KEYS.contains(&key.as_str()) || key == "credential_list" {
+        if key == "credential_list" {
             continue;
         }
         if key == "model_list" {
             if let Value::Array(items) = value {
                 for (i, item) in items.iter_mut().enumerate() {
                     let name = item.get("model_name").and_then(Value::as_str).unwrap_or("?").to_string();
-                    let mut own = Diagnostics::default();
-                    env::resolve(item, &format!("model_list[{i}]"), &format!("deployment `{name}`"), lookup, &mut own);
-                    entry_env.push(own);
+                    let mut own = EntryPrep::default();
+                    schema::prune_deployment(item, i, &mut own.diags);
+                    let context = format!("deployment `{name}`");
+                    env::resolve(item, &format!("model_list[{i}]"), &context, lookup, &mut own.diags, &mut own.env_names);
+                    entries.push(own);
                 }
                 continue;
             }
         }
-        env::resolve(value, key, "", lookup, diags);
+        env::resolve(value, key, "", lookup, diags, env_names);
     }
 
     let top = Section::new(Some(&root), "", diags);
-    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entry_env, &missing_credentials, diags);
+    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entries, &missing_credentials, diags, env_names);
     let router_section = top.child("router_settings", diags);
     let router = settings::parse_router(&router_section, &top.child("litellm_settings", diags), diags);
     let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
@@ -136,11 +153,6 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         }
     }
     let general = top.child("general_settings", diags);
-    for key in general.keys() {
-        if key != "master_key" && !settings::HEALTH_CHECK_KEYS.contains(&key.as_str()) {
-            diags.warn(general.field_path(key), "is not used by llm-router and is ignored");
-        }
-    }
     let master_key = settings::parse_master_key(&general, diags);
     let health_checks = settings::parse_health_checks(&general, &router_section, diags);
 
@@ -169,7 +181,7 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
         }
     }
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
-    Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks, generation: 0 })
+    Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks, skipped, generation: 0 })
 }
 
 /// Parses every entry: servable deployments, and the skipped ones (one warning each). A list
@@ -177,9 +189,10 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
 fn parse_model_list(
     value: Option<&Value>,
     fingerprints: &[u64],
-    entry_env: Vec<Diagnostics>,
+    entries: Vec<EntryPrep>,
     missing_credentials: &[credentials::Missing],
     diags: &mut Diagnostics,
+    env_names: &mut std::collections::BTreeSet<String>,
 ) -> (Vec<Deployment>, Vec<Skipped>) {
     let items = match value {
         None => {
@@ -195,10 +208,10 @@ fn parse_model_list(
     let mut out: Vec<Deployment> = Vec::with_capacity(items.len());
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut explicit_ids: std::collections::HashMap<String, usize> = Default::default();
-    let mut entry_env = entry_env.into_iter();
+    let mut entries = entries.into_iter();
     for (i, item) in items.iter().enumerate() {
         let generated = format!("{:016x}", fingerprints.get(i).copied().unwrap_or(i as u64));
-        let own = entry_env.next().unwrap_or_default();
+        let own = entries.next().unwrap_or_default();
         let before = diags.errors.len();
         let parsed = match missing_credentials.iter().find(|m| m.index == i) {
             Some(m) => Parsed::Skipped(m.skipped(item)),
@@ -208,7 +221,9 @@ fn parse_model_list(
             // An unset variable's error comes before what the loader then finds wrong with
             // the `os.environ/NAME` text left in place (the CLI keeps the first per field).
             let at = before.min(diags.errors.len());
-            diags.errors.splice(at..at, own.errors);
+            diags.errors.splice(at..at, own.diags.errors);
+            diags.warnings.extend(own.diags.warnings);
+            env_names.extend(own.env_names);
         }
         let mut dep = match parsed {
             Parsed::Ready(dep) => *dep,
@@ -242,7 +257,8 @@ fn parse_model_list(
         if nothing_servable {
             diags.error(&s.path, format!("{}; no deployment in model_list can be served{hint}", s.reason));
         } else {
-            diags.warn(
+            diags.warn_as(
+                Kind::Skipped,
                 &s.path,
                 format!("{}; deployment `{}` is skipped (requests for it get model_not_servable){hint}", s.reason, s.group),
             );
@@ -420,6 +436,30 @@ mod tests {
             {"model_name": "c", "litellm_params": {"model": "openai/x"}}]}));
         assert!(loaded.config.is_none());
         assert_eq!(loaded.diagnostics.errors.len(), 2, "{:?}", loaded.diagnostics.errors);
+    }
+
+    #[test]
+    fn variables_of_ignored_keys_and_skipped_deployments_are_neither_needed_nor_requested() {
+        let loaded = load_json(json!({
+            "model_list": [
+                {"model_name": "sm", "litellm_params": {"model": "sagemaker/x", "aws_secret_access_key": "os.environ/AWS_UNSET"}},
+                {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/OPENAI_API_KEY",
+                    "region_name": "os.environ/REGION_UNSET"}}],
+            "general_settings": {"master_key": "os.environ/MASTER_KEY", "database_url": "os.environ/DATABASE_URL"},
+            "router_settings": {"redis_host": "os.environ/REDIS_HOST", "num_retries": 1},
+            "litellm_settings": {"success_callback": ["langfuse"], "langfuse_secret": "os.environ/LANGFUSE"},
+            "environment_variables": {"X": "os.environ/Y"}}));
+        assert!(loaded.diagnostics.errors.is_empty(), "{:?}", loaded.diagnostics.errors);
+        assert_eq!(loaded.env_names, ["MASTER_KEY", "OPENAI_API_KEY"]);
+        let ignored: Vec<&str> =
+            loaded.diagnostics.warnings.iter().filter(|p| p.kind == Kind::Ignored).map(|p| p.path.as_str()).collect();
+        for path in ["model_list[1].litellm_params.region_name", "general_settings.database_url", "router_settings.redis_host",
+            "litellm_settings.success_callback", "litellm_settings.langfuse_secret", "environment_variables"] {
+            assert!(ignored.contains(&path), "{path} not in {ignored:?}");
+        }
+        // The skipped deployment's own keys add nothing beyond its one skip warning.
+        assert!(!loaded.diagnostics.warnings.iter().any(|p| p.path.starts_with("model_list[0]") && p.kind != Kind::Skipped));
+        assert_eq!(loaded.config.map(|c| c.skipped.len()), Some(1));
     }
 
     #[test]

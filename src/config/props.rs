@@ -15,7 +15,9 @@
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::{load, Loaded, TOP_LEVEL_KEYS};
+use super::{load, Loaded};
+
+const TOP_LEVEL_KEYS: &[&str] = &["model_list", "router_settings", "litellm_settings", "general_settings", "envoy_settings", "credential_list"];
 use crate::openai::props::{config, json_value, short_string};
 
 fn env(name: &str) -> Option<String> {

@@ -3,8 +3,8 @@
 //!
 //! LiteLLM reads several settings from either `router_settings` or `litellm_settings`
 //! (`num_retries`, `fallbacks`, `timeout`, ...); so does this router, `router_settings` winning.
-//! Everything a real config may carry is parsed now so it loads; keys the router does not use
-//! are logged once at load and ignored.
+//! Keys the router does not act on never reach these readers: `schema` warns about them and
+//! removes them first.
 
 use super::fields::{kind, Section};
 use super::problems::Diagnostics;
@@ -71,12 +71,6 @@ pub struct Alias {
     pub hidden: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum DropParams {
-    All(bool),
-    List(Vec<String>),
-}
-
 /// Routing behaviour, merged from `router_settings` and `litellm_settings`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterSettings {
@@ -98,7 +92,6 @@ pub struct RouterSettings {
     pub max_fallbacks: u64,
     pub enable_tag_filtering: bool,
     pub enable_pre_call_checks: bool,
-    pub drop_params: DropParams,
 }
 
 /// Envoy-specific knobs (not part of LiteLLM's schema).
@@ -165,25 +158,8 @@ pub fn parse_health_checks(general: &Section<'_>, router: &Section<'_>, diags: &
     HealthCheckSettings { enabled, interval_secs }
 }
 
-/// `router_settings` keys this router knows (used or parsed for later), beyond those read below.
-const KNOWN_ROUTER_KEYS: &[&str] = &[
-    "routing_strategy", "routing_strategy_args", "model_group_alias", "allowed_fails",
-    "allowed_fails_policy", "cooldown_time", "disable_cooldowns", "num_retries", "timeout",
-    "request_timeout", "stream_timeout", "retry_policy", "model_group_retry_policy", "fallbacks",
-    "context_window_fallbacks", "content_policy_fallbacks", "default_fallbacks", "max_fallbacks",
-    "enable_tag_filtering", "enable_pre_call_checks", "drop_params", "retry_after",
-    "background_health_checks", "health_check_interval", "optional_pre_call_checks",
-];
-
 /// Reads the router settings, `router_settings` first, then `litellm_settings`.
 pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Diagnostics) -> RouterSettings {
-    for (section, name) in [(router, "router_settings"), (litellm, "litellm_settings")] {
-        for key in section.keys() {
-            if !KNOWN_ROUTER_KEYS.contains(&key.as_str()) {
-                diags.warn(format!("{name}.{key}"), "is not used by llm-router and is ignored");
-            }
-        }
-    }
     // A setting from router_settings if present there, else from litellm_settings.
     let pick = |key: &str| if router.get(key).is_some() { router } else { litellm };
 
@@ -219,11 +195,6 @@ pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Dia
         max_fallbacks: pick("max_fallbacks").count("max_fallbacks", diags).unwrap_or(DEFAULT_MAX_FALLBACKS),
         enable_tag_filtering: pick("enable_tag_filtering").bool("enable_tag_filtering", diags).unwrap_or(false),
         enable_pre_call_checks: pick("enable_pre_call_checks").bool("enable_pre_call_checks", diags).unwrap_or(false),
-        drop_params: match pick("drop_params").get("drop_params") {
-            None => DropParams::All(false),
-            Some(Value::Array(_)) => DropParams::List(pick("drop_params").string_list("drop_params", diags)),
-            Some(_) => DropParams::All(pick("drop_params").bool("drop_params", diags).unwrap_or(false)),
-        },
     }
 }
 
@@ -445,7 +416,7 @@ mod tests {
     fn settings_come_from_either_section_router_first() {
         let (s, d) = settings(
             json!({"num_retries": 2, "fallbacks": [{"gpt-4": ["gpt-3.5", "claude"]}]}),
-            json!({"num_retries": 9, "request_timeout": 300, "fallbacks": [{"x": "y"}], "drop_params": ["a"],
+            json!({"num_retries": 9, "request_timeout": 300, "fallbacks": [{"x": "y"}],
                    "context_window_fallbacks": [{"gpt-3.5": ["gpt-3.5-16k"]}], "success_callback": ["langfuse"]}),
         );
         assert!(d.errors.is_empty(), "{:?}", d.errors);
@@ -453,9 +424,7 @@ mod tests {
         assert_eq!(s.timeout_secs, Some(300.0));
         assert_eq!(s.fallbacks, vec![("gpt-4".to_string(), vec!["gpt-3.5".to_string(), "claude".to_string()])]);
         assert_eq!(s.context_window_fallbacks.len(), 1);
-        assert_eq!(s.drop_params, DropParams::List(vec!["a".into()]));
-        assert_eq!(d.warnings.len(), 1);
-        assert_eq!(d.warnings[0].path, "litellm_settings.success_callback");
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
     }
 
     #[test]
