@@ -5,6 +5,7 @@
 //! split at the first `/`, else OpenAI-compatible when an `api_base` is given.
 
 use super::auth::{self, AuthHeader};
+use super::extra_headers;
 use super::fields::{kind, Section};
 use super::problems::Diagnostics;
 use super::upstream::{self, Upstream};
@@ -44,7 +45,8 @@ pub struct ModelInfo {
     pub output_cost_per_token: Option<f64>,
     pub max_input_tokens: Option<u64>,
     pub access_groups: Vec<String>,
-    /// `default_params`: (key, serialized JSON value) added when the request does not set the key.
+    /// (key, serialized JSON value) added when the request does not set the key: the request
+    /// parameters of `litellm_params` (and `extra_body`'s members), then `default_params`.
     pub default_params: Vec<(String, Vec<u8>)>,
 }
 
@@ -66,8 +68,11 @@ pub struct Deployment {
     pub tpm: Option<u64>,
     pub order: Option<u64>,
     pub timeout_secs: Option<f64>,
-    pub max_retries: Option<u64>,
+    /// `stream_timeout`: the per-try budget of a streamed request (else `timeout`).
+    pub stream_timeout_secs: Option<f64>,
     pub tags: Vec<String>,
+    /// Static upstream headers (`extra_headers`, `headers`, `organization`): lowercase names.
+    pub extra_headers: Vec<(String, String)>,
     pub info: ModelInfo,
 }
 
@@ -229,7 +234,8 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
     let tpm = params.count("tpm", diags).or_else(|| root.count("tpm", diags));
     let order = params.count("order", diags);
     let timeout_secs = params.non_negative("timeout", diags);
-    let max_retries = params.count("max_retries", diags);
+    let stream_timeout_secs = params.non_negative("stream_timeout", diags);
+    let extra_headers = extra_headers::parse(&params, provider.wire, auth.as_ref().map(|a| a.name.as_str()), diags);
 
     if diags.errors.len() > errors_before {
         return None;
@@ -247,8 +253,9 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
         tpm,
         order,
         timeout_secs,
-        max_retries,
+        stream_timeout_secs,
         tags,
+        extra_headers,
         info,
     })))
 }
@@ -363,17 +370,41 @@ fn parse_auth(params: &Section<'_>, provider: Provider, diags: &mut Diagnostics)
     Some(AuthHeader { name, value: auth::render(format, key) })
 }
 
-fn parse_model_info(info: &Section<'_>, params: &Section<'_>, diags: &mut Diagnostics) -> ModelInfo {
-    let mut default_params = Vec::new();
-    let defaults = info.child("default_params", diags);
-    if let Some(map) = defaults.map {
-        for (k, v) in map {
-            match serde_json::to_vec(v) {
-                Ok(raw) => default_params.push((k.clone(), raw)),
-                Err(e) => diags.error(defaults.field_path(k), format!("cannot be serialized: {e}")),
-            }
+/// What the deployment adds to requests that do not set a key themselves, as LiteLLM sends a
+/// deployment's `litellm_params` request parameters with every call (the request's own value
+/// wins): those parameters, `extra_body`'s members, then `model_info.default_params` (DeltaLLM)
+/// for keys neither sets.
+fn request_defaults(info: &Section<'_>, params: &Section<'_>, diags: &mut Diagnostics) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |key: &str, value: &Value, path: String, diags: &mut Diagnostics| {
+        if out.iter().any(|(k, _)| k == key) {
+            return;
+        }
+        match serde_json::to_vec(value) {
+            Ok(raw) => out.push((key.to_string(), raw)),
+            Err(e) => diags.error(path, format!("cannot be serialized: {e}")),
+        }
+    };
+    for key in super::schema::REQUEST_PARAMS {
+        if let Some(v) = params.get(key) {
+            add(key, v, params.field_path(key), diags);
         }
     }
+    let extra_body = params.child("extra_body", diags);
+    for section in [&extra_body, &info.child("default_params", diags)] {
+        for (k, v) in section.map.into_iter().flatten() {
+            if k == "model" || k == "stream" || k == "messages" {
+                diags.error(section.field_path(k), "is the request's own field and cannot be set per deployment");
+                continue;
+            }
+            add(k, v, section.field_path(k), diags);
+        }
+    }
+    out
+}
+
+fn parse_model_info(info: &Section<'_>, params: &Section<'_>, diags: &mut Diagnostics) -> ModelInfo {
+    let default_params = request_defaults(info, params, diags);
     let mut access_groups = info.string_list("access_groups", diags);
     for g in access_groups.iter_mut() {
         *g = g.to_ascii_lowercase();

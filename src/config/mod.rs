@@ -7,6 +7,7 @@ mod auth;
 mod credentials;
 mod deployment;
 mod env;
+mod extra_headers;
 mod fields;
 mod problems;
 mod schema;
@@ -152,6 +153,9 @@ fn build(
             );
         }
     }
+    for d in deployments.iter().filter(|d| d.extra_headers.iter().any(|(n, _)| *n == envoy.cluster_header)) {
+        diags.error("envoy_settings.cluster_header", format!("`{}` is also in the extra_headers of deployment `{}`", envoy.cluster_header, d.group));
+    }
     let general = top.child("general_settings", diags);
     let master_key = settings::parse_master_key(&general, diags);
     let health_checks = settings::parse_health_checks(&general, &router_section, diags);
@@ -160,8 +164,11 @@ fn build(
     table.set_unservable(&skipped);
     if table.default_param_keys.len() > MAX_DEFAULT_PARAM_KEYS {
         diags.error(
-            "model_list[*].model_info.default_params",
-            format!("at most {MAX_DEFAULT_PARAM_KEYS} distinct keys are supported across all deployments (found {})", table.default_param_keys.len()),
+            "model_list[*].litellm_params",
+            format!(
+                "at most {MAX_DEFAULT_PARAM_KEYS} distinct request parameters (litellm_params, extra_body, model_info.default_params) are supported across all deployments (found {})",
+                table.default_param_keys.len()
+            ),
         );
     }
     // Aliases come from router_settings when it has them, else from litellm_settings (`pick`).

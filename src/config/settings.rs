@@ -84,6 +84,9 @@ pub struct RouterSettings {
     pub disable_cooldowns: bool,
     pub num_retries: Option<u64>,
     pub timeout_secs: Option<f64>,
+    /// `stream_timeout`: per-try budget of streamed requests (LiteLLM: deployment's, then this,
+    /// then the non-stream timeouts).
+    pub stream_timeout_secs: Option<f64>,
     pub retry_policy: PerClass,
     pub fallbacks: Vec<(String, Vec<String>)>,
     pub context_window_fallbacks: Vec<(String, Vec<String>)>,
@@ -187,6 +190,7 @@ pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Dia
         disable_cooldowns: pick("disable_cooldowns").bool("disable_cooldowns", diags).unwrap_or(false),
         num_retries: pick("num_retries").count("num_retries", diags),
         timeout_secs: pick(timeout_key).non_negative(timeout_key, diags),
+        stream_timeout_secs: pick("stream_timeout").non_negative("stream_timeout", diags),
         retry_policy: parse_per_class(&pick("retry_policy").child("retry_policy", diags), "Retries", diags),
         fallbacks: parse_fallbacks(pick("fallbacks"), "fallbacks", diags),
         context_window_fallbacks: parse_fallbacks(pick("context_window_fallbacks"), "context_window_fallbacks", diags),

@@ -27,12 +27,12 @@ prop_compose! {
         retries in 0u32..5, tried in prop::collection::vec(id(), 0..4), path in text(), authority in text(),
         start_ms in any::<u64>(), try_budget_ms in prop::option::of(any::<u64>()),
         flags in any::<(bool, bool, bool)>(), nonce in any::<u64>(), expires_ms in any::<u64>(),
-        body_len in any::<u64>(), body_digest in any::<u64>(),
+        body_len in any::<u64>(), body_digest in any::<u64>(), inserted in any::<u32>(),
     ) -> AttemptState {
         AttemptState {
             hop, model, origin_group, group, fallback, retries, tried, path, authority, start_ms, try_budget_ms,
             can_failover: flags.0, context_fallback: flags.1, can_context_failover: flags.2,
-            nonce, expires_ms, body_len, body_digest,
+            nonce, expires_ms, body_len, body_digest, inserted,
         }
     }
 }

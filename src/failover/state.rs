@@ -53,6 +53,10 @@ pub struct AttemptState {
     /// [`body_fingerprint`] of the body this attempt forwarded (the body Envoy replays).
     pub body_len: u64,
     pub body_digest: u64,
+    /// Bytes this attempt inserted right after the body's opening `{` (its deployment's request
+    /// defaults): the next pass removes them first, so one deployment's defaults never look
+    /// like the client's own parameters to the next.
+    pub inserted: u32,
 }
 
 /// How long a state stays valid after its attempt starts: the attempt's time budget plus
@@ -115,6 +119,7 @@ impl AttemptState {
         push("e", &self.expires_ms.to_string());
         push("l", &self.body_len.to_string());
         push("d", &format!("{:016x}", self.body_digest));
+        push("i", &self.inserted.to_string());
         let mac = siphash24(key.0, key.1, out.as_bytes());
         out.push_str(&format!(";mac={mac:016x}"));
         out
@@ -180,6 +185,7 @@ impl AttemptState {
                 "e" => s.expires_ms = v.parse().ok()?,
                 "l" => s.body_len = v.parse().ok()?,
                 "d" => s.body_digest = u64::from_str_radix(&v, 16).ok()?,
+                "i" => s.inserted = v.parse().ok()?,
                 _ => {}
             }
         }
@@ -231,6 +237,7 @@ mod tests {
             expires_ms: 1_700_000_032_000,
             body_len: 4_096,
             body_digest: 0x0123_4567_89ab_cdef,
+            inserted: 37,
         }
     }
 

@@ -129,8 +129,8 @@ pub fn rewrite(
     out
 }
 
-/// Bytes [`write_members`] appends.
-fn members_len(members: &[(&str, &[u8])], object_is_empty: bool) -> usize {
+/// Bytes [`write_members`] appends (what [`rewrite`] inserts after the `{`).
+pub fn members_len(members: &[(&str, &[u8])], object_is_empty: bool) -> usize {
     if members.is_empty() {
         return 0;
     }

@@ -89,18 +89,18 @@ pub fn internal_present<'h>(headers: &'h [(String, String)], cluster_header: &st
 }
 
 /// The routed request's header map: the client's headers minus everything the policy drops
-/// and minus `stale` (a previous attempt's auth header) and anything `set` replaces, then
+/// and minus `stale` (headers a previous attempt's deployment set) and anything `set` replaces, then
 /// `set`. Pseudo-headers other than the ones `set` replaces (`:method`, `:scheme`) are kept.
 pub fn merge<'a>(
     client: &'a [(String, String)],
     cluster_header: &str,
-    stale: Option<&str>,
+    stale: &[&str],
     set: Vec<(&'a str, &'a str)>,
 ) -> Vec<(&'a str, &'a str)> {
     let mut out: Vec<(&'a str, &'a str)> = Vec::with_capacity(client.len() + set.len());
     for (name, value) in client {
         let n = name.as_str();
-        if classify(n, cluster_header).dropped_when_routed() || stale == Some(n) || set.iter().any(|(k, _)| *k == n) {
+        if classify(n, cluster_header).dropped_when_routed() || stale.contains(&n) || set.iter().any(|(k, _)| *k == n) {
             continue;
         }
         out.push((n, value.as_str()));
@@ -156,7 +156,7 @@ mod tests {
             ("traceparent", "00-abc"),
         ]);
         let set = vec![(":authority", "api.example"), (":path", "/v1/x"), ("x-llm-router-cluster", "outbound|443||api.example"), ("authorization", "Bearer sk"), ("content-length", "12")];
-        let out = merge(&client, "x-llm-router-cluster", Some("x-custom-auth"), set);
+        let out = merge(&client, "x-llm-router-cluster", &["x-custom-auth"], set);
         assert_eq!(
             out,
             vec![

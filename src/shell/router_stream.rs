@@ -138,6 +138,9 @@ impl<S: Sink> RouterStream<S> {
         if let Some(v) = fwd.anthropic_version {
             set.push(("anthropic-version", v));
         }
+        for (name, value) in fwd.extra_headers {
+            set.push((name, value));
+        }
         if let Some(ms) = &per_try {
             set.push((PER_TRY_TIMEOUT_HEADER, ms));
         }
@@ -146,7 +149,7 @@ impl<S: Sink> RouterStream<S> {
             // the pooled upstream connection.
             set.push(("content-length", len));
         }
-        let map = headers::merge(headers, fwd.cluster_header, fwd.stale_auth, set);
+        let map = headers::merge(headers, fwd.cluster_header, &fwd.stale, set);
         if let Err(status) = host.set_request_headers(map) {
             log::error!("llm-router: replacing the request headers failed: {status:?}");
             return false;

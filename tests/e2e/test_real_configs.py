@@ -99,3 +99,53 @@ def test_base_url_and_credential_list_reach_the_provider_with_the_right_key(star
     assert "team-z" in err["message"], err
     assert (a.count, b.count, passthrough.count) == (2, 1, 0)
     expect_no_secrets(envoy.log_text(), (cred_key, own_key, b_key), "the Envoy log")
+
+
+def test_deployment_request_params_and_headers_reach_only_their_provider(start_envoy, make_mock):
+    """LiteLLM sends a deployment's request parameters (`temperature`, `max_tokens`, `extra_body`, ...) with every
+    call, the request's own values winning, and its `extra_headers` / `organization` as headers. On a failover to
+    another deployment, the first one's key and headers are gone."""
+    a, b, passthrough = make_mock("openai", "a"), make_mock("openai", "b"), make_mock("openai", "passthrough")
+    tenant_secret = "tenant-secret-0123456789"
+    cfg = plugin_config([
+        deployment("g", "openai/m-a", a.url + "/v1", api_key="sk-real-a-0123456789", id="a",
+                   temperature=0.1, max_tokens=64, reasoning_effort="low", extra_body={"top_k": 3, "guided_choice": ["x"]},
+                   organization="org-a", extra_headers={"X-Tenant": "os.environ/TENANT_SECRET", "X-Shared": "from-a"},
+                   region_name="eu-west-1", max_parallel_requests=4),
+        deployment("h", "openai/m-b", b.url + "/v1", api_key="sk-real-b-0123456789", id="b",
+                   extra_headers={"X-Shared": "from-b"}),
+    ], fallbacks=[{"g": ["h"]}])
+    cfg["general_settings"]["database_url"] = "os.environ/DATABASE_URL_NOT_SET"
+    cfg["router_settings"]["redis_host"] = "os.environ/REDIS_HOST_NOT_SET"
+    envoy = start_envoy(cfg, clusters_for(a, b, passthrough=passthrough), env={"TENANT_SECRET": tenant_secret},
+                        failover=True)
+
+    resp = post(envoy, chat("g", temperature=0.9))
+    expect_routed(resp, "a", "g")
+    req = a.last()
+    body = json.loads(req.body)
+    assert (body["model"], body["temperature"], body["max_tokens"], body["reasoning_effort"]) == ("m-a", 0.9, 64, "low")
+    assert (body["top_k"], body["guided_choice"]) == (3, ["x"])
+    assert req.headers.get("openai-organization") == "org-a"
+    assert req.headers.get("x-tenant") == tenant_secret and req.headers.get("x-shared") == "from-a"
+
+    # A client's own organization header never reaches the provider; the deployment's does.
+    resp = client.post_json(envoy.base_url, ROUTE, chat("g"), {"OpenAI-Organization": "org-evil"})
+    expect_routed(resp, "a", "g")
+    assert a.last().headers.get("openai-organization") == "org-a"
+
+    a.respond(status=500)
+    resp = post(envoy, chat("g"))
+    expect_routed(resp, "b", "h")
+    req = b.last()
+    assert req.headers.get("authorization") == "Bearer sk-real-b-0123456789"
+    assert req.headers.get("x-shared") == "from-b"
+    for gone in ("x-tenant", "openai-organization"):
+        assert gone not in req.headers, (gone, req.headers)
+    assert json.loads(req.body).get("max_tokens") is None, req.body
+
+    log = envoy.log_text()
+    for path in ("litellm_params.region_name", "litellm_params.max_parallel_requests", "general_settings.database_url",
+                 "router_settings.redis_host"):
+        assert any(path in line and "ignored" in line for line in log.splitlines()), (path, envoy.log_tail())
+    expect_no_secrets(log, (tenant_secret, "sk-real-a-0123456789", "sk-real-b-0123456789"), "the Envoy log")

@@ -89,10 +89,10 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
             state.group = fallback_group.name.clone();
             state.fallback = u32::try_from(position + 1).unwrap_or(u32::MAX);
             state.context_fallback = which == Chain::ContextWindow;
-            return plan(cfg, pending, body, &scanned, fallback_group, d, state, None, env);
+            return plan(cfg, pending, body, &scanned, fallback_group, d, state, None, false, env);
         }
     };
-    plan(cfg, pending, body, &scanned, group, index, state, None, env)
+    plan(cfg, pending, body, &scanned, group, index, state, None, false, env)
 }
 
 /// The reply when the client's group has nothing to offer (and no fallback took over).
@@ -135,6 +135,8 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
         .map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
     let exhausted = |attempts: u32| Reply::from(exhausted_error(&prev.origin_group, attempts, class, &report));
 
+    let original = strip_inserted(body, prev.inserted);
+    let body: &[u8] = original.as_deref().unwrap_or(body);
     let scanned = match scan(cfg, body, pending) {
         Ok(s) => s,
         Err(reply) => return BodyDecision { failed, action: Err(reply) },
@@ -152,11 +154,22 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
             context_fallback: prev.context_fallback || report.context_window,
             ..prev.clone()
         };
-        let stale_auth = prev_index.and_then(|i| cfg.table.deployments.get(i)).and_then(|d| d.auth.as_ref()).map(|a| a.name.as_str());
-        let action = plan(cfg, pending, body, &scanned, group, index, state, stale_auth, env);
+        let previous = prev_index.and_then(|i| cfg.table.deployments.get(i));
+        let action = plan(cfg, pending, body, &scanned, group, index, state, previous, original.is_some(), env);
         return BodyDecision { failed, action };
     }
     BodyDecision { failed, action: Err(exhausted(prev.hop + 1)) }
+}
+
+/// The body without the `inserted` bytes the previous attempt put right after its opening `{`
+/// (None when it inserted nothing). The body is the one that attempt forwarded (its
+/// fingerprint was checked), so the bytes are exactly its insertion.
+fn strip_inserted(body: &[u8], inserted: u32) -> Option<Vec<u8>> {
+    let n = usize::try_from(inserted).ok().filter(|&n| n > 0)?;
+    let open = body.iter().position(|b| !b.is_ascii_whitespace()).filter(|&i| body.get(i) == Some(&b'{'))?;
+    let head = body.get(..=open)?;
+    let tail = body.get(open.checked_add(1)?.checked_add(n)?..)?;
+    Some([head, tail].concat())
 }
 
 /// What a pass needs from the body: the requested model (first pass), where `model` is, and

@@ -7,7 +7,7 @@ use super::head::Pending;
 use super::Reply;
 use crate::config::{glob_capture, AuthHeader, Deployment, Group, RouterConfig, ANTHROPIC_VERSION};
 use crate::failover::{body_fingerprint, can_context_failover, can_failover, state_ttl_ms, AttemptState};
-use crate::openai::{rewrite, ApiError};
+use crate::openai::{json_write, rewrite, ApiError};
 use crate::provider::{upstream_path, Wire};
 
 /// Request header giving Envoy the attempt's time-to-response-headers budget.
@@ -24,8 +24,11 @@ pub struct Forward<'c> {
     pub authority: &'c str,
     pub path: String,
     pub auth: Option<&'c AuthHeader>,
-    /// The previous attempt's auth header, to remove when this deployment uses another name.
-    pub stale_auth: Option<&'c str>,
+    /// Headers the previous attempt's deployment set (auth, extra headers) that this one does
+    /// not: removed, so one provider's key or headers never reach another.
+    pub stale: Vec<&'c str>,
+    /// The deployment's static headers (`extra_headers`, `organization`).
+    pub extra_headers: &'c [(String, String)],
     /// `anthropic-version` to add (Anthropic deployments, when the client sent none).
     pub anthropic_version: Option<&'static str>,
     /// The rewritten body, or None when the body goes upstream unchanged.
@@ -53,7 +56,9 @@ fn is_path_safe_capture(capture: &str) -> bool {
 }
 
 /// Plans the rewrite for deployment `index` of `group`, with `state` describing this attempt
-/// (its `tried`, `hop`, counters; completed here).
+/// (its `tried`, `hop`, counters; completed here). `body_replaced`: `body` is not what Envoy
+/// holds (a failover pass removed the previous attempt's insertions), so it is sent even
+/// when this attempt changes nothing in it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn plan<'c>(
     cfg: &'c RouterConfig,
@@ -63,7 +68,8 @@ pub(super) fn plan<'c>(
     group: &'c Group,
     index: usize,
     mut state: AttemptState,
-    stale_auth: Option<&'c str>,
+    previous: Option<&'c Deployment>,
+    body_replaced: bool,
     env: &mut Env<'_>,
 ) -> Result<Forward<'c>, Reply> {
     let dep = cfg.table.deployments.get(index).ok_or_else(|| Reply::from(ApiError::model_not_found(&state.model)))?;
@@ -89,7 +95,8 @@ pub(super) fn plan<'c>(
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
     let model_changes = upstream_model != scanned.requested;
-    let new_body: Option<Vec<u8>> = (model_changes || !defaults.is_empty()).then(|| {
+    state.inserted = u32::try_from(json_write::members_len(&defaults, scanned.scan.object.is_empty)).unwrap_or(u32::MAX);
+    let new_body: Option<Vec<u8>> = (model_changes || !defaults.is_empty() || body_replaced).then(|| {
         let model_edit = match (&scanned.scan.model, model_changes) {
             (Some(m), true) => Some((m.value.clone(), upstream_model.as_str())),
             _ => None,
@@ -99,7 +106,8 @@ pub(super) fn plan<'c>(
 
     state.tried.push(dep.id.clone());
     state.start_ms = env.now_ms;
-    let per_try_timeout_ms = dep.timeout_secs.or(cfg.router.timeout_secs).map(|s| (s * 1000.0).round() as u64).filter(|&ms| ms > 0);
+    let stream = scanned.scan.stream.unwrap_or(false);
+    let per_try_timeout_ms = per_try_timeout_secs(cfg, dep, stream).map(|s| (s * 1000.0).round() as u64).filter(|&ms| ms > 0);
     state.try_budget_ms = per_try_timeout_ms;
     let untried_in_group = group.members.iter().any(|i| cfg.table.deployments.get(*i).is_some_and(|d| !state.tried.contains(&d.id)));
     state.can_failover = can_failover(cfg, &state, untried_in_group);
@@ -122,16 +130,34 @@ pub(super) fn plan<'c>(
         authority: &dep.upstream.authority,
         path,
         auth: dep.auth.as_ref(),
-        stale_auth: stale_auth.filter(|name| dep.auth.as_ref().is_none_or(|a| a.name != *name)),
-        anthropic_version: (dep.provider.wire == Wire::Anthropic && !pending.has_anthropic_version).then_some(ANTHROPIC_VERSION),
+        stale: previous.map(|p| stale_headers(p, dep)).unwrap_or_default(),
+        extra_headers: &dep.extra_headers,
+        anthropic_version: (dep.provider.wire == Wire::Anthropic
+            && !pending.has_anthropic_version
+            && !dep.extra_headers.iter().any(|(n, _)| n == "anthropic-version"))
+        .then_some(ANTHROPIC_VERSION),
         body: new_body,
-        stream: scanned.scan.stream.unwrap_or(false),
+        stream,
         state: attach_state.then(|| state.encode(env.key)),
         per_try_timeout_ms,
         attempts: state.hop + 1,
         fallback_from,
         input_tokens: scanned.facts.input_tokens,
     })
+}
+
+/// LiteLLM's order: a stream takes the deployment's `stream_timeout`, then the router's, then
+/// the non-stream timeouts (deployment `timeout`, then the router's).
+fn per_try_timeout_secs(cfg: &RouterConfig, dep: &Deployment, stream: bool) -> Option<f64> {
+    let stream_timeout = if stream { dep.stream_timeout_secs.or(cfg.router.stream_timeout_secs) } else { None };
+    stream_timeout.or(dep.timeout_secs).or(cfg.router.timeout_secs)
+}
+
+/// Header names `previous` set upstream that `next` does not set itself.
+fn stale_headers<'c>(previous: &'c Deployment, next: &Deployment) -> Vec<&'c str> {
+    let sets = |d: &Deployment, name: &str| d.auth.as_ref().is_some_and(|a| a.name == name) || d.extra_headers.iter().any(|(n, _)| n == name);
+    let auth = previous.auth.as_ref().map(|a| a.name.as_str());
+    auth.into_iter().chain(previous.extra_headers.iter().map(|(n, _)| n.as_str())).filter(|n| !sets(next, n)).collect()
 }
 
 /// A `*` in the deployment's model takes what the group's wildcard matched.

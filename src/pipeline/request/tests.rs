@@ -481,3 +481,62 @@ fn no_failover_on_a_single_deployment_without_retries_or_fallbacks() {
     assert_eq!(f.state, None, "no further attempt possible: no state header at all");
     assert_eq!(f.per_try_timeout_ms, None);
 }
+
+#[test]
+fn litellm_params_request_params_fill_what_the_request_leaves_out() {
+    let c = cfg(json!({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": "http://h/v1",
+        "temperature": 0.1, "max_tokens": 256, "extra_body": {"top_k": 5, "temperature": 0.9, "guided_json": {"type": "object"}},
+        "reasoning_effort": "low"}, "model_info": {"default_params": {"seed": 1, "max_tokens": 1}}}]}));
+    let f = route(&c, "/v1/chat/completions", r#"{"model":"m","temperature":0.7,"messages":[]}"#).unwrap_or_else(|r| panic!("{r:?}"));
+    // The request's temperature wins; litellm_params beat extra_body and model_info.default_params.
+    assert_eq!(body_json(&f), json!({"model": "x", "temperature": 0.7, "messages": [], "max_tokens": 256, "reasoning_effort": "low",
+        "top_k": 5, "guided_json": {"type": "object"}, "seed": 1}));
+}
+
+#[test]
+fn stream_timeout_applies_to_streams_and_falls_back_to_timeout() {
+    let c = cfg(json!({"model_list": [
+        {"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": "http://h/v1", "timeout": 30, "stream_timeout": 5}},
+        {"model_name": "n", "litellm_params": {"model": "openai/y", "api_base": "http://h/v1", "timeout": 30}}],
+        "router_settings": {"stream_timeout": 7, "timeout": 60}}));
+    let t = |body: &str| route(&c, "/v1/chat/completions", body).map(|f| f.per_try_timeout_ms).unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!(t(r#"{"model":"m","stream":true}"#), Some(5_000));
+    assert_eq!(t(r#"{"model":"m"}"#), Some(30_000));
+    assert_eq!(t(r#"{"model":"n","stream":true}"#), Some(7_000), "the router's stream_timeout before the deployment's timeout");
+    assert_eq!(t(r#"{"model":"n","stream":false}"#), Some(30_000));
+}
+
+#[test]
+fn extra_headers_go_to_their_deployment_only_and_are_removed_on_failover() {
+    let c = cfg(json!({"model_list": [
+        {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1", "api_key": "k1",
+            "organization": "org-a", "extra_headers": {"X-Tenant": "t1", "X-Shared": "s1"}, "max_tokens": 64, "top_p": 0.5},
+            "model_info": {"id": "a1"}},
+        {"model_name": "b", "litellm_params": {"model": "anthropic/b1", "api_base": "http://h2", "api_key": "k2",
+            "extra_headers": {"x-shared": "s2", "anthropic-version": "2024-01-01"}, "top_p": 0.9}, "model_info": {"id": "b1"}}],
+        "router_settings": {"fallbacks": [{"a": ["b"]}]}}));
+    let body = br#"{"model":"a"}"#.to_vec();
+    let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!(f1.extra_headers, [("x-shared".to_string(), "s1".to_string()), ("x-tenant".to_string(), "t1".to_string()),
+        ("openai-organization".to_string(), "org-a".to_string())]);
+    assert!(f1.stale.is_empty());
+    let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+    let f2 = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=500")), 1_100).action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!(f2.deployment.id, "b1");
+    // a1's auth and headers b1 does not set itself are removed (openai-organization is dropped by the header policy).
+    assert_eq!(f2.stale, ["authorization", "x-tenant", "openai-organization"]);
+    assert_eq!(f2.anthropic_version, None, "the deployment pins anthropic-version itself");
+    // a1's request defaults are not taken for the client's: b1 gets only its own.
+    assert_eq!(body_json(&f1), json!({"max_tokens": 64, "top_p": 0.5, "model": "a1"}));
+    assert_eq!(body_json(&f2), json!({"top_p": 0.9, "model": "b1"}));
+    // A pass that adds nothing still sends the body without the previous pass's insertions.
+    let c2 = cfg(json!({"model_list": [
+        {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1", "max_tokens": 8}, "model_info": {"id": "a1"}},
+        {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h2/v1"}, "model_info": {"id": "a2"}}],
+        "router_settings": {"num_retries": 1}}));
+    let first = pass(&c2, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let (first_body, first_state) = (first.body.clone().unwrap_or_else(|| body.clone()), first.state.clone().unwrap_or_default());
+    let retry = pass(&c2, &first_body, Some((&first_state, "status=500")), 1_100).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let expected = if first.deployment.id == "a1" { json!({"model": "a1"}) } else { json!({"max_tokens": 8, "model": "a1"}) };
+    assert_eq!(retry.body.as_deref().map(|b| serde_json::from_slice::<Value>(b).unwrap_or_default()), Some(expected));
+}
