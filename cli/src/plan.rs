@@ -116,25 +116,19 @@ impl Endpoint {
 /// `os.environ/` api_bases (the loader already did, with the same values).
 pub fn endpoints(cfg: &RouterConfig, source: &Source, env: &Env) -> Result<Vec<Endpoint>, Vec<Diag>> {
     let entries = source.value.get("model_list").and_then(Value::as_seq).unwrap_or(&[]);
-    let deployments = &cfg.table.deployments;
-    if deployments.len() != entries.len() {
-        return Err(vec![Diag::error(None, "internal: the loaded deployments do not line up with model_list")]);
-    }
     let mut out: Vec<Endpoint> = Vec::new();
     let mut first_use: Vec<usize> = Vec::new();
     let mut errors = Vec::new();
-    for (i, (dep, entry)) in deployments.iter().zip(entries).enumerate() {
+    // Served deployments only (skipped entries have no cluster); `entry` is the model_list index.
+    for dep in &cfg.table.deployments {
+        let i = dep.entry;
+        let Some(entry) = entries.get(i) else {
+            return Err(vec![Diag::error(None, "internal: a loaded deployment has no model_list entry")]);
+        };
         let section = if entry.get("litellm_params").is_some() { "litellm_params" } else { "deltallm_params" };
         let params = entry.get(section);
         let field = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty());
-        let base = match field("api_base") {
-            Some(s) => match env::reference(s) {
-                Some(name) => env.get(name).unwrap_or_default(),
-                None => s.to_string(),
-            },
-            None => dep.provider.default_api_base.unwrap_or_default().to_string(),
-        };
-        let tls = base.split_once("://").is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("https"));
+        let tls = dep.upstream.tls;
         let (host, port) = split_authority(&dep.upstream.authority, if tls { 443 } else { 80 });
         let ep = Endpoint {
             cluster: dep.upstream.cluster.clone(),

@@ -355,3 +355,31 @@ fn failover_redirects_are_followed_only_to_the_failover_route() {
     // The routed route keeps its cluster header inside Envoy.
     assert_eq!(routes[0]["request_headers_to_remove"], serde_json::json!(["x-route-to"]));
 }
+
+#[test]
+fn only_variables_the_filter_reads_are_requested_from_envoys_environment() {
+    let d = dir("envoy-env");
+    let text = format!(
+        "{CONFIG}  redis_host: os.environ/REDIS_HOST
+general_settings:
+  master_key: os.environ/GATEWAY_KEY
+  database_url: os.environ/DATABASE_URL
+litellm_settings:
+  success_callback: [langfuse]
+  langfuse_secret_key: os.environ/LANGFUSE_SECRET_KEY
+"
+    )
+    .replace(
+        "model_list:\n",
+        "model_list:\n  - model_name: sm\n    litellm_params: {model: sagemaker/x, aws_secret_access_key: os.environ/AWS_SECRET_ACCESS_KEY}\n",
+    );
+    let config = write(&d, "config.yaml", &text);
+    let out = run(&["envoy", config.as_str(), "--format", "json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let b = json(&out.stdout);
+    let wasm = &hcm(listener(&b, "ingress"))["http_filters"][0]["typed_config"]["config"];
+    assert_eq!(wasm["vm_config"]["environment_variables"]["host_env_keys"], serde_json::json!(["GATEWAY_KEY", "OPENAI_API_KEY", "VLLM_KEY"]));
+    for ignored in ["router_settings.redis_host", "general_settings.database_url", "litellm_settings.langfuse_secret_key"] {
+        assert!(out.stderr.contains(ignored), "{ignored}: {}", out.stderr);
+    }
+}

@@ -55,6 +55,8 @@ pub struct ModelInfo {
 pub struct Deployment {
     /// `model_info.id`, or a stable hash of non-secret fields.
     pub id: String,
+    /// Its position in `model_list` (skipped entries leave gaps in the table).
+    pub entry: usize,
     /// The public model name (`model_name`), i.e. its model group; may be a wildcard pattern.
     pub group: String,
     pub provider: Provider,
@@ -242,6 +244,7 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
     }
     Some(Parsed::Ready(Box::new(Deployment {
         id,
+        entry: index,
         group,
         provider,
         model,

@@ -14,6 +14,8 @@ pub struct Upstream {
     pub authority: String,
     /// The URL path without a trailing `/` (`/openai/v1`, or empty).
     pub base_path: String,
+    /// `https`: the cluster originates TLS (the generated Envoy / Istio config reads this).
+    pub tls: bool,
 }
 
 /// Parses `scheme://host[:port][/path]`; `cluster` overrides the derived cluster name.
@@ -42,7 +44,7 @@ pub fn parse(api_base: &str, cluster: Option<&str>) -> Result<Upstream, String> 
         Some(c) => c.to_string(),
         None => format!("outbound|{port}||{}", host.trim_start_matches('[').trim_end_matches(']')),
     };
-    Ok(Upstream { cluster, authority, base_path: path.trim_end_matches('/').to_string() })
+    Ok(Upstream { cluster, authority, base_path: path.trim_end_matches('/').to_string(), tls: default_port == 443 })
 }
 
 fn split_host_port(hostport: &str) -> Result<(&str, Option<u16>), String> {
