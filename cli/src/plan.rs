@@ -44,6 +44,7 @@ pub fn validate(source: &Source, env: &Env, mode: EnvMode) -> Validated {
         loc: source.locate(&p.path),
         field: Some(p.path.clone()),
         message: p.reason.clone(),
+        kind: p.kind,
     };
     let mut diags: Vec<Diag> = loaded.diagnostics.errors.iter().map(|p| convert(p, Severity::Error)).collect();
     diags.extend(loaded.diagnostics.warnings.iter().map(|p| convert(p, Severity::Warning)));
@@ -117,13 +118,16 @@ impl Endpoint {
 pub fn endpoints(cfg: &RouterConfig, source: &Source, env: &Env) -> Result<Vec<Endpoint>, Vec<Diag>> {
     let entries = source.value.get("model_list").and_then(Value::as_seq).unwrap_or(&[]);
     let deployments = &cfg.table.deployments;
-    if deployments.len() != entries.len() {
+    // The loaded deployments are the entries that were not skipped, in order.
+    let skipped: Vec<usize> = cfg.skipped.iter().filter_map(|s| entry_index(&s.path)).collect();
+    let served: Vec<(usize, &Value)> = entries.iter().enumerate().filter(|(i, _)| !skipped.contains(i)).collect();
+    if deployments.len() != served.len() {
         return Err(vec![Diag::error(None, "internal: the loaded deployments do not line up with model_list")]);
     }
     let mut out: Vec<Endpoint> = Vec::new();
     let mut first_use: Vec<usize> = Vec::new();
     let mut errors = Vec::new();
-    for (i, (dep, entry)) in deployments.iter().zip(entries).enumerate() {
+    for (dep, &(i, entry)) in deployments.iter().zip(&served) {
         let section = if entry.get("litellm_params").is_some() { "litellm_params" } else { "deltallm_params" };
         let params = entry.get(section);
         let field = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty());
@@ -159,6 +163,7 @@ pub fn endpoints(cfg: &RouterConfig, source: &Source, env: &Env) -> Result<Vec<E
                             ep.url(),
                             existing.url()
                         ),
+                        kind: crate::source::Kind::Problem,
                     });
                 } else if !existing.deployments.contains(&dep.id) {
                     existing.deployments.push(dep.id.clone());
@@ -175,6 +180,11 @@ pub fn endpoints(cfg: &RouterConfig, source: &Source, env: &Env) -> Result<Vec<E
     } else {
         Err(errors)
     }
+}
+
+/// The `model_list` index a loader path starts with (`model_list[3].litellm_params.model` → 3).
+fn entry_index(path: &str) -> Option<usize> {
+    path.strip_prefix("model_list[")?.split(']').next()?.parse().ok()
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port` → (host without brackets, port).
@@ -203,5 +213,13 @@ mod tests {
         assert_eq!(split_authority("127.0.0.1:18001", 80), ("127.0.0.1".into(), 18001));
         assert_eq!(split_authority("[::1]:8080", 80), ("::1".into(), 8080));
         assert_eq!(split_authority("[::1]", 443), ("::1".into(), 443));
+    }
+
+    #[test]
+    fn entry_indices() {
+        assert_eq!(entry_index("model_list[12].litellm_params.model"), Some(12));
+        assert_eq!(entry_index("model_list[0]"), Some(0));
+        assert_eq!(entry_index("router_settings.fallbacks[1]"), None);
+        assert_eq!(entry_index("model_list[x].model"), None);
     }
 }
