@@ -1,6 +1,7 @@
 //! Command line: argument parsing and the three commands. Every command writes to the given
 //! streams and returns the exit status (0 ok, 1 the config has errors, 2 usage errors).
 
+use crate::check;
 use crate::env::Env;
 use crate::envoy::{self, Addr};
 use crate::istio;
@@ -170,7 +171,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         return Err(Failure::Usage("missing command".into()));
     };
     match command.as_str() {
-        "check" => check(&Opts::parse(rest, &["--env-file"], &["--allow-missing-env", "--print-json"])?, out, err),
+        "check" => check(&Opts::parse(rest, &["--env-file", "--format"], &["--allow-missing-env", "--print-json", "--strict"])?, out, err),
         "envoy" => envoy(
             &Opts::parse(
                 rest,
@@ -237,56 +238,26 @@ fn count(diags: &[Diag], severity: Severity) -> usize {
 }
 
 fn check(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
-    let env = opts.env()?;
-    let print_json = opts.has("--print-json");
-    let (source, mut diags) = source::read(&opts.config);
-    let files = source.as_ref().map(|s| s.files.clone()).unwrap_or_else(|| Files { names: vec![opts.config.display().to_string()] });
-    let main = files.names.first().cloned().unwrap_or_default();
-    let mut validated: Option<Validated> = None;
-    if let Some(src) = &source {
-        let mode = if opts.has("--allow-missing-env") { EnvMode::Placeholders } else { EnvMode::Strict };
-        let v = plan::validate(src, &env, mode);
-        diags.extend(v.diags.iter().cloned());
-        validated = Some(v);
-    }
-    plan::sort(&mut diags);
-    let (errors, warnings) = (count(&diags, Severity::Error), count(&diags, Severity::Warning));
-    let report: &mut dyn Write = if print_json { &mut *err } else { &mut *out };
-    print_diags(&files, &diags, report)?;
-    if !opts.has("--allow-missing-env") && diags.iter().any(|d| d.message.starts_with("environment variable ")) {
-        writeln!(report, "{main}: note: set the variables (or pass --env-file FILE), or check without them using --allow-missing-env")
-            .map_err(io)?;
-    }
-    let loaded = match (&source, &validated) {
-        (Some(src), Some(v)) if errors == 0 => v.config.as_ref().map(|cfg| (src, v, cfg)),
-        _ => None,
+    let format = match opts.get("--format") {
+        None | Some("text") => check::Format::Text,
+        Some("json") => check::Format::Json,
+        Some(other) => return Err(Failure::Usage(format!("check --format must be text or json, not `{other}`"))),
     };
-    match loaded {
-        Some((src, v, cfg)) => {
-            let clusters = plan::endpoints(cfg, src, &env).map(|e| e.len()).unwrap_or(0);
-            writeln!(
-                report,
-                "{main}: ok: {} in {}, {}{}",
-                plural(cfg.table.deployments.len(), "deployment", "deployments"),
-                plural(cfg.table.groups.len(), "model group", "model groups"),
-                plural(clusters, "upstream cluster", "upstream clusters"),
-                if warnings > 0 { format!(", {}", plural(warnings, "warning", "warnings")) } else { String::new() }
-            )
-            .map_err(io)?;
-            if !v.env_refs.is_empty() {
-                writeln!(report, "{main}: note: the filter reads these environment variables: {}", v.env_refs.join(", ")).map_err(io)?;
-            }
-        }
-        None => {
-            writeln!(report, "{main}: {}, {}", plural(errors, "error", "errors"), plural(warnings, "warning", "warnings")).map_err(io)?;
-        }
+    let print_json = opts.has("--print-json");
+    if print_json && format == check::Format::Json {
+        return Err(Failure::Usage(
+            "--print-json and --format json both write to stdout: --format json is the report, --print-json the filter's JSON; run check once for each".into(),
+        ));
     }
-    if print_json {
-        if let Some(src) = &source {
-            writeln!(out, "{}", src.json()).map_err(io)?;
-        }
-    }
-    Ok(if errors > 0 { 1 } else { 0 })
+    let o = check::Options {
+        config: opts.config.clone(),
+        env: opts.env()?,
+        allow_missing_env: opts.has("--allow-missing-env"),
+        print_json,
+        format,
+        strict: opts.has("--strict"),
+    };
+    check::run(&o, out, err).map_err(io)
 }
 
 /// Reads and validates CONFIG for generation. On failure the problems have been printed.
