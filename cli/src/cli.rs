@@ -1,5 +1,6 @@
-//! Command line: argument parsing and the three commands. Every command writes to the given
-//! streams and returns the exit status (0 ok, 1 the config has errors, 2 usage errors).
+//! Command line: argument parsing and the commands. Every command writes to the given streams
+//! and returns the exit status (0 ok, 1 the config has errors or a file cannot be read, 2 usage
+//! errors; `check --strict` adds 3, see [`crate::check`]).
 
 use crate::check;
 use crate::env::Env;
@@ -15,7 +16,8 @@ const USAGE: &str = "\
 llm-router: operator tool for the llm-router Envoy filter
 
 Usage:
-  llm-router check CONFIG [--env-file FILE] [--allow-missing-env] [--print-json]
+  llm-router check CONFIG [--env-file FILE] [--allow-missing-env] [--format text|json] [--strict]
+                          [--print-json]
   llm-router envoy CONFIG [-o FILE] [--format yaml|json] [--wasm PATH] [--listen ADDR:PORT]
                           [--admin ADDR:PORT] [--redirector ADDR:PORT] [--failover | --no-failover]
                           [--ca-file PATH] [--idle-timeout SECONDS] [--env-file FILE]
@@ -29,10 +31,16 @@ CONFIG is a LiteLLM or DeltaLLM proxy config (YAML, or JSON when it ends in .jso
 LiteLLM reads it: YAML 1.1 scalars, anchors and `<<:` merge keys, `include:` of further files.
 
 check   Validates CONFIG with the filter's own loader and prints every problem with its field
-        path and file position. Exit status 1 when there is an error (warnings do not fail).
+        path and file position, then what will serve: the model groups with their deployments
+        and providers, deployments per provider, the model_list entries skipped (and why), the
+        settings accepted without effect; then `ok: N deployments in M model groups, ...`.
         `os.environ/NAME` values come from the environment (and --env-file, which wins);
-        --allow-missing-env treats unset ones as set. --print-json writes the JSON the filter
-        takes to stdout (problems then go to stderr).
+        --allow-missing-env treats unset ones as set. --format json writes the same as one JSON
+        document on stdout (ok, errors, warnings with their kind, summary; null when refused).
+        --print-json writes the JSON the filter takes to stdout (the report then goes to
+        stderr; not with --format json). Exit status: 0 the filter accepts CONFIG (warnings
+        allowed), 1 it refuses it (errors) or CONFIG or --env-file cannot be read, 2 usage
+        error, 3 with --strict: it loads but has warnings.
 envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one cluster per
         upstream (TLS with SNI for https api_bases), routes, admin, buffer limits, and the
         in-request failover wiring (redirector listener, upstream filter). Defaults:
@@ -62,8 +70,8 @@ package Writes the built filter as an OCI image in the Wasm image format istio-a
         Push it with any OCI client: skopeo copy oci:DIR:TAG docker://REGISTRY/llm-router:TAG.
         Defaults: --wasm target/wasm32-wasip1/release/llm_router.wasm --tag 0.1.0
 
-Output goes to stdout unless -o FILE is given; --format defaults to yaml (json when FILE ends
-in .json). Problems and notes go to stderr.
+envoy, istio: output goes to stdout unless -o FILE is given; --format defaults to yaml (json
+when FILE ends in .json). Problems and notes go to stderr. check: --format defaults to text.
 ";
 
 /// Runs the tool with `args` (without the program name).

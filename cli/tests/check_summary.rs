@@ -221,6 +221,10 @@ fn exit_statuses_are_as_documented() {
         assert_eq!(out.stdout, "", "{args:?}");
     }
     assert!(run(&["check", &clean, "--format", "json", "--print-json"], &[]).stderr.contains("--print-json"));
+    // USAGE says the same.
+    let help = run(&["--help"], &[]).stdout;
+    assert!(help.contains("Exit status: 0 the filter accepts CONFIG (warnings\n        allowed), 1 it refuses it"), "{help}");
+    assert!(help.contains("2 usage\n        error, 3 with --strict"), "{help}");
     // Text stays the default, and can be asked for.
     assert_eq!(run(&["check", &clean, "--format", "text"], &[]).stdout, run(&["check", &clean], &[]).stdout);
 }
