@@ -1,6 +1,8 @@
-//! Command line: argument parsing and the three commands. Every command writes to the given
-//! streams and returns the exit status (0 ok, 1 the config has errors, 2 usage errors).
+//! Command line: argument parsing and the commands. Every command writes to the given streams
+//! and returns the exit status (0 ok, 1 the config has errors or a file cannot be read, 2 usage
+//! errors; `check --strict` adds 3, see [`crate::check`]).
 
+use crate::check;
 use crate::env::Env;
 use crate::envoy::{self, Addr};
 use crate::istio;
@@ -14,7 +16,8 @@ const USAGE: &str = "\
 llm-router: operator tool for the llm-router Envoy filter
 
 Usage:
-  llm-router check CONFIG [--env-file FILE] [--allow-missing-env] [--print-json]
+  llm-router check CONFIG [--env-file FILE] [--allow-missing-env] [--format text|json] [--strict]
+                          [--print-json]
   llm-router envoy CONFIG [-o FILE] [--format yaml|json] [--wasm PATH] [--listen ADDR:PORT]
                           [--admin ADDR:PORT] [--redirector ADDR:PORT] [--failover | --no-failover]
                           [--ca-file PATH] [--idle-timeout SECONDS] [--env-file FILE]
@@ -28,10 +31,16 @@ CONFIG is a LiteLLM or DeltaLLM proxy config (YAML, or JSON when it ends in .jso
 LiteLLM reads it: YAML 1.1 scalars, anchors and `<<:` merge keys, `include:` of further files.
 
 check   Validates CONFIG with the filter's own loader and prints every problem with its field
-        path and file position. Exit status 1 when there is an error (warnings do not fail).
+        path and file position, then what will serve: the model groups with their deployments
+        and providers, deployments per provider, the model_list entries skipped (and why), the
+        settings accepted without effect; then `ok: N deployments in M model groups, ...`.
         `os.environ/NAME` values come from the environment (and --env-file, which wins);
-        --allow-missing-env treats unset ones as set. --print-json writes the JSON the filter
-        takes to stdout (problems then go to stderr).
+        --allow-missing-env treats unset ones as set. --format json writes the same as one JSON
+        document on stdout (ok, errors, warnings with their kind, summary; null when refused).
+        --print-json writes the JSON the filter takes to stdout (the report then goes to
+        stderr; not with --format json). Exit status: 0 the filter accepts CONFIG (warnings
+        allowed), 1 it refuses it (errors) or CONFIG or --env-file cannot be read, 2 usage
+        error, 3 with --strict: it loads but has warnings.
 envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one cluster per
         upstream (TLS with SNI for https api_bases), routes, admin, buffer limits, and the
         in-request failover wiring (redirector listener, upstream filter). Defaults:
@@ -61,8 +70,8 @@ package Writes the built filter as an OCI image in the Wasm image format istio-a
         Push it with any OCI client: skopeo copy oci:DIR:TAG docker://REGISTRY/llm-router:TAG.
         Defaults: --wasm target/wasm32-wasip1/release/llm_router.wasm --tag 0.1.0
 
-Output goes to stdout unless -o FILE is given; --format defaults to yaml (json when FILE ends
-in .json). Problems and notes go to stderr.
+envoy, istio: output goes to stdout unless -o FILE is given; --format defaults to yaml (json
+when FILE ends in .json). Problems and notes go to stderr. check: --format defaults to text.
 ";
 
 /// Runs the tool with `args` (without the program name).
@@ -170,7 +179,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         return Err(Failure::Usage("missing command".into()));
     };
     match command.as_str() {
-        "check" => check(&Opts::parse(rest, &["--env-file"], &["--allow-missing-env", "--print-json"])?, out, err),
+        "check" => check(&Opts::parse(rest, &["--env-file", "--format"], &["--allow-missing-env", "--print-json", "--strict"])?, out, err),
         "envoy" => envoy(
             &Opts::parse(
                 rest,
@@ -237,56 +246,26 @@ fn count(diags: &[Diag], severity: Severity) -> usize {
 }
 
 fn check(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
-    let env = opts.env()?;
-    let print_json = opts.has("--print-json");
-    let (source, mut diags) = source::read(&opts.config);
-    let files = source.as_ref().map(|s| s.files.clone()).unwrap_or_else(|| Files { names: vec![opts.config.display().to_string()] });
-    let main = files.names.first().cloned().unwrap_or_default();
-    let mut validated: Option<Validated> = None;
-    if let Some(src) = &source {
-        let mode = if opts.has("--allow-missing-env") { EnvMode::Placeholders } else { EnvMode::Strict };
-        let v = plan::validate(src, &env, mode);
-        diags.extend(v.diags.iter().cloned());
-        validated = Some(v);
-    }
-    plan::sort(&mut diags);
-    let (errors, warnings) = (count(&diags, Severity::Error), count(&diags, Severity::Warning));
-    let report: &mut dyn Write = if print_json { &mut *err } else { &mut *out };
-    print_diags(&files, &diags, report)?;
-    if !opts.has("--allow-missing-env") && diags.iter().any(|d| d.message.starts_with("environment variable ")) {
-        writeln!(report, "{main}: note: set the variables (or pass --env-file FILE), or check without them using --allow-missing-env")
-            .map_err(io)?;
-    }
-    let loaded = match (&source, &validated) {
-        (Some(src), Some(v)) if errors == 0 => v.config.as_ref().map(|cfg| (src, v, cfg)),
-        _ => None,
+    let format = match opts.get("--format") {
+        None | Some("text") => check::Format::Text,
+        Some("json") => check::Format::Json,
+        Some(other) => return Err(Failure::Usage(format!("check --format must be text or json, not `{other}`"))),
     };
-    match loaded {
-        Some((src, v, cfg)) => {
-            let clusters = plan::endpoints(cfg, src, &env).map(|e| e.len()).unwrap_or(0);
-            writeln!(
-                report,
-                "{main}: ok: {} in {}, {}{}",
-                plural(cfg.table.deployments.len(), "deployment", "deployments"),
-                plural(cfg.table.groups.len(), "model group", "model groups"),
-                plural(clusters, "upstream cluster", "upstream clusters"),
-                if warnings > 0 { format!(", {}", plural(warnings, "warning", "warnings")) } else { String::new() }
-            )
-            .map_err(io)?;
-            if !v.env_refs.is_empty() {
-                writeln!(report, "{main}: note: the filter reads these environment variables: {}", v.env_refs.join(", ")).map_err(io)?;
-            }
-        }
-        None => {
-            writeln!(report, "{main}: {}, {}", plural(errors, "error", "errors"), plural(warnings, "warning", "warnings")).map_err(io)?;
-        }
+    let print_json = opts.has("--print-json");
+    if print_json && format == check::Format::Json {
+        return Err(Failure::Usage(
+            "--print-json and --format json both write to stdout: --format json is the report, --print-json the filter's JSON; run check once for each".into(),
+        ));
     }
-    if print_json {
-        if let Some(src) = &source {
-            writeln!(out, "{}", src.json()).map_err(io)?;
-        }
-    }
-    Ok(if errors > 0 { 1 } else { 0 })
+    let o = check::Options {
+        config: opts.config.clone(),
+        env: opts.env()?,
+        allow_missing_env: opts.has("--allow-missing-env"),
+        print_json,
+        format,
+        strict: opts.has("--strict"),
+    };
+    check::run(&o, out, err).map_err(io)
 }
 
 /// Reads and validates CONFIG for generation. On failure the problems have been printed.
@@ -305,7 +284,7 @@ fn prepare(opts: &Opts, env: &Env, failover: Option<bool>, err: &mut dyn Write) 
     let validated = plan::validate(&source, env, EnvMode::Placeholders);
     diags.extend(validated.diags.iter().cloned());
     let endpoints = match &validated.config {
-        Some(cfg) if count(&diags, Severity::Error) == 0 => match plan::endpoints(cfg, &source, env) {
+        Some(cfg) if count(&diags, Severity::Error) == 0 => match plan::endpoints(cfg, &source) {
             Ok(e) => Some(e),
             Err(more) => {
                 diags.extend(more);

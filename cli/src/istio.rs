@@ -690,6 +690,7 @@ fn walk(v: &Value, path: &str, secret: bool, source: &Source, out: &mut Vec<Diag
                               EnvoyFilters, and in the gateway's config dump): write `os.environ/NAME` and put the value in the Secret \
                               (see the output's header)"
                         .to_string(),
+                    kind: crate::source::Kind::Problem,
                 });
             }
         }

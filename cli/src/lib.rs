@@ -7,6 +7,7 @@
 //!   the upstream clusters the filter will name;
 //! - [`envoy`] and [`istio`] generate deployment config; [`value`] writes JSON and YAML;
 //! - [`package`] writes the built filter as an OCI image (the Wasm image format istio-agent pulls);
+//! - [`check`] is the `check` command, [`summary`] what a loaded config will serve;
 //! - [`cli`] is the command line.
 
 #![cfg_attr(
@@ -14,6 +15,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable, clippy::todo, clippy::unimplemented)
 )]
 
+pub mod check;
 pub mod cli;
 pub mod env;
 pub mod envoy;
@@ -21,5 +23,6 @@ pub mod istio;
 pub mod package;
 pub mod plan;
 pub mod source;
+pub mod summary;
 pub mod value;
 pub mod yaml;

@@ -44,6 +44,7 @@ pub fn validate(source: &Source, env: &Env, mode: EnvMode) -> Validated {
         loc: source.locate(&p.path),
         field: Some(p.path.clone()),
         message: p.reason.clone(),
+        kind: p.kind,
     };
     let mut diags: Vec<Diag> = loaded.diagnostics.errors.iter().map(|p| convert(p, Severity::Error)).collect();
     diags.extend(loaded.diagnostics.warnings.iter().map(|p| convert(p, Severity::Warning)));
@@ -112,9 +113,9 @@ impl Endpoint {
     }
 }
 
-/// The distinct upstream clusters of a loaded config, in first-use order. `env` resolves
-/// `os.environ/` api_bases (the loader already did, with the same values).
-pub fn endpoints(cfg: &RouterConfig, source: &Source, env: &Env) -> Result<Vec<Endpoint>, Vec<Diag>> {
+/// The distinct upstream clusters of a loaded config, in first-use order (from the loaded
+/// deployments: `os.environ/` api_bases, `base_url` and credentials are already resolved).
+pub fn endpoints(cfg: &RouterConfig, source: &Source) -> Result<Vec<Endpoint>, Vec<Diag>> {
     let entries = source.value.get("model_list").and_then(Value::as_seq).unwrap_or(&[]);
     let mut out: Vec<Endpoint> = Vec::new();
     let mut first_use: Vec<usize> = Vec::new();
@@ -153,6 +154,7 @@ pub fn endpoints(cfg: &RouterConfig, source: &Source, env: &Env) -> Result<Vec<E
                             ep.url(),
                             existing.url()
                         ),
+                        kind: crate::source::Kind::Problem,
                     });
                 } else if !existing.deployments.contains(&dep.id) {
                     existing.deployments.push(dep.id.clone());

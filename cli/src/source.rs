@@ -9,7 +9,8 @@
 //! the main config's; then `include` is removed. Includes of included files are not followed.
 
 use crate::value::Value;
-use crate::yaml::{self, Entry, Kind, Loc, Node, Schema};
+use crate::yaml::{self, Entry, Kind as NodeKind, Loc, Node, Schema};
+pub use llm_router::config::Kind;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -28,15 +29,18 @@ pub struct Diag {
     /// The field path in the loader's notation (`model_list[1].litellm_params.weight`).
     pub field: Option<String>,
     pub message: String,
+    /// What a warning is about, as the loader marks it (a key without effect, a skipped
+    /// deployment, anything else): `check` summarises by it without parsing messages.
+    pub kind: Kind,
 }
 
 impl Diag {
     pub fn error(loc: Option<Loc>, message: impl Into<String>) -> Diag {
-        Diag { severity: Severity::Error, loc, field: None, message: message.into() }
+        Diag { severity: Severity::Error, loc, field: None, message: message.into(), kind: Kind::Problem }
     }
 
     pub fn warning(loc: Option<Loc>, message: impl Into<String>) -> Diag {
-        Diag { severity: Severity::Warning, loc, field: None, message: message.into() }
+        Diag { severity: Severity::Warning, loc, field: None, message: message.into(), kind: Kind::Problem }
     }
 }
 
@@ -147,7 +151,7 @@ pub fn read(path: &Path) -> (Option<Source>, Vec<Diag>) {
     if diags.iter().any(|d| d.severity == Severity::Error) && root.is_none() {
         return (None, diags);
     }
-    let mut root = root.unwrap_or(Node { kind: Kind::Null, loc: Loc { file: 0, line: 1, col: 1 } });
+    let mut root = root.unwrap_or(Node { kind: NodeKind::Null, loc: Loc { file: 0, line: 1, col: 1 } });
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     apply_includes(&mut root, &base_dir, &mut files, &mut diags);
     let mut index = HashMap::new();
@@ -190,7 +194,7 @@ fn parse_file(text: &str, file: usize, schema: Schema, diags: &mut Vec<Diag>) ->
 
 fn from_json(v: serde_json::Value, loc: Loc) -> Node {
     let kind = match Value::from(v) {
-        Value::Map(entries) => Kind::Map(
+        Value::Map(entries) => NodeKind::Map(
             entries
                 .into_iter()
                 .map(|(k, v)| Entry { key: k, key_loc: loc, value: from_value(v, loc) })
@@ -203,31 +207,31 @@ fn from_json(v: serde_json::Value, loc: Loc) -> Node {
 
 fn from_value(v: Value, loc: Loc) -> Node {
     let kind = match v {
-        Value::Null => Kind::Null,
-        Value::Bool(b) => Kind::Bool(b),
-        Value::Int(i) => Kind::Int(i),
-        Value::Float(f) => Kind::Float(f),
-        Value::Str(s) => Kind::Str(s),
-        Value::Seq(items) => Kind::Seq(items.into_iter().map(|i| from_value(i, loc)).collect()),
-        Value::Map(entries) => Kind::Map(entries.into_iter().map(|(k, v)| Entry { key: k, key_loc: loc, value: from_value(v, loc) }).collect()),
+        Value::Null => NodeKind::Null,
+        Value::Bool(b) => NodeKind::Bool(b),
+        Value::Int(i) => NodeKind::Int(i),
+        Value::Float(f) => NodeKind::Float(f),
+        Value::Str(s) => NodeKind::Str(s),
+        Value::Seq(items) => NodeKind::Seq(items.into_iter().map(|i| from_value(i, loc)).collect()),
+        Value::Map(entries) => NodeKind::Map(entries.into_iter().map(|(k, v)| Entry { key: k, key_loc: loc, value: from_value(v, loc) }).collect()),
     };
     Node { kind, loc }
 }
 
 fn apply_includes(root: &mut Node, base_dir: &Path, files: &mut Files, diags: &mut Vec<Diag>) {
-    let Kind::Map(entries) = &mut root.kind else { return };
+    let NodeKind::Map(entries) = &mut root.kind else { return };
     let Some(pos) = entries.iter().position(|e| e.key == "include") else { return };
     let include = entries.remove(pos);
     let items = match include.value.kind {
-        Kind::Seq(items) => items,
-        Kind::Null => Vec::new(),
+        NodeKind::Seq(items) => items,
+        NodeKind::Null => Vec::new(),
         _ => {
             diags.push(Diag::error(Some(include.value.loc), "'include' must be a list of file paths (as LiteLLM requires)"));
             return;
         }
     };
     for item in items {
-        let Kind::Str(rel) = &item.kind else {
+        let NodeKind::Str(rel) = &item.kind else {
             diags.push(Diag::error(Some(item.loc), format!("an include must be a file path, got {}", item.kind_name())));
             continue;
         };
@@ -247,7 +251,7 @@ fn apply_includes(root: &mut Node, base_dir: &Path, files: &mut Files, diags: &m
             }
             continue;
         };
-        let Kind::Map(inc_entries) = included.kind else {
+        let NodeKind::Map(inc_entries) = included.kind else {
             diags.push(Diag::error(Some(included.loc), format!("an included file must be a mapping, got {}", included.kind_name())));
             continue;
         };
@@ -258,8 +262,8 @@ fn apply_includes(root: &mut Node, base_dir: &Path, files: &mut Files, diags: &m
             }
             match entries.iter_mut().find(|m| m.key == e.key) {
                 Some(main) => match (&mut main.value.kind, e.value.kind) {
-                    (Kind::Seq(main_items), Kind::Seq(more)) => main_items.extend(more),
-                    (_, Kind::Seq(_)) => diags.push(Diag::error(
+                    (NodeKind::Seq(main_items), NodeKind::Seq(more)) => main_items.extend(more),
+                    (_, NodeKind::Seq(_)) => diags.push(Diag::error(
                         Some(e.key_loc),
                         format!("`{}` is a list here but {} in {} (line {}); LiteLLM can only append a list to a list", e.key, main.value.kind_name(), files.names.first().map(String::as_str).unwrap_or("?"), main.key_loc.line),
                     )),
@@ -287,12 +291,12 @@ pub fn node_value(node: &Node) -> Value {
 /// its key (`router_settings.timeout` → the `timeout:` line), a list item at the item.
 fn to_value(node: &Node, path: &str, index: &mut HashMap<String, Loc>) -> Value {
     match &node.kind {
-        Kind::Null => Value::Null,
-        Kind::Bool(b) => Value::Bool(*b),
-        Kind::Int(i) => Value::Int(*i),
-        Kind::Float(f) => Value::Float(*f),
-        Kind::Str(s) => Value::Str(s.clone()),
-        Kind::Seq(items) => Value::Seq(
+        NodeKind::Null => Value::Null,
+        NodeKind::Bool(b) => Value::Bool(*b),
+        NodeKind::Int(i) => Value::Int(*i),
+        NodeKind::Float(f) => Value::Float(*f),
+        NodeKind::Str(s) => Value::Str(s.clone()),
+        NodeKind::Seq(items) => Value::Seq(
             items
                 .iter()
                 .enumerate()
@@ -305,7 +309,7 @@ fn to_value(node: &Node, path: &str, index: &mut HashMap<String, Loc>) -> Value 
                 })
                 .collect(),
         ),
-        Kind::Map(entries) => Value::Map(
+        NodeKind::Map(entries) => Value::Map(
             entries
                 .iter()
                 .map(|e| {

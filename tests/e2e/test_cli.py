@@ -133,6 +133,17 @@ def test_check_accepts_the_example():
     proc = cli("check", EXAMPLE, env=KEYS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok: 5 deployments in 4 model groups, 3 upstream clusters" in proc.stdout, proc.stdout
+    assert ": serves 4 model groups:" in proc.stdout, proc.stdout
+    # The same facts for CI: one JSON document, the variables the bootstrap must pass.
+    proc = cli("check", EXAMPLE, "--format", "json", env=KEYS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True and report["errors"] == [], report
+    summary = report["summary"]
+    assert summary["deployments"] == 5 and len(summary["groups"]) == 4 and len(summary["clusters"]) == 3, summary
+    assert sum(summary["deployments_by_provider"].values()) == 5, summary
+    assert set(summary["env"]) <= set(KEYS), summary
+    assert not any(v in proc.stdout for v in KEYS.values())
 
 
 def test_envoy_output_for_the_example_boots_and_routes(wasm, demo_mocks, gateways, tmp_path):
