@@ -8,25 +8,26 @@
 
 use super::problems::Diagnostics;
 use serde_json::Value;
-use std::collections::BTreeSet;
 
 const PREFIX: &str = "os.environ/";
 
 /// Replaces every `os.environ/NAME` string in `value` with `lookup(NAME)`, adding each NAME to
-/// `names`. `context` (e.g. "deployment `gpt-4o`") is appended to error messages.
+/// `names` once (a Vec: a config names a handful; a B-tree set would cost wasm size). `context` (e.g. "deployment `gpt-4o`") is appended to error messages.
 pub fn resolve(
     value: &mut Value,
     path: &str,
     context: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
-    names: &mut BTreeSet<String>,
+    names: &mut Vec<String>,
 ) {
     match value {
         Value::String(s) => {
             if let Some(name) = s.strip_prefix(PREFIX) {
                 let name = name.trim();
-                names.insert(name.to_string());
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_string());
+                }
                 match lookup(name) {
                     Some(v) => *s = v,
                     None => diags.error(
@@ -67,10 +68,10 @@ mod tests {
     fn resolves_nested_strings_and_arrays() {
         let mut v = json!({"a": {"b": ["os.environ/KEY", "x"]}, "c": "os.environ/KEY"});
         let mut d = Diagnostics::default();
-        let mut names = BTreeSet::new();
+        let mut names = Vec::new();
         resolve(&mut v, "", "", &env, &mut d, &mut names);
         assert!(d.errors.is_empty());
-        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["KEY"]);
+        assert_eq!(names, ["KEY"]);
         assert_eq!(v, json!({"a": {"b": ["secret-value", "x"]}, "c": "secret-value"}));
     }
 
@@ -78,7 +79,7 @@ mod tests {
     fn missing_variable_names_variable_and_path_but_not_values() {
         let mut v = json!({"model_list": [{"litellm_params": {"api_key": "os.environ/NOPE"}}]});
         let mut d = Diagnostics::default();
-        resolve(&mut v, "", "deployment `gpt-4o`", &env, &mut d, &mut BTreeSet::new());
+        resolve(&mut v, "", "deployment `gpt-4o`", &env, &mut d, &mut Vec::new());
         assert_eq!(d.errors.len(), 1);
         let line = d.errors[0].to_string();
         assert!(

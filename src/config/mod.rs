@@ -68,10 +68,12 @@ const MAX_DEFAULT_PARAM_KEYS: usize = 64;
 /// Parses and validates a plugin configuration. `lookup` reads the VM's environment.
 pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
     let mut diags = Diagnostics::default();
-    let mut env_names = std::collections::BTreeSet::new();
+    let mut env_names = Vec::new();
     let config = build(json, lookup, &mut diags, &mut env_names);
     let config = if diags.errors.is_empty() { config } else { None };
-    Loaded { config, diagnostics: diags, env_names: env_names.into_iter().collect() }
+    env_names.sort_unstable();
+    env_names.dedup();
+    Loaded { config, diagnostics: diags, env_names }
 }
 
 /// What one `model_list` entry's preparation found: the problems of its `os.environ/`
@@ -80,14 +82,14 @@ pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
 #[derive(Default)]
 struct EntryPrep {
     diags: Diagnostics,
-    env_names: std::collections::BTreeSet<String>,
+    env_names: Vec<String>,
 }
 
 fn build(
     json: &[u8],
     lookup: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
-    env_names: &mut std::collections::BTreeSet<String>,
+    env_names: &mut Vec<String>,
 ) -> Option<RouterConfig> {
     let mut root: Value = match serde_json::from_slice(json) {
         Ok(v) => v,
@@ -199,7 +201,7 @@ fn parse_model_list(
     entries: Vec<EntryPrep>,
     missing_credentials: &[credentials::Missing],
     diags: &mut Diagnostics,
-    env_names: &mut std::collections::BTreeSet<String>,
+    env_names: &mut Vec<String>,
 ) -> (Vec<Deployment>, Vec<Skipped>) {
     let items = match value {
         None => {
