@@ -168,6 +168,12 @@ fn build(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagn
             None => diags.error(path, format!("points at model group `{}`, which no model_list entry defines", alias.group)),
         }
     }
+    let retry_section = if router_section.get("model_group_retry_policy").is_some() { "router_settings" } else { "litellm_settings" };
+    for (group, _) in &router.model_group_retry_policy {
+        if table.group_index(group).is_none() && table.unservable(group).is_none() {
+            diags.warn(format!("{retry_section}.model_group_retry_policy.{group}"), "names no model group of model_list; it never applies");
+        }
+    }
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
     Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks, generation: 0 })
 }

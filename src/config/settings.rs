@@ -91,6 +91,9 @@ pub struct RouterSettings {
     pub num_retries: Option<u64>,
     pub timeout_secs: Option<f64>,
     pub retry_policy: PerClass,
+    /// `model_group_retry_policy`: group name → the retry policy used for that group instead of
+    /// `retry_policy` (LiteLLM's `get_num_retries_from_retry_policy`).
+    pub model_group_retry_policy: Vec<(String, PerClass)>,
     pub fallbacks: Vec<(String, Vec<String>)>,
     pub context_window_fallbacks: Vec<(String, Vec<String>)>,
     pub content_policy_fallbacks: Vec<(String, Vec<String>)>,
@@ -212,6 +215,10 @@ pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Dia
         num_retries: pick("num_retries").count("num_retries", diags),
         timeout_secs: pick(timeout_key).non_negative(timeout_key, diags),
         retry_policy: parse_per_class(&pick("retry_policy").child("retry_policy", diags), "Retries", diags),
+        model_group_retry_policy: {
+            let section = pick("model_group_retry_policy").child("model_group_retry_policy", diags);
+            section.keys().map(|group| (group.clone(), parse_per_class(&section.child(group, diags), "Retries", diags))).collect()
+        },
         fallbacks: parse_fallbacks(pick("fallbacks"), "fallbacks", diags),
         context_window_fallbacks: parse_fallbacks(pick("context_window_fallbacks"), "context_window_fallbacks", diags),
         content_policy_fallbacks: parse_fallbacks(pick("content_policy_fallbacks"), "content_policy_fallbacks", diags),
@@ -229,14 +236,17 @@ pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Dia
 
 /// The first configured setting that needs in-request failover, if any.
 pub fn needs_failover(r: &RouterSettings) -> Option<&'static str> {
-    let p = &r.retry_policy;
-    let retry_policy = [p.bad_request, p.authentication, p.timeout, p.rate_limit, p.content_policy, p.internal_server];
-    if r.num_retries.is_some_and(|n| n > 0) || retry_policy.iter().any(|n| n.is_some_and(|n| n > 0)) {
-        Some("router_settings.num_retries / retry_policy")
+    let retries = |p: &PerClass| {
+        [p.bad_request, p.authentication, p.timeout, p.rate_limit, p.content_policy, p.internal_server].iter().any(|n| n.is_some_and(|n| n > 0))
+    };
+    if r.num_retries.is_some_and(|n| n > 0) || retries(&r.retry_policy) || r.model_group_retry_policy.iter().any(|(_, p)| retries(p)) {
+        Some("router_settings.num_retries / retry_policy / model_group_retry_policy")
     } else if !r.fallbacks.is_empty() || !r.default_fallbacks.is_empty() {
         Some("router_settings.fallbacks")
     } else if !r.context_window_fallbacks.is_empty() {
         Some("router_settings.context_window_fallbacks (after an upstream context-length error)")
+    } else if !r.content_policy_fallbacks.is_empty() {
+        Some("router_settings.content_policy_fallbacks (after an upstream content-policy rejection)")
     } else {
         None
     }

@@ -1,9 +1,13 @@
 //! Where the next attempt goes after a failure: LiteLLM's order — retries within the model
-//! group (`num_retries`, or `retry_policy` per error class), then the group's `fallbacks` in
-//! order (else the `"*"` entry, else `default_fallbacks`), at most `max_fallbacks` of them.
+//! group (`num_retries`, or the per-class `retry_policy`, replaced for a group by its
+//! `model_group_retry_policy` entry), then the group's `fallbacks` in order (else the `"*"`
+//! entry, else `default_fallbacks`), at most `max_fallbacks` of them. A prompt the upstream
+//! rejects as too long, or for a content-policy violation, is no failure of the deployment: it
+//! goes, without a retry, to `context_window_fallbacks` / `content_policy_fallbacks` (LiteLLM's
+//! `should_retry_this_error` raises those errors straight to their fallback list).
 
 use super::state::AttemptState;
-use crate::config::{RouterConfig, RouterSettings};
+use crate::config::{PerClass, RouterConfig, RouterSettings};
 use crate::health::FailureClass;
 
 /// A model group to try next, with the counters the attempt will carry.
@@ -16,9 +20,15 @@ pub struct Target {
     pub retries: u32,
 }
 
-/// Retries allowed within a group after a failure of `class`.
-pub fn retry_budget(router: &RouterSettings, class: FailureClass) -> u32 {
-    let p = &router.retry_policy;
+/// The retry policy of `group`: its `model_group_retry_policy` entry when it has one (LiteLLM
+/// takes that entry instead of `retry_policy`, not merged with it), else `retry_policy`.
+pub fn retry_policy<'r>(router: &'r RouterSettings, group: &str) -> &'r PerClass {
+    router.model_group_retry_policy.iter().find(|(g, _)| g == group).map_or(&router.retry_policy, |(_, p)| p)
+}
+
+/// Retries allowed within `group` after a failure of `class`.
+pub fn retry_budget(router: &RouterSettings, group: &str, class: FailureClass) -> u32 {
+    let p = retry_policy(router, group);
     let n = match class {
         FailureClass::RateLimit => p.rate_limit.or(router.num_retries),
         FailureClass::Timeout | FailureClass::ConnectFailure => p.timeout.or(router.num_retries),
@@ -29,8 +39,8 @@ pub fn retry_budget(router: &RouterSettings, class: FailureClass) -> u32 {
     u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX)
 }
 
-/// The most retries any error class may get (decides whether a retry is possible at all).
-fn max_retry_budget(router: &RouterSettings) -> u32 {
+/// The most retries any error class may get in `group` (decides whether a retry is possible at all).
+fn max_retry_budget(router: &RouterSettings, group: &str) -> u32 {
     [
         FailureClass::RateLimit,
         FailureClass::Timeout,
@@ -38,18 +48,21 @@ fn max_retry_budget(router: &RouterSettings) -> u32 {
         FailureClass::Authentication,
     ]
     .into_iter()
-    .map(|c| retry_budget(router, c))
+    .map(|c| retry_budget(router, group, c))
     .max()
     .unwrap_or(0)
 }
 
 /// Which fallback list applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Chain {
     /// `fallbacks` (else `default_fallbacks`): for failures and unavailable groups.
+    #[default]
     Regular,
     /// `context_window_fallbacks`: for prompts too long for the group.
     ContextWindow,
+    /// `content_policy_fallbacks`: for requests a provider refused on content policy.
+    ContentPolicy,
 }
 
 /// The fallback groups of `origin` (table indices), in order, without `origin` itself.
@@ -64,10 +77,11 @@ pub fn chain(cfg: &RouterConfig, origin: &str, which: Chain) -> Vec<usize> {
     let lists = match which {
         Chain::Regular => &r.fallbacks,
         Chain::ContextWindow => &r.context_window_fallbacks,
+        Chain::ContentPolicy => &r.content_policy_fallbacks,
     };
     let default: &[String] = match which {
         Chain::Regular => r.default_fallbacks.as_slice(),
-        Chain::ContextWindow => &[],
+        Chain::ContextWindow | Chain::ContentPolicy => &[],
     };
     let names: &[String] = lists
         .iter()
@@ -91,13 +105,12 @@ pub fn chain(cfg: &RouterConfig, origin: &str, which: Chain) -> Vec<usize> {
 /// Targets to try, in order, after `state`'s attempt failed with `class`.
 pub fn next_targets(cfg: &RouterConfig, state: &AttemptState, class: FailureClass) -> Vec<Target> {
     let mut out = Vec::new();
-    if state.retries < retry_budget(&cfg.router, class) {
+    if state.retries < retry_budget(&cfg.router, &state.group, class) {
         if let Some(g) = cfg.table.group_index(&state.group) {
             out.push(Target { group: g, fallback: state.fallback, retries: state.retries + 1 });
         }
     }
-    let which = if state.context_fallback { Chain::ContextWindow } else { Chain::Regular };
-    for (i, &g) in chain(cfg, &state.origin_group, which).iter().enumerate() {
+    for (i, &g) in chain(cfg, &state.origin_group, state.chain).iter().enumerate() {
         let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
         if position > state.fallback {
             out.push(Target { group: g, fallback: position, retries: 0 });
@@ -106,11 +119,13 @@ pub fn next_targets(cfg: &RouterConfig, state: &AttemptState, class: FailureClas
     out
 }
 
-/// Targets after the upstream said the prompt is too long: the rest of the origin's
-/// `context_window_fallbacks` (no retry: every member of a group shares its context window).
-pub fn context_targets(cfg: &RouterConfig, state: &AttemptState) -> Vec<Target> {
-    let done = if state.context_fallback { state.fallback } else { 0 };
-    chain(cfg, &state.origin_group, Chain::ContextWindow)
+/// Targets after the upstream rejected the request itself (`which`: too long for the context
+/// window, or a content-policy violation): the rest of the origin's list of that kind. No
+/// retry: every member of a group shares its context window, and LiteLLM does not retry either
+/// error when its fallback list is set.
+pub fn rejection_targets(cfg: &RouterConfig, state: &AttemptState, which: Chain) -> Vec<Target> {
+    let done = if state.chain == which { state.fallback } else { 0 };
+    chain(cfg, &state.origin_group, which)
         .into_iter()
         .enumerate()
         .filter_map(|(i, g)| {
@@ -120,18 +135,17 @@ pub fn context_targets(cfg: &RouterConfig, state: &AttemptState) -> Vec<Target> 
         .collect()
 }
 
-/// Whether a context-window fallback could follow the attempt `state` describes.
-pub fn can_context_failover(cfg: &RouterConfig, state: &AttemptState) -> bool {
-    !context_targets(cfg, state).is_empty()
+/// Whether a fallback of kind `which` could follow the attempt `state` describes.
+pub fn can_rejection_failover(cfg: &RouterConfig, state: &AttemptState, which: Chain) -> bool {
+    !rejection_targets(cfg, state, which).is_empty()
 }
 
 /// Whether another attempt could follow the one `state` describes (`untried_in_group`: its
 /// group still has a member this request has not tried). Lets the upstream side pass a failure
 /// through untouched when nothing is left to try.
 pub fn can_failover(cfg: &RouterConfig, state: &AttemptState, untried_in_group: bool) -> bool {
-    let retry = state.retries < max_retry_budget(&cfg.router) && untried_in_group;
-    let which = if state.context_fallback { Chain::ContextWindow } else { Chain::Regular };
-    let fallback = u32::try_from(chain(cfg, &state.origin_group, which).len()).unwrap_or(u32::MAX) > state.fallback;
+    let retry = state.retries < max_retry_budget(&cfg.router, &state.group) && untried_in_group;
+    let fallback = u32::try_from(chain(cfg, &state.origin_group, state.chain).len()).unwrap_or(u32::MAX) > state.fallback;
     retry || fallback
 }
 
@@ -188,10 +202,10 @@ mod tests {
     #[test]
     fn per_class_policy_and_no_retry_on_auth_by_default() {
         let c = cfg(json!({"num_retries": 2, "retry_policy": {"RateLimitErrorRetries": 0}}));
-        assert_eq!(retry_budget(&c.router, FailureClass::RateLimit), 0);
-        assert_eq!(retry_budget(&c.router, FailureClass::ServerError), 2);
-        assert_eq!(retry_budget(&c.router, FailureClass::Authentication), 0);
-        assert_eq!(retry_budget(&c.router, FailureClass::NotFound), 0);
+        assert_eq!(retry_budget(&c.router, "a", FailureClass::RateLimit), 0);
+        assert_eq!(retry_budget(&c.router, "a", FailureClass::ServerError), 2);
+        assert_eq!(retry_budget(&c.router, "a", FailureClass::Authentication), 0);
+        assert_eq!(retry_budget(&c.router, "a", FailureClass::NotFound), 0);
         assert!(next_targets(&c, &state("a", 0, 0, &["x"]), FailureClass::RateLimit).is_empty());
     }
 

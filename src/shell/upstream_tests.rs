@@ -44,7 +44,7 @@ fn id(rid: &str) -> u64 {
 
 /// The failover location for `state` reporting `status` (0: no response).
 fn location(state: &str, status: u16, retry_after_ms: Option<u64>, context_window: bool) -> Option<String> {
-    Some(failover_location("gw.local", state, &FailureReport { status, retry_after_ms, context_window }))
+    Some(failover_location("gw.local", state, &FailureReport { status, retry_after_ms, context_window, content_policy: false }))
 }
 
 const REDIRECTOR: [(&str, &str); 3] = [(":status", "307"), ("location", "http://gw.local/v1/chat/completions"), (REDIRECTOR_HEADER, "1")];
