@@ -429,6 +429,16 @@ mod tests {
     }
 
     #[test]
+    fn a_model_group_retry_policy_for_no_group_is_warned() {
+        let loaded = load_json(json!({
+            "model_list": [{"model_name": "a", "litellm_params": {"model": "openai/x"}}],
+            "router_settings": {"model_group_retry_policy": {"a": {"TimeoutErrorRetries": 1}, "typo": {"TimeoutErrorRetries": 1}}},
+            "envoy_settings": {"failover": true}}));
+        let warnings: Vec<String> = loaded.diagnostics.warnings.iter().map(|p| p.to_string()).collect();
+        assert_eq!(warnings, ["router_settings.model_group_retry_policy.typo: names no model group of model_list; it never applies"]);
+    }
+
+    #[test]
     fn credential_list_fills_deployments_and_an_unknown_name_skips_one() {
         let loaded = load_json(json!({
             "credential_list": [{"credential_name": "oa", "credential_values": {"api_key": "os.environ/OPENAI_API_KEY", "base_url": "https://c.example/v1"}},

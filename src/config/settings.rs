@@ -483,6 +483,20 @@ mod tests {
         assert_eq!(d.warnings.len(), 1);
     }
 
+    #[test]
+    fn model_group_retry_policy_per_group() {
+        let (s, d) = settings(
+            json!({"model_group_retry_policy": {"gpt-4o": {"RateLimitErrorRetries": 0, "TimeoutErrorRetries": 4}, "claude": {"Nope": 1}}}),
+            Value::Null,
+        );
+        assert_eq!(s.model_group_retry_policy.len(), 2);
+        let gpt = s.model_group_retry_policy.iter().find(|(g, _)| g == "gpt-4o").map(|(_, p)| p.clone()).unwrap_or_default();
+        assert_eq!((gpt.rate_limit, gpt.timeout, gpt.internal_server), (Some(0), Some(4), None));
+        assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+        assert_eq!(d.warnings[0].path, "router_settings.model_group_retry_policy.claude.Nope");
+        assert!(needs_failover(&s).is_some_and(|w| w.contains("model_group_retry_policy")));
+    }
+
     fn envoy(v: Value) -> (EnvoySettings, Diagnostics) {
         let mut d = Diagnostics::default();
         let s = parse_envoy(&Section::new(Some(&v), "envoy_settings", &mut d), &mut d);

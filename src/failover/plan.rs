@@ -231,4 +231,49 @@ mod tests {
         assert!(can_failover(&fb, &state("a", 0, 0, &["x"]), false));
         assert!(!can_failover(&fb, &state("b", 1, 0, &["x", "z"]), false));
     }
+
+    #[test]
+    fn model_group_retry_policy_replaces_retry_policy_for_its_group() {
+        let c = cfg(json!({
+            "num_retries": 1,
+            "retry_policy": {"RateLimitErrorRetries": 3, "TimeoutErrorRetries": 2},
+            "model_group_retry_policy": {"a": {"RateLimitErrorRetries": 0}},
+        }));
+        // `a`'s own entry replaces the whole policy (not merged): no rate-limit retry, and the
+        // classes it does not name fall back to num_retries, not to retry_policy.
+        assert_eq!(retry_budget(&c.router, "a", FailureClass::RateLimit), 0);
+        assert_eq!(retry_budget(&c.router, "a", FailureClass::Timeout), 1);
+        assert_eq!(retry_budget(&c.router, "b", FailureClass::RateLimit), 3);
+        assert_eq!(retry_budget(&c.router, "b", FailureClass::Timeout), 2);
+        assert!(next_targets(&c, &state("a", 0, 0, &["x"]), FailureClass::RateLimit).is_empty());
+        // The group being tried decides, not the origin.
+        let t = next_targets(&c, &state("b", 1, 0, &["x", "z"]), FailureClass::RateLimit);
+        assert_eq!(names(&c, &t), [("b".into(), 1, 1)]);
+        let none = cfg(json!({"model_group_retry_policy": {"a": {"TimeoutErrorRetries": 1}}}));
+        assert!(can_failover(&none, &state("a", 0, 0, &["x"]), true));
+        assert!(!can_failover(&none, &state("b", 0, 0, &["x"]), true));
+    }
+
+    #[test]
+    fn rejection_lists_are_separate_and_never_retried() {
+        let c = cfg(json!({
+            "num_retries": 3,
+            "fallbacks": [{"a": ["c"]}],
+            "context_window_fallbacks": [{"a": ["b"]}],
+            "content_policy_fallbacks": [{"a": ["c", "b"]}],
+        }));
+        let first = state("a", 0, 0, &["x"]);
+        assert_eq!(names(&c, &rejection_targets(&c, &first, Chain::ContentPolicy)), [("c".into(), 1, 0), ("b".into(), 2, 0)]);
+        assert_eq!(names(&c, &rejection_targets(&c, &first, Chain::ContextWindow)), [("b".into(), 1, 0)]);
+        // Serving from the first content-policy fallback: only the second is left; a regular
+        // failure continues that list.
+        let on_c = AttemptState { chain: Chain::ContentPolicy, ..state("c", 1, 0, &["x", "z"]) };
+        assert_eq!(names(&c, &rejection_targets(&c, &on_c, Chain::ContentPolicy)), [("b".into(), 2, 0)]);
+        assert!(can_rejection_failover(&c, &on_c, Chain::ContentPolicy));
+        assert_eq!(names(&c, &next_targets(&c, &on_c, FailureClass::ServerError)), [("c".into(), 1, 1), ("b".into(), 2, 0)]);
+        let on_b = AttemptState { chain: Chain::ContentPolicy, ..state("b", 2, 0, &["x", "z", "y"]) };
+        assert!(!can_rejection_failover(&c, &on_b, Chain::ContentPolicy));
+        let bare = cfg(json!({"fallbacks": [{"a": ["b"]}]}));
+        assert!(!can_rejection_failover(&bare, &first, Chain::ContentPolicy), "no content-policy list: regular fallbacks do not take it");
+    }
 }

@@ -94,6 +94,10 @@ mod tests {
         assert_eq!(FailureReport::from_query(query), Some((r, state.to_string())));
         assert_eq!(FailureReport::from_query("ra=5"), None);
         let r0 = FailureReport { status: 0, retry_after_ms: None, context_window: false, content_policy: false };
+        let cp = FailureReport { status: 400, retry_after_ms: None, context_window: false, content_policy: true };
+        let loc = failover_location("gw", "S", &cp);
+        assert_eq!(loc, "http://gw/__llm_router/failover?status=400&cp=1&state=S");
+        assert_eq!(FailureReport::from_query(loc.split_once('?').map_or("", |(_, q)| q)), Some((cp, "S".to_string())));
         assert_eq!(FailureReport::from_query("status=0"), Some((r0, String::new())));
     }
 }

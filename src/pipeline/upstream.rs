@@ -183,4 +183,49 @@ mod tests {
         assert_eq!(verdict(Some((&no_chain, "S")), 400, false, None), Verdict::Pass);
         assert_eq!(rejection_verdict(&no_chain, "S", openai), Verdict::Pass);
     }
+
+    #[test]
+    fn content_policy_errors_go_to_the_content_policy_fallback() {
+        let openai = br#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#;
+        let openai_prompt = br#"{"error":{"message":"Invalid prompt: your prompt was flagged as potentially violating our usage policy.","type":"invalid_request_error","code":"invalid_prompt"}}"#;
+        let azure = br#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":true,"severity":"high"}}}}}"#;
+        let azure_inner_only = br#"{"error":{"message":"blocked","code":"invalid_request_error","innererror":{"code":"ResponsibleAIPolicyViolation"}}}"#;
+        let anthropic = br#"{"type":"error","error":{"type":"invalid_request_error","message":"Output blocked by content filtering policy"}}"#;
+        let bad_param = br#"{"error":{"message":"Invalid 'temperature': decimal above maximum value.","type":"invalid_request_error","code":"decimal_above_max_value"}}"#;
+        assert!(is_content_policy_error(Wire::OpenAi, openai));
+        assert!(is_content_policy_error(Wire::OpenAi, openai_prompt));
+        assert!(is_content_policy_error(Wire::Azure, azure));
+        assert!(is_content_policy_error(Wire::Azure, azure_inner_only));
+        assert!(is_content_policy_error(Wire::Azure, openai), "Azure also answers OpenAI's code");
+        assert!(is_content_policy_error(Wire::Anthropic, anthropic));
+        for wire in [Wire::OpenAi, Wire::Azure, Wire::Anthropic] {
+            assert!(!is_content_policy_error(wire, bad_param), "{wire:?}");
+        }
+        // Each family's shapes only, as LiteLLM maps them per provider.
+        assert!(!is_content_policy_error(Wire::OpenAi, azure));
+        assert!(!is_content_policy_error(Wire::Anthropic, openai));
+        assert!(!is_content_policy_error(Wire::OpenAi, anthropic));
+        // Checked before content policy by LiteLLM: rate limits (OpenAI family), overload (Anthropic),
+        // and context-window errors (all).
+        let rate = br#"{"error":{"message":"Rate limit reached; request was rejected as a result of the safety system","type":"invalid_request_error","code":"content_policy_violation"}}"#;
+        assert!(!is_content_policy_error(Wire::OpenAi, rate));
+        assert!(!is_content_policy_error(Wire::Anthropic, br#"{"error":{"type":"overloaded_error","message":"Overloaded; content filtering policy"}}"#));
+        let long = br#"{"error":{"message":"This model's maximum context length is 8192 tokens; content_policy_violation","type":"invalid_request_error"}}"#;
+        assert!(!is_content_policy_error(Wire::OpenAi, long));
+
+        let s = AttemptState { policy_failover: Some(Wire::Azure), authority: "gw".into(), ..Default::default() };
+        assert_eq!(verdict(Some((&s, "S")), 400, false, None), Verdict::Inspect);
+        assert_eq!(
+            rejection_verdict(&s, "S", azure),
+            Verdict::Redirect("http://gw/__llm_router/failover?status=400&cp=1&state=S".into())
+        );
+        assert_eq!(rejection_verdict(&s, "S", bad_param), Verdict::Pass);
+        // A context-window error with only a content-policy fallback left is passed through.
+        assert_eq!(rejection_verdict(&s, "S", long), Verdict::Pass);
+        let none = AttemptState { policy_failover: None, ..s.clone() };
+        assert_eq!(verdict(Some((&none, "S")), 400, false, None), Verdict::Pass);
+        assert_eq!(rejection_verdict(&none, "S", azure), Verdict::Pass);
+        // Other statuses are never read.
+        assert_eq!(verdict(Some((&s, "S")), 403, false, None), Verdict::Pass);
+    }
 }

@@ -554,5 +554,5 @@ fn a_content_policy_fallback_that_cannot_serve_ends_with_a_content_policy_error(
     let d = on_body(&c, &p, &body1, &mut env);
     assert_eq!(d.failed, None);
     let reply = d.action.err().unwrap_or_else(|| panic!("served"));
-    assert_eq!((reply.error.status, reply.error.code.as_deref()), (400, Some("content_policy_violation")));
+    assert_eq!((reply.error.status, reply.error.code), (400, Some("content_policy_violation")));
 }
