@@ -4,7 +4,9 @@
 //! entry, else `default_fallbacks`), at most `max_fallbacks` of them. A prompt the upstream
 //! rejects as too long, or for a content-policy violation, is no failure of the deployment: it
 //! goes, without a retry, to `context_window_fallbacks` / `content_policy_fallbacks` (LiteLLM's
-//! `should_retry_this_error` raises those errors straight to their fallback list).
+//! `should_retry_this_error` raises those errors straight to their fallback list; a 400 is never
+//! retried). Without `content_policy_fallbacks` a content-policy rejection continues `fallbacks`,
+//! as LiteLLM's does.
 
 use super::state::AttemptState;
 use crate::config::{PerClass, RouterConfig, RouterSettings};
@@ -133,6 +135,18 @@ pub fn rejection_targets(cfg: &RouterConfig, state: &AttemptState, which: Chain)
             (position > done).then_some(Target { group: g, fallback: position, retries: 0 })
         })
         .collect()
+}
+
+/// The list a content-policy rejection continues: `content_policy_fallbacks` when the config
+/// has one, else `fallbacks` (LiteLLM's `async_function_with_fallbacks`: "No content_policy_fallback
+/// set. Defaulting to fallbacks, if available"; an empty list counts as none there too, since the
+/// router takes `content_policy_fallbacks or litellm.content_policy_fallbacks`).
+pub fn policy_chain(cfg: &RouterConfig) -> Chain {
+    if cfg.router.content_policy_fallbacks.is_empty() {
+        Chain::Regular
+    } else {
+        Chain::ContentPolicy
+    }
 }
 
 /// Whether a fallback of kind `which` could follow the attempt `state` describes.
@@ -273,7 +287,13 @@ mod tests {
         assert_eq!(names(&c, &next_targets(&c, &on_c, FailureClass::ServerError)), [("c".into(), 1, 1), ("b".into(), 2, 0)]);
         let on_b = AttemptState { chain: Chain::ContentPolicy, ..state("b", 2, 0, &["x", "z", "y"]) };
         assert!(!can_rejection_failover(&c, &on_b, Chain::ContentPolicy));
-        let bare = cfg(json!({"fallbacks": [{"a": ["b"]}]}));
-        assert!(!can_rejection_failover(&bare, &first, Chain::ContentPolicy), "no content-policy list: regular fallbacks do not take it");
+        assert_eq!(policy_chain(&c), Chain::ContentPolicy);
+        // No content-policy list: the rejection continues `fallbacks` (still without a retry).
+        let bare = cfg(json!({"num_retries": 2, "fallbacks": [{"a": ["b"]}], "content_policy_fallbacks": []}));
+        assert_eq!(policy_chain(&bare), Chain::Regular);
+        assert!(!can_rejection_failover(&bare, &first, Chain::ContentPolicy));
+        assert_eq!(names(&bare, &rejection_targets(&bare, &first, policy_chain(&bare))), [("b".into(), 1, 0)]);
+        let on_b = state("b", 1, 0, &["x", "z"]);
+        assert!(!can_rejection_failover(&bare, &on_b, policy_chain(&bare)));
     }
 }

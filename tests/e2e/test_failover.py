@@ -306,8 +306,9 @@ def test_a_content_policy_rejection_goes_to_the_content_policy_fallback(start_en
     assert mocks["b1"].count == 1
 
 
-def test_without_content_policy_fallbacks_the_rejection_reaches_the_client_unchanged(start_envoy, mocks, make_mock):
-    az, envoy = content_policy_envoy(start_envoy, mocks, make_mock, fallbacks=[{"a": ["safe"]}])
+def test_with_no_fallback_a_content_policy_rejection_reaches_the_client_unchanged(start_envoy, mocks, make_mock):
+    # content_policy_fallbacks names another group, not `a`: like LiteLLM, no entry means no fallback.
+    az, envoy = content_policy_envoy(start_envoy, mocks, make_mock, content_policy_fallbacks=[{"safe": ["a"]}])
     az.respond(status=400, body=AZURE_CONTENT_FILTER, times=1)
     resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a", "something the filter refuses"))
     assert resp.status == 400, resp
@@ -315,6 +316,16 @@ def test_without_content_policy_fallbacks_the_rejection_reaches_the_client_uncha
     assert resp.headers["x-llm-router-attempts"] == "1"
     assert resp.json() == AZURE_CONTENT_FILTER
     assert (az.count, mocks["a2"].count, mocks["b1"].count) == (1, 0, 0)
+
+
+def test_without_content_policy_fallbacks_the_rejection_continues_the_fallbacks(start_envoy, mocks, make_mock):
+    # LiteLLM: "No content_policy_fallback set. Defaulting to fallbacks, if available" (no retry in the group).
+    az, envoy = content_policy_envoy(start_envoy, mocks, make_mock, fallbacks=[{"a": ["safe"]}])
+    az.respond(status=400, body=AZURE_CONTENT_FILTER, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a", "something the filter refuses"))
+    expect_routed(resp, "b1", "safe")
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    assert (az.count, mocks["a2"].count, mocks["b1"].count) == (1, 0, 1)
 
 
 def test_without_the_wiring_the_attempt_state_never_reaches_the_provider(start_envoy, mocks):

@@ -6,7 +6,7 @@ use super::head::{Pending, Redirect, MAX_MODEL_BYTES};
 use super::rewrite::{plan, Forward};
 use super::Reply;
 use crate::config::{Group, RouterConfig};
-use crate::failover::{body_fingerprint, chain, next_targets, rejection_targets, AttemptState, Chain, FailureReport};
+use crate::failover::{body_fingerprint, chain, next_targets, policy_chain, rejection_targets, AttemptState, Chain, FailureReport};
 use crate::health::{classify, counts_against_deployment, timeout_or_connect_failure, CooldownView, FailureClass};
 use crate::openai::error::Exhausted;
 use crate::openai::{json_scan, scan_request_with_facts, ApiError, BodyFacts};
@@ -134,7 +134,7 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
     let rejected = if report.context_window {
         Some(Chain::ContextWindow)
     } else if report.content_policy {
-        Some(Chain::ContentPolicy)
+        Some(policy_chain(cfg))
     } else {
         None
     };

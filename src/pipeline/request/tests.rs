@@ -520,13 +520,36 @@ fn a_content_policy_rejection_goes_to_the_content_policy_fallbacks_without_a_fai
     assert_eq!((f3.deployment.id.as_str(), f3.attempts), ("c1", 3));
     assert_eq!(f3.state, None, "both lists used up: the upstream side passes c's answer through");
 
-    // Without `content_policy_fallbacks` the upstream side is never asked to read a 400.
+    // With no fallback of either kind left the upstream side is never asked to read a 400.
     let plain = cfg(json!({
         "model_list": [{"model_name": "a", "litellm_params": {"model": "azure/a1", "api_base": "http://h1", "api_key": "k"}, "model_info": {"id": "a1"}}],
         "router_settings": {"fallbacks": [{"a": ["a"]}]},
     }));
     let f = pass(&plain, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
     assert_eq!(f.state, None);
+}
+
+#[test]
+fn without_content_policy_fallbacks_a_content_policy_rejection_continues_the_fallbacks() {
+    // LiteLLM: "No content_policy_fallback set. Defaulting to fallbacks, if available" — still no
+    // retry in the group and nothing counted against the deployment.
+    let c = cfg(json!({
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1"}, "model_info": {"id": "a1"}},
+            {"model_name": "a", "litellm_params": {"model": "openai/a2", "api_base": "http://h2/v1"}, "model_info": {"id": "a2"}},
+            {"model_name": "r", "litellm_params": {"model": "openai/r1", "api_base": "http://h4/v1"}, "model_info": {"id": "r1"}},
+        ],
+        "router_settings": {"num_retries": 2, "fallbacks": [{"a": ["r"]}]},
+    }));
+    let body = br#"{"model":"a"}"#.to_vec();
+    let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let s1 = AttemptState::decode(f1.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
+    assert_eq!(s1.policy_failover, Some(crate::provider::Wire::OpenAi));
+    let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+    let second = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=400&cp=1")), 1_100);
+    assert_eq!(second.failed, None);
+    let f2 = second.action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!((f2.deployment.id.as_str(), f2.fallback_from.as_deref(), f2.attempts), ("r1", Some("a"), 2));
 }
 
 #[test]
