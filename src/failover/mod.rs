@@ -20,7 +20,9 @@ mod siphash;
 mod spent;
 mod state;
 
-pub use plan::{can_failover, can_rejection_failover, chain, next_targets, policy_chain, rejection_targets, Chain};
+pub use plan::{
+    can_failover, can_policy_failover, can_rejection_failover, chain, next_targets, policy_targets, rejection_targets, Chain,
+};
 pub use report::{failover_location, FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER};
 pub use siphash::siphash24;
 pub use pending::PendingAttempts;

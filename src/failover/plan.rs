@@ -20,6 +20,8 @@ pub struct Target {
     pub fallback: u32,
     /// Retries used within `group`, this attempt included.
     pub retries: u32,
+    /// The fallback list `fallback` is a position in (what the attempt's state carries on).
+    pub chain: Chain,
 }
 
 /// The retry policy of `group`: its `model_group_retry_policy` entry when it has one (LiteLLM
@@ -109,13 +111,13 @@ pub fn next_targets(cfg: &RouterConfig, state: &AttemptState, class: FailureClas
     let mut out = Vec::new();
     if state.retries < retry_budget(&cfg.router, &state.group, class) {
         if let Some(g) = cfg.table.group_index(&state.group) {
-            out.push(Target { group: g, fallback: state.fallback, retries: state.retries + 1 });
+            out.push(Target { group: g, fallback: state.fallback, retries: state.retries + 1, chain: state.chain });
         }
     }
     for (i, &g) in chain(cfg, &state.origin_group, state.chain).iter().enumerate() {
         let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
         if position > state.fallback {
-            out.push(Target { group: g, fallback: position, retries: 0 });
+            out.push(Target { group: g, fallback: position, retries: 0, chain: state.chain });
         }
     }
     out
@@ -132,7 +134,7 @@ pub fn rejection_targets(cfg: &RouterConfig, state: &AttemptState, which: Chain)
         .enumerate()
         .filter_map(|(i, g)| {
             let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            (position > done).then_some(Target { group: g, fallback: position, retries: 0 })
+            (position > done).then_some(Target { group: g, fallback: position, retries: 0, chain: which })
         })
         .collect()
 }
@@ -147,6 +149,36 @@ pub fn policy_chain(cfg: &RouterConfig) -> Chain {
     } else {
         Chain::ContentPolicy
     }
+}
+
+/// Retries within `group` after a content-policy rejection: the group's policy's
+/// `ContentPolicyViolationErrorRetries`, else its `BadRequestErrorRetries` (the error is a
+/// `BadRequestError` subclass; LiteLLM's `get_num_retries_from_retry_policy` checks it first).
+/// `num_retries` never applies: LiteLLM does not retry a 400 unless a retry policy says so.
+pub fn policy_retry_budget(router: &RouterSettings, group: &str) -> u32 {
+    let p = retry_policy(router, group);
+    u32::try_from(p.content_policy.or(p.bad_request).unwrap_or(0)).unwrap_or(u32::MAX)
+}
+
+/// Targets after a content-policy rejection: a retry in the group while its retry policy grants
+/// one (LiteLLM then retries before falling back, skipping the deployment that refused), then
+/// the rest of [`policy_chain`].
+pub fn policy_targets(cfg: &RouterConfig, state: &AttemptState) -> Vec<Target> {
+    let mut out = Vec::new();
+    if state.retries < policy_retry_budget(&cfg.router, &state.group) {
+        if let Some(g) = cfg.table.group_index(&state.group) {
+            out.push(Target { group: g, fallback: state.fallback, retries: state.retries + 1, chain: state.chain });
+        }
+    }
+    out.extend(rejection_targets(cfg, state, policy_chain(cfg)));
+    out
+}
+
+/// Whether a content-policy rejection of the attempt `state` describes could be followed by
+/// another attempt (`untried_in_group` as for [`can_failover`]).
+pub fn can_policy_failover(cfg: &RouterConfig, state: &AttemptState, untried_in_group: bool) -> bool {
+    (untried_in_group && state.retries < policy_retry_budget(&cfg.router, &state.group))
+        || can_rejection_failover(cfg, state, policy_chain(cfg))
 }
 
 /// Whether a fallback of kind `which` could follow the attempt `state` describes.
@@ -194,6 +226,31 @@ mod tests {
             tried: tried.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn content_policy_retries_come_from_the_retry_policy_only() {
+        let c = cfg(json!({
+            "num_retries": 3,
+            "retry_policy": {"BadRequestErrorRetries": 1},
+            "model_group_retry_policy": {"b": {"ContentPolicyViolationErrorRetries": 2, "BadRequestErrorRetries": 0}},
+            "content_policy_fallbacks": [{"a": ["c"]}],
+        }));
+        assert_eq!(policy_retry_budget(&c.router, "a"), 1, "BadRequestErrorRetries covers its subclass");
+        assert_eq!(policy_retry_budget(&c.router, "b"), 2, "the subclass's own entry first");
+        let none = cfg(json!({"num_retries": 3}));
+        assert_eq!(policy_retry_budget(&none.router, "a"), 0, "num_retries never retries a 400");
+        let first = state("a", 0, 0, &["x"]);
+        let t = policy_targets(&c, &first);
+        assert_eq!(names(&c, &t), [("a".into(), 0, 1), ("c".into(), 1, 0)]);
+        assert_eq!(t.iter().map(|t| t.chain).collect::<Vec<_>>(), [Chain::Regular, Chain::ContentPolicy]);
+        let retried = state("a", 0, 1, &["x", "y"]);
+        assert_eq!(names(&c, &policy_targets(&c, &retried)), [("c".into(), 1, 0)]);
+        assert!(can_policy_failover(&c, &first, false), "the fallback remains");
+        let only_retry = cfg(json!({"retry_policy": {"ContentPolicyViolationErrorRetries": 1}}));
+        assert!(can_policy_failover(&only_retry, &first, true));
+        assert!(!can_policy_failover(&only_retry, &first, false), "no untried member, no list");
+        assert!(!can_policy_failover(&none, &first, true));
     }
 
     fn names(c: &RouterConfig, t: &[Target]) -> Vec<(String, u32, u32)> {

@@ -6,7 +6,7 @@ use super::head::{Pending, Redirect, MAX_MODEL_BYTES};
 use super::rewrite::{plan, Forward};
 use super::Reply;
 use crate::config::{Group, RouterConfig};
-use crate::failover::{body_fingerprint, chain, next_targets, policy_chain, rejection_targets, AttemptState, Chain, FailureReport};
+use crate::failover::{body_fingerprint, chain, next_targets, policy_targets, rejection_targets, AttemptState, Chain, FailureReport};
 use crate::health::{classify, counts_against_deployment, timeout_or_connect_failure, CooldownView, FailureClass};
 use crate::openai::error::Exhausted;
 use crate::openai::{json_scan, scan_request_with_facts, ApiError, BodyFacts};
@@ -131,15 +131,9 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
     // problem, not the deployment's (LiteLLM's `_is_cooldown_required` skips both: status 400);
     // so is a name the client invented under a wildcard that the provider does not know.
     let wildcard = crate::config::is_wildcard_group(&prev.group);
-    let rejected = if report.context_window {
-        Some(Chain::ContextWindow)
-    } else if report.content_policy {
-        Some(policy_chain(cfg))
-    } else {
-        None
-    };
+    let rejected = report.context_window || report.content_policy;
     let failed = prev_index
-        .filter(|_| rejected.is_none() && counts_against_deployment(class, wildcard))
+        .filter(|_| !rejected && counts_against_deployment(class, wildcard))
         .map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
     let exhausted = |attempts: u32| Reply::from(exhausted_error(&prev.origin_group, attempts, class, &report));
 
@@ -148,9 +142,12 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
         Err(reply) => return BodyDecision { failed, action: Err(reply) },
     };
     let tried: Vec<usize> = prev.tried.iter().filter_map(|id| cfg.table.ids.get(id).copied()).collect();
-    let targets = match rejected {
-        Some(which) => rejection_targets(cfg, prev, which),
-        None => next_targets(cfg, prev, class),
+    let targets = if report.context_window {
+        rejection_targets(cfg, prev, Chain::ContextWindow)
+    } else if report.content_policy {
+        policy_targets(cfg, prev)
+    } else {
+        next_targets(cfg, prev, class)
     };
     for target in targets {
         let Some(group) = cfg.table.groups.get(target.group) else { continue };
@@ -160,7 +157,7 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
             group: group.name.clone(),
             fallback: target.fallback,
             retries: target.retries,
-            chain: rejected.unwrap_or(prev.chain),
+            chain: target.chain,
             ..prev.clone()
         };
         let stale_auth = prev_index.and_then(|i| cfg.table.deployments.get(i)).and_then(|d| d.auth.as_ref()).map(|a| a.name.as_str());

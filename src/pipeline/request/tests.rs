@@ -579,3 +579,25 @@ fn a_content_policy_fallback_that_cannot_serve_ends_with_a_content_policy_error(
     let reply = d.action.err().unwrap_or_else(|| panic!("served"));
     assert_eq!((reply.error.status, reply.error.code), (400, Some("content_policy_violation")));
 }
+
+#[test]
+fn content_policy_violation_error_retries_retry_on_another_member_first() {
+    let c = cfg(json!({
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1"}, "model_info": {"id": "a1"}},
+            {"model_name": "a", "litellm_params": {"model": "openai/a2", "api_base": "http://h2/v1"}, "model_info": {"id": "a2"}},
+        ],
+        "router_settings": {"retry_policy": {"ContentPolicyViolationErrorRetries": 1}},
+    }));
+    let body = br#"{"model":"a"}"#.to_vec();
+    let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let s1 = AttemptState::decode(f1.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
+    assert!(s1.policy_failover.is_some() && !s1.can_failover, "only a content-policy retry is possible");
+    let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+    let second = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=400&cp=1")), 1_100);
+    assert_eq!(second.failed, None);
+    let f2 = second.action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_ne!(f2.deployment.id, f1.deployment.id);
+    assert_eq!((f2.group, f2.attempts, f2.fallback_from.as_deref()), ("a", 2, None));
+    assert_eq!(f2.state, None, "retry used, nothing else left");
+}
