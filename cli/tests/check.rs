@@ -57,7 +57,7 @@ general_settings:
             format!("{config}:21:3: warning: litellm_settings.drop_params: is ignored: requests are forwarded as sent: no per-provider parameter dropping"),
             format!("{models}:6:1: warning: `router_settings` replaces the one at {config}:18:1 (an included file's value wins, except lists, which are appended)"),
             // models.yaml sets num_retries; only a bootstrap with the failover wiring can act on it.
-            format!("{config}: warning: envoy_settings.failover: is off, so router_settings.num_retries / retry_policy cannot act within a request (a failed attempt goes back to the client and feeds cooldowns); set it to true once Envoy has the failover wiring (README: Envoy wiring)"),
+            format!("{config}: warning: envoy_settings.failover: is off, so router_settings.num_retries / retry_policy / model_group_retry_policy cannot act within a request (a failed attempt goes back to the client and feeds cooldowns); set it to true once Envoy has the failover wiring (README: Envoy wiring)"),
         ]
     );
     let v = json(&out.stdout);

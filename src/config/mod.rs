@@ -189,6 +189,12 @@ fn build(
             None => diags.error(path, format!("points at model group `{}`, which no model_list entry defines", alias.group)),
         }
     }
+    let retry_section = if router_section.get("model_group_retry_policy").is_some() { "router_settings" } else { "litellm_settings" };
+    for (group, _) in &router.model_group_retry_policy {
+        if table.group_index(group).is_none() && table.unservable(group).is_none() {
+            diags.warn(format!("{retry_section}.model_group_retry_policy.{group}"), "names no model group of model_list; it never applies");
+        }
+    }
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
     Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks, skipped, generation: 0 })
 }
@@ -469,6 +475,16 @@ mod tests {
         // The skipped deployment's own keys add nothing beyond its one skip warning.
         assert!(!loaded.diagnostics.warnings.iter().any(|p| p.path.starts_with("model_list[0]") && p.kind != Kind::Skipped));
         assert_eq!(loaded.config.map(|c| c.skipped.len()), Some(1));
+    }
+
+    #[test]
+    fn a_model_group_retry_policy_for_no_group_is_warned() {
+        let loaded = load_json(json!({
+            "model_list": [{"model_name": "a", "litellm_params": {"model": "openai/x"}}],
+            "router_settings": {"model_group_retry_policy": {"a": {"TimeoutErrorRetries": 1}, "typo": {"TimeoutErrorRetries": 1}}},
+            "envoy_settings": {"failover": true}}));
+        let warnings: Vec<String> = loaded.diagnostics.warnings.iter().map(|p| p.to_string()).collect();
+        assert_eq!(warnings, ["router_settings.model_group_retry_policy.typo: names no model group of model_list; it never applies"]);
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub const DEPLOYMENT_PARAMS: &[(&str, Use)] = &[
     ("input_cost_per_token", Read),
     ("output_cost_per_token", Read),
     ("health_check_model", Read),
-    ("max_retries", Ignored("same-deployment SDK retries are not made; the router retries across the group (num_retries, retry_policy)")),
+    ("max_retries", Ignored("LiteLLM's router sets the provider SDK's retries to 0 too; the router retries across the group (num_retries, retry_policy)")),
     ("max_budget", Ignored("deployment budgets (LiteLLM's provider budget routing) are not enforced")),
     ("budget_duration", Ignored("deployment budgets (LiteLLM's provider budget routing) are not enforced")),
     ("max_parallel_requests", Ignored("per-deployment concurrency limits are not enforced")),

@@ -88,6 +88,9 @@ pub struct RouterSettings {
     /// then the non-stream timeouts).
     pub stream_timeout_secs: Option<f64>,
     pub retry_policy: PerClass,
+    /// `model_group_retry_policy`: group name → the retry policy used for that group instead of
+    /// `retry_policy` (LiteLLM's `get_num_retries_from_retry_policy`).
+    pub model_group_retry_policy: Vec<(String, PerClass)>,
     pub fallbacks: Vec<(String, Vec<String>)>,
     pub context_window_fallbacks: Vec<(String, Vec<String>)>,
     pub content_policy_fallbacks: Vec<(String, Vec<String>)>,
@@ -192,6 +195,10 @@ pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Dia
         timeout_secs: pick(timeout_key).non_negative(timeout_key, diags),
         stream_timeout_secs: pick("stream_timeout").non_negative("stream_timeout", diags),
         retry_policy: parse_per_class(&pick("retry_policy").child("retry_policy", diags), "Retries", diags),
+        model_group_retry_policy: {
+            let section = pick("model_group_retry_policy").child("model_group_retry_policy", diags);
+            section.keys().map(|group| (group.clone(), parse_per_class(&section.child(group, diags), "Retries", diags))).collect()
+        },
         fallbacks: parse_fallbacks(pick("fallbacks"), "fallbacks", diags),
         context_window_fallbacks: parse_fallbacks(pick("context_window_fallbacks"), "context_window_fallbacks", diags),
         content_policy_fallbacks: parse_fallbacks(pick("content_policy_fallbacks"), "content_policy_fallbacks", diags),
@@ -204,14 +211,17 @@ pub fn parse_router(router: &Section<'_>, litellm: &Section<'_>, diags: &mut Dia
 
 /// The first configured setting that needs in-request failover, if any.
 pub fn needs_failover(r: &RouterSettings) -> Option<&'static str> {
-    let p = &r.retry_policy;
-    let retry_policy = [p.bad_request, p.authentication, p.timeout, p.rate_limit, p.content_policy, p.internal_server];
-    if r.num_retries.is_some_and(|n| n > 0) || retry_policy.iter().any(|n| n.is_some_and(|n| n > 0)) {
-        Some("router_settings.num_retries / retry_policy")
+    let retries = |p: &PerClass| {
+        [p.bad_request, p.authentication, p.timeout, p.rate_limit, p.content_policy, p.internal_server].iter().any(|n| n.is_some_and(|n| n > 0))
+    };
+    if r.num_retries.is_some_and(|n| n > 0) || retries(&r.retry_policy) || r.model_group_retry_policy.iter().any(|(_, p)| retries(p)) {
+        Some("router_settings.num_retries / retry_policy / model_group_retry_policy")
     } else if !r.fallbacks.is_empty() || !r.default_fallbacks.is_empty() {
         Some("router_settings.fallbacks")
     } else if !r.context_window_fallbacks.is_empty() {
         Some("router_settings.context_window_fallbacks (after an upstream context-length error)")
+    } else if !r.content_policy_fallbacks.is_empty() {
+        Some("router_settings.content_policy_fallbacks (after an upstream content-policy rejection)")
     } else {
         None
     }
@@ -379,10 +389,22 @@ fn parse_per_class(section: &Section<'_>, suffix: &str, diags: &mut Diagnostics)
             "ContentPolicyViolationError" => &mut out.content_policy,
             "InternalServerError" => &mut out.internal_server,
             _ => {
-                diags.warn(section.field_path(key), "is not a known error class and is ignored");
+                diags.ignored(section.field_path(key), "is not a known error class and is ignored");
                 continue;
             }
         };
+        // Never look honoured: 400s never count against a deployment, and the only 400 the
+        // router retries is a content-policy rejection.
+        match (class, suffix) {
+            ("BadRequestError" | "ContentPolicyViolationError", "AllowedFails") => {
+                diags.ignored(section.field_path(key), "is ignored: a 400 never counts against a deployment");
+                continue;
+            }
+            ("BadRequestError", "Retries") => {
+                diags.warn(section.field_path(key), "applies to content-policy rejections only: the router retries no other 400")
+            }
+            _ => {}
+        }
         *slot = match section.get(key) {
             Some(Value::Object(_)) => {
                 let inner = section.child(key, diags);
@@ -405,6 +427,25 @@ mod tests {
         let l = Section::new(Some(&litellm), "litellm_settings", &mut d);
         let s = parse_router(&r, &l, &mut d);
         (s, d)
+    }
+
+    #[test]
+    fn per_class_entries_without_effect_are_warned() {
+        let (s, d) = settings(
+            json!({"retry_policy": {"BadRequestErrorRetries": 2, "RateLimitErrorRetries": 1},
+                   "allowed_fails_policy": {"BadRequestErrorAllowedFails": 5, "ContentPolicyViolationErrorAllowedFails": 1, "TimeoutErrorAllowedFails": 4}}),
+            Value::Null,
+        );
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let mut lines: Vec<String> = d.warnings.iter().map(|p| p.to_string()).collect();
+        lines.sort();
+        assert_eq!(lines, [
+            "router_settings.allowed_fails_policy.BadRequestErrorAllowedFails: is ignored: a 400 never counts against a deployment",
+            "router_settings.allowed_fails_policy.ContentPolicyViolationErrorAllowedFails: is ignored: a 400 never counts against a deployment",
+            "router_settings.retry_policy.BadRequestErrorRetries: applies to content-policy rejections only: the router retries no other 400",
+        ]);
+        assert_eq!((s.retry_policy.bad_request, s.retry_policy.rate_limit), (Some(2), Some(1)));
+        assert_eq!((s.allowed_fails_policy.bad_request, s.allowed_fails_policy.timeout), (None, Some(4)));
     }
 
     #[test]
@@ -444,6 +485,20 @@ mod tests {
         assert_eq!(s.retry_policy.rate_limit, Some(5));
         assert_eq!(s.retry_policy.timeout, Some(2));
         assert_eq!(d.warnings.len(), 1);
+    }
+
+    #[test]
+    fn model_group_retry_policy_per_group() {
+        let (s, d) = settings(
+            json!({"model_group_retry_policy": {"gpt-4o": {"RateLimitErrorRetries": 0, "TimeoutErrorRetries": 4}, "claude": {"Nope": 1}}}),
+            Value::Null,
+        );
+        assert_eq!(s.model_group_retry_policy.len(), 2);
+        let gpt = s.model_group_retry_policy.iter().find(|(g, _)| g == "gpt-4o").map(|(_, p)| p.clone()).unwrap_or_default();
+        assert_eq!((gpt.rate_limit, gpt.timeout, gpt.internal_server), (Some(0), Some(4), None));
+        assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+        assert_eq!(d.warnings[0].path, "router_settings.model_group_retry_policy.claude.Nope");
+        assert!(needs_failover(&s).is_some_and(|w| w.contains("model_group_retry_policy")));
     }
 
     fn envoy(v: Value) -> (EnvoySettings, Diagnostics) {

@@ -7,7 +7,9 @@
 use proptest::prelude::*;
 
 use super::report::{failover_location, FailureReport};
+use super::plan::Chain;
 use super::state::AttemptState;
+use crate::provider::Wire;
 
 const KEY: (u64, u64) = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
 
@@ -26,12 +28,14 @@ prop_compose! {
         hop in 0u32..10, model in text(), origin_group in text(), group in text(), fallback in 0u32..5,
         retries in 0u32..5, tried in prop::collection::vec(id(), 0..4), path in text(), authority in text(),
         start_ms in any::<u64>(), try_budget_ms in prop::option::of(any::<u64>()),
-        flags in any::<(bool, bool, bool)>(), nonce in any::<u64>(), expires_ms in any::<u64>(),
+        flags in any::<(bool, bool)>(), chain in 0u8..3, policy in 0u8..4, nonce in any::<u64>(), expires_ms in any::<u64>(),
         body_len in any::<u64>(), body_digest in any::<u64>(), inserted in any::<u32>(),
     ) -> AttemptState {
         AttemptState {
             hop, model, origin_group, group, fallback, retries, tried, path, authority, start_ms, try_budget_ms,
-            can_failover: flags.0, context_fallback: flags.1, can_context_failover: flags.2,
+            can_failover: flags.0, can_context_failover: flags.1,
+            chain: match chain { 0 => Chain::Regular, 1 => Chain::ContextWindow, _ => Chain::ContentPolicy },
+            policy_failover: match policy { 0 => None, 1 => Some(Wire::OpenAi), 2 => Some(Wire::Azure), _ => Some(Wire::Anthropic) },
             nonce, expires_ms, body_len, body_digest, inserted,
         }
     }
@@ -73,10 +77,10 @@ proptest! {
 
     #[test]
     fn the_location_carries_the_state_and_report_intact(
-        s in state(), status in 0u16..600, ra in prop::option::of(any::<u64>()), cw in any::<bool>(), authority in text(),
+        s in state(), status in 0u16..600, ra in prop::option::of(any::<u64>()), cw in any::<bool>(), cp in any::<bool>(), authority in text(),
     ) {
         let enc = s.encode(KEY);
-        let report = FailureReport { status, retry_after_ms: ra, context_window: cw };
+        let report = FailureReport { status, retry_after_ms: ra, context_window: cw, content_policy: cp };
         let loc = failover_location(&authority, &enc, &report);
         prop_assert!(loc.bytes().all(|b| b.is_ascii_graphic()), "{}", loc);
         let query = loc.split_once('?').map(|(_, q)| q).unwrap_or("");

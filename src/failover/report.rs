@@ -1,6 +1,6 @@
 //! How the upstream side tells the next pass what failed: the redirect `location` points at
-//! [`FAILOVER_PATH`] with the failed status, the provider's retry hint and the signed attempt
-//! state in the query. (The state cannot ride in a request header: the request header map the
+//! [`FAILOVER_PATH`] with the failed status, the provider's retry hint, whether a 400 was a
+//! context-window or content-policy rejection, and the signed attempt state in the query. (The state cannot ride in a request header: the request header map the
 //! redirect replays is the one the upstream filter edits, and it removes the state header so
 //! no provider sees it.)
 
@@ -21,6 +21,9 @@ pub struct FailureReport {
     pub retry_after_ms: Option<u64>,
     /// The upstream rejected the prompt as too long for its context window.
     pub context_window: bool,
+    /// The upstream rejected the request for a content-policy violation (LiteLLM's
+    /// `ContentPolicyViolationError`).
+    pub content_policy: bool,
 }
 
 impl FailureReport {
@@ -31,16 +34,18 @@ impl FailureReport {
         let mut retry_after_ms = None;
         let mut state = None;
         let mut context_window = false;
+        let mut content_policy = false;
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("status", v)) => status = v.parse().ok(),
                 Some(("ra", v)) => retry_after_ms = v.parse().ok(),
                 Some(("cw", v)) => context_window = v == "1",
+                Some(("cp", v)) => content_policy = v == "1",
                 Some(("state", v)) => state = percent_decode(v),
                 _ => {}
             }
         }
-        Some((FailureReport { status: status?, retry_after_ms, context_window }, state.unwrap_or_default()))
+        Some((FailureReport { status: status?, retry_after_ms, context_window, content_policy }, state.unwrap_or_default()))
     }
 }
 
@@ -65,6 +70,9 @@ pub fn failover_location(authority: &str, encoded_state: &str, report: &FailureR
     if report.context_window {
         out.push_str("&cw=1");
     }
+    if report.content_policy {
+        out.push_str("&cp=1");
+    }
     out.push_str("&state=");
     // A query value: `/` and `:` (kept by the header-value encoder) are escaped too.
     crate::percent::encode_into(encoded_state, crate::percent::UNRESERVED, &mut out);
@@ -78,14 +86,18 @@ mod tests {
 
     #[test]
     fn location_round_trips_through_the_query() {
-        let r = FailureReport { status: 429, retry_after_ms: Some(7_000), context_window: false };
+        let r = FailureReport { status: 429, retry_after_ms: Some(7_000), context_window: false, content_policy: false };
         let state = "v=1;p=/v1/chat/completions%3Fa%3D1&b;mac=00ff";
         let loc = failover_location("gw:8080", state, &r);
         assert!(loc.starts_with("http://gw:8080/__llm_router/failover?status=429&ra=7000&state=v%3D1%3Bp%3D%2Fv1"), "{loc}");
         let query = loc.split_once('?').map(|(_, q)| q).unwrap_or("");
         assert_eq!(FailureReport::from_query(query), Some((r, state.to_string())));
         assert_eq!(FailureReport::from_query("ra=5"), None);
-        let r0 = FailureReport { status: 0, retry_after_ms: None, context_window: false };
+        let r0 = FailureReport { status: 0, retry_after_ms: None, context_window: false, content_policy: false };
+        let cp = FailureReport { status: 400, retry_after_ms: None, context_window: false, content_policy: true };
+        let loc = failover_location("gw", "S", &cp);
+        assert_eq!(loc, "http://gw/__llm_router/failover?status=400&cp=1&state=S");
+        assert_eq!(FailureReport::from_query(loc.split_once('?').map_or("", |(_, q)| q)), Some((cp, "S".to_string())));
         assert_eq!(FailureReport::from_query("status=0"), Some((r0, String::new())));
     }
 }

@@ -10,7 +10,9 @@
 //! [`body_fingerprint`]), carries a deadline (`e=`), and a random nonce that the router
 //! accepts once ([`super::SpentStates`]), so a state captured from a log cannot be replayed.
 
+use super::plan::Chain;
 use super::siphash::siphash24;
+use crate::provider::Wire;
 
 /// Request header carrying the signed state (stripped before it reaches a provider).
 pub const STATE_HEADER: &str = "x-llm-router-state";
@@ -42,10 +44,14 @@ pub struct AttemptState {
     pub try_budget_ms: Option<u64>,
     /// Another attempt is possible: the upstream side may redirect on failure.
     pub can_failover: bool,
-    /// This attempt serves from the `context_window_fallbacks` chain (position `fallback`).
-    pub context_fallback: bool,
+    /// The fallback list this attempt serves from (position `fallback`): `fallbacks`, or
+    /// `context_window_fallbacks` / `content_policy_fallbacks` after such a rejection.
+    pub chain: Chain,
     /// A context-window fallback remains: the upstream side inspects a 400 for "context too long".
     pub can_context_failover: bool,
+    /// A content-policy fallback remains: the upstream side inspects a 400 for a content-policy
+    /// violation, in the error shapes of this provider family (the upstream role has no config).
+    pub policy_failover: Option<Wire>,
     /// Random, accepted once by the router ([`super::SpentStates`]).
     pub nonce: u64,
     /// After this (ms since epoch) the state is refused.
@@ -113,8 +119,18 @@ impl AttemptState {
         push("s", &self.start_ms.to_string());
         push("b", &self.try_budget_ms.map(|b| b.to_string()).unwrap_or_default());
         push("c", if self.can_failover { "1" } else { "0" });
-        push("x", if self.context_fallback { "1" } else { "0" });
+        push("x", match self.chain {
+            Chain::Regular => "0",
+            Chain::ContextWindow => "1",
+            Chain::ContentPolicy => "2",
+        });
         push("w", if self.can_context_failover { "1" } else { "0" });
+        push("k", match self.policy_failover {
+            None => "",
+            Some(Wire::OpenAi) => "o",
+            Some(Wire::Azure) => "z",
+            Some(Wire::Anthropic) => "a",
+        });
         push("n", &format!("{:016x}", self.nonce));
         push("e", &self.expires_ms.to_string());
         push("l", &self.body_len.to_string());
@@ -179,8 +195,24 @@ impl AttemptState {
                 "s" => s.start_ms = v.parse().ok()?,
                 "b" => s.try_budget_ms = if v.is_empty() { None } else { Some(v.parse().ok()?) },
                 "c" => s.can_failover = v == "1",
-                "x" => s.context_fallback = v == "1",
+                "x" => {
+                    s.chain = match v.as_str() {
+                        "0" => Chain::Regular,
+                        "1" => Chain::ContextWindow,
+                        "2" => Chain::ContentPolicy,
+                        _ => return None,
+                    }
+                }
                 "w" => s.can_context_failover = v == "1",
+                "k" => {
+                    s.policy_failover = match v.as_str() {
+                        "" => None,
+                        "o" => Some(Wire::OpenAi),
+                        "z" => Some(Wire::Azure),
+                        "a" => Some(Wire::Anthropic),
+                        _ => return None,
+                    }
+                }
                 "n" => s.nonce = u64::from_str_radix(&v, 16).ok()?,
                 "e" => s.expires_ms = v.parse().ok()?,
                 "l" => s.body_len = v.parse().ok()?,
@@ -231,8 +263,9 @@ mod tests {
             start_ms: 1_700_000_000_000,
             try_budget_ms: Some(2_000),
             can_failover: true,
-            context_fallback: false,
+            chain: Chain::ContentPolicy,
             can_context_failover: true,
+            policy_failover: Some(Wire::Azure),
             nonce: 0xdead_beef_0123_4567,
             expires_ms: 1_700_000_032_000,
             body_len: 4_096,

@@ -252,6 +252,18 @@ impl ApiError {
         )
     }
 
+    /// A content-policy rejection whose `content_policy_fallbacks` could not serve either.
+    #[must_use]
+    pub fn content_policy_fallbacks_exhausted(group: &str, attempts: u32) -> Self {
+        Self::new(
+            400,
+            INVALID_REQUEST,
+            None,
+            Some("content_policy_violation"),
+            format!("The request was rejected by the content policy of model group `{group}`, and its content-policy fallbacks could not serve it ({attempts} attempt(s))"),
+        )
+    }
+
     /// Every attempt of a failover chain failed; `kind` is the last failure's, `last` says how it ended.
     #[must_use]
     pub fn attempts_exhausted(group: &str, attempts: u32, kind: Exhausted, last: &str) -> Self {

@@ -15,7 +15,7 @@
 use super::host::{Flow, Host};
 use crate::failover::{siphash24, AttemptState, PendingAttempts, REDIRECTOR_HEADER, STATE_HEADER};
 use crate::health::parse_retry_after;
-use crate::pipeline::upstream::{context_verdict, verdict, Verdict, MAX_INSPECTED_BODY};
+use crate::pipeline::upstream::{rejection_verdict, verdict, Verdict, MAX_INSPECTED_BODY};
 use std::cell::RefCell;
 
 /// What the upstream role needs from its VM.
@@ -42,7 +42,7 @@ pub struct UpstreamStream {
     state: Option<(AttemptState, String)>,
     /// The keyed hash of `x-request-id`.
     request_id: Option<u64>,
-    /// Response headers are held while a 400 body is read for a context-window error.
+    /// Response headers are held while a 400 body is read for a context-window or content-policy error.
     inspecting: bool,
 }
 
@@ -137,8 +137,8 @@ impl UpstreamStream {
         self.inspecting = false;
         let Some((state, encoded)) = &self.state else { return Flow::Continue };
         let body = host.response_body(body_size).ok().flatten().unwrap_or_default();
-        if let Verdict::Redirect(location) = context_verdict(state, encoded, &body) {
-            log::debug!("llm-router upstream: prompt too long for this deployment; context-window fallback");
+        if let Verdict::Redirect(location) = rejection_verdict(state, encoded, &body) {
+            log::debug!("llm-router upstream: the deployment rejected the request (context window or content policy); rejection fallback");
             set(host, ":status", Some("307"));
             set(host, "location", Some(&location));
         }

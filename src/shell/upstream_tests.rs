@@ -44,7 +44,7 @@ fn id(rid: &str) -> u64 {
 
 /// The failover location for `state` reporting `status` (0: no response).
 fn location(state: &str, status: u16, retry_after_ms: Option<u64>, context_window: bool) -> Option<String> {
-    Some(failover_location("gw.local", state, &FailureReport { status, retry_after_ms, context_window }))
+    Some(failover_location("gw.local", state, &FailureReport { status, retry_after_ms, context_window, content_policy: false }))
 }
 
 const REDIRECTOR: [(&str, &str); 3] = [(":status", "307"), ("location", "http://gw.local/v1/chat/completions"), (REDIRECTOR_HEADER, "1")];
@@ -189,6 +189,30 @@ fn a_context_window_400_is_read_then_redirected() {
     u.on_response_headers(&host, &env(&pending), false);
     assert_eq!(u.on_response_body(&host, 1 << 20, false), Flow::Continue);
     assert_eq!((host.count(Op::ResponseBody), host.count(Op::SetResponseHeader)), (0, 0));
+}
+
+#[test]
+fn a_content_policy_400_is_read_then_redirected() {
+    let pending = RefCell::new(PendingAttempts::default());
+    let s = AttemptState {
+        nonce: 16,
+        expires_ms: 100_000,
+        policy_failover: Some(crate::provider::Wire::Anthropic),
+        authority: "gw.local".into(),
+        ..Default::default()
+    }
+    .encode(KEY);
+    let host = attempt("rid-16", Some(&s));
+    let mut u = UpstreamStream::default();
+    u.on_request_headers(&host, &env(&pending));
+    host.respond(&[(":status", "400")]);
+    assert_eq!(u.on_response_headers(&host, &env(&pending), false), Flow::Pause);
+    *host.response_body.borrow_mut() = br#"{"type":"error","error":{"type":"invalid_request_error","message":"Output blocked by content filtering policy"}}"#.to_vec();
+    let size = host.response_body.borrow().len();
+    assert_eq!(u.on_response_body(&host, size, true), Flow::Continue);
+    assert_eq!(host.response_header_value(":status").as_deref(), Some("307"));
+    let expected = failover_location("gw.local", &s, &FailureReport { status: 400, retry_after_ms: None, context_window: false, content_policy: true });
+    assert_eq!(host.response_header_value("location"), Some(expected));
 }
 
 #[test]

@@ -60,6 +60,26 @@ def test_a_500_is_retried_on_the_other_deployment_of_the_group(start_envoy, mock
     assert STATE_HEADER not in mocks["a1"].last().headers
 
 
+def test_model_group_retry_policy_overrides_retry_policy_for_its_group(start_envoy, mocks):
+    models = [  # a2 / b2 weigh 0: only ever the retry
+        deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1", weight=1),
+        deployment("a", "openai/a-two", mocks["a2"].url + "/v1", api_key="sk-a2", id="a2", weight=0),
+        deployment("b", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1", weight=1),
+        deployment("b", "openai/b-two", mocks["c1"].url + "/v1", api_key="sk-c1", id="b2", weight=0),
+    ]
+    envoy = failover_envoy(start_envoy, mocks, model_list=models, retry_policy={"InternalServerErrorRetries": 0},
+                           model_group_retry_policy={"a": {"InternalServerErrorRetries": 1}})
+    mocks["a1"].respond(status=500, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    expect_routed(resp, "a2", "a")
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    # `b` has no entry: retry_policy applies, no retry.
+    mocks["b1"].respond(status=500, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("b"))
+    assert resp.status == 500 and resp.headers["x-llm-router-attempts"] == "1"
+    assert mocks["c1"].count == 0
+
+
 def test_429_with_retry_after_falls_back_to_the_next_group_and_cools_the_deployment(start_envoy, mocks):
     models = [
         deployment("a", "openai/a-one", mocks["a1"].url + "/v1", api_key="sk-a1", id="a1", weight=1),
@@ -237,6 +257,75 @@ def test_an_upstream_context_length_error_goes_to_the_context_window_fallback(st
     resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
     assert resp.status == 400 and resp.headers["x-llm-router-attempts"] == "1"
     assert mocks["b1"].count == 1
+
+
+AZURE_CONTENT_FILTER = {"error": {
+    "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
+               "Please modify your prompt and retry.",
+    "type": None, "param": "prompt", "code": "content_filter", "status": 400,
+    "innererror": {"code": "ResponsibleAIPolicyViolation",
+                   "content_filter_result": {"hate": {"filtered": True, "severity": "high"}}}}}
+
+
+def content_policy_envoy(start_envoy, mocks, make_mock, **router_settings):
+    """Group `a`: an Azure deployment (always picked first: the other member weighs 0) and a2; `safe`: b1."""
+    az = make_mock("azure", "az1")
+    models = [
+        deployment("a", "azure/gpt-prod", az.url, api_key="az-key", id="az1", api_version="2024-10-21", weight=1),
+        deployment("a", "openai/a-two", mocks["a2"].url + "/v1", api_key="sk-a2", id="a2", weight=0),
+        deployment("safe", "openai/b-one", mocks["b1"].url + "/v1", api_key="sk-b1", id="b1"),
+    ]
+    return az, failover_envoy(start_envoy, mocks, model_list=models, extra_clusters=clusters_for(az),
+                              num_retries=2, **router_settings)
+
+
+def test_a_content_policy_rejection_goes_to_the_content_policy_fallback(start_envoy, mocks, make_mock):
+    az, envoy = content_policy_envoy(start_envoy, mocks, make_mock, fallbacks=[{"a": ["a"]}],
+                                     content_policy_fallbacks=[{"a": ["safe"]}])
+    az.respond(status=400, body=AZURE_CONTENT_FILTER, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a", "something the filter refuses"))
+    expect_routed(resp, "b1", "safe")
+    assert resp.headers["x-llm-router-fallback-from"] == "a"
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    assert resp.json()["model"] == "b-one"
+    # No retry in the group (a2 untouched, num_retries notwithstanding): LiteLLM sends the error straight to
+    # content_policy_fallbacks.
+    assert (az.count, mocks["a2"].count, mocks["b1"].count) == (1, 0, 1)
+    expect_upstream(mocks["b1"].last(), path="/v1/chat/completions", host=mocks["b1"].authority, model="b-one",
+                    headers={"authorization": "Bearer sk-b1"}, absent=[STATE_HEADER, "api-key"])
+    # The prompt's fault, not the deployment's: no failure recorded against az1.
+    doc = client.get(envoy.base_url, "/llm-router/health?verbose=1").json()
+    az1 = {d["id"]: d for d in doc["deployments"]}["az1"]
+    assert (az1["state"], az1["failures_in_window"], az1["last_error_class"]) == ("healthy", 0, None), az1
+    # Any other 400 is the client's: returned as-is, no fallback.
+    az.respond(status=400, body={"error": {"message": "Invalid 'temperature'", "type": "invalid_request_error",
+                                           "code": "decimal_above_max_value"}}, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a"))
+    assert resp.status == 400 and resp.headers["x-llm-router-attempts"] == "1"
+    assert resp.json()["error"]["code"] == "decimal_above_max_value"
+    assert mocks["b1"].count == 1
+
+
+def test_with_no_fallback_a_content_policy_rejection_reaches_the_client_unchanged(start_envoy, mocks, make_mock):
+    # content_policy_fallbacks names another group, not `a`: like LiteLLM, no entry means no fallback.
+    az, envoy = content_policy_envoy(start_envoy, mocks, make_mock, content_policy_fallbacks=[{"safe": ["a"]}])
+    az.respond(status=400, body=AZURE_CONTENT_FILTER, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a", "something the filter refuses"))
+    assert resp.status == 400, resp
+    assert resp.headers["x-llm-router-deployment"] == "az1"
+    assert resp.headers["x-llm-router-attempts"] == "1"
+    assert resp.json() == AZURE_CONTENT_FILTER
+    assert (az.count, mocks["a2"].count, mocks["b1"].count) == (1, 0, 0)
+
+
+def test_without_content_policy_fallbacks_the_rejection_continues_the_fallbacks(start_envoy, mocks, make_mock):
+    # LiteLLM: "No content_policy_fallback set. Defaulting to fallbacks, if available" (no retry in the group).
+    az, envoy = content_policy_envoy(start_envoy, mocks, make_mock, fallbacks=[{"a": ["safe"]}])
+    az.respond(status=400, body=AZURE_CONTENT_FILTER, times=1)
+    resp = client.post_json(envoy.base_url, "/v1/chat/completions", chat("a", "something the filter refuses"))
+    expect_routed(resp, "b1", "safe")
+    assert resp.headers["x-llm-router-attempts"] == "2"
+    assert (az.count, mocks["a2"].count, mocks["b1"].count) == (1, 0, 1)
 
 
 def test_without_the_wiring_the_attempt_state_never_reaches_the_provider(start_envoy, mocks):

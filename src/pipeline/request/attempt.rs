@@ -6,7 +6,7 @@ use super::head::{Pending, Redirect, MAX_MODEL_BYTES};
 use super::rewrite::{plan, Forward};
 use super::Reply;
 use crate::config::{Group, RouterConfig};
-use crate::failover::{body_fingerprint, chain, context_targets, next_targets, AttemptState, Chain, FailureReport};
+use crate::failover::{body_fingerprint, chain, next_targets, policy_targets, rejection_targets, AttemptState, Chain, FailureReport};
 use crate::health::{classify, counts_against_deployment, timeout_or_connect_failure, CooldownView, FailureClass};
 use crate::openai::error::Exhausted;
 use crate::openai::{json_scan, scan_request_with_facts, ApiError, BodyFacts};
@@ -88,7 +88,7 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
             let Some(fallback_group) = cfg.table.groups.get(g) else { return Err(unavailable_reply(group, unavailable, env.now_ms, requested)) };
             state.group = fallback_group.name.clone();
             state.fallback = u32::try_from(position + 1).unwrap_or(u32::MAX);
-            state.context_fallback = which == Chain::ContextWindow;
+            state.chain = which;
             return plan(cfg, pending, body, &scanned, fallback_group, d, state, None, false, env);
         }
     };
@@ -127,11 +127,13 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
     }
     let prev_index = prev.current().and_then(|id| cfg.table.ids.get(id).copied());
     let class = failure_class(prev, &report, env.now_ms);
-    // A prompt too long for the deployment is the request's problem, not the deployment's;
+    // A prompt too long for the deployment, or one its content policy refuses, is the request's
+    // problem, not the deployment's (LiteLLM's `_is_cooldown_required` skips both: status 400);
     // so is a name the client invented under a wildcard that the provider does not know.
     let wildcard = crate::config::is_wildcard_group(&prev.group);
+    let rejected = report.context_window || report.content_policy;
     let failed = prev_index
-        .filter(|_| !report.context_window && counts_against_deployment(class, wildcard))
+        .filter(|_| !rejected && counts_against_deployment(class, wildcard))
         .map(|deployment_index| FailedAttempt { deployment_index, class, retry_after_ms: report.retry_after_ms });
     let exhausted = |attempts: u32| Reply::from(exhausted_error(&prev.origin_group, attempts, class, &report));
 
@@ -142,7 +144,13 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
         Err(reply) => return BodyDecision { failed, action: Err(reply) },
     };
     let tried: Vec<usize> = prev.tried.iter().filter_map(|id| cfg.table.ids.get(id).copied()).collect();
-    let targets = if report.context_window { context_targets(cfg, prev) } else { next_targets(cfg, prev, class) };
+    let targets = if report.context_window {
+        rejection_targets(cfg, prev, Chain::ContextWindow)
+    } else if report.content_policy {
+        policy_targets(cfg, prev)
+    } else {
+        next_targets(cfg, prev, class)
+    };
     for target in targets {
         let Some(group) = cfg.table.groups.get(target.group) else { continue };
         let Selection::Deployment(index) = choose(cfg, target.group, &scanned, &tried, env) else { continue };
@@ -151,7 +159,7 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
             group: group.name.clone(),
             fallback: target.fallback,
             retries: target.retries,
-            context_fallback: prev.context_fallback || report.context_window,
+            chain: target.chain,
             ..prev.clone()
         };
         let previous = prev_index.and_then(|i| cfg.table.deployments.get(i));
@@ -234,6 +242,9 @@ fn failure_class(prev: &AttemptState, report: &FailureReport, now_ms: u64) -> Fa
 fn exhausted_error(group: &str, attempts: u32, class: FailureClass, report: &FailureReport) -> ApiError {
     if report.context_window {
         return ApiError::context_fallbacks_exhausted(group, attempts);
+    }
+    if report.content_policy {
+        return ApiError::content_policy_fallbacks_exhausted(group, attempts);
     }
     let last = if report.status == 0 { class.to_string() } else { format!("status {}", report.status) };
     let kind = match class {

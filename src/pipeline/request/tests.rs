@@ -247,7 +247,7 @@ fn pass<'c>(c: &'c RouterConfig, body: &[u8], redirect: Option<(&str, &str)>, no
     let mut rng = Rng::from_seed(3);
     let mut env = Env { cooling: &view, stats: &crate::stats::NoStats, now_ms: now, rng: &mut rng, key: KEY };
     let path = redirect.map_or("/v1/chat/completions?q=1".to_string(), |(state, report)| {
-        let report = FailureReport::from_query(report).map(|(r, _)| r).unwrap_or(FailureReport { status: 1, retry_after_ms: None, context_window: false });
+        let report = FailureReport::from_query(report).map(|(r, _)| r).unwrap_or(FailureReport { status: 1, retry_after_ms: None, context_window: false, content_policy: false });
         let loc = crate::failover::failover_location("gw:10000", state, &report);
         loc.split_once("gw:10000").map(|(_, p)| p.to_string()).unwrap_or_default()
     });
@@ -327,7 +327,7 @@ fn exhausted_when_every_remaining_target_is_cooling() {
     let state = f1.state.clone().unwrap_or_default();
     assert!(!state.is_empty(), "a retry is possible (a2 is untried)");
     // The attempt used its whole 2 s budget: the redirector answered → a timeout; a2 cools → 504.
-    let report = FailureReport { status: 0, retry_after_ms: None, context_window: false };
+    let report = FailureReport { status: 0, retry_after_ms: None, context_window: false, content_policy: false };
     let loc = crate::failover::failover_location("gw", &state, &report);
     let path = loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default();
     let head = RequestHead { method: "POST", path: &path, internal_redirect: true, ..Default::default() };
@@ -355,7 +355,7 @@ fn failover_head<'a>(path: &'a str, redirected: bool) -> RequestHead<'a> {
 }
 
 fn failover_path(state: &str, status: u16) -> String {
-    let report = FailureReport { status, retry_after_ms: None, context_window: false };
+    let report = FailureReport { status, retry_after_ms: None, context_window: false, content_policy: false };
     let loc = crate::failover::failover_location("gw", state, &report);
     loc.split_once("gw").map(|(_, p)| p.to_string()).unwrap_or_default()
 }
@@ -539,4 +539,124 @@ fn extra_headers_go_to_their_deployment_only_and_are_removed_on_failover() {
     let retry = pass(&c2, &first_body, Some((&first_state, "status=500")), 1_100).action.unwrap_or_else(|r| panic!("{r:?}"));
     let expected = if first.deployment.id == "a1" { json!({"model": "a1"}) } else { json!({"max_tokens": 8, "model": "a1"}) };
     assert_eq!(retry.body.as_deref().map(|b| serde_json::from_slice::<Value>(b).unwrap_or_default()), Some(expected));
+}
+
+#[test]
+fn a_content_policy_rejection_goes_to_the_content_policy_fallbacks_without_a_failure() {
+    // `a` has a second member and `num_retries`, yet a content-policy 400 is neither retried nor
+    // counted: LiteLLM raises it straight to `content_policy_fallbacks`, and its status (400) is
+    // not one `_is_cooldown_required` cools on.
+    let c = cfg(json!({
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "azure/a1", "api_base": "http://h1", "api_key": "k"}, "model_info": {"id": "a1"}},
+            {"model_name": "a", "litellm_params": {"model": "azure/a2", "api_base": "http://h2", "api_key": "k"}, "model_info": {"id": "a2"}},
+            {"model_name": "b", "litellm_params": {"model": "openai/b1", "api_base": "http://h3/v1"}, "model_info": {"id": "b1"}},
+            {"model_name": "c", "litellm_params": {"model": "anthropic/c1", "api_base": "http://h5", "api_key": "k"}, "model_info": {"id": "c1"}},
+            {"model_name": "r", "litellm_params": {"model": "openai/r1", "api_base": "http://h4/v1"}, "model_info": {"id": "r1"}},
+        ],
+        "router_settings": {"num_retries": 2, "fallbacks": [{"a": ["r"]}], "content_policy_fallbacks": [{"a": ["b", "c"]}]},
+    }));
+    let body = br#"{"model":"a"}"#.to_vec();
+    let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let s1 = AttemptState::decode(f1.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
+    assert_eq!(s1.policy_failover, Some(crate::provider::Wire::Azure), "the upstream side reads a 400 in Azure's shapes");
+    assert!(!s1.can_context_failover);
+    let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+
+    let second = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=400&cp=1")), 1_100);
+    assert_eq!(second.failed, None, "the prompt's fault: nothing recorded against the deployment");
+    let f2 = second.action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!((f2.deployment.id.as_str(), f2.group, f2.fallback_from.as_deref(), f2.attempts), ("b1", "b", Some("a"), 2));
+    let s2 = AttemptState::decode(f2.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
+    assert_eq!((s2.chain, s2.fallback), (crate::failover::Chain::ContentPolicy, 1));
+    assert_eq!(s2.policy_failover, Some(crate::provider::Wire::OpenAi), "`c` remains; `b` speaks OpenAI's error shapes");
+    // A regular failure of the content-policy fallback continues that list, not `fallbacks`.
+    assert!(s2.can_failover);
+    let body2 = f2.body.clone().unwrap_or(body1);
+    let third = pass(&c, &body2, Some((f2.state.as_deref().unwrap_or(""), "status=500")), 1_200);
+    assert_eq!(third.failed.map(|f| f.class), Some(FailureClass::ServerError), "a 500 is the deployment's");
+    let f3 = third.action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!((f3.deployment.id.as_str(), f3.attempts), ("c1", 3));
+    assert_eq!(f3.state, None, "both lists used up: the upstream side passes c's answer through");
+
+    // With no fallback of either kind left the upstream side is never asked to read a 400.
+    let plain = cfg(json!({
+        "model_list": [{"model_name": "a", "litellm_params": {"model": "azure/a1", "api_base": "http://h1", "api_key": "k"}, "model_info": {"id": "a1"}}],
+        "router_settings": {"fallbacks": [{"a": ["a"]}]},
+    }));
+    let f = pass(&plain, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!(f.state, None);
+}
+
+#[test]
+fn without_content_policy_fallbacks_a_content_policy_rejection_continues_the_fallbacks() {
+    // LiteLLM: "No content_policy_fallback set. Defaulting to fallbacks, if available" — still no
+    // retry in the group and nothing counted against the deployment.
+    let c = cfg(json!({
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1"}, "model_info": {"id": "a1"}},
+            {"model_name": "a", "litellm_params": {"model": "openai/a2", "api_base": "http://h2/v1"}, "model_info": {"id": "a2"}},
+            {"model_name": "r", "litellm_params": {"model": "openai/r1", "api_base": "http://h4/v1"}, "model_info": {"id": "r1"}},
+        ],
+        "router_settings": {"num_retries": 2, "fallbacks": [{"a": ["r"]}]},
+    }));
+    let body = br#"{"model":"a"}"#.to_vec();
+    let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let s1 = AttemptState::decode(f1.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
+    assert_eq!(s1.policy_failover, Some(crate::provider::Wire::OpenAi));
+    let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+    let second = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=400&cp=1")), 1_100);
+    assert_eq!(second.failed, None);
+    let f2 = second.action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!((f2.deployment.id.as_str(), f2.fallback_from.as_deref(), f2.attempts), ("r1", Some("a"), 2));
+}
+
+#[test]
+fn a_content_policy_fallback_that_cannot_serve_ends_with_a_content_policy_error() {
+    let c = cfg(json!({
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1"}, "model_info": {"id": "a1"}},
+            {"model_name": "b", "litellm_params": {"model": "openai/b1", "api_base": "http://h3/v1"}, "model_info": {"id": "b1"}},
+        ],
+        "router_settings": {"content_policy_fallbacks": [{"a": ["b"]}]},
+    }));
+    let body = br#"{"model":"a"}"#.to_vec();
+    let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+    let mut cooling = Cooldowns::default();
+    cooling.extend("b1", 60_000, FailureClass::ServerError);
+    let view = CooldownView::new(&cooling, &c.table.ids, c.table.deployments.len());
+    let mut rng = Rng::from_seed(3);
+    let mut env = Env { cooling: &view, stats: &crate::stats::NoStats, now_ms: 1_100, rng: &mut rng, key: KEY };
+    let report = FailureReport { status: 400, retry_after_ms: None, context_window: false, content_policy: true };
+    let loc = crate::failover::failover_location("gw:10000", f1.state.as_deref().unwrap_or(""), &report);
+    let path = loc.split_once("gw:10000").map(|(_, p)| p.to_string()).unwrap_or_default();
+    let head = RequestHead { method: "POST", path: &path, authority: "gw:10000", internal_redirect: true, ..Default::default() };
+    let HeadDecision::ReadBody(p) = on_head(&c, &head, &mut replay(1_100)) else { panic!("not a failover pass") };
+    let d = on_body(&c, &p, &body1, &mut env);
+    assert_eq!(d.failed, None);
+    let reply = d.action.err().unwrap_or_else(|| panic!("served"));
+    assert_eq!((reply.error.status, reply.error.code), (400, Some("content_policy_violation")));
+}
+
+#[test]
+fn content_policy_violation_error_retries_retry_on_another_member_first() {
+    let c = cfg(json!({
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1"}, "model_info": {"id": "a1"}},
+            {"model_name": "a", "litellm_params": {"model": "openai/a2", "api_base": "http://h2/v1"}, "model_info": {"id": "a2"}},
+        ],
+        "router_settings": {"retry_policy": {"ContentPolicyViolationErrorRetries": 1}},
+    }));
+    let body = br#"{"model":"a"}"#.to_vec();
+    let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let s1 = AttemptState::decode(f1.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
+    assert!(s1.policy_failover.is_some() && !s1.can_failover, "only a content-policy retry is possible");
+    let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+    let second = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=400&cp=1")), 1_100);
+    assert_eq!(second.failed, None);
+    let f2 = second.action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_ne!(f2.deployment.id, f1.deployment.id);
+    assert_eq!((f2.group, f2.attempts, f2.fallback_from.as_deref()), ("a", 2, None));
+    assert_eq!(f2.state, None, "retry used, nothing else left");
 }
