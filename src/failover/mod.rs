@@ -21,7 +21,7 @@ mod spent;
 mod state;
 
 pub use plan::{
-    can_failover, can_policy_failover, can_rejection_failover, chain, next_targets, policy_targets, rejection_targets, Chain,
+    can_failover, can_policy_failover, can_rejection_failover, chain, context_chain, next_targets, policy_targets, rejection_targets, Chain,
 };
 pub use report::{failover_location, FailureReport, FAILOVER_PATH, REDIRECTOR_HEADER};
 pub use siphash::siphash24;

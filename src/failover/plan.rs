@@ -5,8 +5,8 @@
 //! rejects as too long, or for a content-policy violation, is no failure of the deployment: it
 //! goes, without a retry, to `context_window_fallbacks` / `content_policy_fallbacks` (LiteLLM's
 //! `should_retry_this_error` raises those errors straight to their fallback list; a 400 is never
-//! retried). Without `content_policy_fallbacks` a content-policy rejection continues `fallbacks`,
-//! as LiteLLM's does.
+//! retried). Without `content_policy_fallbacks` / `context_window_fallbacks` such a rejection
+//! continues `fallbacks`, as LiteLLM's does.
 
 use super::state::AttemptState;
 use crate::config::{PerClass, RouterConfig, RouterSettings};
@@ -148,6 +148,17 @@ pub fn policy_chain(cfg: &RouterConfig) -> Chain {
         Chain::Regular
     } else {
         Chain::ContentPolicy
+    }
+}
+
+/// The list a context-window rejection continues: `context_window_fallbacks` when the config
+/// has one, else `fallbacks` (LiteLLM: "No context_window_fallback set. Defaulting to
+/// fallbacks, if available").
+pub fn context_chain(cfg: &RouterConfig) -> Chain {
+    if cfg.router.context_window_fallbacks.is_empty() {
+        Chain::Regular
+    } else {
+        Chain::ContextWindow
     }
 }
 

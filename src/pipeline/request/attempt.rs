@@ -6,7 +6,7 @@ use super::head::{Pending, Redirect, MAX_MODEL_BYTES};
 use super::rewrite::{plan, Forward};
 use super::Reply;
 use crate::config::{Group, RouterConfig};
-use crate::failover::{body_fingerprint, chain, next_targets, policy_targets, rejection_targets, AttemptState, Chain, FailureReport};
+use crate::failover::{body_fingerprint, chain, context_chain, next_targets, policy_targets, rejection_targets, AttemptState, Chain, FailureReport};
 use crate::health::{classify, counts_against_deployment, timeout_or_connect_failure, CooldownView, FailureClass};
 use crate::openai::error::Exhausted;
 use crate::openai::{json_scan, scan_request_with_facts, ApiError, BodyFacts};
@@ -77,7 +77,7 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
             // The group cannot serve this request: its fallbacks may (LiteLLM's order: a prompt
             // too long goes to `context_window_fallbacks`, anything else to `fallbacks`).
             let which = match unavailable {
-                Selection::NoneEligible(Ineligible::ContextWindow) => Chain::ContextWindow,
+                Selection::NoneEligible(Ineligible::ContextWindow) => context_chain(cfg),
                 _ => Chain::Regular,
             };
             let fallback = chain(cfg, &group.name, which).into_iter().enumerate().find_map(|(i, g)| match choose(cfg, g, &scanned, &[], env) {
@@ -145,7 +145,7 @@ fn next_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, redirect: &Redirec
     };
     let tried: Vec<usize> = prev.tried.iter().filter_map(|id| cfg.table.ids.get(id).copied()).collect();
     let targets = if report.context_window {
-        rejection_targets(cfg, prev, Chain::ContextWindow)
+        rejection_targets(cfg, prev, context_chain(cfg))
     } else if report.content_policy {
         policy_targets(cfg, prev)
     } else {

@@ -6,7 +6,7 @@ use super::attempt::{Env, Scanned};
 use super::head::Pending;
 use super::Reply;
 use crate::config::{glob_capture, AuthHeader, Deployment, Group, RouterConfig, ANTHROPIC_VERSION};
-use crate::failover::{body_fingerprint, can_failover, can_policy_failover, can_rejection_failover, state_ttl_ms, AttemptState, Chain};
+use crate::failover::{body_fingerprint, can_failover, can_policy_failover, can_rejection_failover, context_chain, state_ttl_ms, AttemptState, Chain};
 use crate::openai::{json_write, rewrite, ApiError};
 use crate::provider::{upstream_path, Wire};
 
@@ -111,7 +111,7 @@ pub(super) fn plan<'c>(
     state.try_budget_ms = per_try_timeout_ms;
     let untried_in_group = group.members.iter().any(|i| cfg.table.deployments.get(*i).is_some_and(|d| !state.tried.contains(&d.id)));
     state.can_failover = can_failover(cfg, &state, untried_in_group);
-    state.can_context_failover = can_rejection_failover(cfg, &state, Chain::ContextWindow);
+    state.can_context_failover = can_rejection_failover(cfg, &state, context_chain(cfg));
     state.policy_failover = can_policy_failover(cfg, &state, untried_in_group).then_some(dep.provider.wire);
     // Only with the failover wiring: nothing else strips the header before the provider.
     let attach_state = cfg.envoy.failover && (state.can_failover || state.can_context_failover || state.policy_failover.is_some());

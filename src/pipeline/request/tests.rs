@@ -560,7 +560,7 @@ fn a_content_policy_rejection_goes_to_the_content_policy_fallbacks_without_a_fai
     let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
     let s1 = AttemptState::decode(f1.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
     assert_eq!(s1.policy_failover, Some(crate::provider::Wire::Azure), "the upstream side reads a 400 in Azure's shapes");
-    assert!(!s1.can_context_failover);
+    assert!(s1.can_context_failover, "no context_window_fallbacks: a too-long prompt continues `fallbacks` (LiteLLM)");
     let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
 
     let second = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=400&cp=1")), 1_100);
@@ -577,7 +577,10 @@ fn a_content_policy_rejection_goes_to_the_content_policy_fallbacks_without_a_fai
     assert_eq!(third.failed.map(|f| f.class), Some(FailureClass::ServerError), "a 500 is the deployment's");
     let f3 = third.action.unwrap_or_else(|r| panic!("{r:?}"));
     assert_eq!((f3.deployment.id.as_str(), f3.attempts), ("c1", 3));
-    assert_eq!(f3.state, None, "both lists used up: the upstream side passes c's answer through");
+    // Both lists used up for failures and content policy; only a too-long prompt could still
+    // continue `fallbacks` (no context_window_fallbacks: LiteLLM defaults to them).
+    let s3 = AttemptState::decode(f3.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
+    assert_eq!((s3.can_failover, s3.policy_failover, s3.can_context_failover), (false, None, true));
 
     // With no fallback of either kind left the upstream side is never asked to read a 400.
     let plain = cfg(json!({
@@ -659,4 +662,21 @@ fn content_policy_violation_error_retries_retry_on_another_member_first() {
     assert_ne!(f2.deployment.id, f1.deployment.id);
     assert_eq!((f2.group, f2.attempts, f2.fallback_from.as_deref()), ("a", 2, None));
     assert_eq!(f2.state, None, "retry used, nothing else left");
+}
+
+#[test]
+fn without_context_window_fallbacks_a_too_long_prompt_continues_fallbacks() {
+    let c = cfg(json!({"model_list": [
+        {"model_name": "a", "litellm_params": {"model": "openai/a1", "api_base": "http://h1/v1"}, "model_info": {"id": "a1"}},
+        {"model_name": "r", "litellm_params": {"model": "openai/r1", "api_base": "http://h2/v1"}, "model_info": {"id": "r1"}}],
+        "router_settings": {"fallbacks": [{"a": ["r"]}]}}));
+    let body = br#"{"model":"a"}"#.to_vec();
+    let f1 = pass(&c, &body, None, 1_000).action.unwrap_or_else(|r| panic!("{r:?}"));
+    let s1 = AttemptState::decode(f1.state.as_deref().unwrap_or(""), KEY).unwrap_or_default();
+    assert!(s1.can_context_failover);
+    let body1 = f1.body.clone().unwrap_or_else(|| body.clone());
+    let second = pass(&c, &body1, Some((f1.state.as_deref().unwrap_or(""), "status=400&cw=1")), 1_100);
+    assert_eq!(second.failed, None, "the prompt's fault: nothing recorded");
+    let f2 = second.action.unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!((f2.deployment.id.as_str(), f2.fallback_from.as_deref()), ("r1", Some("a")));
 }
