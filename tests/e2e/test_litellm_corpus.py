@@ -1,0 +1,157 @@
+"""Real-world LiteLLM config shapes load unchanged and route where LiteLLM would send them (issue 11).
+
+For every fixture of tests/fixtures/litellm/ (support/litellm_corpus.py reads them with their expectations):
+- `llm-router check` gives the stated outcome: exit status, the errors of a refused config, the warnings (every
+  skipped deployment exactly once), and the summary of what serves;
+- the JSON `check --print-json` hands the filter is what LiteLLM's own reader makes of the file: PyYAML's
+  `safe_load` (as tests/e2e/test_yaml_pyyaml.py compares them), with `include:` resolved as LiteLLM does;
+- a config that loads goes into real Envoy as is, and one request per provider reaches a mock standing in for
+  that provider's cluster with the right `:authority`, path, auth header and `model` (the providers' real hosts
+  are unreachable here; every cluster the router names is a local mock, so a request sent anywhere else shows
+  up on the passthrough mock or fails). One Envoy per fixture serves all its providers.
+
+Known gaps are marked per fixture and phase in its expectation (`xfail`, strict: they fail once fixed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .support import client
+from .support.checks import expect_error, expect_no_secrets, expect_upstream
+from .support.envoy import REPO, clusters_for
+from .support.litellm_corpus import all_fixtures, litellm_include
+from .support.plugin import chat
+from .test_yaml_pyyaml import pyyaml, same
+
+BIN = REPO / "target" / "debug" / "llm-router"
+FIXTURES = all_fixtures()
+
+
+def params(phase: str, only_loading: bool = False) -> list:
+    out = []
+    for f in FIXTURES:
+        if only_loading and f.outcome != "loads":
+            continue
+        marks = [pytest.mark.xfail(strict=True, reason=f.xfail[phase])] if phase in f.xfail else []
+        out.append(pytest.param(f, id=f.name, marks=marks))
+    return out
+
+
+@pytest.fixture(scope="session")
+def cli() -> Path:
+    subprocess.run(["cargo", "build", "-q", "-p", "llm-router-cli"], cwd=REPO, check=True, timeout=900)
+    return BIN
+
+
+def run_check(cli: Path, fixture, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env_file = tmp_path / "env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in fixture.env.items()))
+    # Only PATH from this process: a key set in the developer's shell must not make a fixture load.
+    return subprocess.run([str(cli), "check", str(fixture.path), "--env-file", str(env_file), *extra],
+                          capture_output=True, text=True, timeout=30, env={"PATH": os.environ.get("PATH", "")})
+
+
+def diag_lines(text: str, level: str) -> list:
+    """(field path, message) of every `file:line:col: LEVEL: field: message` line (field None if absent)."""
+    out = []
+    for line in text.splitlines():
+        marker = f": {level}: "
+        if marker not in line:
+            continue
+        rest = line.split(marker, 1)[1]
+        head, sep, msg = rest.partition(": ")
+        is_field = sep and " " not in head
+        out.append((head, msg) if is_field else (None, rest))
+    return out
+
+
+def expect_diags(report: str, wanted: list, level: str) -> None:
+    got = diag_lines(report, level)
+    for field, says in wanted:
+        assert any(f == field and says in m for f, m in got), \
+            f"no {level} at {field} saying {says!r}; {level}s:\n" + "\n".join(f"{f}: {m}" for f, m in got)
+
+
+def test_every_fixture_has_an_expectation():
+    names = {p.name for p in (REPO / "tests" / "fixtures" / "litellm").iterdir() if p.is_file()}
+    for n in names:
+        if n.endswith(".yaml"):
+            assert n[:-5] + ".expect.json" in names, f"{n} has no expectation"
+        elif n.endswith(".expect.json"):
+            assert n[: -len(".expect.json")] + ".yaml" in names, f"{n} has no fixture"
+    assert len(FIXTURES) >= 1
+
+
+@pytest.mark.parametrize("fixture", params("check"))
+def test_check_gives_the_stated_outcome(cli, tmp_path, fixture):
+    proc = run_check(cli, fixture, tmp_path)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == (0 if fixture.outcome == "loads" else 1), f"exit {proc.returncode}:\n{report}"
+    expect_diags(report, fixture.errors, "error")
+    if fixture.outcome == "loads":
+        assert not diag_lines(report, "error"), report
+    expect_diags(report, fixture.warnings, "warning")
+    # Each unservable deployment is skipped with exactly one warning, and no other deployment is.
+    skipped = sorted(f.rsplit(".", 2)[0] for f, m in diag_lines(report, "warning") if f and " is skipped " in m)
+    assert skipped == sorted(fixture.skipped), report
+    if fixture.serves is not None:
+        n, g = fixture.serves
+        line = [x for x in report.splitlines() if ": ok: " in x]
+        assert line and f"ok: {n} deployment{'s' if n != 1 else ''} in {g} model group{'s' if g != 1 else ''}," \
+            in line[0], report
+    expect_no_secrets(report, [v for k, v in fixture.env.items() if "KEY" in k], "check's report")
+
+
+@pytest.mark.parametrize("fixture", params("pyyaml"))
+def test_print_json_is_what_pyyaml_reads(cli, tmp_path, fixture):
+    main = pyyaml(fixture.path.read_text())
+    assert isinstance(main, dict), f"PyYAML does not read {fixture.path.name} as a mapping: {main!r}"
+    included = [pyyaml(p.read_text()) for p in fixture.included]
+    assert all(isinstance(d, dict) for d in included), included
+    want = litellm_include(main, included)
+    proc = run_check(cli, fixture, tmp_path, "--print-json")
+    assert proc.stdout.strip(), proc.stderr
+    got = json.loads(proc.stdout)
+    assert same(want, got), f"PyYAML+include: {want!r}\nllm-router: {got!r}"
+
+
+@pytest.mark.parametrize("fixture", params("envoy", only_loading=True))
+def test_one_request_per_provider_reaches_its_upstream(cli, tmp_path, make_mock, start_envoy, fixture):
+    proc = run_check(cli, fixture, tmp_path, "--print-json")
+    assert proc.returncode == 0, proc.stderr
+    plugin_config = proc.stdout
+    # One mock per cluster the expectations name: a request on the wrong cluster lands on another mock.
+    mocks: dict = {}
+    for r in fixture.requests:
+        if r.upstream.cluster not in mocks:
+            mocks[r.upstream.cluster] = make_mock(r.mock, r.upstream.cluster)
+    passthrough = make_mock("openai", "passthrough")
+    clusters = clusters_for(passthrough=passthrough)
+    clusters.update({c: (m.host, m.port) for c, m in mocks.items()})
+    envoy = start_envoy(plugin_config, clusters, env=fixture.env)
+
+    for r in fixture.requests:
+        mock = mocks[r.upstream.cluster]
+        before = mock.count
+        body = chat(r.model, **r.request) if r.endpoint.endswith("chat/completions") else \
+            {"model": r.model, "input": "hi", **r.request}
+        resp = client.post_json(envoy.base_url, r.endpoint, body)
+        assert resp.status == 200, f"{r.model}: {resp!r}\n" + envoy.log_tail(20)
+        assert mock.count == before + 1, f"{r.model} did not reach {r.upstream.cluster}"
+        rec = expect_upstream(mock.last(), path=r.path, host=r.upstream.authority, model=r.upstream_model,
+                              headers=r.headers, absent=r.absent)
+        for k, v in r.body.items():
+            assert rec.json.get(k) == v, f"{r.model}: upstream body {k}={rec.json.get(k)!r}, expected {v!r}"
+
+    for group in fixture.not_servable:
+        err = expect_error(client.post_json(envoy.base_url, "/v1/chat/completions", chat(group)), 400,
+                           "model_not_servable")
+        assert f"`{group}`" in err["message"], err
+    assert passthrough.count == 0, [(x.path, x.headers.get("host")) for x in passthrough.requests]
+    expect_no_secrets(envoy.log_text(), [v for k, v in fixture.env.items() if "KEY" in k], "the Envoy log")
