@@ -85,7 +85,7 @@ def test_every_fixture_has_an_expectation():
             assert n[:-5] + ".expect.json" in names, f"{n} has no expectation"
         elif n.endswith(".expect.json"):
             assert n[: -len(".expect.json")] + ".yaml" in names, f"{n} has no fixture"
-    assert len(FIXTURES) >= 1
+    assert len(FIXTURES) >= 20
 
 
 @pytest.mark.parametrize("fixture", params("check"))
@@ -135,13 +135,14 @@ def test_one_request_per_provider_reaches_its_upstream(cli, tmp_path, make_mock,
     clusters = clusters_for(passthrough=passthrough)
     clusters.update({c: (m.host, m.port) for c, m in mocks.items()})
     envoy = start_envoy(plugin_config, clusters, env=fixture.env)
+    auth = {"authorization": f"Bearer {fixture.client_key}"} if fixture.client_key else None
 
     for r in fixture.requests:
         mock = mocks[r.upstream.cluster]
         before = mock.count
         body = chat(r.model, **r.request) if r.endpoint.endswith("chat/completions") else \
             {"model": r.model, "input": "hi", **r.request}
-        resp = client.post_json(envoy.base_url, r.endpoint, body)
+        resp = client.post_json(envoy.base_url, r.endpoint, body, auth)
         assert resp.status == 200, f"{r.model}: {resp!r}\n" + envoy.log_tail(20)
         assert mock.count == before + 1, f"{r.model} did not reach {r.upstream.cluster}"
         rec = expect_upstream(mock.last(), path=r.path, host=r.upstream.authority, model=r.upstream_model,
@@ -150,7 +151,7 @@ def test_one_request_per_provider_reaches_its_upstream(cli, tmp_path, make_mock,
             assert rec.json.get(k) == v, f"{r.model}: upstream body {k}={rec.json.get(k)!r}, expected {v!r}"
 
     for group in fixture.not_servable:
-        err = expect_error(client.post_json(envoy.base_url, "/v1/chat/completions", chat(group)), 400,
+        err = expect_error(client.post_json(envoy.base_url, "/v1/chat/completions", chat(group), auth), 400,
                            "model_not_servable")
         assert f"`{group}`" in err["message"], err
     assert passthrough.count == 0, [(x.path, x.headers.get("host")) for x in passthrough.requests]

@@ -72,6 +72,7 @@ class Fixture:
     requests: list
     not_servable: list  # groups answered with model_not_servable
     xfail: dict  # phase -> reason
+    client_key: Optional[str]  # what clients send as `Authorization: Bearer` (the config's master_key)
 
     @property
     def included(self) -> list:
@@ -131,6 +132,7 @@ def load(path: Path) -> Fixture:
         requests=[_request(r, env) for r in exp.get("requests", [])],
         not_servable=list(exp.get("not_servable", [])),
         xfail=dict(exp.get("xfail", {})),
+        client_key=exp.get("client_key"),
     )
 
 
