@@ -121,6 +121,20 @@ def test_print_json_is_what_pyyaml_reads(cli, tmp_path, fixture):
     assert same(want, got), f"PyYAML+include: {want!r}\nllm-router: {got!r}"
 
 
+@pytest.mark.parametrize("fixture", params("generate", only_loading=True))
+def test_envoy_command_writes_a_cluster_per_upstream(cli, tmp_path, fixture):
+    """`llm-router envoy` on the config as pasted: a bootstrap with a cluster for every upstream requested."""
+    env_file = tmp_path / "env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in fixture.env.items()))
+    out = tmp_path / "bootstrap.json"
+    proc = subprocess.run([str(cli), "envoy", str(fixture.path), "--env-file", str(env_file), "-o", str(out)],
+                          capture_output=True, text=True, timeout=30, env={"PATH": os.environ.get("PATH", "")})
+    assert proc.returncode == 0, proc.stderr
+    names = {c["name"] for c in json.loads(out.read_text())["static_resources"]["clusters"]}
+    missing = {r.upstream.cluster for r in fixture.requests} - names
+    assert not missing, f"no cluster for {sorted(missing)} among {sorted(names)}"
+
+
 @pytest.mark.parametrize("fixture", params("envoy", only_loading=True))
 def test_one_request_per_provider_reaches_its_upstream(cli, tmp_path, make_mock, start_envoy, fixture):
     proc = run_check(cli, fixture, tmp_path, "--print-json")
@@ -154,5 +168,11 @@ def test_one_request_per_provider_reaches_its_upstream(cli, tmp_path, make_mock,
         err = expect_error(client.post_json(envoy.base_url, "/v1/chat/completions", chat(group), auth), 400,
                            "model_not_servable")
         assert f"`{group}`" in err["message"], err
+    if fixture.client_key and fixture.requests:
+        # The master key is the gateway's: without it no request goes anywhere.
+        seen = sum(m.count for m in mocks.values())
+        r = fixture.requests[0]
+        expect_error(client.post_json(envoy.base_url, "/v1/chat/completions", chat(r.model)), 401, None)
+        assert sum(m.count for m in mocks.values()) == seen
     assert passthrough.count == 0, [(x.path, x.headers.get("host")) for x in passthrough.requests]
     expect_no_secrets(envoy.log_text(), [v for k, v in fixture.env.items() if "KEY" in k], "the Envoy log")

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "litellm"
 
 # The phases of a fixture's test that may be marked as known failures ("xfail": {"check": "why", ...}).
-PHASES = ("check", "pyyaml", "envoy")
+PHASES = ("check", "pyyaml", "generate", "envoy")
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def load(path: Path) -> Fixture:
         requests=[_request(r, env) for r in exp.get("requests", [])],
         not_servable=list(exp.get("not_servable", [])),
         xfail=dict(exp.get("xfail", {})),
-        client_key=exp.get("client_key"),
+        client_key=fill(exp["client_key"], env) if "client_key" in exp else None,
     )
 
 
