@@ -27,7 +27,7 @@ from .support.checks import expect_error, expect_no_secrets, expect_upstream
 from .support.envoy import REPO, clusters_for
 from .support.litellm_corpus import all_fixtures, litellm_include
 from .support.plugin import chat
-from .test_yaml_pyyaml import pyyaml, same
+from .test_yaml_pyyaml import READ_ERRORS, REFUSED, pyyaml, same
 
 BIN = REPO / "target" / "debug" / "llm-router"
 FIXTURES = all_fixtures()
@@ -111,6 +111,11 @@ def test_check_gives_the_stated_outcome(cli, tmp_path, fixture):
 @pytest.mark.parametrize("fixture", params("pyyaml"))
 def test_print_json_is_what_pyyaml_reads(cli, tmp_path, fixture):
     main = pyyaml(fixture.path.read_text())
+    if main == REFUSED:  # LiteLLM cannot start on it either: the tool must refuse the file as YAML
+        proc = run_check(cli, fixture, tmp_path, "--print-json")
+        assert fixture.outcome == "refused" and proc.returncode == 1, proc.stderr
+        assert not proc.stdout.strip() or any(m in proc.stderr for m in READ_ERRORS), proc.stdout
+        return
     assert isinstance(main, dict), f"PyYAML does not read {fixture.path.name} as a mapping: {main!r}"
     included = [pyyaml(p.read_text()) for p in fixture.included]
     assert all(isinstance(d, dict) for d in included), included
