@@ -4,7 +4,9 @@ For every fixture of tests/fixtures/litellm/ (support/litellm_corpus.py reads th
 - `llm-router check` gives the stated outcome: exit status, the errors of a refused config, the warnings (every
   skipped deployment exactly once), and the summary of what serves;
 - the JSON `check --print-json` hands the filter is what LiteLLM's own reader makes of the file: PyYAML's
-  `safe_load` (as tests/e2e/test_yaml_pyyaml.py compares them), with `include:` resolved as LiteLLM does;
+  `safe_load` (as tests/e2e/test_yaml_pyyaml.py compares them), with `include:` resolved as LiteLLM does; a file
+  PyYAML refuses (LiteLLM cannot start on it) must be refused as YAML;
+- `llm-router envoy` writes a bootstrap with a cluster for every upstream the requests below go to;
 - a config that loads goes into real Envoy as is, and one request per provider reaches a mock standing in for
   that provider's cluster with the right `:authority`, path, auth header and `model` (the providers' real hosts
   are unreachable here; every cluster the router names is a local mock, so a request sent anywhere else shows
