@@ -160,12 +160,14 @@ def test_one_request_per_provider_reaches_its_upstream(cli, tmp_path, make_mock,
 
     for r in fixture.requests:
         mock = mocks[r.upstream.cluster]
-        before = mock.count
-        body = chat(r.model, **r.request) if r.endpoint.endswith("chat/completions") else \
+        before, before_all = mock.count, sum(m.count for m in mocks.values())
+        body = chat(r.model, **r.request) if r.endpoint.endswith(("chat/completions", "messages")) else \
+            {"model": r.model, "prompt": "Say hi", **r.request} if r.endpoint.endswith("completions") else \
             {"model": r.model, "input": "hi", **r.request}
         resp = client.post_json(envoy.base_url, r.endpoint, body, auth)
         assert resp.status == 200, f"{r.model}: {resp!r}\n" + envoy.log_tail(20)
         assert mock.count == before + 1, f"{r.model} did not reach {r.upstream.cluster}"
+        assert sum(m.count for m in mocks.values()) == before_all + 1, f"{r.model} reached more than one upstream"
         rec = expect_upstream(mock.last(), path=r.path, host=r.upstream.authority, model=r.upstream_model,
                               headers=r.headers, absent=r.absent)
         for k, v in r.body.items():
