@@ -6,7 +6,8 @@ For every fixture of tests/fixtures/litellm/ (support/litellm_corpus.py reads th
 - the JSON `check --print-json` hands the filter is what LiteLLM's own reader makes of the file: PyYAML's
   `safe_load` (as tests/e2e/test_yaml_pyyaml.py compares them), with `include:` resolved as LiteLLM does; a file
   PyYAML refuses (LiteLLM cannot start on it) must be refused as YAML;
-- `llm-router envoy` writes a bootstrap with a cluster for every upstream the requests below go to;
+- `llm-router envoy` writes a bootstrap with a cluster for every upstream the requests below go to (and, where the
+  expectation says, exactly the VM's host_env_keys);
 - a config that loads goes into real Envoy as is, and one request per provider reaches a mock standing in for
   that provider's cluster with the right `:authority`, path, auth header and `model` (the providers' real hosts
   are unreachable here; every cluster the router names is a local mock, so a request sent anywhere else shows
@@ -130,16 +131,25 @@ def test_print_json_is_what_pyyaml_reads(cli, tmp_path, fixture):
 
 @pytest.mark.parametrize("fixture", params("generate", only_loading=True))
 def test_envoy_command_writes_a_cluster_per_upstream(cli, tmp_path, fixture):
-    """`llm-router envoy` on the config as pasted: a bootstrap with a cluster for every upstream requested."""
+    """`llm-router envoy` on the config as pasted: a bootstrap with a cluster for every upstream requested, and
+    Envoy passes the VM only the variables the router uses."""
     env_file = tmp_path / "env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in fixture.env.items()))
     out = tmp_path / "bootstrap.json"
     proc = subprocess.run([str(cli), "envoy", str(fixture.path), "--env-file", str(env_file), "-o", str(out)],
                           capture_output=True, text=True, timeout=30, env={"PATH": os.environ.get("PATH", "")})
     assert proc.returncode == 0, proc.stderr
-    names = {c["name"] for c in json.loads(out.read_text())["static_resources"]["clusters"]}
+    bootstrap = json.loads(out.read_text())
+    names = {c["name"] for c in bootstrap["static_resources"]["clusters"]}
     missing = {r.upstream.cluster for r in fixture.requests} - names
     assert not missing, f"no cluster for {sorted(missing)} among {sorted(names)}"
+    if fixture.host_env_keys is not None:
+        vm_env = [f["typed_config"]["config"]["vm_config"]["environment_variables"]
+                  for ls in bootstrap["static_resources"]["listeners"] for fc in ls["filter_chains"]
+                  for nf in fc["filters"] for f in nf.get("typed_config", {}).get("http_filters", [])
+                  if f["name"] == "envoy.filters.http.wasm" and "configuration" in f["typed_config"]["config"]]
+        assert len(vm_env) == 1, vm_env
+        assert sorted(vm_env[0].get("host_env_keys", [])) == sorted(fixture.host_env_keys), vm_env[0]
 
 
 @pytest.mark.parametrize("fixture", params("envoy", only_loading=True))

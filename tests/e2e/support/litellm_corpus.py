@@ -73,6 +73,7 @@ class Fixture:
     not_servable: list  # groups answered with model_not_servable
     xfail: dict  # phase -> reason
     client_key: Optional[str]  # what clients send as `Authorization: Bearer` (the config's master_key)
+    host_env_keys: Optional[list]  # the variables `llm-router envoy` has Envoy pass to the VM, exactly
 
     @property
     def included(self) -> list:
@@ -133,6 +134,7 @@ def load(path: Path) -> Fixture:
         not_servable=list(exp.get("not_servable", [])),
         xfail=dict(exp.get("xfail", {})),
         client_key=fill(exp["client_key"], env) if "client_key" in exp else None,
+        host_env_keys=exp.get("host_env_keys"),
     )
 
 
