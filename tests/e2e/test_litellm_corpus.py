@@ -11,7 +11,8 @@ For every fixture of tests/fixtures/litellm/ (support/litellm_corpus.py reads th
 - a config that loads goes into real Envoy as is, and one request per provider reaches a mock standing in for
   that provider's cluster with the right `:authority`, path, auth header and `model` (the providers' real hosts
   are unreachable here; every cluster the router names is a local mock, so a request sent anywhere else shows
-  up on the passthrough mock or fails). One Envoy per fixture serves all its providers.
+  up on the passthrough mock or fails). One Envoy per fixture serves all its providers;
+- a config `check` refuses (and PyYAML reads) is refused by the filter in Envoy too, with the same field paths.
 
 Known gaps are marked per fixture and phase in its expectation (`xfail`, strict: they fail once fixed).
 """
@@ -27,7 +28,7 @@ import pytest
 
 from .support import client
 from .support.checks import expect_error, expect_no_secrets, expect_upstream
-from .support.envoy import REPO, clusters_for
+from .support.envoy import REPO, Envoy, clusters_for
 from .support.litellm_corpus import all_fixtures, litellm_include
 from .support.plugin import chat
 from .test_yaml_pyyaml import READ_ERRORS, REFUSED, pyyaml, same
@@ -195,3 +196,20 @@ def test_one_request_per_provider_reaches_its_upstream(cli, tmp_path, make_mock,
         assert sum(m.count for m in mocks.values()) == seen
     assert passthrough.count == 0, [(x.path, x.headers.get("host")) for x in passthrough.requests]
     expect_no_secrets(envoy.log_text(), [v for k, v in fixture.env.items() if "KEY" in k], "the Envoy log")
+
+
+REFUSED_WITH_JSON = [p for p in params("envoy") if p.values[0].outcome == "refused"
+                     and pyyaml(p.values[0].path.read_text()) != REFUSED]
+
+
+@pytest.mark.parametrize("fixture", REFUSED_WITH_JSON)
+def test_the_filter_refuses_it_for_the_same_reasons(cli, tmp_path, wasm, fixture):
+    """What `check` refuses, the filter in Envoy refuses too, with a log line per error (field path and why)."""
+    proc = run_check(cli, fixture, tmp_path, "--print-json")
+    assert proc.returncode == 1 and proc.stdout.strip(), proc.stderr
+    exited, log = Envoy.expect_refused(proc.stdout, env=fixture.env)
+    assert exited, log[-3000:]
+    lines = [x.split("llm-router config error: ", 1)[1] for x in log.splitlines() if "llm-router config error: " in x]
+    for field, says in fixture.errors:
+        assert any(x.startswith(f"{field}: ") and says in x for x in lines), (field, says, lines)
+    expect_no_secrets(log, [v for k, v in fixture.env.items() if "KEY" in k], "the Envoy log")
