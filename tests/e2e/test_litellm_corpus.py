@@ -1,8 +1,9 @@
 """Real-world LiteLLM config shapes load unchanged and route where LiteLLM would send them (issue 11).
 
 For every fixture of tests/fixtures/litellm/ (support/litellm_corpus.py reads them with their expectations):
-- `llm-router check` gives the stated outcome: exit status, the errors of a refused config, the warnings (every
-  skipped deployment exactly once), and the summary of what serves;
+- `llm-router check --format json` gives the stated outcome: exit status, the errors of a refused config, the
+  warnings (every skipped deployment exactly once), and the summary of what serves (deployments, groups, the
+  clusters the requests below need, the environment variables read);
 - the JSON `check --print-json` hands the filter is what LiteLLM's own reader makes of the file: PyYAML's
   `safe_load` (as tests/e2e/test_yaml_pyyaml.py compares them), with `include:` resolved as LiteLLM does; a file
   PyYAML refuses (LiteLLM cannot start on it) must be refused as YAML;
@@ -61,25 +62,12 @@ def run_check(cli: Path, fixture, tmp_path: Path, *extra: str) -> subprocess.Com
                           capture_output=True, text=True, timeout=30, env={"PATH": os.environ.get("PATH", "")})
 
 
-def diag_lines(text: str, level: str) -> list:
-    """(field path, message) of every `file:line:col: LEVEL: field: message` line (field None if absent)."""
-    out = []
-    for line in text.splitlines():
-        marker = f": {level}: "
-        if marker not in line:
-            continue
-        rest = line.split(marker, 1)[1]
-        head, sep, msg = rest.partition(": ")
-        is_field = sep and " " not in head
-        out.append((head, msg) if is_field else (None, rest))
-    return out
-
-
-def expect_diags(report: str, wanted: list, level: str) -> None:
-    got = diag_lines(report, level)
+def expect_diags(report: dict, wanted: list, level: str) -> None:
+    """Every expected (field path, substring) is among `check --format json`'s errors or warnings."""
+    got = [(d["path"], d["message"]) for d in report[level]]
     for field, says in wanted:
         assert any(f == field and says in m for f, m in got), \
-            f"no {level} at {field} saying {says!r}; {level}s:\n" + "\n".join(f"{f}: {m}" for f, m in got)
+            f"no {level[:-1]} at {field} saying {says!r}; {level}:\n" + "\n".join(f"{f}: {m}" for f, m in got)
 
 
 def test_every_fixture_has_an_expectation():
@@ -94,22 +82,27 @@ def test_every_fixture_has_an_expectation():
 
 @pytest.mark.parametrize("fixture", params("check"))
 def test_check_gives_the_stated_outcome(cli, tmp_path, fixture):
-    proc = run_check(cli, fixture, tmp_path)
-    report = proc.stdout + proc.stderr
-    assert proc.returncode == (0 if fixture.outcome == "loads" else 1), f"exit {proc.returncode}:\n{report}"
-    expect_diags(report, fixture.errors, "error")
+    proc = run_check(cli, fixture, tmp_path, "--format", "json")
+    assert proc.returncode == (0 if fixture.outcome == "loads" else 1), f"exit {proc.returncode}:\n{proc.stdout}"
+    report = json.loads(proc.stdout)
+    assert report["ok"] is (fixture.outcome == "loads"), report
+    expect_diags(report, fixture.errors, "errors")
     if fixture.outcome == "loads":
-        assert not diag_lines(report, "error"), report
-    expect_diags(report, fixture.warnings, "warning")
+        assert not report["errors"], report["errors"]
+    expect_diags(report, fixture.warnings, "warnings")
     # Each unservable deployment is skipped with exactly one warning, and no other deployment is.
-    skipped = sorted(f.rsplit(".", 2)[0] for f, m in diag_lines(report, "warning") if f and " is skipped " in m)
-    assert skipped == sorted(fixture.skipped), report
-    if fixture.serves is not None:
-        n, g = fixture.serves
-        line = [x for x in report.splitlines() if ": ok: " in x]
-        assert line and f"ok: {n} deployment{'s' if n != 1 else ''} in {g} model group{'s' if g != 1 else ''}," \
-            in line[0], report
-    expect_no_secrets(report, [v for k, v in fixture.env.items() if "KEY" in k], "check's report")
+    skipped = sorted(w["path"].rsplit(".", 2)[0] for w in report["warnings"] if w.get("kind") == "skipped")
+    assert skipped == sorted(fixture.skipped), report["warnings"]
+    if fixture.outcome == "loads":
+        summary = report["summary"]
+        assert sorted(s["path"].rsplit(".", 2)[0] for s in summary["skipped"]) == sorted(fixture.skipped), summary
+        if fixture.serves is not None:
+            assert (summary["deployments"], len(summary["groups"])) == fixture.serves, summary
+        missing = {r.upstream.cluster for r in fixture.requests} - {c["name"] for c in summary["clusters"]}
+        assert not missing, f"no cluster for {sorted(missing)} in {summary['clusters']}"
+        if fixture.host_env_keys is not None:
+            assert sorted(summary["env"]) == sorted(fixture.host_env_keys), summary["env"]
+    expect_no_secrets(proc.stdout + proc.stderr, [v for k, v in fixture.env.items() if "KEY" in k], "check's report")
 
 
 @pytest.mark.parametrize("fixture", params("pyyaml"))
