@@ -30,7 +30,7 @@ import pytest
 from .support import client
 from .support.checks import expect_error, expect_no_secrets, expect_upstream
 from .support.envoy import REPO, Envoy, clusters_for
-from .support.litellm_corpus import all_fixtures, litellm_include
+from .support.litellm_corpus import FIXTURES as CORPUS_DIR, all_fixtures, litellm_include
 from .support.plugin import chat
 from .test_yaml_pyyaml import READ_ERRORS, REFUSED, pyyaml, same
 
@@ -71,7 +71,7 @@ def expect_diags(report: dict, wanted: list, level: str) -> None:
 
 
 def test_every_fixture_has_an_expectation():
-    names = {p.name for p in (REPO / "tests" / "fixtures" / "litellm").iterdir() if p.is_file()}
+    names = {p.name for p in CORPUS_DIR.iterdir() if p.is_file()}
     for n in names:
         if n.endswith(".yaml"):
             assert n[:-5] + ".expect.json" in names, f"{n} has no expectation"
