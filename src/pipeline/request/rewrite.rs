@@ -6,7 +6,7 @@ use super::attempt::{Env, Scanned};
 use super::head::Pending;
 use super::Reply;
 use crate::config::{glob_capture, AuthHeader, Deployment, Group, RouterConfig, ANTHROPIC_VERSION};
-use crate::failover::{body_fingerprint, can_failover, can_policy_failover, can_rejection_failover, context_chain, state_ttl_ms, AttemptState, Chain};
+use crate::failover::{body_fingerprint, can_failover, can_policy_failover, can_rejection_failover, context_chain, state_ttl_ms, AttemptState};
 use crate::openai::{json_write, rewrite, ApiError};
 use crate::provider::{upstream_path, Wire};
 
