@@ -266,14 +266,33 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
 /// Splits `model` into provider and upstream model id (see module docs for the rules).
 fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> Result<(Provider, String), String> {
     let split = model.split_once('/');
-    let prefix_provider = split.and_then(|(prefix, _)| provider::lookup(prefix));
+    // A LiteLLM provider whose default base URL is not catalogued serves only at its api_base.
+    let needing_base = |name: &str| {
+        provider::lookup_needing_api_base(name).map(|p| {
+            if has_api_base {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "provider `{}` has no default base URL in the router; set `api_base` to its OpenAI-compatible URL",
+                    p.name
+                ))
+            }
+        })
+    };
+    let prefix_provider = split.and_then(|(prefix, _)| provider::lookup(prefix).or_else(|| provider::lookup_needing_api_base(prefix)));
     let stripped = match (split, prefix_provider) {
         (Some((_, rest)), Some(_)) => rest.to_string(),
         _ => model.to_string(),
     };
     if let Some(name) = explicit {
+        if let Some(found) = needing_base(name) {
+            return Ok((found?, stripped));
+        }
         let provider = provider::lookup(name).ok_or_else(|| unsupported(name))?;
         return Ok((provider, stripped));
+    }
+    if let Some(found) = split.and_then(|(prefix, _)| needing_base(prefix)) {
+        return Ok((found?, stripped));
     }
     if let Some(provider) = prefix_provider {
         return Ok((provider, stripped));
@@ -286,7 +305,7 @@ fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> 
     // No catalogued provider: the operator's `api_base` names the host. Without one, a key may
     // only go to a provider's own documented host, so only names that are unmistakably
     // OpenAI's or Anthropic's (LiteLLM infers those from its model map) get a default host;
-    // anything else (`nebius/...`, `mistralai/...`, bare Bedrock ids, custom
+    // anything else (`zhipu/...`, `mistralai/...`, bare Bedrock ids, custom
     // names) would otherwise send its key to api.openai.com.
     let default = if has_api_base {
         "openai_compatible"
@@ -527,19 +546,26 @@ mod tests {
 
     #[test]
     fn a_key_never_goes_to_a_host_the_config_does_not_name() {
-        for model in ["nebius/meta-llama/x", "zhipu/glm-4", "mistralai/mistral-large", "mycorp/x",
+        for model in ["novita/meta-llama/x", "litellm_proxy/gpt-4o", "zhipu/glm-4", "mistralai/mistral-large", "mycorp/x",
                       "anthropic.claude-3-sonnet-20240229-v1:0", "meta.llama3-70b-instruct-v1:0", "my-model", "gpt-oss-120b"] {
             let entry = json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "secret-key"}});
             // Skipped (it never routes), not refused.
             let s = skipped(entry);
             assert_eq!(s.path, "model_list[1].litellm_params.model", "{model}");
-            assert!(s.reason.contains("no `api_base`") && !s.reason.contains("secret-key"), "{model}: {s:?}");
+            assert!((s.reason.contains("api_base") || s.hint.contains("api_base")) && !s.reason.contains("secret-key"), "{model}: {s:?}");
             assert_eq!(s.group, "m");
             // With an api_base the operator named the host: accepted.
             let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": model, "api_key": "k", "api_base": "https://llm.example/v1"}}));
             assert_eq!(d.upstream.authority, "llm.example");
         }
+        // A LiteLLM provider without a catalogued base URL serves at its api_base, prefix stripped.
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "litellm_proxy/gpt-4o", "api_base": "http://proxy:4000"}}));
+        assert_eq!((d.provider.name, d.upstream.authority.as_str(), d.model.as_str()), ("litellm_proxy", "proxy:4000", "gpt-4o"));
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "x", "custom_llm_provider": "novita", "api_base": "https://n.example/v3/openai"}}));
+        assert_eq!((d.provider.name, d.model.as_str()), ("novita", "x"));
         // Catalogued OpenAI-compatible providers go to the host LiteLLM documents.
+        let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "nebius/meta-llama/x", "api_key": "k"}}));
+        assert_eq!((d.upstream.authority.as_str(), d.model.as_str()), ("api.studio.nebius.ai", "meta-llama/x"));
         let d = parse_ok(json!({"model_name": "m", "litellm_params": {"model": "github/gpt-5-nano", "api_key": "k"}}));
         assert_eq!((d.provider.name, d.upstream.authority.as_str(), d.model.as_str()), ("github", "models.inference.ai.azure.com", "gpt-5-nano"));
         for (model, provider) in [("gpt-4o-mini", "openai"), ("o3-mini", "openai"), ("text-embedding-3-small", "openai"), ("claude-3-5-haiku", "anthropic")] {

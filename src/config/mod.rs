@@ -424,7 +424,7 @@ mod tests {
     fn unservable_deployments_are_skipped_with_one_warning_and_nothing_servable_refuses() {
         let loaded = load_json(json!({"model_list": [
             {"model_name": "sm", "litellm_params": {"model": "sagemaker/x", "aws_access_key_id": "os.environ/AWS_UNSET"}},
-            {"model_name": "gh", "litellm_params": {"model": "nebius/meta-llama/x", "api_key": "secret-key"}},
+            {"model_name": "gh", "litellm_params": {"model": "zhipu/glm-4", "api_key": "secret-key"}},
             {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/OPENAI_API_KEY"}}],
             "router_settings": {"model_group_alias": {"smalias": "sm"}}}));
         assert!(loaded.diagnostics.errors.is_empty(), "{:?}", loaded.diagnostics.errors);

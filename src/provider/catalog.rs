@@ -66,6 +66,8 @@ pub const KNOWN_PROVIDERS: &[(&str, Provider)] = &[
     ("nscale", p("nscale", Wire::OpenAi, Some("https://inference.api.nscale.com/v1"))),
     ("featherless_ai", p("featherless_ai", Wire::OpenAi, Some("https://api.featherless.ai/v1"))),
     ("lambda_ai", p("lambda_ai", Wire::OpenAi, Some("https://api.lambda.ai/v1"))),
+    // litellm/constants.py `openai_compatible_endpoints`.
+    ("nebius", p("nebius", Wire::OpenAi, Some("https://api.studio.nebius.ai/v1"))),
     // litellm/llms/openai_like/providers.json `base_url` (JSON-registered OpenAI-compatible providers).
     ("publicai", p("publicai", Wire::OpenAi, Some("https://api.publicai.co/v1"))),
     ("veniceai", p("veniceai", Wire::OpenAi, Some("https://api.venice.ai/api/v1"))),
@@ -89,6 +91,21 @@ pub const KNOWN_PROVIDERS: &[(&str, Provider)] = &[
     ("custom_openai", p("openai_compatible", Wire::OpenAi, None)),
     ("openai_like", p("openai_compatible", Wire::OpenAi, None)),
 ];
+
+/// LiteLLM's OpenAI-compatible providers (litellm/constants.py `openai_compatible_providers`)
+/// whose default base URL the router does not carry: with an `api_base` they serve there (the
+/// prefix stripped, as LiteLLM sends the model); without one the deployment is skipped.
+const NEEDS_API_BASE: &[Provider] = &[
+    p("litellm_proxy", Wire::OpenAi, None),
+    p("xinference", Wire::OpenAi, None),
+    p("llamafile", Wire::OpenAi, None),
+    p("novita", Wire::OpenAi, None),
+];
+
+/// A provider of [`NEEDS_API_BASE`] by name or model prefix (case-insensitive).
+pub fn lookup_needing_api_base(name: &str) -> Option<Provider> {
+    NEEDS_API_BASE.iter().find(|p| p.name.eq_ignore_ascii_case(name)).copied()
+}
 
 /// Looks a provider up by name or model prefix (case-insensitive).
 pub fn lookup(name: &str) -> Option<Provider> {

@@ -9,6 +9,6 @@ mod catalog;
 mod endpoint;
 mod path;
 
-pub use catalog::{lookup, Provider, Wire, KNOWN_PROVIDERS};
+pub use catalog::{lookup, lookup_needing_api_base, Provider, Wire, KNOWN_PROVIDERS};
 pub use endpoint::Endpoint;
 pub use path::upstream_path;

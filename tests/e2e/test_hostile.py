@@ -417,7 +417,7 @@ def test_a_client_can_neither_pick_the_cluster_nor_send_router_headers(start_env
 
 # ---- 7. unknown provider prefixes --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["nebius/x", "mistralai/x", "anthropic.claude-3-sonnet-20240229-v1:0", "mycorp/x"])
+@pytest.mark.parametrize("model", ["novita/x", "mistralai/x", "anthropic.claude-3-sonnet-20240229-v1:0", "mycorp/x"])
 def test_an_unknown_provider_without_api_base_is_skipped_never_sent_anywhere(start_envoy, make_mock, model):
     """Careless operator: a model with a provider prefix the router does not know (or a bare Bedrock id), an
     api_key and no api_base. Taking it for OpenAI would send that provider's key to api.openai.com; the deployment
