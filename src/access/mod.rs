@@ -18,6 +18,5 @@ mod policy;
 #[cfg(test)]
 mod tests;
 
-pub use grant::{AccessGroups, Grant, ALL_PROXY_MODELS, ALL_TEAM_MODELS};
-pub use hash::{key_hash, parse_hex, same, KeyHash};
-pub use policy::{Caller, Key, Policy, Team};
+pub use hash::{key_hash, parse_hex, KeyHash};
+pub use policy::{Caller, Policy};

@@ -194,6 +194,21 @@ impl Policy {
         Ok(())
     }
 
+    /// How log lines name a key caller: its `key_alias` (else its position in `keys`) and its
+    /// team's `team_alias` (else `team_id`); never the key or its hash.
+    pub fn describe(&self, caller: Caller) -> Option<String> {
+        let Caller::Key(i) = caller else { return None };
+        let key = self.keys.get(i)?;
+        let mut out = match &key.alias {
+            Some(a) => format!("key `{a}`"),
+            None => format!("keys[{i}]"),
+        };
+        if let Some(team) = key.team.and_then(|t| self.teams.get(t)) {
+            out.push_str(&format!(" (team `{}`)", team.alias.as_deref().unwrap_or(&team.team_id)));
+        }
+        Some(out)
+    }
+
     /// The `/v1/models` body for a key (None: the caller sees the whole list).
     pub fn listing(&self, caller: Caller) -> Option<&[u8]> {
         let Caller::Key(i) = caller else { return None };

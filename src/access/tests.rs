@@ -75,7 +75,10 @@ fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
 
-fn identify(c: &RouterConfig, key: Option<&str>) -> Result<Caller, (u16, Option<&'static str>, &'static str)> {
+/// A refusal as (status, code, type).
+type Refusal = (u16, Option<&'static str>, &'static str);
+
+fn identify(c: &RouterConfig, key: Option<&str>) -> Result<Caller, Refusal> {
     let auth = key.map(bearer);
     let creds = ClientCredentials { authorization: auth.as_deref(), ..Default::default() };
     c.access.identify(c.master_key.as_deref(), &creds, NOW).map_err(|e| (e.status, e.code, e.kind))
@@ -85,7 +88,7 @@ fn identify(c: &RouterConfig, key: Option<&str>) -> Result<Caller, (u16, Option<
 fn identifies_master_key_virtual_keys_and_refuses_the_rest_as_litellm_does() {
     let c = cfg(&base());
     let index = |alias: &str| c.access.keys.iter().position(|k| k.alias.as_deref() == Some(alias)).map(Caller::Key);
-    let cases: &[(Option<&str>, Result<Caller, (u16, Option<&str>, &str)>)] = &[
+    let cases: &[(Option<&str>, Result<Caller, Refusal>)] = &[
         (Some("sk-master"), Ok(Caller::Master)),
         (Some("sk-all"), index("all").ok_or((0, None, ""))),
         (Some("sk-ops"), index("ops").ok_or((0, None, ""))),
@@ -199,6 +202,11 @@ fn denials_read_like_litellm_and_name_no_secret() {
     assert_eq!(e.message, "key not allowed to access model. This key can only access models=['gpt-4o-mini']. Tried to access gpt-4o");
     let body = String::from_utf8(e.body()).unwrap_or_default();
     assert!(!body.contains("sk-mini") && !body.contains(&hex("sk-mini")), "{body}");
+    // Log lines name the key by alias (or position) and team, never by key or hash.
+    assert_eq!(c.access.describe(caller).as_deref(), Some("key `mini`"));
+    let team = identify(&c, Some("sk-team")).unwrap_or(Caller::Open);
+    assert_eq!(c.access.describe(team).as_deref(), Some("key `team` (team `research`)"));
+    assert_eq!(c.access.describe(Caller::Master), None);
 }
 
 #[test]

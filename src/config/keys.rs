@@ -152,7 +152,7 @@ fn key_digest(s: &Section<'_>, diags: &mut Diagnostics) -> Option<(KeyHash, &'st
                 None
             }
         },
-        (None, Some(k)) if k.is_empty() => {
+        (None, Some("")) => {
             diags.error(s.field_path("key"), "is empty");
             None
         }

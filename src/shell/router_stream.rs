@@ -313,7 +313,14 @@ impl<S: Sink> RouterStream<S> {
         }
         let fwd = match decision.action {
             Ok(f) => f,
-            Err(reply) => return self.reply(host, &reply),
+            Err(reply) => {
+                if reply.error.status == 401 {
+                    if let Some(who) = cfg.access.describe(pending.caller) {
+                        log::info!("llm-router: {who} refused: {}", reply.error.code.unwrap_or("unauthorized"));
+                    }
+                }
+                return self.reply(host, &reply);
+            }
         };
         if !Self::apply(host, &fwd, &headers, body_size) {
             return self.reply(host, &internal_error("llm-router could not rewrite the request"));
