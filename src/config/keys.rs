@@ -91,10 +91,11 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostic
             continue;
         }
         let s = Section::new(Some(item), &path, diags);
-        let Some((hash, field)) = key_digest(&s, diags) else { continue };
-        if let Some(first) = seen.insert(hash, i) {
+        // Every field is checked even when the key itself is bad: all problems at once.
+        let digest = key_digest(&s, diags);
+        let duplicate = digest.and_then(|(hash, field)| seen.insert(hash, i).map(|first| (first, field)));
+        if let Some((first, field)) = duplicate {
             diags.error(s.field_path(field), format!("is the same key as keys[{first}]"));
-            continue;
         }
         let alias = s.str("key_alias", diags).map(str::to_string);
         if let Some(a) = &alias {
@@ -119,14 +120,18 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostic
                 None
             }
         });
+        let models = s.string_list("models", diags);
+        let key_aliases = string_map(&s, "aliases", diags);
+        let blocked = s.bool("blocked", diags).unwrap_or(false);
+        let Some((hash, _)) = digest.filter(|_| duplicate.is_none()) else { continue };
         out.keys.push(KeyEntry {
             hash,
             alias,
             team,
-            models: s.string_list("models", diags),
-            aliases: string_map(&s, "aliases", diags),
+            models,
+            aliases: key_aliases,
             expires_ms,
-            blocked: s.bool("blocked", diags).unwrap_or(false),
+            blocked,
         });
     }
     out
