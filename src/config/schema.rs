@@ -150,6 +150,10 @@ const NOT_YET: &str = "is not enforced yet: llm-router checks keys' and teams' m
 /// Why identity metadata is accepted but not used (yet).
 const ATTRIBUTION: &str = "spend attribution (per user, tag and metadata) is not implemented yet";
 
+/// Limits LiteLLM reads from a key's or team's `metadata` (`get_key_model_rpm_limit` in
+/// `litellm/proxy/auth/auth_utils.py`).
+const METADATA_LIMITS: &[&str] = &["model_rpm_limit", "model_tpm_limit", "model_max_parallel_requests"];
+
 /// A virtual key (`keys[i]`), LiteLLM's `LiteLLM_VerificationToken` / `/key/generate` fields.
 pub const KEY_FIELDS: &[(&str, Use)] = &[
     ("token", Read),
@@ -235,6 +239,13 @@ pub fn prune_sections(root: &mut Map<String, Value>, diags: &mut Diagnostics) {
         if let Some(Value::Array(items)) = root.get_mut(name) {
             for (i, item) in items.iter_mut().enumerate() {
                 if let Value::Object(entry) = item {
+                    // LiteLLM keeps per-model limits inside `metadata`: named, so they do not hide
+                    // behind the one warning about metadata.
+                    if let Some(Value::Object(meta)) = entry.get("metadata") {
+                        for k in METADATA_LIMITS.iter().filter(|k| meta.contains_key(**k)) {
+                            diags.ignored(format!("{name}[{i}].metadata.{k}"), NOT_YET);
+                        }
+                    }
                     prune_map(entry, &format!("{name}[{i}]"), table, &|k| lookup(table, k) == Read, diags);
                 }
             }
@@ -287,7 +298,7 @@ mod tests {
 
     #[test]
     fn key_and_team_limits_are_accepted_with_a_not_enforced_yet_warning() {
-        let mut v = json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET", "metadata": {"dept": "x"}, "odd": 1}],
+        let mut v = json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET", "metadata": {"dept": "x", "model_rpm_limit": {"gpt-4o": 5}}, "odd": 1}],
             "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d"}]});
         let Value::Object(map) = &mut v else { panic!() };
         let mut d = Diagnostics::default();
@@ -296,10 +307,11 @@ mod tests {
         let lines: Vec<String> = d.warnings.iter().map(|p| p.to_string()).collect();
         for want in ["keys[0].rpm_limit: is not enforced yet", "keys[0].max_budget: is not enforced yet",
             "teams[0].tpm_limit: is not enforced yet", "teams[0].budget_duration: is not enforced yet",
-            "keys[0].metadata: is ignored: spend attribution", "keys[0].odd: is not used by llm-router"] {
+            "keys[0].metadata: is ignored: spend attribution", "keys[0].odd: is not used by llm-router",
+            "keys[0].metadata.model_rpm_limit: is not enforced yet"] {
             assert!(lines.iter().any(|l| l.starts_with(want)), "{want} not in {lines:?}");
         }
-        assert_eq!(lines.len(), 6, "{lines:?}");
+        assert_eq!(lines.len(), 7, "{lines:?}");
         assert!(d.warnings.iter().all(|p| p.kind == super::super::problems::Kind::Ignored));
     }
 
