@@ -11,7 +11,7 @@
 //! grant must not depend on which deployment a request lands on).
 
 use crate::config::{glob_capture, Table};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// LiteLLM's name for "every model on the proxy" (`SpecialModelNames.all_proxy_models`).
 pub const ALL_PROXY_MODELS: &str = "all-proxy-models";
@@ -19,46 +19,51 @@ pub const ALL_PROXY_MODELS: &str = "all-proxy-models";
 pub const ALL_TEAM_MODELS: &str = "all-team-models";
 
 /// Access group name (lowercase) → the model groups (table indices) it grants.
+///
+/// Maps here and in [`Grant`] are `HashMap<String, usize>`, the type the routing table already
+/// uses: each new map type (and each sort) is several kB of wasm.
 #[derive(Debug, Clone, Default)]
 pub struct AccessGroups {
-    groups: HashMap<String, Vec<usize>>,
+    /// Name → index into `members`.
+    names: HashMap<String, usize>,
+    members: Vec<Vec<usize>>,
 }
 
 impl AccessGroups {
     /// From the table; `disagree` receives each model group whose deployments list different
     /// access groups (its index), which is then left out of every access group.
     pub fn from_table(table: &Table, disagree: &mut dyn FnMut(usize)) -> AccessGroups {
-        let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut out = AccessGroups::default();
         for (g, group) in table.groups.iter().enumerate() {
-            let sets: Vec<Vec<&str>> = group
-                .members
-                .iter()
-                .filter_map(|&i| table.deployments.get(i))
-                .map(|d| {
-                    let mut s: Vec<&str> = d.info.access_groups.iter().map(String::as_str).collect();
-                    s.sort_unstable();
-                    s.dedup();
-                    s
-                })
-                .collect();
-            let Some(first) = sets.first() else { continue };
-            if sets.iter().any(|s| s != first) {
+            let sets: Vec<&[String]> =
+                group.members.iter().filter_map(|&i| table.deployments.get(i)).map(|d| d.info.access_groups.as_slice()).collect();
+            let Some(first) = sets.first().copied() else { continue };
+            // The same set (order and repeats aside) on every deployment.
+            let same = |a: &[String], b: &[String]| a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x));
+            if sets.iter().any(|s| !same(s, first)) {
                 disagree(g);
                 continue;
             }
             for name in first {
-                groups.entry((*name).to_string()).or_default().push(g);
+                let next = out.members.len();
+                let i = *out.names.entry(name.clone()).or_insert(next);
+                if i == next {
+                    out.members.push(Vec::new());
+                }
+                if let Some(m) = out.members.get_mut(i).filter(|m| !m.contains(&g)) {
+                    m.push(g);
+                }
             }
         }
-        AccessGroups { groups }
+        out
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.groups.contains_key(&name.to_ascii_lowercase())
+        self.names.contains_key(&name.to_ascii_lowercase())
     }
 
     fn members(&self, name: &str) -> &[usize] {
-        self.groups.get(&name.to_ascii_lowercase()).map_or(&[], Vec::as_slice)
+        self.names.get(&name.to_ascii_lowercase()).and_then(|&i| self.members.get(i)).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -66,12 +71,12 @@ impl AccessGroups {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grant {
     all: bool,
-    /// Exact model names (groups, aliases, or names a wildcard group serves).
-    names: HashSet<String>,
+    /// Exact model names (groups, aliases, or names a wildcard group serves); values unused.
+    names: HashMap<String, usize>,
     /// Entries with `*`, matched against the requested name and its group's name.
     patterns: Vec<String>,
-    /// Model groups granted through access groups.
-    groups: HashSet<usize>,
+    /// Model groups granted through access groups (table indices).
+    groups: Vec<usize>,
 }
 
 impl Grant {
@@ -88,11 +93,15 @@ impl Grant {
             if e == "*" || e == ALL_PROXY_MODELS || (all_team_models && e == ALL_TEAM_MODELS) {
                 g.all = true;
             } else if access.contains(e) {
-                g.groups.extend(access.members(e).iter().copied());
+                for &m in access.members(e) {
+                    if !g.groups.contains(&m) {
+                        g.groups.push(m);
+                    }
+                }
             } else if e.contains('*') {
                 g.patterns.push(e.clone());
             } else {
-                g.names.insert(e.clone());
+                g.names.insert(e.clone(), 0);
             }
         }
         g
@@ -105,11 +114,11 @@ impl Grant {
     /// Whether `requested` (after the key's aliases) may be called; `group` is the model group it
     /// resolves to (index and name), if any.
     pub fn allows(&self, requested: &str, group: Option<(usize, &str)>) -> bool {
-        if self.all || self.names.contains(requested) {
+        if self.all || self.names.contains_key(requested) {
             return true;
         }
         if let Some((index, name)) = group {
-            if self.groups.contains(&index) || self.names.contains(name) {
+            if self.groups.contains(&index) || self.names.contains_key(name) {
                 return true;
             }
         }

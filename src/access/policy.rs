@@ -41,7 +41,9 @@ pub struct Key {
     /// The key's own `models` as written (for the denial message).
     pub models: Vec<String>,
     pub grant: Grant,
-    pub aliases: HashMap<String, String>,
+    /// The key's own aliases (alias, target) in the config's order, and alias → position.
+    pub aliases: Vec<(String, String)>,
+    alias_index: HashMap<String, usize>,
     pub expires_ms: Option<u64>,
     pub blocked: bool,
     /// Index into [`Policy::listings`].
@@ -101,7 +103,8 @@ impl Policy {
             })
             .collect();
         let mut policy = Policy { teams, ..Policy::default() };
-        let mut bodies: HashMap<Vec<u8>, usize> = HashMap::new();
+        // JSON is UTF-8: keyed as text, a map type the table already uses.
+        let mut bodies: HashMap<String, usize> = HashMap::new();
         for (i, k) in ids.keys.into_iter().enumerate() {
             for (j, m) in k.models.iter().enumerate().filter(|(_, m)| names_nothing(m)) {
                 diags.warn(format!("keys[{i}].models[{j}]"), format!("`{m}` names no model group, alias, wildcard or access group"));
@@ -112,21 +115,25 @@ impl Policy {
                 team: k.team,
                 grant: Grant::compile(&k.models, &access, true),
                 models: k.models,
+                alias_index: k.aliases.iter().enumerate().map(|(j, (a, _))| (a.clone(), j)).collect(),
                 aliases: k.aliases,
                 expires_ms: k.expires_ms,
                 blocked: k.blocked,
                 listing: 0,
             };
-            let body = policy.listing_body(&key, table, aliases);
-            let next = bodies.len();
-            key.listing = *bodies.entry(body).or_insert(next);
+            let body = String::from_utf8_lossy(&policy.listing_body(&key, table, aliases)).into_owned();
+            key.listing = match bodies.get(&body) {
+                Some(&i) => i,
+                None => {
+                    policy.listings.push(body.clone().into_bytes());
+                    bodies.insert(body, policy.listings.len() - 1);
+                    policy.listings.len() - 1
+                }
+            };
             policy.needs_clock |= key.expires_ms.is_some();
             policy.by_hash.insert(key.hash, policy.keys.len());
             policy.keys.push(key);
         }
-        let mut listings: Vec<(usize, Vec<u8>)> = bodies.into_iter().map(|(b, i)| (i, b)).collect();
-        listings.sort_by_key(|(i, _)| *i);
-        policy.listings = listings.into_iter().map(|(_, b)| b).collect();
         policy
     }
 
@@ -173,7 +180,11 @@ impl Policy {
     /// The model name to route: the key's own alias for `model` when it has one.
     pub fn resolve_alias<'a>(&'a self, caller: Caller, model: &'a str) -> &'a str {
         match caller {
-            Caller::Key(i) => self.keys.get(i).and_then(|k| k.aliases.get(model)).map_or(model, String::as_str),
+            Caller::Key(i) => self
+                .keys
+                .get(i)
+                .and_then(|k| k.alias_index.get(model).and_then(|&j| k.aliases.get(j)))
+                .map_or(model, |(_, target)| target.as_str()),
             _ => model,
         }
     }
@@ -223,9 +234,7 @@ impl Policy {
         let may = |name: &str, group: Option<(usize, &str)>| key.grant.allows(name, group) && team.is_none_or(|t| t.grant.allows(name, group));
         let named = |name: &str| table.resolve(name).and_then(|r| table.groups.get(r.group).map(|g| (r.group, g.name.as_str())));
         let mut extra: Vec<(&str, usize)> = Vec::new();
-        let mut own: Vec<(&String, &String)> = key.aliases.iter().collect();
-        own.sort();
-        for (alias, target) in own {
+        for (alias, target) in &key.aliases {
             if let Some(g) = named(target).filter(|g| may(target, Some(*g))) {
                 extra.push((alias.as_str(), g.0));
             }

@@ -29,8 +29,8 @@ pub struct KeyEntry {
     /// `models`: model groups, aliases, wildcards, access groups, `all-proxy-models`,
     /// `all-team-models`; empty = every model (or the team's).
     pub models: Vec<String>,
-    /// `aliases`: the key's own model names → the model they stand for.
-    pub aliases: HashMap<String, String>,
+    /// `aliases`: the key's own model names → the model they stand for, in the config's order.
+    pub aliases: Vec<(String, String)>,
     /// `expires`, epoch ms.
     pub expires_ms: Option<u64>,
     pub blocked: bool,
@@ -206,17 +206,15 @@ fn parse_teams(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<TeamEntry>
     out
 }
 
-/// A mapping of strings to strings (`aliases`).
-fn string_map(s: &Section<'_>, key: &str, diags: &mut Diagnostics) -> HashMap<String, String> {
-    let mut out = HashMap::new();
+/// A mapping of strings to strings (`aliases`), in the config's order.
+fn string_map(s: &Section<'_>, key: &str, diags: &mut Diagnostics) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     match s.get(key) {
         None => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
                 match v {
-                    Value::String(t) => {
-                        out.insert(k.clone(), t.clone());
-                    }
+                    Value::String(t) => out.push((k.clone(), t.clone())),
                     other => diags.error(format!("{}.{k}", s.field_path(key)), format!("must be a model name, got {}", kind(other))),
                 }
             }
@@ -252,7 +250,7 @@ mod tests {
         assert_eq!(Some(k.hash), parse_hex(H1));
         assert_eq!((k.alias.as_deref(), k.team, k.expires_ms), (Some("finance"), Some(0), Some(1_798_675_200_000)));
         assert_eq!(k.models, ["gpt-4o", "beta"]);
-        assert_eq!(k.aliases.get("fast").map(String::as_str), Some("gpt-4o-mini"));
+        assert_eq!(k.aliases, [("fast".to_string(), "gpt-4o-mini".to_string())]);
         assert_eq!(ids.keys[1].hash, key_hash("sk-other"));
         assert_eq!(ids.teams[0], TeamEntry { team_id: "t1".into(), alias: Some("Finance".into()), models: vec!["gpt-4o".into()], blocked: true });
     }
