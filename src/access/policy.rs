@@ -137,11 +137,6 @@ impl Policy {
         policy
     }
 
-    /// Whether any virtual key is configured (then every routed request needs a valid key).
-    pub fn has_keys(&self) -> bool {
-        !self.keys.is_empty()
-    }
-
     /// Whether identifying a caller needs the clock (a key has `expires`).
     pub fn needs_clock(&self) -> bool {
         self.needs_clock
