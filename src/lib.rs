@@ -22,6 +22,7 @@
 // (`cargo clippy --lib --target wasm32-wasip1 -- -D warnings`, run by scripts/test).
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code, unused_imports))]
 
+pub(crate) mod access;
 pub mod config;
 pub(crate) mod failover;
 pub(crate) mod health;

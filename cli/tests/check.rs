@@ -230,3 +230,62 @@ fn the_shipped_examples_pass() {
         assert_eq!(out.code, 0, "{example}: {}", out.stdout);
     }
 }
+
+#[test]
+fn virtual_keys_and_teams_are_checked_by_the_filter_s_loader() {
+    let d = dir("keys");
+    let config = write(
+        &d,
+        "config.yaml",
+        "\
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+teams:
+  - team_id: finance
+    models: [gpt-4o]
+    max_budget: 100
+keys:
+  - token: 88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b
+    key_alias: finance-app
+    team_id: finance
+    rpm_limit: 60
+  - key: os.environ/MASTER
+    key_alias: ops
+",
+    );
+    let out = run(&["check", &config], KEYS);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        lines_with(&out.stdout, "warning:"),
+        [
+            format!("{config}:9:5: warning: teams[0].max_budget: is not enforced yet: llm-router checks keys' and teams' model access, not their rate limits or budgets"),
+            format!("{config}:14:5: warning: keys[0].rpm_limit: is not enforced yet: llm-router checks keys' and teams' model access, not their rate limits or budgets"),
+        ]
+    );
+
+    let bad = write(
+        &d,
+        "bad.yaml",
+        "\
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+keys:
+  - key: sk-live-pasted
+  - token: not-a-hash
+    team_id: nobody
+",
+    );
+    let out = run(&["check", &bad], KEYS);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let errors = lines_with(&out.stdout, "error:");
+    assert_eq!(errors.len(), 3, "{}", out.stdout);
+    assert!(errors[0].starts_with(&format!("{bad}:6:5: error: keys[0].key: must be an os.environ/NAME reference")), "{}", errors[0]);
+    assert!(errors[1].starts_with(&format!("{bad}:7:5: error: keys[1].token: must be the key's SHA-256")), "{}", errors[1]);
+    assert!(errors[2].starts_with(&format!("{bad}:8:5: error: keys[1].team_id: team `nobody` is not defined in teams")), "{}", errors[2]);
+    assert!(!out.stdout.contains("sk-live-pasted"), "{}", out.stdout);
+}

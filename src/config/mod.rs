@@ -9,6 +9,8 @@ mod deployment;
 mod env;
 mod extra_headers;
 mod fields;
+mod iso8601;
+pub(crate) mod keys;
 mod problems;
 mod schema;
 mod settings;
@@ -30,6 +32,7 @@ pub use settings::{
 };
 pub use table::{glob_capture, is_wildcard_group, Group, Resolved, Table};
 pub use upstream::Upstream;
+pub(crate) use iso8601::format_ms as format_time_ms;
 
 use fields::{kind, Section};
 use serde_json::Value;
@@ -42,6 +45,8 @@ pub struct RouterConfig {
     pub envoy: settings::EnvoySettings,
     /// `general_settings.master_key`; a secret, never logged.
     pub master_key: Option<String>,
+    /// Virtual keys and teams (`keys`, `teams`): who may call which model (`crate::access`).
+    pub access: crate::access::Policy,
     /// The `GET /v1/models` answer, built once per config (`pipeline::listing`).
     pub models_body: Vec<u8>,
     /// Background health probes (`src/probe/`).
@@ -108,6 +113,8 @@ fn build(
     // Keys the router does not act on are warned about and removed first: nothing below reads
     // them, and their `os.environ/` references are neither resolved nor requested.
     schema::prune_sections(map, diags);
+    // A raw key must come from the environment, never from the file (checked before resolution).
+    keys::refuse_literal_keys(map, diags);
 
     // `credential_list` values go into the deployments naming them, before anything else reads
     // those deployments (they are then resolved per entry, like the entry's own values).
@@ -196,7 +203,12 @@ fn build(
         }
     }
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
-    Some(RouterConfig { table, router, envoy, master_key, models_body, health_checks, skipped, generation: 0 })
+    let identities = keys::parse(top.get("keys"), top.get("teams"), diags);
+    let access = crate::access::Policy::build(identities, &table, &router.model_group_alias, diags);
+    if master_key.as_deref().is_some_and(|m| access.lookup(&crate::access::key_hash(m)).is_some()) {
+        diags.error("general_settings.master_key", "is also a virtual key in keys: the master key has full access, so the key's restrictions would never apply");
+    }
+    Some(RouterConfig { table, router, envoy, master_key, access, models_body, health_checks, skipped, generation: 0 })
 }
 
 /// Parses every entry: servable deployments, and the skipped ones (one warning each). A list

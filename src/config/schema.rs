@@ -34,6 +34,8 @@ pub const TOP_LEVEL: &[(&str, Use)] = &[
     ("general_settings", Read),
     ("envoy_settings", Read),
     ("credential_list", Read),
+    ("keys", Read),
+    ("teams", Read),
     ("environment_variables", Ignored("set variables in Envoy's environment and list them in vm_config.environment_variables")),
     ("include", Ignored("includes are expanded by `llm-router check/envoy/istio`, not by the filter")),
 ];
@@ -143,6 +145,57 @@ pub const GENERAL_SETTINGS: &[(&str, Use)] = &[
     ("alerting_threshold", Ignored(LOGGING)),
 ];
 
+/// Why limit and budget fields of keys and teams are accepted but not acted on (yet).
+const NOT_YET: &str = "is not enforced yet: llm-router checks keys' and teams' model access, not their rate limits or budgets";
+/// Why identity metadata is accepted but not used (yet).
+const ATTRIBUTION: &str = "spend attribution (per user, tag and metadata) is not implemented yet";
+
+/// Limits LiteLLM reads from a key's or team's `metadata` (`get_key_model_rpm_limit` in
+/// `litellm/proxy/auth/auth_utils.py`).
+const METADATA_LIMITS: &[&str] = &["model_rpm_limit", "model_tpm_limit", "model_max_parallel_requests"];
+
+/// A virtual key (`keys[i]`), LiteLLM's `LiteLLM_VerificationToken` / `/key/generate` fields.
+pub const KEY_FIELDS: &[(&str, Use)] = &[
+    ("token", Read),
+    ("key", Read),
+    ("key_alias", Read),
+    ("models", Read),
+    ("team_id", Read),
+    ("aliases", Read),
+    ("expires", Read),
+    ("blocked", Read),
+    ("user_id", Ignored(ATTRIBUTION)),
+    ("metadata", Ignored(ATTRIBUTION)),
+    ("tags", Ignored(ATTRIBUTION)),
+    ("rpm_limit", Ignored(NOT_YET)),
+    ("tpm_limit", Ignored(NOT_YET)),
+    ("max_parallel_requests", Ignored(NOT_YET)),
+    ("max_budget", Ignored(NOT_YET)),
+    ("soft_budget", Ignored(NOT_YET)),
+    ("budget_duration", Ignored(NOT_YET)),
+    ("model_rpm_limit", Ignored(NOT_YET)),
+    ("model_tpm_limit", Ignored(NOT_YET)),
+    ("model_max_budget", Ignored(NOT_YET)),
+    ("spend", Ignored("spend is not tracked yet (LiteLLM's spend counter of an exported key is not imported)")),
+];
+
+/// A team (`teams[i]`), LiteLLM's `LiteLLM_TeamTable` fields.
+pub const TEAM_FIELDS: &[(&str, Use)] = &[
+    ("team_id", Read),
+    ("team_alias", Read),
+    ("models", Read),
+    ("blocked", Read),
+    ("metadata", Ignored(ATTRIBUTION)),
+    ("rpm_limit", Ignored(NOT_YET)),
+    ("tpm_limit", Ignored(NOT_YET)),
+    ("max_parallel_requests", Ignored(NOT_YET)),
+    ("max_budget", Ignored(NOT_YET)),
+    ("soft_budget", Ignored(NOT_YET)),
+    ("budget_duration", Ignored(NOT_YET)),
+    ("model_max_budget", Ignored(NOT_YET)),
+    ("spend", Ignored("spend is not tracked yet (LiteLLM's spend counter of an exported team is not imported)")),
+];
+
 /// The generic reason for a key no table lists.
 const UNKNOWN: &str = "is not used by llm-router and is ignored";
 
@@ -164,6 +217,8 @@ fn prune_map(map: &mut Map<String, Value>, path: &str, table: &[(&str, Use)], is
         }
         let field = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
         match lookup(table, key) {
+            // A reason that is a sentence of its own ("is not enforced yet: ...") stands alone.
+            Ignored(why) if why.starts_with("is ") => diags.ignored(field, why),
             Ignored(why) if !why.is_empty() => diags.ignored(field, format!("is ignored: {why}")),
             _ => diags.ignored(field, UNKNOWN),
         }
@@ -178,6 +233,22 @@ pub fn prune_sections(root: &mut Map<String, Value>, diags: &mut Diagnostics) {
     for (name, table) in [("router_settings", ROUTER_SETTINGS), ("litellm_settings", ROUTER_SETTINGS), ("general_settings", GENERAL_SETTINGS)] {
         if let Some(Value::Object(section)) = root.get_mut(name) {
             prune_map(section, name, table, &|k| lookup(table, k) == Read, diags);
+        }
+    }
+    for (name, table) in [("keys", KEY_FIELDS), ("teams", TEAM_FIELDS)] {
+        if let Some(Value::Array(items)) = root.get_mut(name) {
+            for (i, item) in items.iter_mut().enumerate() {
+                if let Value::Object(entry) = item {
+                    // LiteLLM keeps per-model limits inside `metadata`: named, so they do not hide
+                    // behind the one warning about metadata.
+                    if let Some(Value::Object(meta)) = entry.get("metadata") {
+                        for k in METADATA_LIMITS.iter().filter(|k| meta.contains_key(**k)) {
+                            diags.ignored(format!("{name}[{i}].metadata.{k}"), NOT_YET);
+                        }
+                    }
+                    prune_map(entry, &format!("{name}[{i}]"), table, &|k| lookup(table, k) == Read, diags);
+                }
+            }
         }
     }
 }
@@ -226,6 +297,25 @@ mod tests {
     }
 
     #[test]
+    fn key_and_team_limits_are_accepted_with_a_not_enforced_yet_warning() {
+        let mut v = json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET", "metadata": {"dept": "x", "model_rpm_limit": {"gpt-4o": 5}}, "odd": 1}],
+            "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d"}]});
+        let Value::Object(map) = &mut v else { panic!() };
+        let mut d = Diagnostics::default();
+        prune_sections(map, &mut d);
+        assert_eq!(v, json!({"keys": [{"token": "t"}], "teams": [{"team_id": "a"}]}));
+        let lines: Vec<String> = d.warnings.iter().map(|p| p.to_string()).collect();
+        for want in ["keys[0].rpm_limit: is not enforced yet", "keys[0].max_budget: is not enforced yet",
+            "teams[0].tpm_limit: is not enforced yet", "teams[0].budget_duration: is not enforced yet",
+            "keys[0].metadata: is ignored: spend attribution", "keys[0].odd: is not used by llm-router",
+            "keys[0].metadata.model_rpm_limit: is not enforced yet"] {
+            assert!(lines.iter().any(|l| l.starts_with(want)), "{want} not in {lines:?}");
+        }
+        assert_eq!(lines.len(), 7, "{lines:?}");
+        assert!(d.warnings.iter().all(|p| p.kind == super::super::problems::Kind::Ignored));
+    }
+
+    #[test]
     fn no_key_is_both_a_request_param_and_listed_as_a_deployment_param() {
         for (k, _) in DEPLOYMENT_PARAMS {
             assert!(!REQUEST_PARAMS.contains(k), "{k}");
@@ -236,8 +326,14 @@ mod tests {
     #[test]
     fn readme_lists_every_key() {
         let readme = include_str!("../../README.md");
-        let tables: [(&str, &[(&str, Use)]); 4] =
-            [("top level", TOP_LEVEL), ("litellm_params", DEPLOYMENT_PARAMS), ("router_settings", ROUTER_SETTINGS), ("general_settings", GENERAL_SETTINGS)];
+        let tables: [(&str, &[(&str, Use)]); 6] = [
+            ("top level", TOP_LEVEL),
+            ("litellm_params", DEPLOYMENT_PARAMS),
+            ("router_settings", ROUTER_SETTINGS),
+            ("general_settings", GENERAL_SETTINGS),
+            ("keys", KEY_FIELDS),
+            ("teams", TEAM_FIELDS),
+        ];
         let mut missing = Vec::new();
         for (table, keys) in tables {
             for (k, _) in keys {

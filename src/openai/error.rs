@@ -21,6 +21,11 @@ pub const RATE_LIMIT: &str = "rate_limit_error";
 /// `type` for the router's own failures.
 pub const API_ERROR: &str = "api_error";
 
+/// LiteLLM's `type` for authentication failures of virtual keys (`ProxyErrorTypes.auth_error`).
+pub const LITELLM_AUTH: &str = "auth_error";
+/// At most this many allowed models are named in an access denial.
+const MAX_LISTED_MODELS: usize = 32;
+
 /// Longest model or group name echoed back, in characters.
 const MAX_NAME_CHARS: usize = 256;
 /// Longest Content-Type echoed back, in characters.
@@ -345,6 +350,80 @@ impl ApiError {
             None,
             Some("invalid_api_key"),
             "Missing or invalid API key: send it as `Authorization: Bearer <key>`",
+        )
+    }
+
+    /// 401: a virtual key with `blocked: true` (LiteLLM's message and `type`).
+    #[must_use]
+    pub fn key_blocked() -> Self {
+        Self::new(401, LITELLM_AUTH, None, Some("key_blocked"), "Authentication Error, Key is blocked. Unblock it in the gateway's configuration (keys[].blocked).")
+    }
+
+    /// 401: a virtual key past its `expires` (LiteLLM's message and `type`; times as UTC).
+    #[must_use]
+    pub fn key_expired(expired: &str, now: &str) -> Self {
+        Self::new(
+            401,
+            "expired_key",
+            None,
+            Some("expired_key"),
+            format!("Authentication Error - Expired Key. Key Expiry time {expired} and current time {now}"),
+        )
+    }
+
+    /// 401: the key's team has `blocked: true` (LiteLLM's message and `type`).
+    #[must_use]
+    pub fn team_blocked(team_id: &str) -> Self {
+        Self::new(
+            401,
+            LITELLM_AUTH,
+            None,
+            Some("team_blocked"),
+            format!("Authentication Error, Team={} is blocked.", truncate(team_id, MAX_NAME_CHARS)),
+        )
+    }
+
+    /// 401: the key (`who` = "key") or its team ("team") may not call `model`; `allowed` is
+    /// that list as configured. LiteLLM's message, `type` `key_model_access_denied` /
+    /// `team_model_access_denied` and `param` `model`; `code` repeats the type (LiteLLM's is the
+    /// status as a string, which says nothing the status does not).
+    #[must_use]
+    pub fn model_access_denied(who: &'static str, model: &str, allowed: &[String]) -> Self {
+        let kind = if who == "team" { "team_model_access_denied" } else { "key_model_access_denied" };
+        let mut list = String::from("[");
+        for (i, m) in allowed.iter().take(MAX_LISTED_MODELS).enumerate() {
+            if i > 0 {
+                list.push_str(", ");
+            }
+            list.push('\'');
+            list.push_str(truncate(m, MAX_NAME_CHARS));
+            list.push('\'');
+        }
+        if allowed.len() > MAX_LISTED_MODELS {
+            list.push_str(", ...");
+        }
+        list.push(']');
+        Self::new(
+            401,
+            kind,
+            Some("model"),
+            Some(kind),
+            format!(
+                "{who} not allowed to access model. This {who} can only access models={list}. Tried to access {}",
+                truncate(model, MAX_NAME_CHARS)
+            ),
+        )
+    }
+
+    /// 401: the endpoint answers only the master key (the gateway's health report).
+    #[must_use]
+    pub fn admin_only(path: &str) -> Self {
+        Self::new(
+            401,
+            AUTHENTICATION,
+            None,
+            Some("admin_only"),
+            format!("Only the gateway's master key may call {}", truncate(path, MAX_NAME_CHARS)),
         )
     }
 

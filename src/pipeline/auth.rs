@@ -12,17 +12,21 @@ pub struct ClientCredentials<'a> {
     pub x_api_key: Option<&'a str>,
 }
 
-/// True when any presented credential equals `master_key`.
-pub fn is_authorized(master_key: &str, creds: &ClientCredentials<'_>) -> bool {
+/// The presented keys, in LiteLLM's order: the `Authorization: Bearer` token, `api-key`,
+/// `x-api-key` (trimmed; empty values are none).
+pub fn presented<'a>(creds: &ClientCredentials<'a>) -> [Option<&'a str>; 3] {
     let bearer = creds.authorization.and_then(|v| {
         let v = v.trim();
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
+    [bearer, creds.api_key.map(str::trim), creds.x_api_key.map(str::trim)].map(|c| c.filter(|c| !c.is_empty()))
+}
+
+/// True when any presented credential equals `master_key`.
+pub fn is_authorized(master_key: &str, creds: &ClientCredentials<'_>) -> bool {
     // Evaluate all candidates (no short-circuit) so timing does not reveal which header matched.
-    [bearer, creds.api_key.map(str::trim), creds.x_api_key.map(str::trim)]
-        .iter()
-        .fold(false, |ok, c| ok | c.is_some_and(|c| constant_time_eq(c.as_bytes(), master_key.as_bytes())))
+    presented(creds).iter().fold(false, |ok, c| ok | c.is_some_and(|c| constant_time_eq(c.as_bytes(), master_key.as_bytes())))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -18,7 +18,14 @@ pub const CREATED: u64 = 1_677_610_602;
 
 /// The `{"object":"list","data":[...]}` body.
 pub fn models_body(table: &Table, aliases: &[Alias]) -> Vec<u8> {
-    let mut ids: Vec<(&str, &str)> = Vec::with_capacity(table.groups.len() + aliases.len());
+    models_body_where(table, aliases, &[], &|_, _| true)
+}
+
+/// The list restricted to one caller (`access::Policy`, once per key at configure time): the
+/// groups and visible aliases `keep(name, group)` accepts, then `extra` (a key's own names, with
+/// the group each stands for) not listed already.
+pub fn models_body_where(table: &Table, aliases: &[Alias], extra: &[(&str, usize)], keep: &dyn Fn(&str, usize) -> bool) -> Vec<u8> {
+    let mut ids: Vec<(&str, &str)> = Vec::with_capacity(table.groups.len() + aliases.len() + extra.len());
     let owner = |group: usize| {
         table
             .groups
@@ -27,15 +34,20 @@ pub fn models_body(table: &Table, aliases: &[Alias]) -> Vec<u8> {
             .and_then(|&i| table.deployments.get(i))
             .map_or("llm-router", |d| d.provider.name)
     };
-    for (i, g) in table.groups.iter().enumerate() {
+    for (i, g) in table.groups.iter().enumerate().filter(|(i, g)| keep(&g.name, *i)) {
         ids.push((g.name.as_str(), owner(i)));
     }
     for a in aliases.iter().filter(|a| !a.hidden) {
-        if ids.iter().any(|(id, _)| *id == a.alias) {
-            continue; // an alias shadowed by a model_name: the group is listed already
+        if table.group_index(&a.alias).is_some() {
+            continue; // an alias shadowed by a model_name: that name is the group's
         }
-        if let Some(g) = table.group_index(&a.group) {
+        if let Some(g) = table.group_index(&a.group).filter(|&g| keep(&a.alias, g)) {
             ids.push((a.alias.as_str(), owner(g)));
+        }
+    }
+    for &(name, g) in extra {
+        if !ids.iter().any(|(id, _)| *id == name) {
+            ids.push((name, owner(g)));
         }
     }
     let data: Vec<Vec<u8>> = ids

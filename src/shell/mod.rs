@@ -20,6 +20,8 @@ pub mod vm;
 #[cfg(test)]
 pub mod fake;
 #[cfg(test)]
+mod keys_tests;
+#[cfg(test)]
 mod router_tests;
 #[cfg(test)]
 mod upstream_tests;

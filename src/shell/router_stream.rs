@@ -103,7 +103,7 @@ impl<S: Sink> RouterStream<S> {
     fn local<H: Host>(&mut self, host: &H, cfg: &RouterConfig, local: LocalReply) -> Flow {
         let health;
         let body: &[u8] = match local {
-            LocalReply::Models => &cfg.models_body,
+            LocalReply::Models(caller) => cfg.access.listing(caller).unwrap_or(&cfg.models_body),
             LocalReply::Health => {
                 health = health_report::body(cfg, &health_report::read(cfg, host.shared()), host.now_ms());
                 &health
@@ -227,8 +227,9 @@ impl<S: Sink> RouterStream<S> {
             let Ok(mut spent) = self.vm.spent.try_borrow_mut() else {
                 return self.reply(host, &internal_error("llm-router is busy"));
             };
-            // Only a replay's state has a deadline to check: no clock read for any other request.
-            let now_ms = if head.internal_redirect { host.now_ms() } else { 0 };
+            // Only a replay's state and expiring virtual keys need the clock: no clock read for
+            // any other request.
+            let now_ms = if head.internal_redirect || cfg.access.needs_clock() { host.now_ms() } else { 0 };
             let mut replay = ReplayCheck { key: self.vm.key, now_ms, spent: &mut spent };
             request::on_head(&cfg, &head, &mut replay)
         };
@@ -312,7 +313,14 @@ impl<S: Sink> RouterStream<S> {
         }
         let fwd = match decision.action {
             Ok(f) => f,
-            Err(reply) => return self.reply(host, &reply),
+            Err(reply) => {
+                if reply.error.status == 401 {
+                    if let Some(who) = cfg.access.describe(pending.caller) {
+                        log::info!("llm-router: {who} refused: {}", reply.error.code.unwrap_or("unauthorized"));
+                    }
+                }
+                return self.reply(host, &reply);
+            }
         };
         if !Self::apply(host, &fwd, &headers, body_size) {
             return self.reply(host, &internal_error("llm-router could not rewrite the request"));

@@ -54,8 +54,13 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
         return Err(ApiError::body_too_large(limit as usize).into());
     }
     let scanned = scan(cfg, body, pending)?;
-    let requested = scanned.requested.as_str();
-    let resolved = cfg.table.resolve(requested).ok_or_else(|| {
+    // The key's own aliases first, then access (before "does it exist", as LiteLLM checks: a
+    // restricted key learns nothing about models it may not call), then the table.
+    let requested = cfg.access.resolve_alias(pending.caller, scanned.requested.as_str());
+    let found = cfg.table.resolve(requested);
+    let group_of = found.and_then(|r| cfg.table.groups.get(r.group).map(|g| (r.group, g.name.as_str())));
+    cfg.access.check_model(pending.caller, requested, group_of).map_err(Reply::from)?;
+    let resolved = found.ok_or_else(|| {
         Reply::from(match cfg.table.unservable(requested) {
             Some((group, reason)) => ApiError::model_not_servable(group, reason),
             None => ApiError::model_not_found(requested),

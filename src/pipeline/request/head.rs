@@ -3,10 +3,11 @@
 //! from a replay the router must refuse.
 
 use super::Reply;
+use crate::access::Caller;
 use crate::config::RouterConfig;
 use crate::failover::{AttemptState, FailureReport, SpentStates, FAILOVER_PATH};
 use crate::openai::ApiError;
-use crate::pipeline::auth::{is_authorized, ClientCredentials};
+use crate::pipeline::auth::ClientCredentials;
 use crate::provider::Endpoint;
 
 /// Longest client `:path` (query included) the router routes: it travels in the attempt state.
@@ -58,6 +59,8 @@ pub struct Pending {
     pub redirect: Option<Redirect>,
     /// Tags from the `x-llm-router-tags` header.
     pub header_tags: Vec<String>,
+    /// Who is calling (checked against the model in the body phase).
+    pub caller: Caller,
 }
 
 impl Pending {
@@ -69,8 +72,9 @@ impl Pending {
 /// An endpoint the filter answers itself (GET or HEAD, 200 `application/json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalReply {
-    /// The model list (`envoy_settings.models_paths`), body precomputed in the config.
-    Models,
+    /// The model list (`envoy_settings.models_paths`), body precomputed in the config: the
+    /// caller's own when it is a virtual key.
+    Models(Caller),
     /// The deployments' health (`envoy_settings.health_path`), read from shared data.
     Health,
 }
@@ -86,7 +90,8 @@ pub enum HeadDecision {
 }
 
 /// What the header phase needs to accept a failover pass: the per-VM signing key, the clock
-/// and the nonces already spent.
+/// and the nonces already spent. The clock also decides whether a virtual key has expired (the
+/// shell reads it only for replays and for configs with expiring keys; 0 otherwise).
 pub struct ReplayCheck<'s> {
     pub key: (u64, u64),
     pub now_ms: u64,
@@ -114,7 +119,7 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, replay: &mut ReplayCh
         }
     }
     if let Some(local) = local_endpoint(cfg, path) {
-        return local_head(cfg, head, local);
+        return local_head(cfg, head, local, path, replay.now_ms);
     }
     let Some(endpoint) = Endpoint::from_path(path) else { return HeadDecision::PassThrough };
     if head.method != "POST" {
@@ -123,11 +128,10 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, replay: &mut ReplayCh
             headers: vec![("allow", "POST".to_string())],
         });
     }
-    if let Some(key) = &cfg.master_key {
-        if !is_authorized(key, &head.credentials) {
-            return HeadDecision::Reject(ApiError::invalid_api_key().into());
-        }
-    }
+    let caller = match cfg.access.identify(cfg.master_key.as_deref(), &head.credentials, replay.now_ms) {
+        Ok(c) => c,
+        Err(e) => return HeadDecision::Reject(e.into()),
+    };
     if let Some(ct) = head.content_type {
         if !is_json(ct) {
             return HeadDecision::Reject(ApiError::unsupported_media_type(ct).into());
@@ -150,13 +154,14 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, replay: &mut ReplayCh
         has_anthropic_version: head.has_anthropic_version,
         redirect: None,
         header_tags: header_tags(head.tags),
+        caller,
     }))
 }
 
 /// Which local endpoint `path` (no query) is, if any: exact match on the configured paths.
 fn local_endpoint(cfg: &RouterConfig, path: &str) -> Option<LocalReply> {
     if cfg.envoy.models_paths.iter().any(|p| p == path) {
-        Some(LocalReply::Models)
+        Some(LocalReply::Models(Caller::Open))
     } else if cfg.envoy.health_path.as_deref() == Some(path) {
         Some(LocalReply::Health)
     } else {
@@ -164,21 +169,25 @@ fn local_endpoint(cfg: &RouterConfig, path: &str) -> Option<LocalReply> {
     }
 }
 
-/// GET and HEAD only; with a master key, the same key as the routed endpoints (LiteLLM asks
-/// for a key on `/v1/models` and `/health` too).
-fn local_head(cfg: &RouterConfig, head: &RequestHead<'_>, local: LocalReply) -> HeadDecision {
+/// GET and HEAD only; the same credentials as the routed endpoints (LiteLLM asks for a key on
+/// `/v1/models` and `/health` too). A virtual key gets its own model list; the health report
+/// (deployments, clusters, failures) is the operator's: the master key only, once keys exist.
+fn local_head(cfg: &RouterConfig, head: &RequestHead<'_>, local: LocalReply, path: &str, now_ms: u64) -> HeadDecision {
     if head.method != "GET" && head.method != "HEAD" {
         return HeadDecision::Reject(Reply {
             error: ApiError::method_not_allowed_use(head.method, "GET"),
             headers: vec![("allow", "GET, HEAD".to_string())],
         });
     }
-    if let Some(key) = &cfg.master_key {
-        if !is_authorized(key, &head.credentials) {
-            return HeadDecision::Reject(ApiError::invalid_api_key().into());
-        }
+    let caller = match cfg.access.identify(cfg.master_key.as_deref(), &head.credentials, now_ms) {
+        Ok(c) => c,
+        Err(e) => return HeadDecision::Reject(e.into()),
+    };
+    match local {
+        LocalReply::Models(_) => HeadDecision::Local(LocalReply::Models(caller)),
+        LocalReply::Health if matches!(caller, Caller::Key(_)) => HeadDecision::Reject(ApiError::admin_only(path).into()),
+        LocalReply::Health => HeadDecision::Local(LocalReply::Health),
     }
-    HeadDecision::Local(local)
 }
 
 fn header_tags(value: Option<&str>) -> Vec<String> {
@@ -202,6 +211,7 @@ fn failover_pass(head: &RequestHead<'_>, query: &str, replay: &mut ReplayCheck<'
         has_anthropic_version: head.has_anthropic_version,
         header_tags: header_tags(head.tags),
         redirect: Some(Redirect { state, report }),
+        caller: Caller::Replay,
     })
 }
 

@@ -1,6 +1,7 @@
 use super::*;
 use super::attempt::BodyDecision;
 use super::head::{MAX_AUTHORITY_BYTES, MAX_PATH_BYTES};
+use crate::access::Caller;
 use crate::config::RouterConfig;
 use crate::failover::{AttemptState, FailureReport, SpentStates};
 use crate::health::CooldownView;
@@ -116,8 +117,8 @@ fn local_endpoints_get_or_head_with_the_master_key() {
         on_head(&c, &h, &mut replay(0))
     };
     let ok = Some("Bearer sk-master");
-    assert_eq!(decide("GET", "/v1/models", ok), HeadDecision::Local(LocalReply::Models));
-    assert_eq!(decide("GET", "/models?limit=5", ok), HeadDecision::Local(LocalReply::Models));
+    assert_eq!(decide("GET", "/v1/models", ok), HeadDecision::Local(LocalReply::Models(Caller::Master)));
+    assert_eq!(decide("GET", "/models?limit=5", ok), HeadDecision::Local(LocalReply::Models(Caller::Master)));
     assert_eq!(decide("HEAD", "/llm-router/health", ok), HeadDecision::Local(LocalReply::Health));
     assert_eq!(decide("GET", "/v1/models/", ok), HeadDecision::PassThrough, "exact paths only");
     let HeadDecision::Reject(r) = decide("POST", "/llm-router/health", ok) else { panic!("not rejected") };
@@ -134,7 +135,7 @@ fn local_endpoints_get_or_head_with_the_master_key() {
         "envoy_settings": {"models_paths": ["/gw/models"], "health_path": null},
     }));
     let anon = |path| on_head(&custom, &RequestHead { method: "GET", path, ..Default::default() }, &mut replay(0));
-    assert_eq!(anon("/gw/models"), HeadDecision::Local(LocalReply::Models));
+    assert_eq!(anon("/gw/models"), HeadDecision::Local(LocalReply::Models(Caller::Open)));
     assert_eq!(anon("/v1/models"), HeadDecision::PassThrough);
     assert_eq!(anon("/llm-router/health"), HeadDecision::PassThrough);
 }

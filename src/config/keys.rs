@@ -1,0 +1,315 @@
+//! `keys` and `teams`: LiteLLM's virtual keys and teams, written into the plugin config
+//! (GitOps: no database on the request path), with LiteLLM's field names so an entry exported
+//! from `LiteLLM_VerificationToken` / `LiteLLM_TeamTable` reads the same here.
+//!
+//! A key is stored only as LiteLLM stores it, the SHA-256 hex of the raw key (`token`), or read
+//! raw from the VM environment (`key: os.environ/NAME`) and hashed at load; a raw key written into
+//! the config is refused, so the file never holds a credential. Whatever is wrong (a token that is
+//! not 64 hex digits, the same key twice, an unknown `team_id`, an `expires` that does not parse)
+//! refuses the config with the field path; no message repeats a key or its hash.
+//!
+//! Which fields are read and which are only accepted (limits and budgets: "not enforced yet") is
+//! `schema.rs` (`KEY_FIELDS`, `TEAM_FIELDS`); those keys are removed before this parser runs.
+
+use super::fields::{kind, Section};
+use super::iso8601;
+use super::problems::Diagnostics;
+use crate::access::{key_hash, parse_hex, KeyHash};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// One virtual key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub hash: KeyHash,
+    /// `key_alias`: the name operators know the key by (logs; never the key or its hash).
+    pub alias: Option<String>,
+    /// Index into [`Identities::teams`].
+    pub team: Option<usize>,
+    /// `models`: model groups, aliases, wildcards, access groups, `all-proxy-models`,
+    /// `all-team-models`; empty = every model (or the team's).
+    pub models: Vec<String>,
+    /// `aliases`: the key's own model names → the model they stand for, in the config's order.
+    pub aliases: Vec<(String, String)>,
+    /// `expires`, epoch ms.
+    pub expires_ms: Option<u64>,
+    pub blocked: bool,
+}
+
+/// One team.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamEntry {
+    pub team_id: String,
+    pub alias: Option<String>,
+    pub models: Vec<String>,
+    pub blocked: bool,
+}
+
+/// The parsed `keys` and `teams`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identities {
+    pub keys: Vec<KeyEntry>,
+    pub teams: Vec<TeamEntry>,
+}
+
+const ENV_PREFIX: &str = "os.environ/";
+
+/// Before `os.environ/` resolution: a `key` must be an environment reference. A raw key in the
+/// file is an error (the message does not repeat it).
+pub fn refuse_literal_keys(root: &serde_json::Map<String, Value>, diags: &mut Diagnostics) {
+    let Some(Value::Array(items)) = root.get("keys") else { return };
+    for (i, item) in items.iter().enumerate() {
+        if let Some(Value::String(k)) = item.get("key") {
+            if !k.trim_start().starts_with(ENV_PREFIX) {
+                diags.error(
+                    format!("keys[{i}].key"),
+                    "must be an os.environ/NAME reference: a raw key is never written into the config (or give its SHA-256 hex as `token`)",
+                );
+            }
+        }
+    }
+}
+
+/// Parses `teams` then `keys` (keys name teams).
+pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostics) -> Identities {
+    let teams = parse_teams(teams, diags);
+    let mut out = Identities { keys: Vec::new(), teams };
+    let items = match keys {
+        None | Some(Value::Null) => return out,
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            diags.error("keys", format!("must be a list of keys, got {}", kind(other)));
+            return out;
+        }
+    };
+    let mut seen: HashMap<KeyHash, usize> = HashMap::new();
+    let mut aliases: HashMap<String, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("keys[{i}]");
+        if !item.is_object() {
+            diags.error(&path, format!("must be a mapping, got {}", kind(item)));
+            continue;
+        }
+        let s = Section::new(Some(item), &path, diags);
+        // Every field is checked even when the key itself is bad: all problems at once.
+        let digest = key_digest(&s, diags);
+        let duplicate = digest.and_then(|(hash, field)| seen.insert(hash, i).map(|first| (first, field)));
+        if let Some((first, field)) = duplicate {
+            diags.error(s.field_path(field), format!("is the same key as keys[{first}]"));
+        }
+        let alias = s.str("key_alias", diags).map(str::to_string);
+        if let Some(a) = &alias {
+            if let Some(first) = aliases.insert(a.clone(), i) {
+                diags.error(s.field_path("key_alias"), format!("`{a}` is already the key_alias of keys[{first}]"));
+            }
+        }
+        let team = s.str("team_id", diags).and_then(|id| match out.teams.iter().position(|t| t.team_id == id) {
+            Some(t) => Some(t),
+            None => {
+                diags.error(s.field_path("team_id"), format!("team `{id}` is not defined in teams"));
+                None
+            }
+        });
+        let expires_ms = s.get("expires").and_then(|v| match v {
+            Value::String(t) => iso8601::parse_ms(t).or_else(|| {
+                diags.error(s.field_path("expires"), "must be an ISO 8601 time such as 2026-12-31T23:59:59Z");
+                None
+            }),
+            other => {
+                diags.error(s.field_path("expires"), format!("must be an ISO 8601 time string, got {}", kind(other)));
+                None
+            }
+        });
+        let models = s.string_list("models", diags);
+        let key_aliases = string_map(&s, "aliases", diags);
+        let blocked = s.bool("blocked", diags).unwrap_or(false);
+        let Some((hash, _)) = digest.filter(|_| duplicate.is_none()) else { continue };
+        out.keys.push(KeyEntry {
+            hash,
+            alias,
+            team,
+            models,
+            aliases: key_aliases,
+            expires_ms,
+            blocked,
+        });
+    }
+    out
+}
+
+/// The key's digest, from `token` (LiteLLM's stored hash) or `key` (resolved from the
+/// environment), and which field it came from.
+fn key_digest(s: &Section<'_>, diags: &mut Diagnostics) -> Option<(KeyHash, &'static str)> {
+    let token = s.str("token", diags);
+    let raw = s.str("key", diags);
+    match (token, raw) {
+        (Some(_), Some(_)) => {
+            diags.error(s.field_path("token"), "set either token (the key's SHA-256 hex) or key (os.environ/NAME), not both");
+            None
+        }
+        (Some(t), None) => match parse_hex(t.trim()) {
+            Some(h) => Some((h, "token")),
+            None => {
+                diags.error(
+                    s.field_path("token"),
+                    "must be the key's SHA-256 as 64 hex digits, as LiteLLM stores it (a raw key goes in `key: os.environ/NAME`)",
+                );
+                None
+            }
+        },
+        (None, Some("")) => {
+            diags.error(s.field_path("key"), "is empty");
+            None
+        }
+        // Still a reference: its variable was missing (already reported by the resolution).
+        (None, Some(k)) if k.starts_with(ENV_PREFIX) => None,
+        (None, Some(k)) => Some((key_hash(k), "key")),
+        (None, None) => {
+            diags.error(&s.path, "needs token (the key's SHA-256 hex, as LiteLLM stores it) or key (os.environ/NAME)");
+            None
+        }
+    }
+}
+
+fn parse_teams(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<TeamEntry> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            diags.error("teams", format!("must be a list of teams, got {}", kind(other)));
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<TeamEntry> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("teams[{i}]");
+        if !item.is_object() {
+            diags.error(&path, format!("must be a mapping, got {}", kind(item)));
+            continue;
+        }
+        let s = Section::new(Some(item), &path, diags);
+        let Some(team_id) = s.text("team_id", diags).filter(|t| !t.is_empty()) else {
+            diags.error(s.field_path("team_id"), "is required");
+            continue;
+        };
+        if let Some(first) = out.iter().position(|t| t.team_id == team_id) {
+            diags.error(s.field_path("team_id"), format!("`{team_id}` is already teams[{first}]"));
+            continue;
+        }
+        out.push(TeamEntry {
+            team_id,
+            alias: s.str("team_alias", diags).map(str::to_string),
+            models: s.string_list("models", diags),
+            blocked: s.bool("blocked", diags).unwrap_or(false),
+        });
+    }
+    out
+}
+
+/// A mapping of strings to strings (`aliases`), in the config's order.
+fn string_map(s: &Section<'_>, key: &str, diags: &mut Diagnostics) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match s.get(key) {
+        None => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v {
+                    Value::String(t) => out.push((k.clone(), t.clone())),
+                    other => diags.error(format!("{}.{k}", s.field_path(key)), format!("must be a model name, got {}", kind(other))),
+                }
+            }
+        }
+        Some(other) => diags.error(s.field_path(key), format!("must be a mapping of model names, got {}", kind(other))),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const H1: &str = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"; // sha256("sk-1234")
+
+    fn run(keys: Value, teams: Value) -> (Identities, Vec<String>) {
+        let mut d = Diagnostics::default();
+        let ids = parse(Some(&keys), Some(&teams), &mut d);
+        (ids, d.errors.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn reads_litellm_fields() {
+        let (ids, errors) = run(
+            json!([{"token": H1, "key_alias": "finance", "team_id": "t1", "models": ["gpt-4o", "beta"],
+                    "aliases": {"fast": "gpt-4o-mini"}, "expires": "2026-12-31T00:00:00Z", "blocked": false},
+                   {"key": "sk-other"}]),
+            json!([{"team_id": "t1", "team_alias": "Finance", "models": "gpt-4o", "blocked": "true"}]),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let k = &ids.keys[0];
+        assert_eq!(Some(k.hash), parse_hex(H1));
+        assert_eq!((k.alias.as_deref(), k.team, k.expires_ms), (Some("finance"), Some(0), Some(1_798_675_200_000)));
+        assert_eq!(k.models, ["gpt-4o", "beta"]);
+        assert_eq!(k.aliases, [("fast".to_string(), "gpt-4o-mini".to_string())]);
+        assert_eq!(ids.keys[1].hash, key_hash("sk-other"));
+        assert_eq!(ids.teams[0], TeamEntry { team_id: "t1".into(), alias: Some("Finance".into()), models: vec!["gpt-4o".into()], blocked: true });
+    }
+
+    #[test]
+    fn bad_values_refuse_with_the_field_path_and_never_the_key() {
+        let (_, errors) = run(
+            json!([
+                {"token": "abc"},
+                {"token": H1},
+                {"key": "sk-1234"},
+                {"token": H1.to_uppercase().replace('8', "9"), "team_id": "nope"},
+                {"key": "sk-x", "expires": "tomorrow"},
+                {"key": "sk-y", "expires": 5},
+                {"key": "sk-z", "token": H1},
+                {"key_alias": "lonely"},
+                {"key": "sk-a", "key_alias": "dup"},
+                {"key": "sk-b", "key_alias": "dup", "aliases": {"x": 1}},
+                "sk-raw",
+            ]),
+            json!([{"team_id": "t"}, {"team_id": "t"}, {"team_alias": "no id"}]),
+        );
+        let want = [
+            "teams[1].team_id: `t` is already teams[0]",
+            "teams[2].team_id: is required",
+            "keys[0].token: must be the key's SHA-256",
+            "keys[2].key: is the same key as keys[1]",
+            "keys[3].team_id: team `nope` is not defined in teams",
+            "keys[4].expires: must be an ISO 8601 time",
+            "keys[5].expires: must be an ISO 8601 time string, got a number",
+            "keys[6].token: set either token",
+            "keys[7]: needs token",
+            "keys[9].key_alias: `dup` is already the key_alias of keys[8]",
+            "keys[9].aliases.x: must be a model name",
+            "keys[10]: must be a mapping, got a string",
+        ];
+        assert_eq!(errors.len(), want.len(), "{errors:#?}");
+        for (e, w) in errors.iter().zip(want) {
+            assert!(e.starts_with(w), "{e} / {w}");
+            assert!(!e.contains(H1) && !e.contains("sk-1234") && !e.contains("sk-raw"), "{e}");
+        }
+    }
+
+    #[test]
+    fn literal_raw_keys_are_refused_before_resolution() {
+        let root = json!({"keys": [{"key": "os.environ/K"}, {"key": "sk-live-123"}, {"token": H1}]});
+        let mut d = Diagnostics::default();
+        refuse_literal_keys(root.as_object().unwrap_or(&serde_json::Map::new()), &mut d);
+        let errors: Vec<String> = d.errors.iter().map(|p| p.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("keys[1].key: must be an os.environ/NAME reference") && !errors[0].contains("sk-live"));
+    }
+
+    #[test]
+    fn absent_sections_are_empty_and_wrong_shapes_are_errors() {
+        let mut d = Diagnostics::default();
+        assert_eq!(parse(None, None, &mut d), Identities::default());
+        assert!(d.errors.is_empty());
+        let (_, errors) = run(json!({"a": 1}), json!("t"));
+        assert_eq!(errors, ["teams: must be a list of teams, got a string", "keys: must be a list of keys, got a mapping"]);
+    }
+}
