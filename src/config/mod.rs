@@ -61,6 +61,10 @@ pub struct Loaded {
     /// and the provider's key variable of a deployment without `api_key` ([`implicit_key`]),
     /// outside skipped deployments), sorted: what the VM's environment must provide.
     pub env_names: Vec<String>,
+    /// Those of `env_names` read only as a provider's key variable, never as an `os.environ/`
+    /// reference, sorted: the config loads without them (their deployments go without a key),
+    /// so the CLI's Kubernetes wiring marks them optional.
+    pub implicit_env_names: Vec<String>,
 }
 
 /// The request scan tracks default-param keys in a 64-bit mask.
@@ -70,11 +74,16 @@ const MAX_DEFAULT_PARAM_KEYS: usize = 64;
 pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
     let mut diags = Diagnostics::default();
     let mut env_names = Vec::new();
-    let config = build(json, lookup, &mut diags, &mut env_names);
+    let mut implicit = Vec::new();
+    let config = build(json, lookup, &mut diags, &mut env_names, &mut implicit);
     let config = if diags.errors.is_empty() { config } else { None };
-    env_names.sort_unstable();
-    env_names.dedup();
-    Loaded { config, diagnostics: diags, env_names }
+    implicit.retain(|n| !env_names.contains(n));
+    env_names.extend(implicit.iter().cloned());
+    for names in [&mut env_names, &mut implicit] {
+        names.sort_unstable();
+        names.dedup();
+    }
+    Loaded { config, diagnostics: diags, env_names, implicit_env_names: implicit }
 }
 
 /// What one `model_list` entry's preparation found: the problems of its `os.environ/`
@@ -84,6 +93,8 @@ pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
 struct EntryPrep {
     diags: Diagnostics,
     env_names: Vec<String>,
+    /// Provider key variables read for want of an `api_key` ([`implicit_key`]).
+    implicit: Vec<String>,
 }
 
 fn build(
@@ -91,6 +102,7 @@ fn build(
     lookup: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
     env_names: &mut Vec<String>,
+    implicit: &mut Vec<String>,
 ) -> Option<RouterConfig> {
     let mut root: Value = match serde_json::from_slice(json) {
         Ok(v) => v,
@@ -147,7 +159,7 @@ fn build(
     }
 
     let top = Section::new(Some(&root), "", diags);
-    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entries, &missing_credentials, diags, env_names);
+    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entries, &missing_credentials, diags, [env_names, implicit]);
     let router_section = top.child("router_settings", diags);
     let router = settings::parse_router(&router_section, &top.child("litellm_settings", diags), diags);
     let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
@@ -228,9 +240,7 @@ fn implicit_key(item: &mut Value, index: usize, lookup: &dyn Fn(&str) -> Option<
     }
     let Some(provider) = deployment::provider_of(params) else { return };
     let Some(var) = provider.key_env else { return };
-    if !prep.env_names.iter().any(|n| n == var) {
-        prep.env_names.push(var.to_string());
-    }
+    prep.implicit.push(var.to_string());
     match lookup(var) {
         Some(key) if !key.is_empty() => {
             params.insert("api_key".to_string(), Value::String(key));
@@ -251,7 +261,7 @@ fn parse_model_list(
     entries: Vec<EntryPrep>,
     missing_credentials: &[credentials::Missing],
     diags: &mut Diagnostics,
-    env_names: &mut Vec<String>,
+    [env_names, implicit]: [&mut Vec<String>; 2],
 ) -> (Vec<Deployment>, Vec<Skipped>) {
     let items = match value {
         None => {
@@ -283,6 +293,7 @@ fn parse_model_list(
             diags.errors.splice(at..at, own.diags.errors);
             diags.warnings.extend(own.diags.warnings);
             env_names.extend(own.env_names);
+            implicit.extend(own.implicit);
         }
         let mut dep = match parsed {
             Parsed::Ready(dep) => *dep,
@@ -569,6 +580,7 @@ mod tests {
             &|n: &str| (n == "AZURE_OPENAI_API_KEY" || n == "MASTER_KEY").then(|| "k".to_string()),
         );
         assert_eq!(loaded.env_names, ["AZURE_OPENAI_API_KEY", "MASTER_KEY"]);
+        assert_eq!(loaded.implicit_env_names, ["AZURE_OPENAI_API_KEY"]);
         let auth = loaded.config.and_then(|c| c.table.deployments.first().and_then(|d| d.auth.clone()));
         assert_eq!(auth.map(|a| (a.name, a.value)), Some(("api-key".to_string(), "k".to_string())));
     }
@@ -579,6 +591,7 @@ mod tests {
             {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o", "api_key": "literal-key"}},
             {"model_name": "b", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/AZURE_API_KEY"}}]}));
         assert_eq!(loaded.env_names, ["AZURE_API_KEY"]);
+        assert!(loaded.implicit_env_names.is_empty());
         let Some(cfg) = loaded.config else { panic!("no config") };
         let values: Vec<String> = cfg.table.deployments.iter().filter_map(|d| d.auth.as_ref().map(|a| a.value.clone())).collect();
         assert_eq!(values, ["Bearer literal-key", "Bearer az-key"]);
@@ -587,6 +600,14 @@ mod tests {
             "credential_list": [{"credential_name": "c", "credential_values": {"api_key": "os.environ/AZURE_API_KEY"}}],
             "model_list": [{"model_name": "a", "litellm_params": {"model": "openai/gpt-4o", "litellm_credential_name": "c"}}]}));
         assert_eq!(loaded.env_names, ["AZURE_API_KEY"]);
+    }
+
+    #[test]
+    fn a_variable_also_named_by_a_reference_is_not_implicit() {
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o"}},
+            {"model_name": "b", "litellm_params": {"model": "azure/x", "api_base": "https://r.openai.azure.com", "api_key": "os.environ/OPENAI_API_KEY"}}]}));
+        assert_eq!((loaded.env_names.as_slice(), loaded.implicit_env_names.as_slice()), (["OPENAI_API_KEY".to_string()].as_slice(), [].as_slice()));
     }
 
     #[test]
@@ -601,6 +622,7 @@ mod tests {
         assert_eq!(warnings, ["model_list[0].litellm_params.api_key: no api_key and GROQ_API_KEY is not set: requests go without a key"]);
         // Still requested: the environment may provide it (Envoy passes what is set).
         assert_eq!(loaded.env_names, ["GROQ_API_KEY", "HOSTED_VLLM_API_KEY", "OLLAMA_API_KEY"]);
+        assert_eq!(loaded.implicit_env_names, loaded.env_names);
         let Some(cfg) = loaded.config else { panic!("no config") };
         assert!(cfg.table.deployments.iter().all(|d| d.auth.is_none()));
     }
