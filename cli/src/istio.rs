@@ -579,25 +579,29 @@ pub fn destination_rule(h: &Host, opts: &Options) -> Value {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvVar {
     Secret(String),
+    /// A provider key the filter reads for a deployment without `api_key`: the filter loads
+    /// without it (those deployments go without a key), so the gateway must start without it
+    /// too (`secretKeyRef.optional`).
+    OptionalSecret(String),
     Plain(String, String),
 }
 
 impl EnvVar {
     pub fn name(&self) -> &str {
         match self {
-            EnvVar::Secret(n) | EnvVar::Plain(n, _) => n,
+            EnvVar::Secret(n) | EnvVar::OptionalSecret(n) | EnvVar::Plain(n, _) => n,
         }
     }
 
     fn entry(&self, opts: &Options) -> Value {
         match self {
-            EnvVar::Secret(n) => Value::map([
-                ("name", Value::from(n.as_str())),
-                (
-                    "valueFrom",
-                    Value::map([("secretKeyRef", Value::map([("name", Value::from(opts.secret.as_str())), ("key", Value::from(n.as_str()))]))]),
-                ),
-            ]),
+            EnvVar::Secret(n) | EnvVar::OptionalSecret(n) => {
+                let mut key_ref = vec![("name".to_string(), Value::from(opts.secret.as_str())), ("key".to_string(), Value::from(n.as_str()))];
+                if matches!(self, EnvVar::OptionalSecret(_)) {
+                    key_ref.push(("optional".to_string(), Value::Bool(true)));
+                }
+                Value::map([("name", Value::from(n.as_str())), ("valueFrom", Value::map([("secretKeyRef", Value::Map(key_ref))]))])
+            }
             EnvVar::Plain(n, v) => Value::map([("name", Value::from(n.as_str())), ("value", Value::from(v.as_str()))]),
         }
     }
@@ -631,13 +635,13 @@ pub fn helm_values(vars: &[EnvVar], opts: &Options) -> Value {
         .iter()
         .filter_map(|v| match v {
             EnvVar::Plain(n, val) => Some((n.clone(), Value::from(val.as_str()))),
-            EnvVar::Secret(_) => None,
+            EnvVar::Secret(_) | EnvVar::OptionalSecret(_) => None,
         })
         .collect();
     if !plain.is_empty() {
         out.push(("env".to_string(), Value::Map(plain)));
     }
-    let secret: Vec<Value> = vars.iter().filter(|v| matches!(v, EnvVar::Secret(_))).map(|v| v.entry(opts)).collect();
+    let secret: Vec<Value> = vars.iter().filter(|v| !matches!(v, EnvVar::Plain(..))).map(|v| v.entry(opts)).collect();
     if !secret.is_empty() {
         out.push(("envVarFrom".to_string(), Value::Seq(secret)));
     }

@@ -26,6 +26,9 @@ pub struct Validated {
     /// The variables the filter reads from its environment for this config (the loader's
     /// `env_names`: references in ignored keys and skipped deployments are not among them).
     pub env_refs: Vec<String>,
+    /// Those of `env_refs` read only as the provider key of a deployment without `api_key`
+    /// (the loader's `implicit_env_names`): the filter loads without them.
+    pub optional_env_refs: Vec<String>,
 }
 
 /// Runs the filter's loader (`llm_router::config::load`) on the config's JSON.
@@ -74,7 +77,7 @@ pub fn validate(source: &Source, env: &Env, mode: EnvMode) -> Validated {
         }
     }
     sort(&mut diags);
-    Validated { config: loaded.config, diags, env_refs: loaded.env_names }
+    Validated { config: loaded.config, diags, env_refs: loaded.env_names, optional_env_refs: loaded.implicit_env_names }
 }
 
 /// File order (unknown positions last), errors before warnings at the same place.

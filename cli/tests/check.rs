@@ -289,3 +289,29 @@ keys:
     assert!(errors[2].starts_with(&format!("{bad}:8:5: error: keys[1].team_id: team `nobody` is not defined in teams")), "{}", errors[2]);
     assert!(!out.stdout.contains("sk-live-pasted"), "{}", out.stdout);
 }
+
+#[test]
+fn a_deployment_without_api_key_reads_its_providers_variable() {
+    let d = dir("implicit-key");
+    let config = write(&d, "config.yaml", "model_list:\n  - model_name: llama\n    litellm_params: {model: groq/llama-3.1-8b-instant}\n");
+    // Unset: it loads (LiteLLM starts too), with one warning, and --strict says so.
+    let out = run(&["check", &config], &[]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("model_list[0].litellm_params.api_key: no api_key and GROQ_API_KEY is not set: requests go without a key"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("note: the filter reads these environment variables: GROQ_API_KEY"), "{}", out.stdout);
+    assert_eq!(run(&["check", &config, "--strict"], &[]).code, 3);
+    // Set, or taken as set: no warning.
+    for (args, env) in [(vec!["check", config.as_str(), "--strict"], vec![("GROQ_API_KEY", "gsk-secret-value")]), (vec!["check", config.as_str(), "--strict", "--allow-missing-env"], vec![])] {
+        let out = run(&args, &env);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stdout);
+        assert!(!out.stdout.contains("no api_key") && !out.stdout.contains("gsk-secret-value"), "{}", out.stdout);
+    }
+    // The JSON the filter takes keeps no key: the filter reads the variable itself.
+    let out = run(&["check", &config, "--print-json"], &[("GROQ_API_KEY", "gsk-secret-value")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("api_key") && !out.stdout.contains("gsk-secret-value"), "{}", out.stdout);
+}

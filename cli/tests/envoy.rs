@@ -383,3 +383,40 @@ litellm_settings:
         assert!(out.stderr.contains(ignored), "{ignored}: {}", out.stderr);
     }
 }
+
+#[test]
+fn the_provider_key_of_a_deployment_without_api_key_is_requested_from_envoys_environment() {
+    let d = dir("envoy-implicit-key");
+    let config = write(
+        &d,
+        "config.yaml",
+        "model_list:
+  - model_name: llama
+    litellm_params: {model: groq/llama-3.1-8b-instant}
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-3-5-haiku, api_key: literal-key-written-in-config}
+  - model_name: br
+    litellm_params: {model: bedrock/anthropic.claude-3-haiku}
+",
+    );
+    // Generated without the values (placeholders): the secret never reaches the output.
+    let out = run(&["envoy", config.as_str(), "--format", "json"], &[("GROQ_API_KEY", "gsk-must-not-appear")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let b = json(&out.stdout);
+    let wasm = &hcm(listener(&b, "ingress"))["http_filters"][0]["typed_config"]["config"];
+    // Groq's variable, for want of an api_key; not Anthropic's (its key is written) nor
+    // Bedrock's (skipped).
+    assert_eq!(wasm["vm_config"]["environment_variables"]["host_env_keys"], serde_json::json!(["GROQ_API_KEY", "OPENAI_API_KEY"]));
+    assert!(
+        out.stderr.contains("Envoy's environment must set OPENAI_API_KEY and should set GROQ_API_KEY (the provider key of deployments without api_key: unset, they go without a key)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("gsk-must-not-appear") && !out.stderr.contains("gsk-must-not-appear"));
+    assert!(!out.stderr.contains("no api_key and GROQ_API_KEY"), "placeholders: not warned when generating: {}", out.stderr);
+    let out = run(&["envoy", config.as_str()], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("#   env:       Envoy's environment must set OPENAI_API_KEY and should set GROQ_API_KEY"), "{}", out.stdout);
+}

@@ -429,3 +429,28 @@ fn failover_is_declared_off_even_when_the_config_asks_for_it() {
     let text = patch(ef, "EXTENSION_CONFIG")["patch"]["value"]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap_or("").to_string();
     assert_eq!(json(&text)["envoy_settings"]["failover"], Value::Bool(false));
 }
+
+#[test]
+fn a_provider_key_read_for_want_of_an_api_key_is_an_optional_secret() {
+    let d = dir("istio-implicit-key");
+    let config = write(
+        &d,
+        "config.yaml",
+        "model_list:\n  - model_name: llama\n    litellm_params: {model: groq/llama-3.1-8b-instant}\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}\n",
+    );
+    let patch_json = d.join("patch.json").display().to_string();
+    let out = run(&args(&config, &["--gateway-patch", &patch_json, "--format", "json"]), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let list = json(&out.stdout);
+    let ef = list["items"].as_array().and_then(|items| items.iter().find(|o| o["kind"] == "EnvoyFilter")).cloned().unwrap_or_default();
+    assert!(ef.to_string().contains(r#""host_env_keys":["GROQ_API_KEY","OPENAI_API_KEY"]"#), "{ef}");
+    let patch = json(&std::fs::read_to_string(&patch_json).unwrap_or_default());
+    assert_eq!(
+        patch["spec"]["template"]["spec"]["containers"][0]["env"],
+        json!([
+            // The filter loads without it (that deployment then goes without a key): so does the gateway.
+            {"name": "GROQ_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm-router-keys", "key": "GROQ_API_KEY", "optional": true}}},
+            {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm-router-keys", "key": "OPENAI_API_KEY"}}},
+        ])
+    );
+}

@@ -263,6 +263,17 @@ fn parse_entry(entry: &Value, index: usize, fallback_id: String, diags: &mut Dia
     })))
 }
 
+/// The provider a `litellm_params` entry (a map, `os.environ`-resolved) resolves to, by the
+/// rules [`parse`] uses; `None` when it names none the router serves (it is then skipped, or
+/// its problems are reported by [`parse`]).
+pub fn provider_of(params: &serde_json::Map<String, Value>) -> Option<Provider> {
+    let text = |k: &str| params.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let model = text("model")?;
+    let explicit = params.get("provider").or_else(|| params.get("custom_llm_provider")).and_then(Value::as_str);
+    let has_api_base = text("api_base").is_some() || text("base_url").is_some();
+    resolve_provider(model, explicit, has_api_base).ok().map(|(provider, _)| provider)
+}
+
 /// Splits `model` into provider and upstream model id (see module docs for the rules).
 fn resolve_provider(model: &str, explicit: Option<&str>, has_api_base: bool) -> Result<(Provider, String), String> {
     let split = model.split_once('/');

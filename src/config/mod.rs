@@ -63,8 +63,13 @@ pub struct Loaded {
     pub config: Option<RouterConfig>,
     pub diagnostics: Diagnostics,
     /// The environment variables the config reads (`os.environ/NAME` in keys the router uses,
+    /// and the provider's key variable of a deployment without `api_key` ([`implicit_key`]),
     /// outside skipped deployments), sorted: what the VM's environment must provide.
     pub env_names: Vec<String>,
+    /// Those of `env_names` read only as a provider's key variable, never as an `os.environ/`
+    /// reference, sorted: the config loads without them (their deployments go without a key),
+    /// so the CLI's Kubernetes wiring marks them optional.
+    pub implicit_env_names: Vec<String>,
 }
 
 /// The request scan tracks default-param keys in a 64-bit mask.
@@ -74,11 +79,16 @@ const MAX_DEFAULT_PARAM_KEYS: usize = 64;
 pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
     let mut diags = Diagnostics::default();
     let mut env_names = Vec::new();
-    let config = build(json, lookup, &mut diags, &mut env_names);
+    let mut implicit = Vec::new();
+    let config = build(json, lookup, &mut diags, &mut env_names, &mut implicit);
     let config = if diags.errors.is_empty() { config } else { None };
-    env_names.sort_unstable();
-    env_names.dedup();
-    Loaded { config, diagnostics: diags, env_names }
+    implicit.retain(|n| !env_names.contains(n));
+    env_names.extend(implicit.iter().cloned());
+    for names in [&mut env_names, &mut implicit] {
+        names.sort_unstable();
+        names.dedup();
+    }
+    Loaded { config, diagnostics: diags, env_names, implicit_env_names: implicit }
 }
 
 /// What one `model_list` entry's preparation found: the problems of its `os.environ/`
@@ -88,6 +98,8 @@ pub fn load(json: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Loaded {
 struct EntryPrep {
     diags: Diagnostics,
     env_names: Vec<String>,
+    /// Provider key variables read for want of an `api_key` ([`implicit_key`]).
+    implicit: Vec<String>,
 }
 
 fn build(
@@ -95,6 +107,7 @@ fn build(
     lookup: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
     env_names: &mut Vec<String>,
+    implicit: &mut Vec<String>,
 ) -> Option<RouterConfig> {
     let mut root: Value = match serde_json::from_slice(json) {
         Ok(v) => v,
@@ -141,6 +154,9 @@ fn build(
                     schema::prune_deployment(item, i, &mut own.diags);
                     let context = format!("deployment `{name}`");
                     env::resolve(item, &format!("model_list[{i}]"), &context, lookup, &mut own.diags, &mut own.env_names);
+                    if !missing_credentials.iter().any(|m| m.index == i) {
+                        implicit_key(item, i, lookup, &mut own);
+                    }
                     entries.push(own);
                 }
                 continue;
@@ -150,7 +166,7 @@ fn build(
     }
 
     let top = Section::new(Some(&root), "", diags);
-    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entries, &missing_credentials, diags, env_names);
+    let (deployments, skipped) = parse_model_list(top.get("model_list"), &fingerprints, entries, &missing_credentials, diags, [env_names, implicit]);
     let router_section = top.child("router_settings", diags);
     let router = settings::parse_router(&router_section, &top.child("litellm_settings", diags), diags);
     let envoy = settings::parse_envoy(&top.child("envoy_settings", diags), diags);
@@ -211,6 +227,44 @@ fn build(
     Some(RouterConfig { table, router, envoy, master_key, access, models_body, health_checks, skipped, generation: 0 })
 }
 
+/// LiteLLM's key fallback: a `litellm_params` deployment without an `api_key` (absent, null or
+/// empty, as LiteLLM's `api_key or get_secret_str(...)` treats them; after the credential_list
+/// merge and `os.environ/` resolution) takes its provider's key from the provider's variable
+/// ([`crate::provider::Provider::key_env`]). The variable is read through `lookup` like an
+/// `os.environ/` reference, so it is among the names the VM's environment must pass (the CLI's
+/// `host_env_keys`), but only for entries that are served: `prep` is dropped for skipped ones,
+/// and entries whose provider the router does not serve never get here with a provider.
+///
+/// Unset, the deployment is served without a key and one warning says so: LiteLLM starts the
+/// same way and its calls then fail with the provider's authentication error (or succeed, for a
+/// server that needs no key: no warning for those, [`crate::provider::Provider::key_optional`]).
+/// Refusing the config would break configs LiteLLM runs. DeltaLLM entries (`deltallm_params`) are
+/// left alone: this is LiteLLM's rule.
+fn implicit_key(item: &mut Value, index: usize, lookup: &dyn Fn(&str) -> Option<String>, prep: &mut EntryPrep) {
+    let Some(Value::Object(params)) = item.get_mut("litellm_params") else { return };
+    let has_key = match params.get("api_key") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(k)) => !k.is_empty(),
+        Some(_) => true,
+    };
+    if has_key {
+        return;
+    }
+    let Some(provider) = deployment::provider_of(params) else { return };
+    let Some(var) = provider.key_env else { return };
+    prep.implicit.push(var.to_string());
+    match lookup(var) {
+        Some(key) if !key.is_empty() => {
+            params.insert("api_key".to_string(), Value::String(key));
+        }
+        _ if provider.key_optional() => {}
+        _ => prep.diags.warn(
+            format!("model_list[{index}].litellm_params.api_key"),
+            format!("no api_key and {var} is not set: requests go without a key"),
+        ),
+    }
+}
+
 /// Parses every entry: servable deployments, and the skipped ones (one warning each). A list
 /// with entries of which none is servable is refused (fail closed).
 fn parse_model_list(
@@ -219,7 +273,7 @@ fn parse_model_list(
     entries: Vec<EntryPrep>,
     missing_credentials: &[credentials::Missing],
     diags: &mut Diagnostics,
-    env_names: &mut Vec<String>,
+    [env_names, implicit]: [&mut Vec<String>; 2],
 ) -> (Vec<Deployment>, Vec<Skipped>) {
     let items = match value {
         None => {
@@ -251,6 +305,7 @@ fn parse_model_list(
             diags.errors.splice(at..at, own.diags.errors);
             diags.warnings.extend(own.diags.warnings);
             env_names.extend(own.env_names);
+            implicit.extend(own.implicit);
         }
         let mut dep = match parsed {
             Parsed::Ready(dep) => *dep,
@@ -516,6 +571,97 @@ mod tests {
         assert_eq!(d.auth.as_ref().map(|a| a.value.as_str()), Some("Bearer sk-openai"));
         assert_eq!(d.upstream.authority, "c.example");
         assert_eq!(cfg.table.unservable("b").map(|(_, r)| r), Some("credential `typo` is not defined in credential_list"));
+    }
+
+    #[test]
+    fn a_deployment_without_api_key_reads_its_providers_variable_as_litellm_does() {
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o"}},
+            {"model_name": "b", "litellm_params": {"model": "openai/gpt-4o", "api_key": ""}},
+            {"model_name": "c", "litellm_params": {"model": "openai/gpt-4o", "api_key": null}}]}));
+        assert!(loaded.diagnostics.errors.is_empty() && loaded.diagnostics.warnings.is_empty(), "{:?}", loaded.diagnostics);
+        assert_eq!(loaded.env_names, ["OPENAI_API_KEY"]);
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        for d in &cfg.table.deployments {
+            assert_eq!(d.auth.as_ref().map(|a| (a.name.as_str(), a.value.as_str())), Some(("authorization", "Bearer sk-openai")), "{}", d.group);
+        }
+        // Azure's header, and the key variable beside explicit references.
+        let loaded = load(
+            json!({"model_list": [{"model_name": "z", "litellm_params": {"model": "azure/gpt-4o", "api_base": "https://r.openai.azure.com"}}],
+                   "general_settings": {"master_key": "os.environ/MASTER_KEY"}}).to_string().as_bytes(),
+            &|n: &str| (n == "AZURE_OPENAI_API_KEY" || n == "MASTER_KEY").then(|| "k".to_string()),
+        );
+        assert_eq!(loaded.env_names, ["AZURE_OPENAI_API_KEY", "MASTER_KEY"]);
+        assert_eq!(loaded.implicit_env_names, ["AZURE_OPENAI_API_KEY"]);
+        let auth = loaded.config.and_then(|c| c.table.deployments.first().and_then(|d| d.auth.clone()));
+        assert_eq!(auth.map(|a| (a.name, a.value)), Some(("api-key".to_string(), "k".to_string())));
+    }
+
+    #[test]
+    fn an_explicit_api_key_wins_over_the_providers_variable() {
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o", "api_key": "literal-key"}},
+            {"model_name": "b", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/AZURE_API_KEY"}}]}));
+        assert_eq!(loaded.env_names, ["AZURE_API_KEY"]);
+        assert!(loaded.implicit_env_names.is_empty());
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        let values: Vec<String> = cfg.table.deployments.iter().filter_map(|d| d.auth.as_ref().map(|a| a.value.clone())).collect();
+        assert_eq!(values, ["Bearer literal-key", "Bearer az-key"]);
+        // A credential_list key is the deployment's own.
+        let loaded = load_json(json!({
+            "credential_list": [{"credential_name": "c", "credential_values": {"api_key": "os.environ/AZURE_API_KEY"}}],
+            "model_list": [{"model_name": "a", "litellm_params": {"model": "openai/gpt-4o", "litellm_credential_name": "c"}}]}));
+        assert_eq!(loaded.env_names, ["AZURE_API_KEY"]);
+    }
+
+    #[test]
+    fn a_variable_also_named_by_a_reference_is_not_implicit() {
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o"}},
+            {"model_name": "b", "litellm_params": {"model": "azure/x", "api_base": "https://r.openai.azure.com", "api_key": "os.environ/OPENAI_API_KEY"}}]}));
+        assert_eq!((loaded.env_names.as_slice(), loaded.implicit_env_names.as_slice()), (["OPENAI_API_KEY".to_string()].as_slice(), [].as_slice()));
+    }
+
+    #[test]
+    fn an_unset_key_variable_serves_without_a_key_and_warns_once() {
+        let loaded = load_json(json!({"model_list": [
+            {"model_name": "llama", "litellm_params": {"model": "groq/llama-3.1-8b-instant"}},
+            {"model_name": "local", "litellm_params": {"model": "ollama/llama3"}},
+            {"model_name": "vllm", "litellm_params": {"model": "hosted_vllm/m", "api_base": "http://v:8000/v1"}}]}));
+        assert!(loaded.diagnostics.errors.is_empty(), "{:?}", loaded.diagnostics.errors);
+        let warnings: Vec<String> = loaded.diagnostics.warnings.iter().map(|p| p.to_string()).collect();
+        // Servers that need no key (LiteLLM sends a stub) are not warned about.
+        assert_eq!(warnings, ["model_list[0].litellm_params.api_key: no api_key and GROQ_API_KEY is not set: requests go without a key"]);
+        // Still requested: the environment may provide it (Envoy passes what is set).
+        assert_eq!(loaded.env_names, ["GROQ_API_KEY", "HOSTED_VLLM_API_KEY", "OLLAMA_API_KEY"]);
+        assert_eq!(loaded.implicit_env_names, loaded.env_names);
+        let Some(cfg) = loaded.config else { panic!("no config") };
+        assert!(cfg.table.deployments.iter().all(|d| d.auth.is_none()));
+    }
+
+    #[test]
+    fn skipped_and_deltallm_deployments_never_read_a_key_variable() {
+        let asked = std::cell::RefCell::new(Vec::<String>::new());
+        let lookup = |n: &str| {
+            asked.borrow_mut().push(n.to_string());
+            env(n)
+        };
+        let loaded = load(
+            json!({"model_list": [
+                {"model_name": "br", "litellm_params": {"model": "bedrock/anthropic.claude"}},
+                {"model_name": "nv", "litellm_params": {"model": "novita/meta-llama/x"}},
+                {"model_name": "cr", "litellm_params": {"model": "anthropic/claude", "litellm_credential_name": "typo"}},
+                {"model_name": "dl", "deltallm_params": {"provider": "groq", "model": "llama"}},
+                {"model_name": "ok", "litellm_params": {"model": "openai/gpt-4o"}}]})
+            .to_string()
+            .as_bytes(),
+            &lookup,
+        );
+        assert!(loaded.diagnostics.errors.is_empty(), "{:?}", loaded.diagnostics.errors);
+        assert_eq!(loaded.env_names, ["OPENAI_API_KEY"]);
+        assert_eq!(*asked.borrow(), ["OPENAI_API_KEY"]);
+        assert!(!loaded.diagnostics.warnings.iter().any(|p| p.reason.contains("no api_key")), "{:?}", loaded.diagnostics.warnings);
+        assert_eq!(loaded.config.map(|c| c.skipped.len()), Some(3));
     }
 
     #[test]

@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn failover_switch_is_off_by_default_and_named_when_retries_need_it() {
         let load = |v: Value| crate::config::load(v.to_string().as_bytes(), &|_| None);
-        let list = json!([{"model_name": "a", "litellm_params": {"model": "openai/a"}}]);
+        let list = json!([{"model_name": "a", "litellm_params": {"model": "openai/a", "api_key": "k"}}]);
         let off = load(json!({"model_list": list, "router_settings": {"num_retries": 2}}));
         assert_eq!(off.config.as_ref().map(|c| c.envoy.failover), Some(false));
         let w: Vec<String> = off.diagnostics.warnings.iter().map(ToString::to_string).collect();
