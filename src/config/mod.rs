@@ -251,16 +251,20 @@ fn implicit_key(item: &mut Value, index: usize, lookup: &dyn Fn(&str) -> Option<
         return;
     }
     let Some(provider) = deployment::provider_of(params) else { return };
-    let Some(var) = provider.key_env else { return };
-    prep.implicit.push(var.to_string());
-    match lookup(var) {
-        Some(key) if !key.is_empty() => {
+    if provider.key_env.is_empty() {
+        return;
+    }
+    // LiteLLM's `or` chain: the first variable set wins. Every name is requested from the VM's
+    // environment, so whichever one the operator sets reaches the filter.
+    prep.implicit.extend(provider.key_env.iter().map(|v| v.to_string()));
+    match provider.key_env.iter().find_map(|var| lookup(var).filter(|k| !k.is_empty())) {
+        Some(key) => {
             params.insert("api_key".to_string(), Value::String(key));
         }
-        _ if provider.key_optional() => {}
-        _ => prep.diags.warn(
+        None if provider.key_optional() => {}
+        None => prep.diags.warn(
             format!("model_list[{index}].litellm_params.api_key"),
-            format!("no api_key and {var} is not set: requests go without a key"),
+            format!("no api_key and {} is not set: requests go without a key", provider.key_env.join(" / ")),
         ),
     }
 }
@@ -589,12 +593,22 @@ mod tests {
         let loaded = load(
             json!({"model_list": [{"model_name": "z", "litellm_params": {"model": "azure/gpt-4o", "api_base": "https://r.openai.azure.com"}}],
                    "general_settings": {"master_key": "os.environ/MASTER_KEY"}}).to_string().as_bytes(),
-            &|n: &str| (n == "AZURE_OPENAI_API_KEY" || n == "MASTER_KEY").then(|| "k".to_string()),
+            &|n: &str| (n == "AZURE_API_KEY" || n == "MASTER_KEY").then(|| "k".to_string()),
         );
-        assert_eq!(loaded.env_names, ["AZURE_OPENAI_API_KEY", "MASTER_KEY"]);
-        assert_eq!(loaded.implicit_env_names, ["AZURE_OPENAI_API_KEY"]);
+        // LiteLLM's order: AZURE_OPENAI_API_KEY (unset here), then AZURE_API_KEY; both are requested.
+        assert_eq!(loaded.env_names, ["AZURE_API_KEY", "AZURE_OPENAI_API_KEY", "MASTER_KEY"]);
+        assert_eq!(loaded.implicit_env_names, ["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"]);
         let auth = loaded.config.and_then(|c| c.table.deployments.first().and_then(|d| d.auth.clone()));
         assert_eq!(auth.map(|a| (a.name, a.value)), Some(("api-key".to_string(), "k".to_string())));
+        // Both set: the first LiteLLM tries wins.
+        let loaded = load(
+            json!({"model_list": [{"model_name": "z", "litellm_params": {"model": "azure/gpt-4o", "api_base": "https://r.openai.azure.com"}}]})
+                .to_string()
+                .as_bytes(),
+            &|n: &str| Some(format!("value-of-{n}")),
+        );
+        let auth = loaded.config.and_then(|c| c.table.deployments.first().and_then(|d| d.auth.clone()));
+        assert_eq!(auth.map(|a| a.value), Some("value-of-AZURE_OPENAI_API_KEY".to_string()));
     }
 
     #[test]
