@@ -145,7 +145,7 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::window::{MINUTE_MS, Duration, Unit};
+    use crate::limits::window::{Duration, Unit, DAY_MS, MINUTE_MS};
 
     const W: Span = Span { start_ms: 60_000, end_ms: 120_000 };
 
@@ -167,7 +167,11 @@ mod tests {
         assert_eq!(Record::rolled(Some(r), &win, 120_000), Record { window: Span { start_ms: 120_000, end_ms: 180_000 }, used: 0, reserved: 0 });
         assert_eq!(Record::rolled(None, &win, 5).window.start_ms, 5);
         let day = Window::Calendar(Duration { value: 1, unit: Unit::Days });
-        assert_eq!(Record::rolled(Some(r), &day, 119_999).used, 0);
+        // A day window moves on at midnight; a stored window ahead of the clock read is kept.
+        let today = Record { window: Span { start_ms: 0, end_ms: DAY_MS }, used: 3, reserved: 0 };
+        assert_eq!(Record::rolled(Some(today), &day, DAY_MS - 1), today);
+        assert_eq!(Record::rolled(Some(today), &day, DAY_MS).used, 0);
+        assert_eq!(Record::rolled(Some(r), &day, 119_999), r);
         assert_eq!(Record::rolled(None, &Window::None, 7).window, Span::FOREVER);
     }
 

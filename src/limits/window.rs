@@ -271,6 +271,12 @@ impl Window {
                 Span { start_ms: now_ms, end_ms: now_ms.saturating_add((*len_ms).max(1)) }
             }
         };
+        // Records only move forward: a worker whose clock read is older than the window another
+        // worker already opened counts in that window instead of resetting it to the past (which
+        // would wipe the newer window's counts).
+        if let Some(s) = stored.filter(|s| s.start_ms > next.start_ms) {
+            return (s, false);
+        }
         let fresh = stored != Some(next);
         (next, fresh)
     }
@@ -400,6 +406,10 @@ mod tests {
         assert_eq!(Window::None.at(T, Some(Span::FOREVER)), (Span::FOREVER, false));
         let cal = Window::Calendar(d(1, Unit::Days));
         assert!(cal.at(T, None).1);
-        assert!(!cal.at(T, Some(cal.at(T, None).0)).1);
+        let today = cal.at(T, None).0;
+        assert!(!cal.at(T, Some(today)).1);
+        // A lagging clock read (yesterday) counts in today's window, never resets it backwards.
+        assert_eq!(cal.at(T - DAY_MS, Some(today)), (today, false));
+        assert!(cal.at(T + DAY_MS, Some(today)).1);
     }
 }
