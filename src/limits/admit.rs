@@ -782,6 +782,23 @@ mod tests {
         assert_eq!(rec(&s, &plan[0]).map(|r| r.used), Some(2));
     }
 
+    #[test]
+    fn the_local_limiter_is_the_seam() {
+        let plan = vec![limit(key(), Kind::Parallel, 1)];
+        let s = store_for(&plan);
+        let limiter: &dyn Limiter = &Local { store: &s, policy: OnUnavailable::FailClosed };
+        let r = limiter.admit(plan.clone(), Demand::default(), NOW).unwrap();
+        assert!(limiter.admit(plan.clone(), Demand::default(), NOW).is_err());
+        assert_eq!(limiter.settle(r, Actual::default()).applied, 1);
+        assert!(limiter.admit(plan.clone(), Demand::default(), NOW).is_ok());
+        // An unavailable store under FailClosed: a 429 that says so, retried after a second.
+        let s = store_for(&plan);
+        s.inject(&plan[0].key(), Fault::Fail);
+        let refusal = Local { store: &s, policy: OnUnavailable::FailClosed }.admit(plan, Demand::default(), NOW).unwrap_err();
+        assert_eq!((refusal.reason, refusal.retry_after_s(NOW)), (Reason::Unavailable, 1));
+        assert_eq!(refusal.message(), "Rate limit state unavailable for api_key: ab12");
+    }
+
     fn admit_rest(mut m: Admitting, s: &MemCas) -> Result<Reservation, Refusal> {
         loop {
             match m.step(s) {

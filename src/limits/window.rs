@@ -6,7 +6,8 @@
 //! crate: Howard Hinnant's `days_from_civil` / `civil_from_days`), and the window of a rate limit
 //! is a pure function of the timestamp and the stored record.
 //!
-//! What LiteLLM does (BerriAI/litellm, read at commit 0cc4fef4 / 00353f5f):
+//! What LiteLLM does (BerriAI/litellm: duration_parser.py at 0cc4fef4, the v3 limiter at 00353f5f
+//! and a later version with the same window script):
 //!
 //! * Parsing — `litellm/litellm_core_utils/duration_parser.py`, `_extract_from_regex`:
 //!   `re.match(r"(\d+)(mo|[smhdw]?)")`, a *prefix* match: `30s`, `30m` (minutes), `30h`, `30d`,
