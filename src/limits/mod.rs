@@ -99,7 +99,10 @@
 //! cost) a request that a later limit refuses holds room on an earlier limit for the moment of
 //! its admission, and others may be refused meanwhile (safe direction; order the plan with the
 //! most likely refusals first — parallel and rpm before tpm and budgets — to shorten it).
-//! Counters live in one Envoy's shared data: they reset when Envoy restarts and multiply with
+//! A parallel slot whose settlement is lost (a VM that dies mid-stream) stays taken until the
+//! key is recreated; LiteLLM's v3 counter instead expires with its 60 s window (which also
+//! frees the slots of streams that run longer) — a staleness rule like `stats/record.rs`'s is
+//! left to the wiring. Counters live in one Envoy's shared data: they reset when Envoy restarts and multiply with
 //! replicas (issue 13).
 //!
 //! # What issue 13 swaps
