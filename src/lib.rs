@@ -29,9 +29,7 @@ pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod openai;
 pub(crate) mod pipeline;
-// Wired by issue 12 phase 2 (virtual keys): test-only until then, so it costs no wasm size.
-#[cfg(test)]
-mod limits;
+pub(crate) mod limits;
 pub(crate) mod percent;
 pub(crate) mod probe;
 pub(crate) mod provider;

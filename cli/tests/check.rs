@@ -261,8 +261,8 @@ keys:
     assert_eq!(
         lines_with(&out.stdout, "warning:"),
         [
-            format!("{config}:9:5: warning: teams[0].max_budget: is not enforced yet: llm-router checks keys' and teams' model access, not their rate limits or budgets"),
-            format!("{config}:14:5: warning: keys[0].rpm_limit: is not enforced yet: llm-router checks keys' and teams' model access, not their rate limits or budgets"),
+            // rpm_limit is enforced: no warning.
+            format!("{config}:9:5: warning: teams[0].max_budget: is not enforced yet: llm-router enforces keys' and teams' model access and rpm/tpm/parallel limits, not budgets"),
         ]
     );
 

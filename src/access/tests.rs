@@ -259,7 +259,7 @@ fn config_problems_with_paths() {
 }
 
 #[test]
-fn limits_load_with_a_not_enforced_warning_and_raw_keys_come_only_from_the_environment() {
+fn budgets_load_with_a_not_enforced_warning_rate_limits_are_enforced_and_raw_keys_come_only_from_the_environment() {
     let mut v = base();
     v["keys"] = json!([{"token": hex("x"), "rpm_limit": 10, "max_budget": 5, "budget_duration": "30d", "metadata": {"dept": "finance"}}]);
     v["teams"] = json!([{"team_id": "t", "tpm_limit": 100}]);
@@ -273,7 +273,19 @@ fn limits_load_with_a_not_enforced_warning_and_raw_keys_come_only_from_the_envir
         .map(|p| p.path.as_str())
         .collect();
     not_yet.sort_unstable();
-    assert_eq!(not_yet, ["keys[0].budget_duration", "keys[0].max_budget", "keys[0].rpm_limit", "teams[0].tpm_limit"]);
+    assert_eq!(not_yet, ["keys[0].budget_duration", "keys[0].max_budget"]);
+    let c = loaded.config.as_ref().map(|c| c.limits.for_request(0, "any").iter().map(|l| (l.kind, l.limit)).collect::<Vec<_>>());
+    assert_eq!(c, Some(vec![(crate::limits::Kind::Requests, 10)]), "the key is in no team: its own rpm only");
+
+    // Rate limits and in-request failover cannot be combined (not exact across passes).
+    let mut f = v.clone();
+    f["envoy_settings"] = json!({"failover": true});
+    let refused = load(&f);
+    assert!(refused.config.is_none());
+    assert!(refused.diagnostics.errors.iter().any(|p| p.path == "envoy_settings.failover" && p.reason.contains("rpm_limit")), "{:?}", refused.diagnostics.errors);
+    f["keys"] = json!([{"token": hex("x")}]);
+    f["teams"] = json!([]);
+    assert!(load(&f).config.is_some(), "failover alone loads");
 
     v["keys"] = json!([{"key": "sk-live-in-the-file"}, {"key": "os.environ/UNSET_KEY"}]);
     let loaded = load(&v);

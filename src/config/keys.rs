@@ -34,6 +34,30 @@ pub struct KeyEntry {
     /// `expires`, epoch ms.
     pub expires_ms: Option<u64>,
     pub blocked: bool,
+    /// `rpm_limit`, `tpm_limit`, `max_parallel_requests` (enforced: `crate::limits::plan`).
+    pub rates: Rates,
+    /// `model_rpm_limit` / `model_tpm_limit` (top level or in `metadata`, as LiteLLM stores
+    /// them): model name → limit, in the config's order.
+    pub model_rpm: Vec<(String, u64)>,
+    pub model_tpm: Vec<(String, u64)>,
+}
+
+/// The rate limits of a key or a team.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rates {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub parallel: Option<u64>,
+}
+
+impl Rates {
+    fn parse(s: &Section<'_>, diags: &mut Diagnostics) -> Rates {
+        Rates { rpm: s.count("rpm_limit", diags), tpm: s.count("tpm_limit", diags), parallel: s.count("max_parallel_requests", diags) }
+    }
+
+    pub fn any(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some() || self.parallel.is_some()
+    }
 }
 
 /// One team.
@@ -43,6 +67,7 @@ pub struct TeamEntry {
     pub alias: Option<String>,
     pub models: Vec<String>,
     pub blocked: bool,
+    pub rates: Rates,
 }
 
 /// The parsed `keys` and `teams`.
@@ -123,6 +148,9 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostic
         let models = s.string_list("models", diags);
         let key_aliases = string_map(&s, "aliases", diags);
         let blocked = s.bool("blocked", diags).unwrap_or(false);
+        let rates = Rates::parse(&s, diags);
+        let model_rpm = count_map(&s, "model_rpm_limit", diags);
+        let model_tpm = count_map(&s, "model_tpm_limit", diags);
         let Some((hash, _)) = digest.filter(|_| duplicate.is_none()) else { continue };
         out.keys.push(KeyEntry {
             hash,
@@ -132,6 +160,9 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostic
             aliases: key_aliases,
             expires_ms,
             blocked,
+            rates,
+            model_rpm,
+            model_tpm,
         });
     }
     out
@@ -201,7 +232,26 @@ fn parse_teams(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<TeamEntry>
             alias: s.str("team_alias", diags).map(str::to_string),
             models: s.string_list("models", diags),
             blocked: s.bool("blocked", diags).unwrap_or(false),
+            rates: Rates::parse(&s, diags),
         });
+    }
+    out
+}
+
+/// A mapping of model names to counts (`model_rpm_limit`), in the config's order.
+fn count_map(s: &Section<'_>, key: &str, diags: &mut Diagnostics) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    match s.get(key) {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            let inner = s.child(key, diags);
+            for k in m.keys() {
+                if let Some(n) = inner.count(k, diags) {
+                    out.push((k.clone(), n));
+                }
+            }
+        }
+        Some(other) => diags.error(s.field_path(key), format!("must be a mapping of model names to limits, got {}", kind(other))),
     }
     out
 }
@@ -252,7 +302,7 @@ mod tests {
         assert_eq!(k.models, ["gpt-4o", "beta"]);
         assert_eq!(k.aliases, [("fast".to_string(), "gpt-4o-mini".to_string())]);
         assert_eq!(ids.keys[1].hash, key_hash("sk-other"));
-        assert_eq!(ids.teams[0], TeamEntry { team_id: "t1".into(), alias: Some("Finance".into()), models: vec!["gpt-4o".into()], blocked: true });
+        assert_eq!(ids.teams[0], TeamEntry { team_id: "t1".into(), alias: Some("Finance".into()), models: vec!["gpt-4o".into()], blocked: true, rates: Rates::default() });
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod deployment;
 mod env;
 mod extra_headers;
 mod fields;
-mod iso8601;
+pub(crate) mod iso8601;
 pub(crate) mod keys;
 mod problems;
 mod schema;
@@ -47,6 +47,8 @@ pub struct RouterConfig {
     pub master_key: Option<String>,
     /// Virtual keys and teams (`keys`, `teams`): who may call which model (`crate::access`).
     pub access: crate::access::Policy,
+    /// Each virtual key's rate limits, indexed like `access.keys` (`crate::limits::plan`).
+    pub limits: crate::limits::plan::Plans,
     /// The `GET /v1/models` answer, built once per config (`pipeline::listing`).
     pub models_body: Vec<u8>,
     /// Background health probes (`src/probe/`).
@@ -220,11 +222,22 @@ fn build(
     }
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
     let identities = keys::parse(top.get("keys"), top.get("teams"), diags);
+    let limits = crate::limits::plan::Plans::build(&identities);
+    if limits.any() && envoy.failover {
+        // A failover pass is a new stream through the filter, and the first pass's stream may
+        // end before the retry runs: admission and settlement are not exact across passes yet.
+        diags.error(
+            "envoy_settings.failover",
+            "cannot be combined with keys' or teams' rpm_limit / tpm_limit / max_parallel_requests / model_rpm_limit / model_tpm_limit: \
+             a failover pass is a new pass through the filter whose limits would be admitted and settled twice or not at all; \
+             turn failover off or remove the rate limits",
+        );
+    }
     let access = crate::access::Policy::build(identities, &table, &router.model_group_alias, diags);
     if master_key.as_deref().is_some_and(|m| access.lookup(&crate::access::key_hash(m)).is_some()) {
         diags.error("general_settings.master_key", "is also a virtual key in keys: the master key has full access, so the key's restrictions would never apply");
     }
-    Some(RouterConfig { table, router, envoy, master_key, access, models_body, health_checks, skipped, generation: 0 })
+    Some(RouterConfig { table, router, envoy, master_key, access, limits, models_body, health_checks, skipped, generation: 0 })
 }
 
 /// LiteLLM's key fallback: a `litellm_params` deployment without an `api_key` (absent, null or

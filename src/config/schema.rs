@@ -146,13 +146,16 @@ pub const GENERAL_SETTINGS: &[(&str, Use)] = &[
 ];
 
 /// Why limit and budget fields of keys and teams are accepted but not acted on (yet).
-const NOT_YET: &str = "is not enforced yet: llm-router checks keys' and teams' model access, not their rate limits or budgets";
+const NOT_YET: &str = "is not enforced yet: llm-router enforces keys' and teams' model access and rpm/tpm/parallel limits, not budgets";
 /// Why identity metadata is accepted but not used (yet).
 const ATTRIBUTION: &str = "spend attribution (per user, tag and metadata) is not implemented yet";
 
 /// Limits LiteLLM reads from a key's or team's `metadata` (`get_key_model_rpm_limit` in
 /// `litellm/proxy/auth/auth_utils.py`).
-const METADATA_LIMITS: &[&str] = &["model_rpm_limit", "model_tpm_limit", "model_max_parallel_requests"];
+const METADATA_LIMITS: &[&str] = &["model_max_parallel_requests"];
+/// Per-model limits read from `metadata` too (moved to the entry's top level before parsing,
+/// where `/key/generate` takes them; a top-level one wins).
+const METADATA_READ: &[&str] = &["model_rpm_limit", "model_tpm_limit"];
 
 /// A virtual key (`keys[i]`), LiteLLM's `LiteLLM_VerificationToken` / `/key/generate` fields.
 pub const KEY_FIELDS: &[(&str, Use)] = &[
@@ -167,14 +170,14 @@ pub const KEY_FIELDS: &[(&str, Use)] = &[
     ("user_id", Ignored(ATTRIBUTION)),
     ("metadata", Ignored(ATTRIBUTION)),
     ("tags", Ignored(ATTRIBUTION)),
-    ("rpm_limit", Ignored(NOT_YET)),
-    ("tpm_limit", Ignored(NOT_YET)),
-    ("max_parallel_requests", Ignored(NOT_YET)),
+    ("rpm_limit", Read),
+    ("tpm_limit", Read),
+    ("max_parallel_requests", Read),
     ("max_budget", Ignored(NOT_YET)),
     ("soft_budget", Ignored(NOT_YET)),
     ("budget_duration", Ignored(NOT_YET)),
-    ("model_rpm_limit", Ignored(NOT_YET)),
-    ("model_tpm_limit", Ignored(NOT_YET)),
+    ("model_rpm_limit", Read),
+    ("model_tpm_limit", Read),
     ("model_max_budget", Ignored(NOT_YET)),
     ("spend", Ignored("spend is not tracked yet (LiteLLM's spend counter of an exported key is not imported)")),
 ];
@@ -186,9 +189,9 @@ pub const TEAM_FIELDS: &[(&str, Use)] = &[
     ("models", Read),
     ("blocked", Read),
     ("metadata", Ignored(ATTRIBUTION)),
-    ("rpm_limit", Ignored(NOT_YET)),
-    ("tpm_limit", Ignored(NOT_YET)),
-    ("max_parallel_requests", Ignored(NOT_YET)),
+    ("rpm_limit", Read),
+    ("tpm_limit", Read),
+    ("max_parallel_requests", Read),
     ("max_budget", Ignored(NOT_YET)),
     ("soft_budget", Ignored(NOT_YET)),
     ("budget_duration", Ignored(NOT_YET)),
@@ -245,6 +248,14 @@ pub fn prune_sections(root: &mut Map<String, Value>, diags: &mut Diagnostics) {
                         for k in METADATA_LIMITS.iter().filter(|k| meta.contains_key(**k)) {
                             diags.ignored(format!("{name}[{i}].metadata.{k}"), NOT_YET);
                         }
+                        let lifted: Vec<(String, Value)> = if name == "keys" {
+                            METADATA_READ.iter().filter_map(|k| meta.get(*k).map(|v| ((*k).to_string(), v.clone()))).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        for (k, v) in lifted {
+                            entry.entry(k).or_insert(v);
+                        }
                     }
                     prune_map(entry, &format!("{name}[{i}]"), table, &|k| lookup(table, k) == Read, diags);
                 }
@@ -298,20 +309,21 @@ mod tests {
 
     #[test]
     fn key_and_team_limits_are_accepted_with_a_not_enforced_yet_warning() {
-        let mut v = json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET", "metadata": {"dept": "x", "model_rpm_limit": {"gpt-4o": 5}}, "odd": 1}],
+        let mut v = json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET",
+            "metadata": {"dept": "x", "model_rpm_limit": {"gpt-4o": 5}, "model_max_parallel_requests": {"gpt-4o": 1}}, "odd": 1}],
             "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d"}]});
         let Value::Object(map) = &mut v else { panic!() };
         let mut d = Diagnostics::default();
         prune_sections(map, &mut d);
-        assert_eq!(v, json!({"keys": [{"token": "t"}], "teams": [{"team_id": "a"}]}));
+        // Rate limits stay (enforced); metadata's per-model rpm is lifted to the key.
+        assert_eq!(v, json!({"keys": [{"token": "t", "rpm_limit": 10, "model_rpm_limit": {"gpt-4o": 5}}], "teams": [{"team_id": "a", "tpm_limit": 5}]}));
         let lines: Vec<String> = d.warnings.iter().map(|p| p.to_string()).collect();
-        for want in ["keys[0].rpm_limit: is not enforced yet", "keys[0].max_budget: is not enforced yet",
-            "teams[0].tpm_limit: is not enforced yet", "teams[0].budget_duration: is not enforced yet",
+        for want in ["keys[0].max_budget: is not enforced yet", "teams[0].budget_duration: is not enforced yet",
             "keys[0].metadata: is ignored: spend attribution", "keys[0].odd: is not used by llm-router",
-            "keys[0].metadata.model_rpm_limit: is not enforced yet"] {
+            "keys[0].metadata.model_max_parallel_requests: is not enforced yet"] {
             assert!(lines.iter().any(|l| l.starts_with(want)), "{want} not in {lines:?}");
         }
-        assert_eq!(lines.len(), 7, "{lines:?}");
+        assert_eq!(lines.len(), 5, "{lines:?}");
         assert!(d.warnings.iter().all(|p| p.kind == super::super::problems::Kind::Ignored));
     }
 

@@ -139,6 +139,11 @@ impl RootContext for Root {
                 ensure_key(&crate::stats::keys::stats(&d.id));
             }
         }
+        // Rate-limit records, keyed by key hash / team id: a reload keeps those of unchanged
+        // keys (records of removed keys stay; they are not deleted yet).
+        for k in cfg.limits.record_keys() {
+            ensure_key(&k);
+        }
         log::info!(
             "llm-router: configured {} deployment(s) in {} model group(s)",
             cfg.table.deployments.len(),

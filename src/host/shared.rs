@@ -24,7 +24,9 @@ impl Store for SharedData {
 /// Creates `key` empty if absent, so later writers always hold a CAS token (creating a key
 /// is the one shared-data write CAS cannot protect).
 pub fn ensure_key(key: &str) {
-    if let Ok((None, _)) = hostcalls::get_shared_data(key) {
+    // Absent means no CAS token (NotFound); an existing key read back empty has one and is
+    // left alone, so a concurrent first write is never overwritten.
+    if let Ok((None, None)) = hostcalls::get_shared_data(key) {
         let _ = hostcalls::set_shared_data(key, Some(b""), None);
     }
 }

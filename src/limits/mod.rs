@@ -3,9 +3,11 @@
 //! key-per-model (`model_rpm_limit`, `model_tpm_limit`, `model_max_budget`), exact across the
 //! workers of one Envoy.
 //!
-//! Status: **not wired**. The crate declares this module `#[cfg(test)]` until issue 12 phase 2
-//! builds the plan of limits from the keys/teams config and calls it from the request path, so
-//! it costs no wasm size today. No proxy-wasm here: the store is a trait.
+//! Status: **wired for rate limits** (issue 12 phase 2a): [`plan`] builds each key's list of
+//! `rpm_limit` / `tpm_limit` / `max_parallel_requests` limits (key, team, key-per-model) at
+//! config time, `shell/router_stream.rs` admits in the body phase and settles in `on_log`,
+//! [`reply`] makes the 429 and the `x-ratelimit-*` headers. Budgets and users are not wired
+//! yet. No proxy-wasm here: the store is a trait.
 //!
 //! # Layers
 //!
@@ -116,13 +118,16 @@
 //! is already a state machine of single store operations, a store reached by callouts could
 //! also drive [`Admitting`] one step per callback, if issue 13 chooses that.
 
-// Reached from tests only until phase 2 wires it (then drop this allow).
+// Budgets, users and the step-wise machines are reached from tests only until issue 12's later
+// phases use them.
 #![allow(dead_code, unused_imports)]
 
 mod admit;
 mod counter;
+pub mod plan;
 #[cfg(test)]
 mod props;
+pub mod reply;
 mod store;
 mod window;
 

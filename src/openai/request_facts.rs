@@ -30,6 +30,15 @@ pub const MAX_TAG_BYTES: usize = 256;
 pub struct BodyFacts {
     pub tags: Vec<String>,
     pub input_tokens: u64,
+    /// `max_completion_tokens`, else `max_tokens`, when a non-negative integer (the tpm
+    /// reservation's output part).
+    pub max_output_tokens: Option<u64>,
+}
+
+/// A member's value as a non-negative integer.
+fn whole(m: Option<&Member<'_>>) -> Option<u64> {
+    let m = m.filter(|m| m.kind == ValueKind::Number)?;
+    std::str::from_utf8(m.value_raw).ok()?.parse::<u64>().ok()
 }
 
 /// `ceil(body_len / 4)`: see the module docs.
@@ -47,6 +56,7 @@ pub fn scan_request_with_facts<'a>(body: &'a [u8], wanted: &[&str]) -> Result<(R
     let facts = BodyFacts {
         tags: request_tags(members.tags.as_ref(), members.metadata.as_ref()),
         input_tokens: estimate_input_tokens(body.len()),
+        max_output_tokens: whole(members.max_completion_tokens.as_ref()).or_else(|| whole(members.max_tokens.as_ref())),
     };
     Ok((scan, facts))
 }
@@ -153,6 +163,16 @@ mod tests {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn max_output_tokens_prefers_max_completion_tokens_and_needs_an_integer() {
+        assert_eq!(facts(r#"{"max_tokens":7}"#).max_output_tokens, Some(7));
+        assert_eq!(facts(r#"{"max_tokens":7,"max_completion_tokens":9}"#).max_output_tokens, Some(9));
+        assert_eq!(facts(r#"{"max_completion_tokens":"9","max_tokens":7}"#).max_output_tokens, Some(7));
+        assert_eq!(facts(r#"{"max_tokens":-1}"#).max_output_tokens, None);
+        assert_eq!(facts(r#"{"max_tokens":1.5,"x":{"max_tokens":3}}"#).max_output_tokens, None);
+        assert_eq!(facts(r#"{"model":"m"}"#).max_output_tokens, None);
     }
 
     #[test]

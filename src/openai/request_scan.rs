@@ -64,6 +64,8 @@ pub fn scan_request<'a>(body: &'a [u8], wanted: &[&str]) -> Result<RequestScan<'
 pub(super) struct FactMembers<'a> {
     pub tags: Option<Member<'a>>,
     pub metadata: Option<Member<'a>>,
+    pub max_tokens: Option<Member<'a>>,
+    pub max_completion_tokens: Option<Member<'a>>,
 }
 
 /// [`scan_request`], also keeping the `tags` and `metadata` members: the one visitor both use.
@@ -93,6 +95,10 @@ pub(super) fn scan_request_members<'a>(body: &'a [u8], wanted: &[&str]) -> Resul
             facts.tags.get_or_insert_with(|| m.clone());
         } else if m.key_is("metadata") {
             facts.metadata.get_or_insert_with(|| m.clone());
+        } else if m.key_is("max_tokens") {
+            facts.max_tokens.get_or_insert_with(|| m.clone());
+        } else if m.key_is("max_completion_tokens") {
+            facts.max_completion_tokens.get_or_insert_with(|| m.clone());
         }
         for (bit, name) in wanted.iter().take(64).enumerate() {
             if m.key_is(name) {

@@ -16,7 +16,9 @@ use super::host::{Flow, Host};
 use super::vm::Vm;
 use crate::config::RouterConfig;
 use crate::failover::{REDIRECTOR_HEADER, STATE_HEADER};
+use crate::access::Caller;
 use crate::health::parse_retry_after;
+use crate::limits::{self, Actual, Demand, Kind, Limiter, Local, OnUnavailable, Reservation};
 use crate::metrics::{self, Pass, Sink};
 use crate::openai::{ApiError, UsageTracker};
 use crate::pipeline::auth::ClientCredentials;
@@ -60,6 +62,8 @@ struct Sent {
     usage: Option<UsageTracker>,
     first_byte_ms: Option<u64>,
     outcome: Option<Outcome>,
+    /// The key's admitted rate limits, settled once in `on_log` (taken there).
+    limits: Option<Reservation>,
 }
 
 /// The router's per-stream logic, generic over the metrics sink of its VM; each callback takes
@@ -325,6 +329,12 @@ impl<S: Sink> RouterStream<S> {
         if !Self::apply(host, &fwd, &headers, body_size) {
             return self.reply(host, &internal_error("llm-router could not rewrite the request"));
         }
+        // Rate limits: a pre-call check, after identity and model access (LiteLLM's limiter is
+        // a pre-call hook). Admitted here, settled in `on_log` whatever ends the stream.
+        let limits = match Self::admit(host, &cfg, pending.caller, &fwd, now) {
+            Ok(r) => r,
+            Err(reply) => return self.reply(host, &reply),
+        };
         log::debug!(
             "llm-router: {} → deployment {} ({}) via {}, attempt {}",
             fwd.group,
@@ -367,8 +377,39 @@ impl<S: Sink> RouterStream<S> {
             usage: None,
             first_byte_ms: None,
             outcome: None,
+            limits,
         });
         Flow::Continue
+    }
+
+    /// Admits a virtual key's request against its rate limits (key, team, key-per-model for
+    /// the model the client asked for). None: no limits apply. Store failures skip the limit
+    /// (fail open, logged).
+    fn admit<H: Host>(host: &H, cfg: &RouterConfig, caller: Caller, fwd: &Forward<'_>, now: u64) -> Result<Option<Reservation>, Reply> {
+        let Caller::Key(key) = caller else { return Ok(None) };
+        let model = fwd.fallback_from.as_deref().unwrap_or(fwd.group);
+        let plan = cfg.limits.for_request(key, model);
+        if plan.is_empty() {
+            return Ok(None);
+        }
+        let demand = Demand { tokens: limits::plan::token_demand(fwd.input_tokens, fwd.max_output_tokens), cost_nanos: 0 };
+        let limiter = Local { store: host.shared(), policy: OnUnavailable::FailOpen };
+        match limiter.admit(plan.to_vec(), demand, now) {
+            Ok(r) => {
+                for &i in &r.unchecked {
+                    if let Some(l) = plan.get(i) {
+                        log::warn!("llm-router: rate-limit record {} unavailable: limit not checked for this request", l.key());
+                    }
+                }
+                Ok(Some(r))
+            }
+            Err(refusal) => {
+                if let Some(who) = cfg.access.describe(caller) {
+                    log::info!("llm-router: {who} rate limited ({:?} {:?} limit {})", refusal.kind, refusal.reason, refusal.limit);
+                }
+                Err(limits::reply::refusal_reply(&refusal, now))
+            }
+        }
     }
 
     pub fn on_response_headers<H: Host>(&mut self, host: &H) -> Flow {
@@ -378,6 +419,11 @@ impl<S: Sink> RouterStream<S> {
         set_response_header(host, DEPLOYMENT_HEADER, Some(&dep.id));
         set_response_header(host, GROUP_HEADER, Some(&dep.group));
         set_response_header(host, ATTEMPTS_HEADER, Some(&sent.attempts.to_string()));
+        if let Some(r) = &sent.limits {
+            for (name, value) in limits::reply::status_headers(&r.statuses, host.now_ms()) {
+                set_response_header(host, name, Some(&value));
+            }
+        }
         if let Some(from) = &sent.fallback_from {
             set_response_header(host, FALLBACK_FROM_HEADER, Some(from));
         }
@@ -419,7 +465,8 @@ impl<S: Sink> RouterStream<S> {
         sent.outcome = verdict.outcome;
         if verdict.outcome == Some(Outcome::Success) {
             // Token usage for the strategy's statistics, the token metrics and/or the access log.
-            if log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body())
+            let tpm = sent.limits.as_ref().is_some_and(|r| r.statuses.iter().any(|s| s.kind == Kind::Tokens));
+            if (tpm || log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body()))
                 && response_header(host, "content-encoding").is_none()
             {
                 sent.usage = Some(UsageTracker::for_content_type(response_header(host, "content-type").as_deref()));
@@ -456,6 +503,19 @@ impl<S: Sink> RouterStream<S> {
         let Some(cfg) = self.config.clone() else { return };
         // The response's token usage, read once for the access log, the metrics and the statistics.
         let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
+        if let Some(reservation) = sent.limits.take() {
+            // Tokens: the usage the response reported; none from a failed attempt (nothing was
+            // generated); unknown (no usage read) keeps the reservation as consumed.
+            let tokens = match (usage, sent.outcome) {
+                (Some(u), _) => Some(u.total()),
+                (None, Some(Outcome::Success)) => None,
+                (None, _) => Some(0),
+            };
+            let done = Local { store: host.shared(), policy: OnUnavailable::FailOpen }.settle(reservation, Actual { tokens, cost_nanos: None });
+            if done.failed > 0 {
+                log::warn!("llm-router: settling {} rate-limit record(s) failed: they stay counted until their window ends", done.failed);
+            }
+        }
         if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties && cfg.envoy.access_log_tokens) {
             // Envoy runs the filter's on_log before the access loggers: these reach the line.
             for (name, value) in log_props::tokens(u) {

@@ -195,7 +195,7 @@ def test_envoy_s_log_names_keys_by_alias_never_by_key_or_hash(gateway):
     expect_no_secrets(text, CLIENT_KEYS + (PROVIDER,) + tuple(litellm_hash(k) for k in CLIENT_KEYS), "Envoy's log")
     expect_no_secrets(text.lower(), (litellm_hash(RESEARCH).lower(),), "Envoy's log")
     # The limits a LiteLLM admin wrote are not silently honoured: each got its warning at load.
-    assert "keys[0].rpm_limit: is not enforced yet" in text
+    assert "keys[0].rpm_limit" not in text  # enforced now (test_rate_limits.py)
     assert "teams[0].max_budget: is not enforced yet" in text
 
 

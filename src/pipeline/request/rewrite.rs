@@ -44,6 +44,8 @@ pub struct Forward<'c> {
     pub fallback_from: Option<String>,
     /// The request's input token estimate (usage accounting).
     pub input_tokens: u64,
+    /// The request's `max_completion_tokens` / `max_tokens` (the tpm reservation).
+    pub max_output_tokens: Option<u64>,
 }
 
 /// What a wildcard may capture when the capture lands in the upstream `:path` (Azure puts the
@@ -144,6 +146,7 @@ pub(super) fn plan<'c>(
         attempts: state.hop + 1,
         fallback_from,
         input_tokens: scanned.facts.input_tokens,
+        max_output_tokens: scanned.facts.max_output_tokens,
     })
 }
 
