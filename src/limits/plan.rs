@@ -20,7 +20,9 @@
 use super::admit::{Kind, Limit, Scope};
 use super::counter::Check;
 use super::window::{Window, DEFAULT_RATE_WINDOW_MS};
-use crate::config::keys::{Identities, Rates};
+use crate::config::keys::Identities;
+#[cfg(test)]
+use crate::config::keys::Rates;
 
 /// Output tokens reserved for a request that sets neither `max_tokens` nor
 /// `max_completion_tokens` (settled to the actual usage when the response reports it).
@@ -70,11 +72,12 @@ impl Plans {
                 let none = Scope::Team(String::new());
                 let team_scope = team.as_ref().map_or(&none, |(s, _)| s);
                 let mut base = Vec::new();
-                let kinds: [(Kind, fn(&Rates) -> Option<u64>); 3] =
-                    [(Kind::Parallel, |r| r.parallel), (Kind::Requests, |r| r.rpm), (Kind::Tokens, |r| r.tpm)];
-                for (kind, get) in kinds {
-                    rate(&key, kind, get(&k.rates), &mut base);
-                    rate(team_scope, kind, get(&team_rates), &mut base);
+                let (own, theirs) = (k.rates, team_rates);
+                for (kind, mine, team) in
+                    [(Kind::Parallel, own.parallel, theirs.parallel), (Kind::Requests, own.rpm, theirs.rpm), (Kind::Tokens, own.tpm, theirs.tpm)]
+                {
+                    rate(&key, kind, mine, &mut base);
+                    rate(team_scope, kind, team, &mut base);
                 }
                 let mut models: Vec<&str> = k.model_rpm.iter().chain(&k.model_tpm).map(|(m, _)| m.as_str()).collect();
                 models.dedup();

@@ -22,6 +22,8 @@ pub mod fake;
 #[cfg(test)]
 mod keys_tests;
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod router_tests;
 #[cfg(test)]
 mod upstream_tests;
