@@ -133,7 +133,8 @@ fn parallel_slots_are_released_once_whatever_ends_the_stream() {
     let (cfg, vm) = gateway(json!({"max_parallel_requests": 2}), json!([]));
     let shared = FakeHost::default();
     let slots = limit_key("parallel", "key", &hex(KEY));
-    let endings: [(&str, fn(&mut RouterStream<FakeSink>, &FakeHost)); 4] = [
+    type Ending = fn(&mut RouterStream<FakeSink>, &FakeHost);
+    let endings: [(&str, Ending); 4] = [
         ("success", |s, h| {
             h.respond(&[(":status", "200"), ("content-type", "application/json")]);
             s.on_response_headers(h);

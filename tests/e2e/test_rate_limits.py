@@ -1,0 +1,182 @@
+"""Virtual keys' rate limits against real Envoy with two workers (`--concurrency 2`): `rpm_limit`,
+`max_parallel_requests` and `tpm_limit` are counted in Envoy's shared data with compare-and-swap, so they
+hold exactly across the workers, and a refused request is LiteLLM's 429 (the OpenAI SDK raises
+`RateLimitError`) with `retry-after` and OpenAI's `x-ratelimit-*` headers, which admitted responses carry too.
+
+No timing assertion: concurrency comes from a barrier and slow mock streams; waits poll with a deadline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from .support import client
+from .support.envoy import clusters_for
+from .support.plugin import chat, deployment, plugin_config
+
+CHAT = "/v1/chat/completions"
+PROVIDER = "sk-provider-9a1e"
+
+
+def litellm_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def gateway(make_mock, start_envoy, key: dict):
+    oa = make_mock("openai", "oa")
+    cfg = plugin_config([deployment("gpt-4o", "openai/gpt-4o", oa.url + "/v1", api_key=PROVIDER, id="gpt4o")],
+                        master_key="sk-master-rl")
+    cfg["keys"] = [key]
+    envoy = start_envoy(cfg, clusters_for(oa), concurrency=2)
+    return envoy, oa
+
+
+def post(envoy, key: str, body: dict) -> client.Response:
+    return client.post_json(envoy.base_url, CHAT, body, headers={"authorization": f"Bearer {key}"}, timeout=30)
+
+
+def concurrently(n: int, fn) -> list:
+    """Runs fn() n times at once (each on its own connection), released together by a barrier."""
+    barrier = threading.Barrier(n)
+
+    def one(_):
+        barrier.wait(timeout=30)
+        return fn()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def expect_rate_limited(resp, limit_type: str, limit: int, remaining: int = 0):
+    assert resp.status == 429, resp
+    err = resp.json()["error"]
+    # LiteLLM's body for its limiter's HTTPException: type "None", code "429".
+    assert (err["type"], err["code"]) == ("None", "429"), err
+    assert f"Limit type: {limit_type}. Current limit: {limit}, Remaining: {remaining}" in err["message"], err
+    assert int(resp.headers["retry-after"]) >= 1, resp.headers
+
+
+def test_rpm_limit_admits_exactly_n_of_3n_concurrent_requests_across_both_workers(make_mock, start_envoy):
+    key, n = "sk-rpm-7f01", 10
+    envoy, oa = gateway(make_mock, start_envoy, {"token": litellm_hash(key), "key_alias": "rpm-app", "rpm_limit": n})
+    results = concurrently(3 * n, lambda: post(envoy, key, chat("gpt-4o")))
+    ok = [r for r in results if r.status == 200]
+    refused = [r for r in results if r.status != 200]
+    assert len(ok) == n, [r.status for r in results]
+    assert oa.count == n, "refused requests never reach the provider"
+    for r in refused:
+        expect_rate_limited(r, "requests", n)
+        assert r.headers["x-ratelimit-limit-requests"] == str(n)
+        assert r.headers["x-ratelimit-remaining-requests"] == "0"
+        assert r.headers["x-ratelimit-reset-requests"].endswith("s")
+    # Admitted responses carry the headers too: remaining counts down from n-1 to 0, each value once.
+    assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in ok) == list(range(n))
+    assert all(r.headers["x-ratelimit-limit-requests"] == str(n) for r in ok)
+
+    # The OpenAI SDK sees a RateLimitError, with the headers.
+    sdk = openai.OpenAI(base_url=envoy.base_url + "/v1", api_key=key, max_retries=0, timeout=10)
+    try:
+        with pytest.raises(openai.RateLimitError) as e:
+            sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hello!"}])
+        assert e.value.status_code == 429
+        assert e.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+        assert int(e.value.response.headers["retry-after"]) >= 1
+    finally:
+        sdk.close()
+    # Envoy's log names the key by alias, never by key or hash... except LiteLLM's message carries the hash to
+    # the client that holds the key; the log line does not.
+    text = envoy.log_text()
+    assert "key `rpm-app` rate limited" in text
+    assert key not in text
+
+
+def test_max_parallel_requests_is_exact_under_32_concurrent_slow_streams(make_mock, start_envoy):
+    key, limit = "sk-par-22b4", 4
+    envoy, oa = gateway(make_mock, start_envoy, {"token": litellm_hash(key), "max_parallel_requests": limit})
+    # Admitted streams last a few seconds (events 0.5 s apart): every refusal happens while they run.
+    oa.respond(stream_delay=0.5)
+
+    def stream():
+        s = client.stream_post(envoy.base_url, CHAT, chat("gpt-4o", stream=True),
+                               headers={"authorization": f"Bearer {key}"}, timeout=60)
+        s.read_all()
+        return s
+
+    results = concurrently(32, stream)
+    ok = [s for s in results if s.status == 200]
+    refused = [s for s in results if s.status != 200]
+    assert len(ok) == limit, [s.status for s in results]
+    assert all(b"[DONE]" in s.body for s in ok)
+    for s in refused:
+        assert s.status == 429
+        err = json.loads(s.body)["error"]
+        assert (err["type"], err["code"]) == ("None", "429")
+        assert f"Limit type: max_parallel_requests. Current limit: {limit}" in err["message"], err
+        assert s.headers["retry-after"] == "1"
+
+    # Every slot came back exactly once: the next wave gets exactly `limit` again (poll: the last stream's
+    # slot is released when Envoy closes it, just after the client read its end).
+    oa.respond()
+    deadline = time.monotonic() + 15
+    while True:
+        wave = concurrently(limit, lambda: post(envoy, key, chat("gpt-4o")))
+        if all(r.status == 200 for r in wave) or time.monotonic() > deadline:
+            break
+    assert [r.status for r in wave] == [200] * limit
+
+
+def reservation(body: dict) -> int:
+    """The router's tpm reservation: ceil(body bytes / 4) + max_tokens (the client sends json.dumps(body))."""
+    return -(-len(json.dumps(body).encode()) // 4) + body["max_tokens"]
+
+
+def usage_of(sse: bytes) -> int:
+    for line in sse.decode().splitlines():
+        if line.startswith("data: {"):
+            event = json.loads(line[len("data: "):])
+            if event.get("usage"):
+                return event["usage"]["total_tokens"]
+    raise AssertionError(f"no usage in the stream: {sse[:300]!r}")
+
+
+def test_tpm_limit_is_reconciled_from_the_streamed_usage(make_mock, start_envoy):
+    key, tpm = "sk-tpm-31c9", 300
+    envoy, oa = gateway(make_mock, start_envoy, {"token": litellm_hash(key), "tpm_limit": tpm})
+    oa.respond(stream_delay=0.4)
+    body = chat("gpt-4o", stream=True, stream_options={"include_usage": True}, max_tokens=200)
+    first = client.stream_post(envoy.base_url, CHAT, body, headers={"authorization": f"Bearer {key}"}, timeout=30)
+    assert first.status == 200
+    assert first.headers["x-ratelimit-limit-tokens"] == str(tpm)
+    # Reserved: the input estimate (body bytes / 4, rounded up) plus max_tokens.
+    reserved = reservation(body)
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) == tpm - reserved, first.headers
+    assert 2 * reserved > tpm, "the test needs two reservations not to fit"
+
+    # While the first streams, its reservation holds: a second one does not fit.
+    second = post(envoy, key, body)
+    expect_rate_limited(second, "tokens", tpm, remaining=tpm - reserved)
+    assert second.headers["x-ratelimit-limit-tokens"] == str(tpm)
+    assert int(second.headers["x-ratelimit-remaining-tokens"]) == tpm - reserved
+
+    first.read_all()
+    used = usage_of(first.body)
+    assert used < reserved, "the mock's usage is below the reservation"
+
+    # Once the first stream is settled with its actual usage, the second fits, and what remains is the limit
+    # minus the first's *actual* tokens minus the second's reservation (poll: settlement runs when Envoy
+    # closes the stream, just after the client read its end).
+    oa.respond()
+    plain = chat("gpt-4o", max_tokens=200)
+    deadline = time.monotonic() + 15
+    while True:
+        again = post(envoy, key, plain)
+        if again.status == 200 or time.monotonic() > deadline:
+            break
+    assert again.status == 200, again
+    assert int(again.headers["x-ratelimit-remaining-tokens"]) == tpm - used - reservation(plain), (used, again.headers)
