@@ -180,3 +180,24 @@ def test_tpm_limit_is_reconciled_from_the_streamed_usage(make_mock, start_envoy)
             break
     assert again.status == 200, again
     assert int(again.headers["x-ratelimit-remaining-tokens"]) == tpm - used - reservation(plain), (used, again.headers)
+
+
+def test_a_client_that_hangs_up_mid_stream_gives_its_parallel_slot_back(make_mock, start_envoy):
+    key = "sk-reset-5e77"
+    envoy, oa = gateway(make_mock, start_envoy, {"token": litellm_hash(key), "max_parallel_requests": 1})
+    # Events 30 s apart: the provider's stream outlasts the poll below by far, so only the reset frees the slot.
+    oa.respond(stream_delay=30.0)
+    held = client.stream_post(envoy.base_url, CHAT, chat("gpt-4o", stream=True),
+                              headers={"authorization": f"Bearer {key}"}, timeout=30)
+    assert held.status == 200
+    next(iter(held))  # the first event arrived: the stream is running
+    blocked = post(envoy, key, chat("gpt-4o"))
+    expect_rate_limited(blocked, "max_parallel_requests", 1)
+    held._conn.close()  # the client resets; the provider is still streaming
+    oa.respond()
+    deadline = time.monotonic() + 15
+    while True:
+        after = post(envoy, key, chat("gpt-4o"))
+        if after.status == 200 or time.monotonic() > deadline:
+            break
+    assert after.status == 200, after
