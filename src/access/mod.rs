@@ -9,8 +9,10 @@
 //! held as its SHA-256 (`hash.rs`), compared in constant time after a hash-map lookup, and no
 //! error, log line or header carries a key or its hash.
 //!
-//! Limits and budgets of keys and teams (`rpm_limit`, `max_budget`, ...) are not enforced yet:
-//! the loader accepts them with a warning saying so (`config/schema.rs`).
+//! Rate limits of keys and teams (`rpm_limit`, `tpm_limit`, `max_parallel_requests`,
+//! `model_rpm_limit`, `model_tpm_limit`) are enforced by `crate::limits` (lists built per key in
+//! `limits::plan`); budgets (`max_budget`, ...) are not enforced yet: the loader accepts them with
+//! a warning saying so (`config/schema.rs`).
 
 mod grant;
 mod hash;

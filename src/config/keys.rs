@@ -8,7 +8,8 @@
 //! not 64 hex digits, the same key twice, an unknown `team_id`, an `expires` that does not parse)
 //! refuses the config with the field path; no message repeats a key or its hash.
 //!
-//! Which fields are read and which are only accepted (limits and budgets: "not enforced yet") is
+//! Which fields are read (rate limits included) and which are only accepted (budgets: "not
+//! enforced yet") is
 //! `schema.rs` (`KEY_FIELDS`, `TEAM_FIELDS`); those keys are removed before this parser runs.
 
 use super::fields::{kind, Section};

@@ -9,14 +9,16 @@
 //! (`litellm/proxy/proxy_server.py`, chat completion's exception handler), so the body is
 //! `{"error":{"message":…,"type":"None","param":"None","code":"429"}}`. LiteLLM's `retry-after`
 //! is the whole window (60); here it is the time the window really has left (at least 1 s).
-//! The OpenAI SDK raises `RateLimitError` for any 429.
+//! The OpenAI SDK raises `RateLimitError` for any 429. One deviation: LiteLLM's message names the
+//! key by its hash; here the key is named by its `key_alias` (or `keys[i]`), as every message of
+//! this router, which never carries a key or its hash.
 //!
 //! Headers (OpenAI's names): `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`,
 //! `x-ratelimit-reset-requests` and the `-tokens` set, from the tightest limit of each kind
 //! (least remaining: key, team and key-per-model all apply); the reset is a duration such as
 //! `42s`, as OpenAI sends it.
 
-use super::admit::{Kind, Refusal, Status};
+use super::admit::{Kind, Refusal, Scope, Status};
 use crate::openai::ApiError;
 use crate::pipeline::request::Reply;
 
@@ -52,8 +54,14 @@ fn litellm_time(ms: u64) -> String {
     crate::config::iso8601::format_ms(ms).replace('T', " ").replace('Z', " UTC")
 }
 
-/// The 429 of a refused request.
-pub fn refusal_reply(refusal: &Refusal, now_ms: u64) -> Reply {
+/// The 429 of a refused request; `key_name` stands for the key's hash in the message.
+pub fn refusal_reply(refusal: &Refusal, key_name: &str, now_ms: u64) -> Reply {
+    let scope = match &refusal.scope {
+        Scope::Key(_) => Scope::Key(key_name.to_string()),
+        Scope::KeyModel { model, .. } => Scope::KeyModel { key: key_name.to_string(), model: model.clone() },
+        other => other.clone(),
+    };
+    let refusal = &Refusal { scope, ..refusal.clone() };
     let retry_after = refusal.retry_after_s(now_ms);
     let resets_at = if refusal.reset_ms == u64::MAX { now_ms.saturating_add(retry_after.saturating_mul(1000)) } else { refusal.reset_ms };
     let message = format!("{} Limit resets at: {}", refusal.message(), litellm_time(resets_at));
@@ -98,8 +106,8 @@ mod tests {
 
     #[test]
     fn refusal_is_litellms_429_with_retry_after_and_headers() {
-        let r = Refusal { index: 1, scope: Scope::Key("ab".into()), kind: Kind::Requests, limit: 3, remaining: 0, reset_ms: NOW + 12_300, reason: Reason::Over };
-        let reply = refusal_reply(&r, NOW);
+        let r = Refusal { index: 1, scope: Scope::Key("ab12".into()), kind: Kind::Requests, limit: 3, remaining: 0, reset_ms: NOW + 12_300, reason: Reason::Over };
+        let reply = refusal_reply(&r, "ab", NOW);
         assert_eq!((reply.error.status, reply.error.kind, reply.error.param, reply.error.code), (429, "None", Some("None"), Some("429")));
         assert_eq!(
             reply.error.message,
@@ -115,8 +123,12 @@ mod tests {
             ]
         );
         let p = Refusal { kind: Kind::Parallel, scope: Scope::Team("eng".into()), reset_ms: u64::MAX, limit: 2, ..r };
-        let reply = refusal_reply(&p, NOW);
+        let reply = refusal_reply(&p, "ab", NOW);
         assert_eq!(reply.headers, vec![("retry-after", "1".to_string())]);
         assert!(reply.error.message.starts_with("Rate limit exceeded for team: eng. Limit type: max_parallel_requests. Current limit: 2"), "{}", reply.error.message);
+        let m = Refusal { scope: Scope::KeyModel { key: "ab12".into(), model: "gpt-4o".into() }, ..r };
+        let msg = refusal_reply(&m, "app", NOW).error.message;
+        assert!(msg.starts_with("Rate limit exceeded for model_per_key: app:gpt-4o."), "{msg}");
+        assert!(!msg.contains("ab12"), "never the key's hash: {msg}");
     }
 }

@@ -26,6 +26,7 @@ fn hex(raw: &str) -> String {
 fn gateway(key: Value, teams: Value) -> (Rc<RouterConfig>, Rc<Vm<FakeSink>>) {
     let mut key = key;
     key["token"] = json!(hex(KEY));
+    key["key_alias"] = json!("lim-app");
     let v = json!({
         "model_list": [
             {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:18001/v1", "api_key": "sk-provider"}},
@@ -96,7 +97,8 @@ fn rpm_admits_the_limit_then_answers_litellms_429_with_headers() {
     assert_eq!(reply.json()["error"]["type"], "None");
     assert_eq!(reply.json()["error"]["code"], "429");
     let msg = reply.json()["error"]["message"].as_str().map(str::to_string).unwrap_or_default();
-    assert!(msg.starts_with(&format!("Rate limit exceeded for api_key: {}. Limit type: requests. Current limit: 2, Remaining: 0.", hex(KEY))), "{msg}");
+    assert!(msg.starts_with("Rate limit exceeded for api_key: lim-app. Limit type: requests. Current limit: 2, Remaining: 0."), "{msg}");
+    assert!(!msg.contains(&hex(KEY)) && !msg.contains(KEY), "never the key or its hash: {msg}");
     assert_eq!(reply.header("retry-after"), Some("60"));
     assert_eq!(reply.header("x-ratelimit-remaining-requests"), Some("0"));
     assert_eq!(host.count(super::fake::Op::SetRequestBody), 0);
@@ -115,7 +117,7 @@ fn team_and_key_per_model_limits_apply_too_and_the_tightest_refuses() {
     assert!(admitted(&host));
     let (_s, host) = start(&cfg, &vm, &shared, &body("mini", None));
     let msg = host.reply().map(|r| r.json()["error"]["message"].to_string()).unwrap_or_default();
-    assert!(msg.contains(&format!("model_per_key: {}:mini", hex(KEY))), "{msg}");
+    assert!(msg.contains("model_per_key: lim-app:mini"), "{msg}");
     // The refused request left no trace: the team has 2 left for gpt-4o.
     for _ in 0..2 {
         let (_s, host) = start(&cfg, &vm, &shared, &body("gpt-4o", None));

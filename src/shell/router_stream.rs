@@ -7,7 +7,10 @@
 //! usage is known). Shared-data writes happen only when an attempt failed. The local endpoints
 //! answer in the headers phase. Metrics (`envoy_settings.metrics`) add 2–3 metric calls when an
 //! attempt is forwarded, 2–5 in `on_log`, 1–3 per failure, and the token-usage read of the
-//! response body (`host/metrics.rs`).
+//! response body (`host/metrics.rs`). A virtual key with rate limits adds, per limit, one
+//! shared-data read and one CAS write at admission and again at settlement in `on_log` (rpm: none
+//! at settlement), 6 response-header writes at most, and the response-body read when a tpm limit
+//! applies.
 //!
 //! Every host call goes through [`Host`]; a failing call degrades this request (a 500 reply, or a
 //! missing response header / metric / property), never the VM.
@@ -398,16 +401,21 @@ impl<S: Sink> RouterStream<S> {
             Ok(r) => {
                 for &i in &r.unchecked {
                     if let Some(l) = plan.get(i) {
-                        log::warn!("llm-router: rate-limit record {} unavailable: limit not checked for this request", l.key());
+                        // Never the record's key: it holds the key's hash.
+                        let who = cfg.access.describe(caller).unwrap_or_default();
+                        log::warn!("llm-router: {who}: a {:?} limit could not be checked (shared data unavailable); the request goes on", l.kind);
                     }
                 }
                 Ok(Some(r))
             }
             Err(refusal) => {
-                if let Some(who) = cfg.access.describe(caller) {
-                    log::info!("llm-router: {who} rate limited ({:?} {:?} limit {})", refusal.kind, refusal.reason, refusal.limit);
-                }
-                Err(limits::reply::refusal_reply(&refusal, now))
+                let who = cfg.access.describe(caller).unwrap_or_default();
+                log::info!("llm-router: {who} rate limited ({:?} {:?} limit {})", refusal.kind, refusal.reason, refusal.limit);
+                let name = match cfg.access.keys.get(key).and_then(|k| k.alias.as_deref()) {
+                    Some(alias) => alias.to_string(),
+                    None => format!("keys[{key}]"),
+                };
+                Err(limits::reply::refusal_reply(&refusal, &name, now))
             }
         }
     }

@@ -72,6 +72,8 @@ def test_rpm_limit_admits_exactly_n_of_3n_concurrent_requests_across_both_worker
     assert oa.count == n, "refused requests never reach the provider"
     for r in refused:
         expect_rate_limited(r, "requests", n)
+        assert "for api_key: rpm-app." in r.json()["error"]["message"]
+        assert litellm_hash(key) not in r.text and key not in r.text, "named by alias, never by key or hash"
         assert r.headers["x-ratelimit-limit-requests"] == str(n)
         assert r.headers["x-ratelimit-remaining-requests"] == "0"
         assert r.headers["x-ratelimit-reset-requests"].endswith("s")
@@ -89,11 +91,10 @@ def test_rpm_limit_admits_exactly_n_of_3n_concurrent_requests_across_both_worker
         assert int(e.value.response.headers["retry-after"]) >= 1
     finally:
         sdk.close()
-    # Envoy's log names the key by alias, never by key or hash... except LiteLLM's message carries the hash to
-    # the client that holds the key; the log line does not.
+    # Envoy's log names the key by alias, never by key or hash.
     text = envoy.log_text()
     assert "key `rpm-app` rate limited" in text
-    assert key not in text
+    assert key not in text and litellm_hash(key) not in text
 
 
 def test_max_parallel_requests_is_exact_under_32_concurrent_slow_streams(make_mock, start_envoy):
