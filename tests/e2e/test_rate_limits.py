@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,16 @@ def concurrently(n: int, fn) -> list:
         return list(pool.map(one, range(n)))
 
 
+def worker_connections(envoy) -> list:
+    stats = envoy.stats("worker_")
+    return sorted(v for k, v in stats.items() if re.match(r"listener\.127\.0\.0\.1_\d+\.worker_\d+\.downstream_cx_total$", k))
+
+
+def expect_both_workers(envoy):
+    per_worker = worker_connections(envoy)
+    assert len(per_worker) == 2 and all(c > 0 for c in per_worker), f"both workers must serve: {per_worker}"
+
+
 def expect_rate_limited(resp, limit_type: str, limit: int, remaining: int = 0):
     assert resp.status == 429, resp
     err = resp.json()["error"]
@@ -70,6 +81,7 @@ def test_rpm_limit_admits_exactly_n_of_3n_concurrent_requests_across_both_worker
     refused = [r for r in results if r.status != 200]
     assert len(ok) == n, [r.status for r in results]
     assert oa.count == n, "refused requests never reach the provider"
+    expect_both_workers(envoy)
     for r in refused:
         expect_rate_limited(r, "requests", n)
         assert "for api_key: rpm-app." in r.json()["error"]["message"]
@@ -114,6 +126,7 @@ def test_max_parallel_requests_is_exact_under_32_concurrent_slow_streams(make_mo
     refused = [s for s in results if s.status != 200]
     assert len(ok) == limit, [s.status for s in results]
     assert all(b"[DONE]" in s.body for s in ok)
+    expect_both_workers(envoy)
     for s in refused:
         assert s.status == 429
         err = json.loads(s.body)["error"]
