@@ -215,3 +215,25 @@ def test_a_client_that_hangs_up_mid_stream_gives_its_parallel_slot_back(make_moc
         if after.status == 200 or time.monotonic() > deadline:
             break
     assert after.status == 200, after
+
+
+def test_counters_survive_a_config_reload_that_keeps_the_key(make_mock, start_envoy):
+    key, other = "sk-reload-81d0", "sk-other-4c2a"
+    oa = make_mock("openai", "oa")
+
+    def config(rpm: int, extra_keys: list) -> dict:
+        cfg = plugin_config([deployment("gpt-4o", "openai/gpt-4o", oa.url + "/v1", api_key=PROVIDER, id="gpt4o")],
+                            master_key="sk-master-rl")
+        # New keys go first: the kept key moves, its hash (which keys its counters) does not.
+        cfg["keys"] = [*extra_keys, {"token": litellm_hash(key), "key_alias": "kept", "rpm_limit": rpm}]
+        return cfg
+
+    envoy = start_envoy(config(3, []), clusters_for(oa), concurrency=2, dynamic_listener=True)
+    assert [post(envoy, key, chat("gpt-4o")).status for _ in range(4)] == [200, 200, 200, 429]
+    # A reload that adds a key keeps this key's window: still refused.
+    envoy.reload_plugin_config(config(3, [{"token": litellm_hash(other), "rpm_limit": 1}]))
+    expect_rate_limited(post(envoy, key, chat("gpt-4o")), "requests", 3)
+    assert post(envoy, other, chat("gpt-4o")).status == 200
+    # Raising the limit counts on from the same window: 2 more, then refused.
+    envoy.reload_plugin_config(config(5, []))
+    assert [post(envoy, key, chat("gpt-4o")).status for _ in range(3)] == [200, 200, 429]
