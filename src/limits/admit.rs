@@ -122,10 +122,14 @@ impl Limit {
         format!("{KEY_PREFIX}{}.{}.{id}", self.kind.tag(), self.scope.tag())
     }
 
+    /// What admission holds on this limit. A token estimate larger than the whole limit is held
+    /// as the whole limit (at least 1): such a request runs alone in its window instead of never
+    /// (a 4096-token default reservation against `tpm_limit: 1000`); its settlement may then
+    /// exceed the limit by its excess, the `(c − r)⁺` term of the bounds.
     fn amount(&self, demand: &Demand) -> u64 {
         match self.kind {
             Kind::Requests | Kind::Parallel => 1,
-            Kind::Tokens => demand.tokens,
+            Kind::Tokens => demand.tokens.min(self.limit.max(1)),
             Kind::Budget => demand.cost_nanos,
         }
     }
@@ -647,17 +651,34 @@ mod tests {
     }
 
     #[test]
+    fn an_estimate_above_the_whole_tpm_limit_is_held_as_the_limit() {
+        let plan = vec![limit(key(), Kind::Tokens, 100)];
+        let s = store_for(&plan);
+        let big = Demand { tokens: 5_000, cost_nanos: 0 };
+        let r = admit(&s, plan.clone(), big, NOW, OnUnavailable::FailClosed).unwrap();
+        assert_eq!(rec(&s, &plan[0]).map(|r| r.reserved), Some(100));
+        assert!(admit(&s, plan.clone(), Demand { tokens: 1, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).is_err(), "it runs alone");
+        settle(&s, r, Actual { tokens: Some(7), cost_nanos: None });
+        assert_eq!(rec(&s, &plan[0]).map(|r| (r.used, r.reserved)), Some((7, 0)));
+        let zero = vec![limit(key(), Kind::Tokens, 0)];
+        let s = store_for(&zero);
+        assert!(admit(&s, zero, Demand { tokens: 1, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).is_err(), "tpm_limit 0 admits nothing");
+    }
+
+    #[test]
     fn later_refusal_releases_earlier_reservations() {
         let plan = vec![limit(key(), Kind::Requests, 5), limit(key(), Kind::Parallel, 5), limit(key(), Kind::Tokens, 1000), limit(team(), Kind::Tokens, 100)];
         let s = store_for(&plan);
-        let refusal = admit(&s, plan.clone(), Demand { tokens: 150, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap_err();
-        assert_eq!((refusal.index, refusal.scope.clone(), refusal.kind, refusal.remaining), (3, team(), Kind::Tokens, 100));
+        // Another request holds 50 of the team's 100 tokens.
+        admit(&s, vec![plan[3].clone()], Demand { tokens: 50, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let refusal = admit(&s, plan.clone(), Demand { tokens: 60, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap_err();
+        assert_eq!((refusal.index, refusal.scope.clone(), refusal.kind, refusal.remaining), (3, team(), Kind::Tokens, 50));
         for l in &plan[..3] {
             let r = rec(&s, l).unwrap();
             assert_eq!((r.used, r.reserved), (0, 0), "{l:?}");
         }
-        // The team record was only read.
-        assert_eq!(rec(&s, &plan[3]), None);
+        // The team record was only read: the other request's hold is all it has.
+        assert_eq!(rec(&s, &plan[3]).map(|r| (r.used, r.reserved)), Some((0, 50)));
     }
 
     #[test]

@@ -125,9 +125,11 @@ impl Plans {
 }
 
 /// The tpm reservation: the input estimate plus the output cap (`max_completion_tokens`, else
-/// `max_tokens`, else [`DEFAULT_OUTPUT_TOKENS`]).
+/// `max_tokens`, else [`DEFAULT_OUTPUT_TOKENS`]), at least 1 (a zero demand would hold nothing,
+/// so `tpm_limit: 0` would not refuse it). An estimate above a limit is held as the whole limit
+/// (`Limit::amount`): the request then runs alone in its window.
 pub fn token_demand(input_tokens: u64, max_output: Option<u64>) -> u64 {
-    input_tokens.saturating_add(max_output.unwrap_or(DEFAULT_OUTPUT_TOKENS))
+    input_tokens.saturating_add(max_output.unwrap_or(DEFAULT_OUTPUT_TOKENS)).max(1)
 }
 
 #[cfg(test)]
@@ -204,5 +206,6 @@ mod tests {
         assert_eq!(token_demand(10, Some(5)), 15);
         assert_eq!(token_demand(10, None), 10 + DEFAULT_OUTPUT_TOKENS);
         assert_eq!(token_demand(u64::MAX, Some(1)), u64::MAX);
+        assert_eq!(token_demand(0, Some(0)), 1);
     }
 }

@@ -232,3 +232,28 @@ fn keys_without_limits_touch_no_limit_record() {
     assert_eq!(host.response_header_value("x-ratelimit-limit-requests"), None);
     assert_eq!(*shared.store.writes.borrow(), 0);
 }
+
+#[test]
+fn a_reservation_larger_than_the_tpm_limit_runs_alone_instead_of_never() {
+    // No max_tokens: the default 4096-token reservation is larger than the whole limit.
+    let (cfg, vm) = gateway(json!({"tpm_limit": 1000}), json!([]));
+    let shared = FakeHost::default();
+    let tpm = limit_key("tpm", "key", &hex(KEY));
+    let (mut s, host) = start(&cfg, &vm, &shared, &body("gpt-4o", None));
+    assert!(admitted(&host), "{:?}", host.reply());
+    assert_eq!(record(&shared, &tpm).map(|r| r.reserved), Some(1000), "held as the whole limit");
+    let (_t, other) = start(&cfg, &vm, &shared, &body("gpt-4o", Some(1)));
+    assert_eq!(other.reply().map(|r| r.status), Some(429), "nothing else fits meanwhile");
+    host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+    s.on_response_headers(&host);
+    *host.response_body.borrow_mut() = br#"{"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#.to_vec();
+    let size = host.response_body.borrow().len();
+    s.on_response_body(&host, size);
+    s.on_log(&host);
+    assert_eq!(record(&shared, &tpm).map(|r| (r.used, r.reserved)), Some((5, 0)));
+
+    // tpm_limit 0 refuses everything.
+    let (cfg, vm) = gateway(json!({"tpm_limit": 0}), json!([]));
+    let (_s, host) = start(&cfg, &vm, &FakeHost::default(), &body("gpt-4o", Some(1)));
+    assert_eq!(host.reply().map(|r| r.status), Some(429));
+}
