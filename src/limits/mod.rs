@@ -28,8 +28,9 @@
 //! `llm_router.v1.limit.<rpm|tpm|parallel|budget>.<key|team|user|key_model>.<id>`, the id being
 //! the key's SHA-256 hex (never a raw key), the `team_id`, the `user_id`, or `<key hash>/<model
 //! group>`. Keyed by hash, so a config reload or a key rotation that keeps the hash keeps the
-//! counters and the spend; the wiring drops the records of removed ids like
-//! `pipeline/reload.rs` does for deployments. Keys must be created empty at configure time
+//! counters and the spend. Records of removed ids are not dropped yet (phase 2a; one small record
+//! each, unlike `pipeline/reload.rs` for deployments), and `host/root.rs` creates a record only
+//! when it is absent, so a reload never resets one. Keys must be created empty at configure time
 //! (`MemCas::with_keys` in tests): creating a key is the one write CAS cannot protect (an
 //! absent key has no token, so two first writers both succeed and one count is lost — the
 //! test `absent_keys_race_which_is_why_configure_creates_them` shows it). One record per
@@ -101,8 +102,8 @@
 //! cost) a request that a later limit refuses holds room on an earlier limit for the moment of
 //! its admission, and others may be refused meanwhile (safe direction; order the plan with the
 //! most likely refusals first — parallel and rpm before tpm and budgets — to shorten it).
-//! A parallel slot whose settlement is lost (a VM that dies mid-stream) stays taken until the
-//! key is recreated; LiteLLM's v3 counter instead expires with its 60 s window (which also
+//! A parallel slot whose settlement is lost (a VM that dies mid-stream, or a release given up after
+//! [`MAX_CAS_RETRIES`]) stays taken until Envoy restarts (phase 2a logs the failed settlement); LiteLLM's v3 counter instead expires with its 60 s window (which also
 //! frees the slots of streams that run longer) — a staleness rule like `stats/record.rs`'s is
 //! left to the wiring. Counters live in one Envoy's shared data: they reset when Envoy restarts and multiply with
 //! replicas (issue 13).
