@@ -139,9 +139,10 @@ impl Limit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Demand {
     /// Estimated tokens, counted like the actual will be: LiteLLM's v3 limiter counts
-    /// `general_settings.token_rate_limit_type` tokens of the response — `output` (completion
-    /// tokens, its default), `input` or `total` — so the estimate is `max_tokens` (or the
-    /// model's output limit), the prompt estimate, or both.
+    /// `general_settings.token_rate_limit_type` tokens of the response — `output`, `input` or
+    /// `total` (the current version's default, `get_rate_limit_type`; older ones defaulted to
+    /// `output`). The wiring counts `total`: the prompt estimate plus `max_tokens`
+    /// (`plan::token_demand`).
     pub tokens: u64,
     /// Worst-case cost in nano-USD: the estimate priced at the most expensive deployment the
     /// request may be routed to.
