@@ -218,6 +218,10 @@ fn tpm_of_a_failed_attempt_counts_nothing_and_unknown_usage_keeps_the_estimate()
     s.on_response_headers(&host);
     s.on_log(&host); // no body: no usage
     assert_eq!(record(&shared, &tpm).map(|r| (r.used, r.reserved)), Some(((b.len() as u64).div_ceil(4) + 10, 0)));
+    // A client reset before any answer: the provider may have worked, the reservation stays.
+    let (mut s, host) = start(&cfg, &vm, &shared, &b);
+    s.on_log(&host);
+    assert_eq!(record(&shared, &tpm).map(|r| (r.used, r.reserved)), Some((2 * ((b.len() as u64).div_ceil(4) + 10), 0)));
 }
 
 #[test]

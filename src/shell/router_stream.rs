@@ -67,6 +67,8 @@ struct Sent {
     outcome: Option<Outcome>,
     /// The key's admitted rate limits, settled once in `on_log` (taken there).
     limits: Option<Reservation>,
+    /// Response headers arrived (else the stream ended before any answer).
+    responded: bool,
 }
 
 /// The router's per-stream logic, generic over the metrics sink of its VM; each callback takes
@@ -381,6 +383,7 @@ impl<S: Sink> RouterStream<S> {
             first_byte_ms: None,
             outcome: None,
             limits,
+            responded: false,
         });
         Flow::Continue
     }
@@ -424,6 +427,7 @@ impl<S: Sink> RouterStream<S> {
         let Phase::Forwarded(sent) = &mut self.phase else { return Flow::Continue };
         let Some(cfg) = self.config.clone() else { return Flow::Continue };
         let Some(dep) = cfg.table.deployments.get(sent.index) else { return Flow::Continue };
+        sent.responded = true;
         set_response_header(host, DEPLOYMENT_HEADER, Some(&dep.id));
         set_response_header(host, GROUP_HEADER, Some(&dep.group));
         set_response_header(host, ATTEMPTS_HEADER, Some(&sent.attempts.to_string()));
@@ -512,11 +516,13 @@ impl<S: Sink> RouterStream<S> {
         // The response's token usage, read once for the access log, the metrics and the statistics.
         let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
         if let Some(reservation) = sent.limits.take() {
-            // Tokens: the usage the response reported; none from a failed attempt (nothing was
-            // generated); unknown (no usage read) keeps the reservation as consumed.
+            // Tokens: the usage the response reported; none from an attempt answered with an
+            // error (nothing was generated); unknown — a success without usage, or a stream that
+            // ended before any answer (the provider may have worked) — keeps the reservation.
             let tokens = match (usage, sent.outcome) {
                 (Some(u), _) => Some(u.total()),
                 (None, Some(Outcome::Success)) => None,
+                (None, _) if !sent.responded => None,
                 (None, _) => Some(0),
             };
             let done = Local { store: host.shared(), policy: OnUnavailable::FailOpen }.settle(reservation, Actual { tokens, cost_nanos: None });
