@@ -289,6 +289,26 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_are_read_with_field_paths_for_bad_values() {
+        let (ids, errors) = run(
+            json!([{"token": H1, "team_id": "t", "rpm_limit": 10, "tpm_limit": "500", "max_parallel_requests": 2,
+                    "model_rpm_limit": {"gpt-4o": 3, "mini": 1}, "model_tpm_limit": {"gpt-4o": 100}}]),
+            json!([{"team_id": "t", "rpm_limit": 7}]),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let k = &ids.keys[0];
+        assert_eq!(k.rates, Rates { rpm: Some(10), tpm: Some(500), parallel: Some(2) });
+        assert_eq!(k.model_rpm, [("gpt-4o".to_string(), 3), ("mini".to_string(), 1)]);
+        assert_eq!(k.model_tpm, [("gpt-4o".to_string(), 100)]);
+        assert_eq!(ids.teams[0].rates, Rates { rpm: Some(7), tpm: None, parallel: None });
+
+        let (_, errors) = run(json!([{"token": H1, "rpm_limit": -1, "tpm_limit": 1.5, "model_rpm_limit": [1], "model_tpm_limit": {"m": "x"}}]), json!([]));
+        for want in ["keys[0].rpm_limit:", "keys[0].tpm_limit: must be a whole number", "keys[0].model_rpm_limit: must be a mapping", "keys[0].model_tpm_limit.m:"] {
+            assert!(errors.iter().any(|e| e.starts_with(want)), "{want} not in {errors:?}");
+        }
+    }
+
+    #[test]
     fn reads_litellm_fields() {
         let (ids, errors) = run(
             json!([{"token": H1, "key_alias": "finance", "team_id": "t1", "models": ["gpt-4o", "beta"],
