@@ -449,7 +449,7 @@ class EnvoyError(AssertionError):
 class _EnvoyProcess:
     """What both Envoy wrappers share: the log, and the admin endpoint found through --admin-address-path.
 
-    Subclasses set log_path, admin_address_path, admin_port (None until discovered) and proc."""
+    Subclasses set log_path, _log (its open file), admin_address_path, admin_port (None until discovered) and proc."""
 
     def log_text(self) -> str:
         try:
@@ -488,6 +488,29 @@ class _EnvoyProcess:
             if port:
                 out[ls["name"]] = int(port)
         return out
+
+    def stats(self, prefix: str = "") -> dict:
+        _, raw = self._admin_get("/stats?format=json" + (f"&filter={prefix}" if prefix else ""))
+        return {s["name"]: s.get("value") for s in json.loads(raw).get("stats", []) if "name" in s}
+
+    def config_dump(self) -> dict:
+        return json.loads(self._admin_get("/config_dump")[1])
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL after 5 s; closes the log."""
+        _live.discard(self)
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        if not self._log.closed:
+            self._log.close()
 
 
 class Envoy(_EnvoyProcess):
@@ -641,30 +664,6 @@ class Envoy(_EnvoyProcess):
             time.sleep(0.05)
 
     # ---- admin helpers -----------------------------------------------------------------------
-    def stats(self, prefix: str = "") -> dict:
-        _, raw = self._admin_get("/stats?format=json" + (f"&filter={prefix}" if prefix else ""))
-        return {s["name"]: s.get("value") for s in json.loads(raw).get("stats", []) if "name" in s}
-
-    def config_dump(self) -> dict:
-        _, raw = self._admin_get("/config_dump")
-        return json.loads(raw)
-
-    # ---- shutdown ----------------------------------------------------------------------------
-    def stop(self) -> None:
-        _live.discard(self)
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        if not self._log.closed:
-            self._log.close()
-
     def __enter__(self) -> "Envoy":
         try:
             return self.wait_ready()
@@ -782,24 +781,3 @@ class BootstrapEnvoy(_EnvoyProcess):
     def url(self, listener: str) -> str:
         return f"http://127.0.0.1:{self.ports[listener]}"
 
-    def stats(self, prefix: str = "") -> dict:
-        _, raw = self._admin_get("/stats?format=json" + (f"&filter={prefix}" if prefix else ""))
-        return {s["name"]: s.get("value") for s in json.loads(raw).get("stats", []) if "name" in s}
-
-    def config_dump(self) -> dict:
-        return json.loads(self._admin_get("/config_dump")[1])
-
-    def stop(self) -> None:
-        _live.discard(self)
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        if not self._log.closed:
-            self._log.close()
