@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -26,7 +25,7 @@ import pytest
 
 from .support.checks import expect_routed, expect_upstream
 from .support.client import get, post_json
-from .support.envoy import ACCESS_LOG_FORMAT, ENVOY_BIN, REPO, RUN_DIR, WASM_PATH, free_port
+from .support.envoy import ACCESS_LOG_FORMAT, ENVOY_BIN, REPO, RUN_DIR, WASM_PATH, free_port, stop_process_group
 from .support.mock_provider import MockProvider
 from .support.plugin import chat
 from .support.prometheus import scrape
@@ -85,13 +84,7 @@ class Gateway:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_process_group(self.proc)
         self._log.close()
 
 

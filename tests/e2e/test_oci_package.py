@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from .support.envoy import REPO, free_port
+from .support.envoy import REPO, free_port, stop_process_group
 
 DOCKER_REGISTRY = Path("/usr/bin/docker-registry")
 SKOPEO = shutil.which("skopeo")
@@ -100,13 +99,7 @@ class Registry:
             return r.read(), r.headers
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_process_group(self.proc)
         self._log.close()
 
 

@@ -446,6 +446,21 @@ class EnvoyError(AssertionError):
     pass
 
 
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group of `proc` (started with start_new_session), SIGKILL after 5 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
 class _EnvoyProcess:
     """What both Envoy wrappers share: the log, and the admin endpoint found through --admin-address-path.
 
@@ -499,16 +514,7 @@ class _EnvoyProcess:
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL after 5 s; closes the log."""
         _live.discard(self)
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_process_group(self.proc)
         if not self._log.closed:
             self._log.close()
 
