@@ -139,6 +139,11 @@ impl Plans {
         plan.per_model.iter().find(|(m, _)| m == model).map_or(&plan.base, |(_, l)| l)
     }
 
+    /// Whether key `key` has a limit.
+    pub fn has(&self, key: usize) -> bool {
+        self.keys.get(key).is_some_and(|k| !k.base.is_empty() || !k.per_model.is_empty())
+    }
+
     /// Whether some key has a limit.
     pub fn any(&self) -> bool {
         self.keys.iter().any(|k| !k.base.is_empty() || !k.per_model.is_empty())
