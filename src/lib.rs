@@ -42,6 +42,9 @@ mod host;
 
 /// What the operator tool (`cli/`) needs from the crate-private modules.
 pub mod cli_api {
+    // `llm-router key new/import`: the one SHA-256 of a virtual key, and the `expires` parser.
+    pub use crate::access::{key_hash, parse_hex};
+    pub use crate::config::iso8601::{format_ms as format_time_ms, parse_ms as parse_time_ms};
     pub use crate::failover::FAILOVER_PATH;
     pub use crate::metrics::{tag_regex, TAGS};
     pub use crate::openai::json_write::string_len;
