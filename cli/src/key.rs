@@ -259,6 +259,13 @@ struct Refusal {
     message: String,
 }
 
+/// A refusal, with the file it is in.
+struct Refused {
+    file: String,
+    path: String,
+    message: String,
+}
+
 fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Error> {
     let a = Args::parse(args, &["--teams", "--format"])?;
     let json = a.json()?;
@@ -274,7 +281,8 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
         return Err(Error::Usage("key import: only one of FILE and --teams FILE can be - (stdin)".into()));
     }
 
-    let mut refused: Vec<Refusal> = Vec::new();
+    let mut refused: Vec<Refused> = Vec::new();
+    let mut refused_entries = 0;
     let mut dropped: BTreeMap<(&'static str, String), usize> = BTreeMap::new();
     let mut notes: Vec<String> = Vec::new();
 
@@ -291,7 +299,8 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
                     teams.push(entry);
                 }
             }
-            refused.extend(r.into_iter().map(|x| Refusal { path: format!("{}: {}", shown(f), x.path), message: x.message }));
+            refused_entries += usize::from(!r.is_empty());
+            refused.extend(r.into_iter().map(|x| Refused { file: shown(f), path: x.path, message: x.message }));
         }
     }
 
@@ -328,7 +337,8 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
                     keys.push(e.value);
                 }
             }
-            refused.extend(r.into_iter().map(|x| Refusal { path: format!("{}: {}", shown(f), x.path), message: x.message }));
+            refused_entries += usize::from(!r.is_empty());
+            refused.extend(r.into_iter().map(|x| Refused { file: shown(f), path: x.path, message: x.message }));
         }
         if ui_sessions > 0 {
             notes.push(format!("{}: skipped {ui_sessions} admin-UI session token(s) (team_id {UI_SESSION_TEAM}): not keys a client holds", shown(f)));
@@ -347,18 +357,24 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
         writeln!(out, "{}", doc.to_json_pretty()).map_err(w)?;
     } else {
         let from: Vec<String> = keys_file.iter().chain(teams_file.iter()).map(|f| shown(f)).collect();
+        let mut counts = Vec::new();
+        if keys_file.is_some() {
+            counts.push(plural(keys.len(), "key", "keys"));
+        }
+        if teams_file.is_some() {
+            counts.push(plural(teams.len(), "team", "teams"));
+        }
         write!(
             out,
-            "# imported by `llm-router key import` from {}: {}, {} (LiteLLM's SHA-256 hashes; no raw key)\n{}",
+            "# imported by `llm-router key import` from {}: {} (LiteLLM's SHA-256 hashes; no raw key)\n{}",
             from.join(" and "),
-            plural(keys.len(), "key", "keys"),
-            plural(teams.len(), "team", "teams"),
+            counts.join(", "),
             doc.to_yaml()
         )
         .map_err(w)?;
     }
     for r in &refused {
-        writeln!(err, "{}: error: {} (entry not imported)", r.path, r.message).map_err(w)?;
+        writeln!(err, "{}: error: {}: {}", r.file, r.path, r.message).map_err(w)?;
     }
     for n in &notes {
         writeln!(err, "{n}").map_err(w)?;
@@ -378,10 +394,10 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
         "llm-router: key import: {} and {} imported{}",
         plural(keys.len(), "key", "keys"),
         plural(teams.len(), "team", "teams"),
-        if refused.is_empty() { String::new() } else { format!("; {} refused (not in the output)", plural(refused.len(), "problem", "problems")) }
+        if refused_entries == 0 { String::new() } else { format!("; {} refused (left out of the output)", plural(refused_entries, "entry", "entries")) }
     )
     .map_err(w)?;
-    Ok(if refused.is_empty() { 0 } else { 1 })
+    Ok(if refused_entries == 0 { 0 } else { 1 })
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -719,7 +735,9 @@ fn has_value(v: &Json) -> bool {
         Json::Array(a) => !a.is_empty(),
         Json::Object(o) => !o.is_empty(),
         Json::Bool(b) => *b,
-        _ => true,
+        // `spend: 0.0`, `rotation_count: 0`: defaults, not information.
+        Json::Number(n) => n.as_f64() != Some(0.0),
+        Json::String(s) => !s.is_empty(),
     }
 }
 
@@ -771,6 +789,8 @@ fn count(v: &Json, path: &str, r: &mut Vec<Refusal>) -> Option<u64> {
 fn string_list(v: Option<&Json>, path: &str, r: &mut Vec<Refusal>) -> Option<Vec<String>> {
     match v {
         None | Some(Json::Null) => None,
+        // One string reads as a one-element list, as the loader reads it.
+        Some(Json::String(s)) => Some(vec![s.clone()]),
         Some(Json::Array(items)) => {
             let mut out = Vec::new();
             for (i, item) in items.iter().enumerate() {
