@@ -256,3 +256,32 @@ fn bad_entries_are_refused_with_their_field_path_and_never_printed() {
     let o = run(&["key", "import", &d.join("missing.json").display().to_string()], &[]);
     assert_eq!(o.code, 1);
 }
+
+#[test]
+fn keys_read_from_the_environment_are_distinct_when_only_placeholders_stand_in_for_them() {
+    // `check --allow-missing-env` and `envoy` (which needs no secret to generate) stand a placeholder in
+    // for unset variables: one per variable, or two `key: os.environ/...` entries (or the master key and
+    // a key) would read as the same key.
+    let d = dir("env-keys");
+    let cfg = write(
+        &d,
+        "config.yaml",
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: \"http://127.0.0.1:18001/v1\", api_key: os.environ/P}\n\
+         general_settings: {master_key: os.environ/MASTER}\n\
+         keys:\n  - {key: os.environ/A, key_alias: a}\n  - {key: os.environ/B, key_alias: b}\n",
+    );
+    let c = run(&["check", &cfg, "--allow-missing-env"], &[]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    let e = run(&["envoy", &cfg, "--no-failover"], &[]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert!(!e.stdout.contains("llm-router-placeholder"), "a placeholder was written into the bootstrap");
+}
+
+#[test]
+fn the_demo_s_keys_config_passes() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let env = [("OPENAI_API_KEY", "a"), ("ANTHROPIC_API_KEY", "b"), ("DEMO_MASTER_KEY", "c"), ("DEMO_RESEARCH_KEY", "d"), ("DEMO_SUPPORT_KEY", "e")];
+    let out = run(&["check", &format!("{root}/examples/demo-keys.yaml")], &env);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("ok: 3 deployments in 3 model groups"), "{}", out.stdout);
+}
