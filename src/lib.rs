@@ -44,7 +44,7 @@ mod host;
 pub mod cli_api {
     // `llm-router key new/import`: the one SHA-256 of a virtual key, and the `expires` parser.
     pub use crate::access::{key_hash, parse_hex};
-    pub use crate::config::iso8601::{format_ms as format_time_ms, parse_ms as parse_time_ms};
+    pub use crate::config::iso8601::parse_ms as parse_time_ms;
     pub use crate::failover::FAILOVER_PATH;
     pub use crate::metrics::{tag_regex, TAGS};
     pub use crate::openai::json_write::string_len;

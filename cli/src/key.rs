@@ -113,6 +113,7 @@ fn new(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32,
         match a.get(flag) {
             None => Ok(None),
             Some(v) if v.trim().is_empty() => Err(Error::Usage(format!("{flag}: empty value"))),
+            Some(v) if v.chars().any(char::is_control) => Err(Error::Usage(format!("{flag}: control characters (a line break?) in the value"))),
             Some(v) => Ok(Some(v.to_string())),
         }
     };
@@ -125,6 +126,9 @@ fn new(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32,
         None => None,
         Some(list) => {
             let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            if names.iter().any(|n| n.chars().any(char::is_control)) {
+                return Err(Error::Usage("--models: control characters (a line break?) in a model name".into()));
+            }
             if names.iter().any(|n| n.is_empty()) {
                 return Err(Error::Usage(format!("--models: `{list}` has an empty model name (a comma-separated list: gpt-4o,gpt-4o-mini)")));
             }
@@ -356,7 +360,7 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
     if json {
         writeln!(out, "{}", doc.to_json_pretty()).map_err(w)?;
     } else {
-        let from: Vec<String> = keys_file.iter().chain(teams_file.iter()).map(|f| shown(f)).collect();
+        let from: Vec<String> = keys_file.iter().chain(teams_file.iter()).map(|f| comment_safe(&shown(f))).collect();
         let mut counts = Vec::new();
         if keys_file.is_some() {
             counts.push(plural(keys.len(), "key", "keys"));
@@ -398,6 +402,11 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
     )
     .map_err(w)?;
     Ok(if refused_entries == 0 { 0 } else { 1 })
+}
+
+/// `text` for a `#` comment line: a line break would end the comment and start YAML.
+fn comment_safe(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

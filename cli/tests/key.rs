@@ -285,3 +285,17 @@ fn the_demo_s_keys_config_passes() {
     assert_eq!(out.code, 0, "{}", out.stdout);
     assert!(out.stdout.contains("ok: 3 deployments in 3 model groups"), "{}", out.stdout);
 }
+
+#[test]
+fn a_line_break_cannot_smuggle_yaml_into_the_entry() {
+    let o = run(&["key", "new", "--alias", "x\nkeys: []"], &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("--alias: control characters"), "{}", o.stderr);
+    let o = run(&["key", "new", "--models", "a,b\nc"], &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    let d = dir("key-import-name");
+    let f = write(&d, "odd\nkeys: [].json", &format!(r#"[{{"token": "{}"}}]"#, sha256("sk-odd")));
+    let o = run(&["key", "import", &f], &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(yaml_to_json(&o.stdout), serde_json::json!({"keys": [{"token": sha256("sk-odd")}]}));
+}
