@@ -292,14 +292,16 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
 
     let mut teams: Vec<Value> = Vec::new();
     let mut team_ids: Vec<String> = Vec::new();
+    let mut team_paths: Vec<String> = Vec::new();
     if let Some(f) = &teams_file {
         let doc = read_json(f)?;
         let items = team_items(&doc).map_err(|m| Error::Failed(format!("{}: {m}", shown(f))))?;
         for (path, item) in items {
             let mut r = Vec::new();
-            if let Some((id, entry)) = team_entry(&path, &item, &team_ids, &mut r, &mut dropped) {
+            if let Some((id, entry)) = team_entry(&path, &item, &team_ids, &team_paths, &mut r, &mut dropped) {
                 if r.is_empty() {
                     team_ids.push(id);
+                    team_paths.push(path.clone());
                     teams.push(entry);
                 }
             }
@@ -665,7 +667,7 @@ fn key_entry(path: &str, item: &Json, r: &mut Vec<Refusal>, dropped: &mut BTreeM
     Some(KeyOut { token, alias: texts.get("key_alias").cloned(), team: texts.get("team_id").cloned(), value: Value::map(entry) })
 }
 
-fn team_entry(path: &str, item: &Json, ids: &[String], r: &mut Vec<Refusal>, dropped: &mut BTreeMap<(&'static str, String), usize>) -> Option<(String, Value)> {
+fn team_entry(path: &str, item: &Json, ids: &[String], paths: &[String], r: &mut Vec<Refusal>, dropped: &mut BTreeMap<(&'static str, String), usize>) -> Option<(String, Value)> {
     let Json::Object(m) = item else {
         refuse(r, path.to_string(), format!("must be a team object, got {}", kind(item)));
         return None;
@@ -683,7 +685,7 @@ fn team_entry(path: &str, item: &Json, ids: &[String], r: &mut Vec<Refusal>, dro
         }
     };
     if let Some(first) = ids.iter().position(|t| *t == id) {
-        refuse(r, at("team_id"), format!("`{id}` is already an imported team (entry {first})"));
+        refuse(r, at("team_id"), format!("`{id}` is already the team_id of {}", paths.get(first).map_or("another team", |p| p.as_str())));
         return None;
     }
     let mut entry: Vec<(&str, Value)> = vec![("team_id", Value::from(id.as_str()))];
@@ -784,6 +786,8 @@ fn text_field(m: &Map<String, Json>, f: &str, path: &str, r: &mut Vec<Refusal>) 
 fn count(v: &Json, path: &str, r: &mut Vec<Refusal>) -> Option<u64> {
     let n = match v {
         Json::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
+        // The loader reads "500" as 500 too.
+        Json::String(t) => t.trim().parse::<u64>().ok(),
         _ => None,
     };
     match n {

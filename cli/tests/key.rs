@@ -249,6 +249,13 @@ fn bad_entries_are_refused_with_their_field_path_and_never_printed() {
     let o = run(&["key", "import", &not_json], &[]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("not JSON") && !o.stderr.contains("sk-live"), "{}", o.stderr);
+    let teams = write(&d, "teams.json", r#"[{"team_id": "a"}, {"team_id": "a"}, {"team_alias": "no id"}, {"team_id": "b", "rpm_limit": "many"}]"#);
+    let o = run(&["key", "import", "--teams", &teams], &[]);
+    assert_eq!(o.code, 1);
+    for want in ["error: [1].team_id: `a` is already the team_id of [0]", "error: [2].team_id: is required", "error: [3].rpm_limit: must be a whole number"] {
+        assert!(o.stderr.contains(want), "{want} not in\n{}", o.stderr);
+    }
+    assert_eq!(yaml_to_json(&o.stdout), serde_json::json!({"teams": [{"team_id": "a"}]}));
     let o = run(&["key", "import"], &[]);
     assert_eq!(o.code, 2);
     let o = run(&["key", "import", "-", "--teams", "-"], &[]);
