@@ -28,7 +28,7 @@ Usage:
   llm-router package [--wasm PATH] [-o DIR] [--tag TAG]
   llm-router key new [--alias A] [--team T] [--models M1,M2] [--rpm N] [--tpm N] [--max-parallel N]
                      [--max-budget USD] [--budget-duration D] [--expires TIME] [--format yaml|json]
-  llm-router key import [FILE|-] [--teams FILE|-] [--format yaml|json]
+  llm-router key import [FILE|-] [--teams FILE|-] [--users FILE|-] [--format yaml|json]
 
 CONFIG is a LiteLLM or DeltaLLM proxy config (YAML, or JSON when it ends in .json), read the way
 LiteLLM reads it: YAML 1.1 scalars, anchors and `<<:` merge keys, `include:` of further files.
@@ -78,13 +78,14 @@ key new Makes a virtual key: `sk-` + 32 url-safe characters from the OS's CSPRNG
         the key out of the file. Add the entry under the config's `keys:` or list the file in
         `include:`. --team names a team_id the config's `teams` must define; --models is a
         comma-separated list; --rpm/--tpm/--max-parallel set rpm_limit, tpm_limit,
-        max_parallel_requests; --max-budget/--budget-duration (30d, 1mo, ...) load with a
-        warning until budgets are enforced; --expires is ISO 8601 (UTC without an offset).
+        max_parallel_requests; --max-budget (USD) resets every --budget-duration (30d, 1mo,
+        ...); --expires is ISO 8601 (UTC without an offset).
 key import
         Turns LiteLLM's key export into `keys:` entries: FILE is the JSON of
         GET /key/list?return_full_object=true ({\"keys\": [...]}), a list of keys, or GET /key/info
         ({\"key\": ..., \"info\": {...}}); --teams FILE adds `teams:` from GET /team/list (a list),
-        /v2/team/list ({\"teams\": [...]}) or /team/info. `token` stays LiteLLM's SHA-256 hash;
+        /v2/team/list ({\"teams\": [...]}) or /team/info; --users FILE adds `users:` (budgets)
+        from GET /user/list ({\"users\": [...]}). `token` stays LiteLLM's SHA-256 hash;
         model_rpm_limit, model_tpm_limit and tags come out of metadata; a key's
         litellm_budget_table fills the limits it leaves unset. Fields llm-router has no use for
         (spend, created_at, permissions, ...) are dropped, named on one stderr line. An entry

@@ -7,8 +7,9 @@
 //!   `llm-router key new --alias app > keys/app.yaml` shows the key on the terminal and writes
 //!   nothing secret to the file.
 //! - `key import` turns LiteLLM's key export (`GET /key/list?return_full_object=true`, a bare list
-//!   of `LiteLLM_VerificationToken` rows, or `GET /key/info`) and team export (`GET /team/list`,
-//!   `/v2/team/list`, `/team/info`) into `keys:` / `teams:` entries. Field names are LiteLLM's
+//!   of `LiteLLM_VerificationToken` rows, or `GET /key/info`), team export (`GET /team/list`,
+//!   `/v2/team/list`, `/team/info`) and user export (`GET /user/list`, `/user/info`: the budgets
+//!   of keys without a team) into `keys:` / `teams:` / `users:` entries. Field names are LiteLLM's
 //!   (`litellm/proxy/_types.py`, `litellm/models/verification_token.py`): an export holds the
 //!   hash in `token`, kept as it is; per-model limits and tags live in `metadata`
 //!   (`generate_key_helper_fn`), and a key's `litellm_budget_table` supplies the limits the key
@@ -20,7 +21,7 @@
 //! main file's), or that is pasted under the config's own `keys:`.
 
 use crate::value::Value;
-use llm_router::cli_api::{key_hash, parse_hex, parse_time_ms};
+use llm_router::cli_api::{is_no_duration, key_hash, parse_duration, parse_hex, parse_time_ms};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -140,7 +141,10 @@ fn new(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32,
         .get("--max-budget")
         .map(|v| v.trim().parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0).ok_or_else(|| Error::Usage(format!("--max-budget: `{v}` is not an amount in USD (a number >= 0)"))))
         .transpose()?;
-    let duration = a.get("--budget-duration").map(|d| check_duration(d).map(|_| d.trim().to_string()).map_err(|m| Error::Usage(format!("--budget-duration: `{d}` {m}")))).transpose()?;
+    let duration = a
+        .get("--budget-duration")
+        .map(|d| check_duration(d).map(|_| d.trim().to_string()).map_err(|m| Error::Usage(format!("--budget-duration: `{d}` {m}"))))
+        .transpose()?;
     if duration.is_some() && max_budget.is_none() {
         return Err(Error::Usage("--budget-duration is the period after which --max-budget resets: give --max-budget too".into()));
     }
@@ -196,7 +200,11 @@ fn new(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32,
         }
     }
     if max_budget.is_some() {
-        writeln!(err, "llm-router: note: max_budget / budget_duration load with a warning until budgets are enforced").map_err(w)?;
+        writeln!(
+            err,
+            "llm-router: note: spend against max_budget is priced by the deployments' input_cost_per_token / output_cost_per_token (a deployment without prices costs 0)"
+        )
+        .map_err(w)?;
     }
     Ok(0)
 }
@@ -238,20 +246,14 @@ fn parse_count(v: &str) -> Result<u64, &'static str> {
     }
 }
 
-/// A budget period as LiteLLM's `duration_in_seconds` (`litellm_core_utils/duration_parser.py`)
-/// reads it: `<n>s|m|h|d|w|mo`, or the words `hourly`, `daily`, `weekly`, `monthly`. (Stricter
-/// than LiteLLM's prefix match: nothing may follow the unit.)
-pub fn check_duration(d: &str) -> Result<(), &'static str> {
-    let d = d.trim();
-    if ["hourly", "daily", "weekly", "monthly"].iter().any(|w| d.eq_ignore_ascii_case(w)) {
-        return Ok(());
+/// A budget period, checked by the loader's own parser (`llm_router::limits::parse`: LiteLLM's
+/// `duration_in_seconds` forms `30s`, `30m`, `24h`, `30d`, `1w`, `1mo`). `none`/`null` (LiteLLM's "no
+/// period") is refused here: the flag or the field is then better left out.
+pub fn check_duration(d: &str) -> Result<(), String> {
+    if is_no_duration(d) {
+        return Err("is not a budget period: leave it out for a budget that never resets".into());
     }
-    let digits = d.bytes().take_while(u8::is_ascii_digit).count();
-    let (n, unit) = d.split_at(digits);
-    match (n.parse::<u64>(), unit) {
-        (Ok(n), "s" | "m" | "h" | "d" | "w" | "mo") if n > 0 => Ok(()),
-        _ => Err("is not a budget period (30s, 30m, 24h, 30d, 1w, 1mo, or hourly/daily/weekly/monthly)"),
-    }
+    parse_duration(d.trim()).map(|_| ()).map_err(|e| format!("is not a budget period: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,18 +273,21 @@ struct Refused {
 }
 
 fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Error> {
-    let a = Args::parse(args, &["--teams", "--format"])?;
+    let a = Args::parse(args, &["--teams", "--users", "--format"])?;
     let json = a.json()?;
     if a.positionals.len() > 1 {
         return Err(Error::Usage(format!("unexpected argument `{}` (one key export FILE; teams go in --teams FILE)", a.positionals.get(1).map_or("", |s| s.as_str()))));
     }
     let keys_file = a.positionals.first().cloned();
     let teams_file = a.get("--teams").map(str::to_string);
-    if keys_file.is_none() && teams_file.is_none() {
-        return Err(Error::Usage("key import: missing FILE (LiteLLM's /key/list export, or - for stdin; --teams FILE for /team/list)".into()));
+    let users_file = a.get("--users").map(str::to_string);
+    if keys_file.is_none() && teams_file.is_none() && users_file.is_none() {
+        return Err(Error::Usage(
+            "key import: missing FILE (LiteLLM's /key/list export, or - for stdin; --teams FILE for /team/list, --users FILE for /user/list)".into(),
+        ));
     }
-    if keys_file.as_deref() == Some("-") && teams_file.as_deref() == Some("-") {
-        return Err(Error::Usage("key import: only one of FILE and --teams FILE can be - (stdin)".into()));
+    if [&keys_file, &teams_file, &users_file].iter().filter(|f| f.as_deref() == Some("-")).count() > 1 {
+        return Err(Error::Usage("key import: only one of FILE, --teams FILE and --users FILE can be - (stdin)".into()));
     }
 
     let mut refused: Vec<Refused> = Vec::new();
@@ -307,6 +312,30 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
             }
             refused_entries += usize::from(!r.is_empty());
             refused.extend(r.into_iter().map(|x| Refused { file: shown(f), path: x.path, message: x.message }));
+        }
+    }
+
+    let mut users: Vec<Value> = Vec::new();
+    if let Some(f) = &users_file {
+        let doc = read_json(f)?;
+        let items = user_items(&doc).map_err(|m| Error::Failed(format!("{}: {m}", shown(f))))?;
+        let mut ids: Vec<(String, String)> = Vec::new();
+        let mut without_budget = 0;
+        for (path, item) in items {
+            let mut r = Vec::new();
+            match user_entry(&path, &item, &ids, &mut r, &mut dropped) {
+                Some((id, entry)) if r.is_empty() => {
+                    ids.push((id, path.clone()));
+                    users.push(entry);
+                }
+                None if r.is_empty() => without_budget += 1,
+                _ => {}
+            }
+            refused_entries += usize::from(!r.is_empty());
+            refused.extend(r.into_iter().map(|x| Refused { file: shown(f), path: x.path, message: x.message }));
+        }
+        if without_budget > 0 {
+            notes.push(format!("{}: left out {without_budget} user(s) without max_budget or soft_budget (a user entry holds only a budget)", shown(f)));
         }
     }
 
@@ -355,6 +384,9 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
     if teams_file.is_some() {
         doc.push(("teams", Value::Seq(teams.clone())));
     }
+    if users_file.is_some() {
+        doc.push(("users", Value::Seq(users.clone())));
+    }
     if keys_file.is_some() {
         doc.push(("keys", Value::Seq(keys.clone())));
     }
@@ -362,19 +394,14 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
     if json {
         writeln!(out, "{}", doc.to_json_pretty()).map_err(w)?;
     } else {
-        let from: Vec<String> = keys_file.iter().chain(teams_file.iter()).map(|f| comment_safe(&shown(f))).collect();
-        let mut counts = Vec::new();
-        if keys_file.is_some() {
-            counts.push(plural(keys.len(), "key", "keys"));
-        }
-        if teams_file.is_some() {
-            counts.push(plural(teams.len(), "team", "teams"));
-        }
+        let from: Vec<String> = keys_file.iter().chain(teams_file.iter()).chain(users_file.iter()).map(|f| comment_safe(&shown(f))).collect();
+        let counts = given_counts(&[(&keys_file, keys.len(), "key", "keys"), (&teams_file, teams.len(), "team", "teams"), (&users_file, users.len(), "user", "users")]);
         write!(
             out,
-            "# imported by `llm-router key import` from {}: {} (LiteLLM's SHA-256 hashes; no raw key)\n{}",
+            "# imported by `llm-router key import` from {}: {}{}\n{}",
             from.join(" and "),
             counts.join(", "),
+            if keys_file.is_some() { " (keys as LiteLLM's SHA-256 hashes; no raw key)" } else { "" },
             doc.to_yaml()
         )
         .map_err(w)?;
@@ -387,7 +414,7 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
     }
     if !dropped.is_empty() {
         let mut parts: Vec<String> = Vec::new();
-        for section in ["keys", "teams"] {
+        for section in ["keys", "teams", "users"] {
             let names: Vec<String> = dropped.iter().filter(|((s, _), _)| *s == section).map(|((_, f), n)| format!("{f} ({n})")).collect();
             if !names.is_empty() {
                 parts.push(format!("{section}: {}", names.join(", ")));
@@ -395,11 +422,12 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
         }
         writeln!(err, "llm-router: key import: dropped fields llm-router has no use for (entries with a value): {}", parts.join("; ")).map_err(w)?;
     }
+    let mut counts = given_counts(&[(&keys_file, keys.len(), "key", "keys"), (&teams_file, teams.len(), "team", "teams"), (&users_file, users.len(), "user", "users")]);
+    let last = counts.pop().unwrap_or_default();
+    let all = if counts.is_empty() { last } else { format!("{} and {last}", counts.join(", ")) };
     writeln!(
         err,
-        "llm-router: key import: {} and {} imported{}",
-        plural(keys.len(), "key", "keys"),
-        plural(teams.len(), "team", "teams"),
+        "llm-router: key import: {all} imported{}",
         if refused_entries == 0 { String::new() } else { format!("; {} refused (left out of the output)", plural(refused_entries, "entry", "entries")) }
     )
     .map_err(w)?;
@@ -409,6 +437,11 @@ fn import(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<i
 /// `text` for a `#` comment line: a line break would end the comment and start YAML.
 fn comment_safe(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+/// "N keys", "N teams", ... for the sections a file was given for.
+fn given_counts(sections: &[(&Option<String>, usize, &str, &str)]) -> Vec<String> {
+    sections.iter().filter(|(f, ..)| f.is_some()).map(|(_, n, one, many)| plural(*n, one, many)).collect()
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -475,6 +508,82 @@ fn team_items(doc: &Json) -> Result<Vec<(String, Json)>, String> {
 }
 
 const EXPECTED_TEAMS: &str = "not a LiteLLM team export: expected a list of teams (GET /team/list), {\"teams\": [...]} (GET /v2/team/list) or {\"team_id\": ..., \"team_info\": {...}} (GET /team/info)";
+
+/// The user entries of an export: `GET /user/list` (`{"users": [...], "total": ...}`), a list,
+/// `GET /user/info` (`{"user_id": ..., "user_info": {...}}`) or one user.
+fn user_items(doc: &Json) -> Result<Vec<(String, Json)>, String> {
+    const EXPECTED: &str = "not a LiteLLM user export: expected {\"users\": [...]} (GET /user/list), a list of users or {\"user_id\": ..., \"user_info\": {...}} (GET /user/info)";
+    match doc {
+        Json::Array(items) => Ok(items.iter().enumerate().map(|(i, v)| (format!("[{i}]"), v.clone())).collect()),
+        Json::Object(m) => match (m.get("users"), m.get("user_info"), m.get("user_id")) {
+            (Some(Json::Array(items)), _, _) => Ok(items.iter().enumerate().map(|(i, v)| (format!("users[{i}]"), v.clone())).collect()),
+            (_, Some(info @ Json::Object(_)), _) => Ok(vec![("user_info".into(), info.clone())]),
+            (_, _, Some(_)) => Ok(vec![("user".into(), doc.clone())]),
+            _ => Err(EXPECTED.into()),
+        },
+        _ => Err(EXPECTED.into()),
+    }
+}
+
+/// A user's budget (`users[i]`: `user_id`, `max_budget`, `soft_budget`, `budget_duration`, the
+/// budget table filling what the row leaves unset); None without a budget (nothing to import).
+fn user_entry(
+    path: &str,
+    item: &Json,
+    ids: &[(String, String)],
+    r: &mut Vec<Refusal>,
+    dropped: &mut BTreeMap<(&'static str, String), usize>,
+) -> Option<(String, Value)> {
+    let Json::Object(m) = item else {
+        refuse(r, path.to_string(), format!("must be a user object, got {}", kind(item)));
+        return None;
+    };
+    let at = |f: &str| format!("{path}.{f}");
+    let id = match non_null(m, "user_id") {
+        Some(Json::String(s)) if !s.trim().is_empty() => s.clone(),
+        None | Some(Json::String(_)) => {
+            refuse(r, at("user_id"), "is required");
+            return None;
+        }
+        Some(other) => {
+            refuse(r, at("user_id"), format!("must be a string, got {}", kind(other)));
+            return None;
+        }
+    };
+    if let Some((_, first)) = ids.iter().find(|(u, _)| *u == id) {
+        refuse(r, at("user_id"), format!("`{id}` is already the user_id of {first}"));
+        return None;
+    }
+    let table = match non_null(m, "litellm_budget_table") {
+        Some(Json::Object(b)) => Some(b),
+        _ => None,
+    };
+    let own_or_table = |f: &str| -> (Option<&Json>, String) {
+        match (non_null(m, f), table.and_then(|b| non_null(b, f))) {
+            (Some(v), _) => (Some(v), at(f)),
+            (None, Some(v)) => (Some(v), format!("{path}.litellm_budget_table.{f}")),
+            (None, None) => (None, at(f)),
+        }
+    };
+    let mut entry: Vec<(&str, Value)> = vec![("user_id", Value::from(id.as_str()))];
+    for f in BUDGETS {
+        let (v, p) = own_or_table(f);
+        match v {
+            None => {}
+            Some(Json::Number(n)) if n.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0) => entry.push((f, Value::from(Json::Number(n.clone())))),
+            Some(other) => refuse(r, p, format!("must be an amount in USD (a number >= 0), got {}", describe(other))),
+        }
+    }
+    let has_budget = entry.len() > 1;
+    let (v, p) = own_or_table("budget_duration");
+    duration_field(v, p, &mut entry, r);
+    for (k, v) in m {
+        if !["user_id", "max_budget", "soft_budget", "budget_duration", "litellm_budget_table"].contains(&k.as_str()) && has_value(v) {
+            *dropped.entry(("users", k.clone())).or_insert(0) += 1;
+        }
+    }
+    has_budget.then(|| (id, Value::map(entry)))
+}
 
 /// Fields of a key the import writes (in this order), beyond `token`.
 const KEY_TEXT: &[&str] = &["key_alias", "team_id", "user_id"];
@@ -623,12 +732,7 @@ fn key_entry(path: &str, item: &Json, r: &mut Vec<Refusal>, dropped: &mut BTreeM
     }
     {
         let (v, p) = own_or_table("budget_duration");
-        match v {
-            None => {}
-            Some(Json::String(d)) if check_duration(d).is_ok() => entry.push(("budget_duration", Value::from(d.as_str()))),
-            Some(Json::String(_)) => refuse(r, p, "is not a budget period (30s, 30m, 24h, 30d, 1w, 1mo)"),
-            Some(other) => refuse(r, p, format!("must be a budget period such as 30d, got {}", kind(other))),
-        }
+        duration_field(v, p, &mut entry, r);
     }
     {
         let own = non_null(m, "model_max_budget").filter(|v| v.as_object().is_none_or(|o| !o.is_empty()));
@@ -712,11 +816,7 @@ fn team_entry(path: &str, item: &Json, ids: &[String], paths: &[String], r: &mut
             Some(other) => refuse(r, at(f), format!("must be an amount in USD (a number >= 0), got {}", describe(other))),
         }
     }
-    match non_null(m, "budget_duration") {
-        None => {}
-        Some(Json::String(d)) if check_duration(d).is_ok() => entry.push(("budget_duration", Value::from(d.as_str()))),
-        Some(_) => refuse(r, at("budget_duration"), "is not a budget period (30s, 30m, 24h, 30d, 1w, 1mo)"),
-    }
+    duration_field(non_null(m, "budget_duration"), at("budget_duration"), &mut entry, r);
     match non_null(m, "model_max_budget") {
         None => {}
         Some(Json::Object(o)) if o.is_empty() => {}
@@ -737,6 +837,20 @@ fn team_entry(path: &str, item: &Json, ids: &[String], paths: &[String], r: &mut
         }
     }
     Some((id, Value::map(entry)))
+}
+
+/// `budget_duration`: written when it is a period the loader reads; LiteLLM's "no period"
+/// (`none`, `null`, empty) is left out.
+fn duration_field(v: Option<&Json>, path: String, entry: &mut Vec<(&str, Value)>, r: &mut Vec<Refusal>) {
+    match v {
+        None => {}
+        Some(Json::String(d)) if is_no_duration(d) => {}
+        Some(Json::String(d)) => match check_duration(d) {
+            Ok(()) => entry.push(("budget_duration", Value::from(d.trim()))),
+            Err(m) => refuse(r, path, m),
+        },
+        Some(other) => refuse(r, path, format!("must be a budget period such as 30d, got {}", kind(other))),
+    }
 }
 
 /// Whether a field carries anything (LiteLLM exports every column, most of them null or empty).
@@ -866,11 +980,11 @@ mod tests {
     }
 
     #[test]
-    fn durations_are_litellms() {
-        for ok in ["30s", "30m", "24h", "30d", "1w", "1mo", "monthly", " Daily "] {
+    fn durations_are_the_loader_s() {
+        for ok in ["30s", "30m", "24h", "30d", "1w", "1mo", " 7d "] {
             assert!(check_duration(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "30", "0d", "d", "30 d", "30dd", "1y", "-1d", "1.5h"] {
+        for bad in ["", "none", "30", "0d", "d", "30 d", "30d5", "1y", "-1d", "1.5h"] {
             assert!(check_duration(bad).is_err(), "{bad}");
         }
     }

@@ -164,6 +164,23 @@ fn import_of_a_litellm_key_list_keeps_the_hashes_and_loads() {
     assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
     let j = run(&["key", "import", &fixture("key-list.json"), "--teams", &fixture("team-list.json"), "--format", "json"], &[]);
     assert_eq!(json(&j.stdout), doc);
+
+    // Users' budgets (GET /user/list): only users with a budget, the budget table filling in.
+    let u = run(&["key", "import", &fixture("key-list.json"), "--teams", &fixture("team-list.json"), "--users", &fixture("user-list.json")], &[]);
+    assert_eq!(u.code, 0, "{}", u.stderr);
+    let doc = yaml_to_json(&u.stdout);
+    assert_eq!(
+        doc["users"],
+        serde_json::json!([{"user_id": "ana@example.com", "max_budget": 25.0, "budget_duration": "1mo"},
+                           {"user_id": "sam", "soft_budget": 4.0, "budget_duration": "7d"}])
+    );
+    assert!(u.stderr.contains("left out 1 user(s) without max_budget or soft_budget"), "{}", u.stderr);
+    assert!(u.stderr.contains("4 keys, 2 teams and 2 users imported"), "{}", u.stderr);
+    let dropped = lines_with(&u.stderr, "dropped fields");
+    assert!(dropped.len() == 1 && dropped[0].contains("users: created_at (3)") && dropped[0].contains("user_email (1)"), "{}", u.stderr);
+    write(&d, "imported.yaml", &u.stdout);
+    let c = run(&["check", &config_including(&d, "imported.yaml", "")], &[]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
 }
 
 #[test]
@@ -231,7 +248,7 @@ fn bad_entries_are_refused_with_their_field_path_and_never_printed() {
     ] {
         assert!(o.stderr.lines().any(|l| l.starts_with(&format!("{f}: {want}"))), "{want} not in\n{}", o.stderr);
     }
-    assert!(o.stderr.contains("1 key and 0 teams imported; 5 entries refused"), "{}", o.stderr);
+    assert!(o.stderr.contains("llm-router: key import: 1 key imported; 5 entries refused"), "{}", o.stderr);
     // The raw key is nowhere, and only the good entry is printed.
     for text in [&o.stdout, &o.stderr] {
         assert!(!text.contains("sk-this-is-a-raw-key"), "{text}");
