@@ -33,6 +33,7 @@ BASE = f"http://{LISTENER[0]}:{LISTENER[1]}"
 # The virtual-keys gateway (envoy/demo-keys.yaml): its keys come from Envoy's environment, set here.
 KEYS_LISTENER = ("127.0.0.1", 10010)
 KEYS_ADMIN = ("127.0.0.1", 9911)
+KEYS_REDIRECTOR = ("127.0.0.1", 10011)  # its in-request failover listener
 KEYS_BASE = f"http://{KEYS_LISTENER[0]}:{KEYS_LISTENER[1]}"
 RESEARCH_KEY = "sk-demo-research-app"
 SUPPORT_KEY = "sk-demo-support-bot"
@@ -217,7 +218,7 @@ def main() -> int:
     args = ap.parse_args()
     RUN.mkdir(parents=True, exist_ok=True)
 
-    busy = [f"{h}:{p}" for h, p in [LISTENER, ADMIN, KEYS_LISTENER, KEYS_ADMIN] + [("127.0.0.1", p) for _, p, _ in MOCKS]
+    busy = [f"{h}:{p}" for h, p in [LISTENER, ADMIN, KEYS_LISTENER, KEYS_ADMIN, KEYS_REDIRECTOR] + [("127.0.0.1", p) for _, p, _ in MOCKS]
             if port_open((h, p))]
     if busy:
         say(f"demo: already in use: {', '.join(busy)} (is another demo running?)")

@@ -17,8 +17,8 @@ DEMO_CONFIG = REPO / "examples" / "demo-config.json"
 DUMP = REPO / ".run" / "demo" / "config_dump.json"
 DEMO_KEYS_YAML = REPO / "envoy" / "demo-keys.yaml"
 # How envoy/demo-keys.yaml is made (its header says so too).
-DEMO_KEYS_CMD = ["cargo", "run", "-q", "-p", "llm-router-cli", "--", "envoy", "examples/demo-keys.yaml", "--no-failover",
-                 "--listen", "127.0.0.1:10010", "--admin", "127.0.0.1:9911"]
+DEMO_KEYS_CMD = ["cargo", "run", "-q", "-p", "llm-router-cli", "--", "envoy", "examples/demo-keys.yaml",
+                 "--listen", "127.0.0.1:10010", "--admin", "127.0.0.1:9911", "--redirector", "127.0.0.1:10011"]
 
 
 def embedded_config_text() -> str:
