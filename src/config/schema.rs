@@ -133,7 +133,14 @@ pub const ROUTER_SETTINGS: &[(&str, Use)] = &[
     ("set_verbose", Ignored("set Envoy's log level instead (--component-log-level wasm:debug)")),
     ("json_logs", Ignored("set Envoy's log format instead")),
     ("provider_budget_config", Ignored("provider budgets are not enforced")),
+    ("max_budget", Ignored(PROXY_BUDGET)),
+    ("budget_duration", Ignored(PROXY_BUDGET)),
+    ("max_end_user_budget", Ignored("end-user budgets are not enforced; give keys, teams or users a max_budget")),
+    ("timezone", Ignored("budget windows reset at UTC boundaries (the filter has no time-zone database)")),
 ];
+
+/// Why a proxy-wide budget is not read.
+const PROXY_BUDGET: &str = "a proxy-wide budget is not enforced; give keys, teams or users a max_budget";
 
 /// `general_settings`.
 pub const GENERAL_SETTINGS: &[(&str, Use)] = &[
