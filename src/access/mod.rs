@@ -9,6 +9,10 @@
 //! held as its SHA-256 (`hash.rs`), compared in constant time after a hash-map lookup, and no
 //! error, log line or header carries a key or its hash.
 //!
+//! A key can also be bound to the caller's mesh identity or verified JWT subject
+//! (`identity.rs`): without presented credentials, the identity Envoy established selects the
+//! key's policy ([`Policy::identify_with`]).
+//!
 //! Rate limits of keys and teams (`rpm_limit`, `tpm_limit`, `max_parallel_requests`,
 //! `model_rpm_limit`, `model_tpm_limit`) are enforced by `crate::limits` (lists built per key in
 //! `limits::plan`); budgets (`max_budget`, ...) are not enforced yet: the loader accepts them with
@@ -16,9 +20,11 @@
 
 mod grant;
 mod hash;
+mod identity;
 mod policy;
 #[cfg(test)]
 mod tests;
 
 pub use hash::{key_hash, parse_hex, KeyHash};
+pub use identity::{property_value, Peer, JWT_ISS_PROPERTY, JWT_SUB_PROPERTY, MAX_IDENTITY_BYTES, PRINCIPAL_PROPERTY};
 pub use policy::{Caller, Policy};

@@ -24,7 +24,8 @@ use crate::health::parse_retry_after;
 use crate::limits::{self, Actual, Demand, Kind, Limiter, Local, OnUnavailable, Reservation};
 use crate::metrics::{self, Pass, Sink};
 use crate::openai::{ApiError, UsageTracker};
-use crate::pipeline::auth::ClientCredentials;
+use crate::pipeline::auth::{presented, ClientCredentials};
+use super::identity::PeerProperties;
 use crate::pipeline::request::{
     self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, ReplayCheck, Reply, RequestHead, PER_TRY_TIMEOUT_HEADER,
     TAGS_HEADER,
@@ -231,6 +232,8 @@ impl<S: Sink> RouterStream<S> {
             }
         }
         head.credentials = creds;
+        let peer = Self::peer_properties(host, &cfg, &head);
+        head.peer = peer.peer();
         log::trace!("llm-router: request {:?} {:?} (redirected: {})", head.method, head.path, head.internal_redirect);
         let decision = {
             let Ok(mut spent) = self.vm.spent.try_borrow_mut() else {
@@ -265,6 +268,16 @@ impl<S: Sink> RouterStream<S> {
                 Flow::Pause
             }
         }
+    }
+
+    /// The identity Envoy established, read only when some key is bound to one, the request
+    /// presents no key (a presented key is authoritative) and it is not a failover pass.
+    fn peer_properties<H: Host>(host: &H, cfg: &RouterConfig, head: &RequestHead<'_>) -> PeerProperties {
+        let bound = cfg.access.needs_principal() || cfg.access.needs_jwt();
+        if !bound || head.internal_redirect || presented(&head.credentials).iter().any(Option::is_some) {
+            return PeerProperties::default();
+        }
+        PeerProperties::read(host, &cfg.access)
     }
 
     pub fn on_request_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Flow {
