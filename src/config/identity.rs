@@ -49,16 +49,29 @@ impl KeyIdentity {
 pub fn parse(s: &Section<'_>, entry: usize, diags: &mut Diagnostics) -> KeyIdentity {
     let mut out = KeyIdentity { entry, ..KeyIdentity::default() };
     let principals_path = s.field_path("mesh_principals");
-    for (j, p) in s.string_list("mesh_principals", diags).into_iter().enumerate() {
+    let principals: &[Value] = match s.get("mesh_principals") {
+        None => &[],
+        Some(one @ Value::String(_)) => std::slice::from_ref(one),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            diags.error(&principals_path, format!("must be a list of strings, got {}", kind(other)));
+            &[]
+        }
+    };
+    for (j, item) in principals.iter().enumerate() {
         let path = format!("{principals_path}[{j}]");
-        if !valid(&p, &path, "a principal such as spiffe://cluster.local/ns/research/sa/app", diags) {
+        let Value::String(p) = item else {
+            diags.error(path, format!("must be a string, got {}", kind(item)));
+            continue;
+        };
+        if !valid(p, &path, "a principal such as spiffe://cluster.local/ns/research/sa/app", diags) {
             continue;
         }
-        if out.principals.iter().any(|(_, q)| *q == p) {
+        if out.principals.iter().any(|(_, q)| q == p) {
             diags.error(path, "is listed twice");
             continue;
         }
-        out.principals.push((j, p));
+        out.principals.push((j, p.clone()));
     }
     let subjects_path = s.field_path("jwt_subjects");
     let items: &[Value] = match s.get("jwt_subjects") {
@@ -169,10 +182,10 @@ mod tests {
             "jwt_subjects": [{"iss": "i"}, {"iss": "i", "sub": "s", "aud": "x"}, {"iss": "i", "sub": "s"}, "i/s", {"iss": 1, "sub": "s*"}],
         }));
         let want = [
-            "keys[3].mesh_principals[4]: must be a string, got a number",
             "keys[3].mesh_principals[0]: must be exact",
             "keys[3].mesh_principals[1]: is empty",
             "keys[3].mesh_principals[3]: is listed twice",
+            "keys[3].mesh_principals[4]: must be a string, got a number",
             "keys[3].mesh_principals[5]: is longer than 2048 bytes",
             "keys[3].mesh_principals[6]: must not contain spaces",
             "keys[3].jwt_subjects[0].sub: is required",

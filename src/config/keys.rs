@@ -35,15 +35,15 @@ pub struct KeyEntry {
     /// `expires`, epoch ms.
     pub expires_ms: Option<u64>,
     pub blocked: bool,
+    /// `mesh_principals` / `jwt_subjects`: who the key's policy applies to without a token
+    /// (`config/identity.rs`).
+    pub identity: super::identity::KeyIdentity,
     /// `rpm_limit`, `tpm_limit`, `max_parallel_requests` (enforced: `crate::limits::plan`).
     pub rates: Rates,
     /// `model_rpm_limit` / `model_tpm_limit` (top level or in `metadata`, as LiteLLM stores
     /// them): model name → limit, in the config's order.
     pub model_rpm: Vec<(String, u64)>,
     pub model_tpm: Vec<(String, u64)>,
-    /// `mesh_principals` / `jwt_subjects`: who the key's policy applies to without a token
-    /// (`config/identity.rs`).
-    pub identity: super::identity::KeyIdentity,
 }
 
 /// The rate limits of a key or a team.
@@ -165,10 +165,10 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostic
             aliases: key_aliases,
             expires_ms,
             blocked,
+            identity,
             rates,
             model_rpm,
             model_tpm,
-            identity,
         });
     }
     out
@@ -207,6 +207,8 @@ fn key_digest(s: &Section<'_>, identity: &mut super::identity::KeyIdentity, diag
                 identity.tokenless = true;
                 Some((h, if identity.principals.is_empty() { "jwt_subjects" } else { "mesh_principals" }))
             }
+            // Bindings written but all refused: already reported with their paths.
+            None if s.get("mesh_principals").is_some() || s.get("jwt_subjects").is_some() => None,
             None => {
                 diags.error(&s.path, "needs token (the key's SHA-256 hex, as LiteLLM stores it), key (os.environ/NAME), mesh_principals or jwt_subjects");
                 None
