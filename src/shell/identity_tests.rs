@@ -207,3 +207,29 @@ fn bindings_are_validated_with_field_paths() {
     }
     assert_eq!(errors.len(), 4, "{errors:#?}");
 }
+
+#[test]
+fn a_bound_key_is_still_checked_for_blocked_expiry_and_its_rate_limits() {
+    let (cfg, vm) = gateway(json!([
+        {"key_alias": "blocked", "mesh_principals": [RESEARCH], "blocked": true},
+        {"key_alias": "old", "mesh_principals": [FINANCE], "expires": "2000-01-01T00:00:00Z"},
+        {"key_alias": "limited", "jwt_subjects": [{"iss": "https://idp.test", "sub": "batch"}], "rpm_limit": 1},
+    ]));
+    let blocked = request("gpt-4o", &[]);
+    blocked.set_property_value(SAN, RESEARCH);
+    assert_eq!(run(&cfg, &vm, &blocked), Some((401, Some("key_blocked".into()))));
+    let old = request("gpt-4o", &[]);
+    old.set_property_value(SAN, FINANCE);
+    old.advance(1_800_000_000_000);
+    assert_eq!(run(&cfg, &vm, &old), Some((401, Some("expired_key".into()))));
+    let first = request("gpt-4o", &[]);
+    // The same Envoy: one shared-data store and clock.
+    let second = FakeHost::sharing(&first);
+    second.set_request(&first.request_headers.borrow().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(), &first.body_text());
+    for h in [&first, &second] {
+        h.set_property_value(ISS, "https://idp.test");
+        h.set_property_value(SUB, "batch");
+    }
+    assert_eq!(run(&cfg, &vm, &first), None);
+    assert_eq!(run(&cfg, &vm, &second).map(|(s, _)| s), Some(429), "the tokenless key's counter holds across requests");
+}

@@ -10,7 +10,9 @@
 //! response body (`host/metrics.rs`). A virtual key with rate limits adds, per limit, one
 //! shared-data read and one CAS write at admission and again at settlement in `on_log` (rpm: none
 //! at settlement), 6 response-header writes at most, and the response-body read when a tpm limit
-//! applies.
+//! applies. Keys bound to a mesh principal or JWT subject (`mesh_principals`, `jwt_subjects`) add,
+//! for a request that presents no key, 1–3 property reads in the headers phase (`shell/identity.rs`);
+//! without bindings, none.
 //!
 //! Every host call goes through [`Host`]; a failing call degrades this request (a 500 reply, or a
 //! missing response header / metric / property), never the VM.
