@@ -158,6 +158,12 @@ fn failing_property_reads_refuse_and_bindings_cost_nothing_when_absent() {
     failing.fail(Op::Property);
     assert_eq!(run(&cfg, &vm, &failing), Some((401, Some("invalid_api_key".into()))), "an unreadable identity is no identity");
 
+    let passthrough = FakeHost::request(&[(":method", "GET"), (":path", "/healthz"), (":authority", "gw")], "");
+    passthrough.set_property_value(SAN, RESEARCH);
+    let mut s = RouterStream::new(Some(cfg.clone()), vm.clone());
+    assert_eq!(s.on_request_headers(&passthrough, true), Flow::Continue);
+    assert_eq!(passthrough.count(Op::Property), 0, "a pass-through request is not identified: no property read");
+
     let (plain_cfg, plain_vm) = gateway(json!([{"token": hex("sk-plain")}]));
     let h = request("gpt-4o", &[]);
     h.set_property_value(SAN, RESEARCH);

@@ -275,10 +275,11 @@ impl<S: Sink> RouterStream<S> {
     }
 
     /// The identity Envoy established, read only when some key is bound to one, the request
-    /// presents no key (a presented key is authoritative) and it is not a failover pass.
+    /// presents no key (a presented key is authoritative) and is one the router identifies (a
+    /// routed or local endpoint; not a failover pass, not a pass-through).
     fn peer_properties<H: Host>(host: &H, cfg: &RouterConfig, head: &RequestHead<'_>) -> PeerProperties {
         let bound = cfg.access.needs_principal() || cfg.access.needs_jwt();
-        if !bound || head.internal_redirect || presented(&head.credentials).iter().any(Option::is_some) {
+        if !bound || presented(&head.credentials).iter().any(Option::is_some) || !request::identifies(cfg, head) {
             return PeerProperties::default();
         }
         PeerProperties::read(host, &cfg.access)

@@ -161,6 +161,13 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, replay: &mut ReplayCh
     }))
 }
 
+/// Whether the header phase identifies the caller of this request (a routed or local endpoint,
+/// not a replay): only then are identity properties worth reading.
+pub fn identifies(cfg: &RouterConfig, head: &RequestHead<'_>) -> bool {
+    let path = head.path.split_once('?').map_or(head.path, |(p, _)| p);
+    !head.internal_redirect && (local_endpoint(cfg, path).is_some() || Endpoint::from_path(path).is_some())
+}
+
 /// Which local endpoint `path` (no query) is, if any: exact match on the configured paths.
 fn local_endpoint(cfg: &RouterConfig, path: &str) -> Option<LocalReply> {
     if cfg.envoy.models_paths.iter().any(|p| p == path) {
