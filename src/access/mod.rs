@@ -13,10 +13,9 @@
 //! (`identity.rs`): without presented credentials, the identity Envoy established selects the
 //! key's policy ([`Policy::identify_with`]).
 //!
-//! Rate limits of keys and teams (`rpm_limit`, `tpm_limit`, `max_parallel_requests`,
-//! `model_rpm_limit`, `model_tpm_limit`) are enforced by `crate::limits` (lists built per key in
-//! `limits::plan`); budgets (`max_budget`, ...) are not enforced yet: the loader accepts them with
-//! a warning saying so (`config/schema.rs`).
+//! Limits and budgets of keys, teams and users (`rpm_limit`, `tpm_limit`, `max_parallel_requests`,
+//! `model_*_limit`, `max_budget` over `budget_duration`, `soft_budget`, `model_max_budget`) are
+//! enforced by `crate::limits` (lists built per key in `limits::plan`).
 
 mod grant;
 mod hash;

@@ -63,6 +63,18 @@ pub struct AttemptState {
     /// defaults): the next pass removes them first, so one deployment's defaults never look
     /// like the client's own parameters to the next.
     pub inserted: u32,
+    /// The virtual key whose limits this request was admitted against: its index in the
+    /// config of `generation` (a failover pass admits on the same key's limits, without
+    /// counting the request again; after a reload the index may mean another key, so a pass of
+    /// another generation does not use it). Never the key or its hash.
+    pub limited: Option<LimitedKey>,
+}
+
+/// A virtual key in one config generation (see [`AttemptState::limited`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitedKey {
+    pub index: u32,
+    pub generation: u64,
 }
 
 /// How long a state stays valid after its attempt starts: the attempt's time budget plus
@@ -136,6 +148,7 @@ impl AttemptState {
         push("l", &self.body_len.to_string());
         push("d", &format!("{:016x}", self.body_digest));
         push("i", &self.inserted.to_string());
+        push("q", &self.limited.map(|k| format!("{}.{}", k.index, k.generation)).unwrap_or_default());
         let mac = siphash24(key.0, key.1, out.as_bytes());
         out.push_str(&format!(";mac={mac:016x}"));
         out
@@ -218,6 +231,13 @@ impl AttemptState {
                 "l" => s.body_len = v.parse().ok()?,
                 "d" => s.body_digest = u64::from_str_radix(&v, 16).ok()?,
                 "i" => s.inserted = v.parse().ok()?,
+                "q" => {
+                    s.limited = match v.split_once('.') {
+                        None if v.is_empty() => None,
+                        Some((i, g)) => Some(LimitedKey { index: i.parse().ok()?, generation: g.parse().ok()? }),
+                        None => return None,
+                    }
+                }
                 _ => {}
             }
         }
@@ -271,6 +291,7 @@ mod tests {
             body_len: 4_096,
             body_digest: 0x0123_4567_89ab_cdef,
             inserted: 37,
+            limited: Some(LimitedKey { index: 3, generation: 12 }),
         }
     }
 

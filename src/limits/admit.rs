@@ -128,7 +128,8 @@ impl Limit {
     /// exceed the limit by its excess, the `(c − r)⁺` term of the bounds.
     fn amount(&self, demand: &Demand) -> u64 {
         match self.kind {
-            Kind::Requests | Kind::Parallel => 1,
+            Kind::Requests => demand.requests,
+            Kind::Parallel => 1,
             Kind::Tokens => demand.tokens.min(self.limit.max(1)),
             Kind::Budget => demand.cost_nanos,
         }
@@ -136,7 +137,7 @@ impl Limit {
 }
 
 /// What a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Demand {
     /// Estimated tokens, counted like the actual will be: LiteLLM's v3 limiter counts
     /// `general_settings.token_rate_limit_type` tokens of the response — `output`, `input` or
@@ -144,9 +145,19 @@ pub struct Demand {
     /// `output`). The wiring counts `total`: the prompt estimate plus `max_tokens`
     /// (`plan::token_demand`).
     pub tokens: u64,
-    /// Worst-case cost in nano-USD: the estimate priced at the most expensive deployment the
-    /// request may be routed to.
+    /// Worst-case cost in nano-USD: the estimate priced at the deployment the request is sent to.
     pub cost_nanos: u64,
+    /// Requests to count on rpm limits: 1, or 0 for a failover pass of a request its first pass
+    /// already counted (LiteLLM's limiter runs once per client request, before its router
+    /// retries). A 0 still checks nothing and reports the limit's status.
+    pub requests: u64,
+}
+
+impl Default for Demand {
+    /// One request, no tokens, no cost.
+    fn default() -> Demand {
+        Demand { tokens: 0, cost_nanos: 0, requests: 1 }
+    }
 }
 
 /// What a request consumed. `None`: unknown (no usage in the response) — the reservation is
@@ -660,15 +671,15 @@ mod tests {
     fn an_estimate_above_the_whole_tpm_limit_is_held_as_the_limit() {
         let plan = vec![limit(key(), Kind::Tokens, 100)];
         let s = store_for(&plan);
-        let big = Demand { tokens: 5_000, cost_nanos: 0 };
+        let big = Demand { tokens: 5_000, cost_nanos: 0, requests: 1 };
         let r = admit(&s, plan.clone(), big, NOW, OnUnavailable::FailClosed).unwrap();
         assert_eq!(rec(&s, &plan[0]).map(|r| r.reserved), Some(100));
-        assert!(admit(&s, plan.clone(), Demand { tokens: 1, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).is_err(), "it runs alone");
+        assert!(admit(&s, plan.clone(), Demand { tokens: 1, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).is_err(), "it runs alone");
         settle(&s, r, Actual { tokens: Some(7), cost_nanos: None });
         assert_eq!(rec(&s, &plan[0]).map(|r| (r.used, r.reserved)), Some((7, 0)));
         let zero = vec![limit(key(), Kind::Tokens, 0)];
         let s = store_for(&zero);
-        assert!(admit(&s, zero, Demand { tokens: 1, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).is_err(), "tpm_limit 0 admits nothing");
+        assert!(admit(&s, zero, Demand { tokens: 1, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).is_err(), "tpm_limit 0 admits nothing");
     }
 
     #[test]
@@ -676,8 +687,8 @@ mod tests {
         let plan = vec![limit(key(), Kind::Requests, 5), limit(key(), Kind::Parallel, 5), limit(key(), Kind::Tokens, 1000), limit(team(), Kind::Tokens, 100)];
         let s = store_for(&plan);
         // Another request holds 50 of the team's 100 tokens.
-        admit(&s, vec![plan[3].clone()], Demand { tokens: 50, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap();
-        let refusal = admit(&s, plan.clone(), Demand { tokens: 60, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap_err();
+        admit(&s, vec![plan[3].clone()], Demand { tokens: 50, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let refusal = admit(&s, plan.clone(), Demand { tokens: 60, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap_err();
         assert_eq!((refusal.index, refusal.scope.clone(), refusal.kind, refusal.remaining), (3, team(), Kind::Tokens, 50));
         for l in &plan[..3] {
             let r = rec(&s, l).unwrap();
@@ -691,7 +702,7 @@ mod tests {
     fn settle_reconciles_and_releases_once() {
         let plan = vec![limit(key(), Kind::Parallel, 1), limit(key(), Kind::Tokens, 1000), limit(key(), Kind::Budget, 10_000)];
         let s = store_for(&plan);
-        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 3_000 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 3_000, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap();
         assert_eq!(r.holds(), 3);
         // The single slot is taken.
         let refusal = admit(&s, plan.clone(), Demand::default(), NOW, OnUnavailable::FailClosed).unwrap_err();
@@ -702,7 +713,7 @@ mod tests {
         assert_eq!((at(0), at(1), at(2)), (Some((0, 0)), Some((120, 0)), Some((1_200, 0))));
         // `settle(&s, r, ..)` again does not compile: the reservation was moved.
         // Unknown usage keeps the reservation as consumed.
-        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 3_000 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 3_000, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap();
         settle(&s, r, Actual::default());
         assert_eq!((at(1), at(2)), (Some((420, 0)), Some((4_200, 0))));
     }
@@ -711,8 +722,8 @@ mod tests {
     fn settling_after_the_window_rolled_charges_nothing_new() {
         let plan = vec![limit(key(), Kind::Tokens, 1000)];
         let s = store_for(&plan);
-        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap();
-        let r2 = admit(&s, plan.clone(), Demand { tokens: 100, cost_nanos: 0 }, NOW + MINUTE_MS, OnUnavailable::FailClosed).unwrap();
+        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let r2 = admit(&s, plan.clone(), Demand { tokens: 100, cost_nanos: 0, requests: 1 }, NOW + MINUTE_MS, OnUnavailable::FailClosed).unwrap();
         settle(&s, r, Actual { tokens: Some(900), cost_nanos: None });
         assert_eq!(rec(&s, &plan[0]).map(|r| (r.window.start_ms, r.used, r.reserved)), Some((NOW + MINUTE_MS, 0, 100)));
         settle(&s, r2, Actual { tokens: Some(50), cost_nanos: None });
@@ -724,7 +735,7 @@ mod tests {
         let mut b = limit(key(), Kind::Budget, 10_000);
         b.soft = Some(5_000);
         let s = store_for(std::slice::from_ref(&b));
-        let d = Demand { tokens: 0, cost_nanos: 4_000 };
+        let d = Demand { tokens: 0, cost_nanos: 4_000, requests: 1 };
         let r = admit(&s, vec![b.clone()], d, NOW, OnUnavailable::FailClosed).unwrap();
         assert!(r.soft_exceeded.is_empty());
         settle(&s, r, Actual { tokens: None, cost_nanos: Some(6_000) });

@@ -257,7 +257,7 @@ proptest! {
         ];
         let reqs: Vec<Req> = costs.iter().map(|&(worst, pct)| Req {
             plan: plan.clone(),
-            demand: Demand { tokens: worst * 10, cost_nanos: worst },
+            demand: Demand { tokens: worst * 10, cost_nanos: worst, requests: 1 },
             // actual ≤ reserved
             actual: Actual { tokens: Some(worst * 10 * pct / 100), cost_nanos: Some(worst * pct / 100) },
             now_ms: NOW,
