@@ -161,8 +161,11 @@ def mesh_static_resources(cfg: dict, clusters: dict, pki: Pki) -> dict:
     ingress = static["listeners"][0]
     hcm = ingress["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["http_filters"].insert(0, jwt_authn(pki))
-    # Keep a client-sent x-forwarded-client-cert (Envoy's default would sanitise it): the filter must ignore it.
-    hcm["forward_client_cert_details"] = "ALWAYS_FORWARD_ONLY"
+    # As an Istio sidecar's inbound listener: the peer's certificate is appended to x-forwarded-client-cert, and
+    # a client-sent one is kept (Envoy's default would sanitise it): the filter must not take it as an identity,
+    # and must not forward it (the mesh's workload identities) to a provider.
+    hcm["forward_client_cert_details"] = "APPEND_FORWARD"
+    hcm["set_current_client_cert_details"] = {"subject": True, "uri": True, "dns": True}
     optional = json.loads(json.dumps(ingress))
     ingress["filter_chains"][0]["transport_socket"] = tls_socket(pki, True)
     optional["name"] = "ingress_optional"
@@ -219,7 +222,10 @@ def test_a_workload_certificate_gets_its_keys_policy_without_a_key(gateway, pki,
     resp = call(mtls, pki, cert, model)
     assert resp.status == 200, resp
     assert resp.headers["x-llm-router-model-group"] == model
-    expect_upstream(oa.last(), path=CHAT, host=oa.authority, headers={"authorization": f"Bearer {PROVIDER}"})
+    rec = expect_upstream(oa.last(), path=CHAT, host=oa.authority, headers={"authorization": f"Bearer {PROVIDER}"},
+                          absent=("x-forwarded-client-cert",))
+    assert "spiffe://" not in str(rec.headers), "a mesh identity reached the provider"
+
 
 
 @pytest.mark.parametrize("cert,model", DENIED, ids=[f"{c}-{m}" for c, m in DENIED])
