@@ -313,6 +313,16 @@ enum Phase {
     Release(Refusal),
 }
 
+/// When a limit frees up, as statuses and refusals report it: a parallel slot frees when a
+/// request ends (`u64::MAX`), not at its epoch's end.
+fn reset_of(kind: Kind, window_end_ms: u64) -> u64 {
+    if kind == Kind::Parallel {
+        u64::MAX
+    } else {
+        window_end_ms
+    }
+}
+
 /// One admission in flight (module docs).
 #[derive(Debug)]
 pub struct Admitting {
@@ -368,12 +378,13 @@ impl Admitting {
         let next = match current.admit(limit.limit, amount, limit.check, consumed) {
             Ok(next) => next,
             Err(Over { remaining, used, reset_ms }) => {
+                let reset_ms = reset_of(limit.kind, reset_ms);
                 let refusal = Refusal { index: i, scope: limit.scope.clone(), kind: limit.kind, limit: limit.limit, remaining, used, reset_ms, reason: Reason::Over };
                 return self.start_release(refusal);
             }
         };
         let soft = limit.soft.is_some_and(|s| current.used >= s);
-        let status = Status { index: i, kind: limit.kind, limit: limit.limit, remaining: next.remaining(limit.limit), used: current.used, reset_ms: next.window.end_ms };
+        let status = Status { index: i, kind: limit.kind, limit: limit.limit, remaining: next.remaining(limit.limit), used: current.used, reset_ms: reset_of(limit.kind, next.window.end_ms) };
         // Nothing to hold and the record is already current: no write.
         let written = if amount == 0 && stored == Some(current) {
             Ok(Written::Ok)
@@ -474,11 +485,13 @@ fn undo_step<S: CasStore + ?Sized>(store: &S, read: &mut Option<Versioned>, retr
     let Some(rec) = v.value.as_deref().and_then(Record::decode) else {
         return UndoStep::Finished;
     };
-    if rec.window != held.window {
-        // The window rolled: the amount went with it.
+    // A slot held in the epoch before the record's was carried into its `used` (`Record::rolled`).
+    let carried = held.kind == Kind::Parallel && rec.window != held.window && rec.window.start_ms == held.window.end_ms;
+    if rec.window != held.window && !carried {
+        // The window rolled: the amount went with it (or the slot expired).
         return UndoStep::Finished;
     }
-    let mut next = rec.settled(held.window, reserved, consumed);
+    let mut next = if carried { Record { used: rec.used.saturating_sub(reserved), ..rec } } else { rec.settled(held.window, reserved, consumed) };
     next.used = next.used.saturating_sub(used);
     match store.write(&held.key, &next.encode(), v.token) {
         Ok(Written::Ok) => UndoStep::Finished,
@@ -610,13 +623,13 @@ impl<S: CasStore + ?Sized> Limiter for Local<'_, S> {
 mod tests {
     use super::*;
     use crate::limits::store::{Fault, MemCas};
-    use crate::limits::window::{Duration, Unit, MINUTE_MS};
+    use crate::limits::window::{Duration, Unit, MINUTE_MS, PARALLEL_EPOCH_MS};
 
     const NOW: u64 = 1_700_000_000_000;
 
     fn limit(scope: Scope, kind: Kind, n: u64) -> Limit {
         let window = match kind {
-            Kind::Parallel => Window::None,
+            Kind::Parallel => Window::Epoch { len_ms: PARALLEL_EPOCH_MS },
             Kind::Budget => Window::Calendar(Duration { value: 1, unit: Unit::Days }),
             _ => Window::FirstHit { len_ms: MINUTE_MS },
         };
@@ -787,6 +800,38 @@ mod tests {
         s.inject(&plan[0].key(), Fault::Fail);
         assert_eq!(settle(&s, r, Actual::default()), Settled { applied: 0, failed: 1 });
         assert_eq!(rec(&s, &plan[0]).map(|r| r.reserved), Some(1));
+    }
+
+    #[test]
+    fn a_lost_parallel_slot_expires_after_one_to_two_epochs_and_live_ones_carry_over() {
+        let p = vec![limit(key(), Kind::Parallel, 1)];
+        let s = store_for(&p);
+        let epoch = PARALLEL_EPOCH_MS;
+        let start = NOW - NOW % epoch; // the start of NOW's epoch
+        // A hold taken late in one epoch and never released (its VM died).
+        let lost = admit(&s, p.clone(), Demand::default(), start + epoch - 1, OnUnavailable::FailClosed).unwrap();
+        let refused = admit(&s, p.clone(), Demand::default(), start + epoch, OnUnavailable::FailClosed).unwrap_err();
+        assert_eq!((refused.kind, refused.reset_ms, refused.retry_after_s(start + epoch)), (Kind::Parallel, u64::MAX, 1), "carried into the next epoch");
+        assert_eq!(rec(&s, &p[0]).map(|r| (r.used, r.reserved)), Some((0, 1)), "a refusal writes nothing");
+        // Two epochs later it is gone.
+        let next = admit(&s, p.clone(), Demand::default(), start + 2 * epoch, OnUnavailable::FailClosed).unwrap();
+        assert_eq!(next.statuses[0].reset_ms, u64::MAX);
+        assert!(admit(&s, p.clone(), Demand::default(), start + 2 * epoch + 1, OnUnavailable::FailClosed).is_err(), "the new hold counts");
+        // Settling the expired hold changes nothing.
+        settle(&s, lost, Actual::default());
+        assert_eq!(rec(&s, &p[0]).map(|r| (r.used, r.reserved)), Some((0, 1)));
+        // Live holds carry into the next epoch and are released from there.
+        let two = vec![limit(key(), Kind::Parallel, 2)];
+        let s = store_for(&two);
+        let old = admit(&s, two.clone(), Demand::default(), start + epoch - 1, OnUnavailable::FailClosed).unwrap();
+        let new = admit(&s, two.clone(), Demand::default(), start + epoch, OnUnavailable::FailClosed).unwrap();
+        assert_eq!(rec(&s, &two[0]).map(|r| (r.used, r.reserved)), Some((1, 1)), "the previous epoch's hold sits in `used`");
+        assert!(admit(&s, two.clone(), Demand::default(), start + epoch + 1, OnUnavailable::FailClosed).is_err(), "both count");
+        settle(&s, old, Actual::default());
+        assert_eq!(rec(&s, &two[0]).map(|r| (r.used, r.reserved)), Some((0, 1)));
+        settle(&s, new, Actual::default());
+        assert_eq!(rec(&s, &two[0]).map(|r| (r.used, r.reserved)), Some((0, 0)));
+        drop(next);
     }
 
     #[test]

@@ -91,9 +91,14 @@
 //!    `min(n, every rpm limit)`: a refusal at limit j happens while `L_j` requests hold j; each
 //!    of them is admitted or refused at a later limit while it is full; the last limit's holds
 //!    are never undone, so by induction from the last limit at least `min L` are admitted.
-//! 4. parallel (`a = 1`, `c = 0`, no window): slots held ≤ `max_parallel_requests` at every
-//!    instant (1), and every admitted request's slot is released by its settlement, once: 0
-//!    when all have settled.
+//! 4. parallel (`a = 1`, `c = 0`, windows are epochs of `E` = [`window::PARALLEL_EPOCH_MS`] whose
+//!    record carries the previous epoch's holds, `Window::Epoch`): every hold younger than `E` was
+//!    admitted in the record's epoch or the one before, so it is counted; hence slots held by
+//!    requests that run at most `E` ≤ `max_parallel_requests` at every instant (1), and every
+//!    admitted request's slot is released by its settlement, once (from the carried count when
+//!    its epoch has passed): 0 when all have settled. A hold whose release is lost is forgotten
+//!    after one to two epochs (so is the slot of a stream running longer than `E`: it may then
+//!    be admitted past, by one per such stream).
 //!
 //! Not covered by the bounds: a limit skipped under `FailOpen` while the store fails; the race
 //! on absent keys (see above); requests whose windows are computed from clocks read at
@@ -104,9 +109,9 @@
 //! its admission, and others may be refused meanwhile (safe direction; order the plan with the
 //! most likely refusals first — parallel and rpm before tpm and budgets — to shorten it).
 //! A parallel slot whose settlement is lost (a VM that dies mid-stream, or a release given up after
-//! [`MAX_CAS_RETRIES`]) stays taken until Envoy restarts (the failed settlement is logged); LiteLLM's v3 counter instead expires with its 60 s window (which also
-//! frees the slots of streams that run longer) — a staleness rule like `stats/record.rs`'s is
-//! left to the wiring. Counters live in one Envoy's shared data: they reset when Envoy restarts and multiply with
+//! [`MAX_CAS_RETRIES`]) comes back after 15 to 30 minutes (bound 4; the failed settlement is
+//! logged); LiteLLM's v3 counter expires with its 60 s window, which also frees the slots of
+//! streams running longer than a minute. Counters live in one Envoy's shared data: they reset when Envoy restarts and multiply with
 //! replicas (issue 13).
 //!
 //! # What issue 13 swaps

@@ -19,7 +19,7 @@
 
 use super::admit::{Kind, Limit, Scope};
 use super::counter::Check;
-use super::window::{Window, DEFAULT_RATE_WINDOW_MS};
+use super::window::{Window, DEFAULT_RATE_WINDOW_MS, PARALLEL_EPOCH_MS};
 use crate::config::keys::{Budget, Identities, KeyEntry};
 #[cfg(test)]
 use crate::config::keys::Rates;
@@ -46,7 +46,7 @@ pub struct Plans {
 fn rate(scope: &Scope, kind: Kind, limit: Option<u64>, out: &mut Vec<Limit>) {
     let Some(limit) = limit else { return };
     let window = match kind {
-        Kind::Parallel => Window::None,
+        Kind::Parallel => Window::Epoch { len_ms: PARALLEL_EPOCH_MS },
         _ => Window::FirstHit { len_ms: DEFAULT_RATE_WINDOW_MS },
     };
     out.push(Limit { scope: scope.clone(), kind, limit, window, check: Check::Fits, soft: None });

@@ -31,7 +31,7 @@ const NOW: u64 = 1_700_000_000_000;
 
 fn lim(scope: Scope, kind: Kind, limit: u64, check: Check) -> Limit {
     let window = match kind {
-        Kind::Parallel => Window::None,
+        Kind::Parallel => Window::Epoch { len_ms: super::window::PARALLEL_EPOCH_MS },
         Kind::Budget => Window::Calendar(Duration { value: 1, unit: Unit::Minutes }),
         _ => Window::FirstHit { len_ms: MINUTE_MS },
     };
