@@ -18,6 +18,7 @@
 //! missing response header / metric / property), never the VM.
 
 use super::host::{Flow, Host};
+use super::identity::PeerProperties;
 use super::vm::Vm;
 use crate::config::RouterConfig;
 use crate::failover::{REDIRECTOR_HEADER, STATE_HEADER};
@@ -27,7 +28,6 @@ use crate::limits::{self, Actual, Demand, Kind, Limiter, Local, OnUnavailable, R
 use crate::metrics::{self, Pass, Sink};
 use crate::openai::{ApiError, UsageTracker};
 use crate::pipeline::auth::{presented, ClientCredentials};
-use super::identity::PeerProperties;
 use crate::pipeline::request::{
     self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, ReplayCheck, Reply, RequestHead, PER_TRY_TIMEOUT_HEADER,
     TAGS_HEADER,
