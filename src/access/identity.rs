@@ -10,6 +10,10 @@
 //! configure time: one hash-map lookup per asserted identity, whatever the number of keys. The
 //! values are untrusted-length strings: anything over [`MAX_IDENTITY_BYTES`], not UTF-8, or
 //! holding control characters or spaces matches nothing (and is never logged).
+//!
+//! Size (`scripts/build`, wasm-opt -O3): the bindings (config parsing, the two maps, the header
+//! phase's reads) took `llm_router.wasm` from 549,411 to 560,729 bytes (+11 kB, measured against
+//! main at 770c0d4).
 
 use std::collections::HashMap;
 
