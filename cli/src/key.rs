@@ -539,17 +539,7 @@ fn user_entry(
         return None;
     };
     let at = |f: &str| format!("{path}.{f}");
-    let id = match non_null(m, "user_id") {
-        Some(Json::String(s)) if !s.trim().is_empty() => s.clone(),
-        None | Some(Json::String(_)) => {
-            refuse(r, at("user_id"), "is required");
-            return None;
-        }
-        Some(other) => {
-            refuse(r, at("user_id"), format!("must be a string, got {}", kind(other)));
-            return None;
-        }
-    };
+    let id = required_id(m, "user_id", &at("user_id"), r)?;
     if let Some((_, first)) = ids.iter().find(|(u, _)| *u == id) {
         refuse(r, at("user_id"), format!("`{id}` is already the user_id of {first}"));
         return None;
@@ -609,6 +599,21 @@ fn looks_raw(s: &str) -> bool {
     let t = s.trim();
     let t = if t.len() > 7 && t.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")) { t.get(7..).unwrap_or(t) } else { t };
     t.starts_with("sk-")
+}
+
+/// A required, non-empty string id (`user_id`, `team_id`); refused at `path` otherwise.
+fn required_id(m: &Map<String, Json>, field: &str, path: &str, r: &mut Vec<Refusal>) -> Option<String> {
+    match non_null(m, field) {
+        Some(Json::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        None | Some(Json::String(_)) => {
+            refuse(r, path.to_string(), "is required");
+            None
+        }
+        Some(other) => {
+            refuse(r, path.to_string(), format!("must be a string, got {}", kind(other)));
+            None
+        }
+    }
 }
 
 fn non_null<'a>(m: &'a Map<String, Json>, k: &str) -> Option<&'a Json> {
@@ -777,17 +782,7 @@ fn team_entry(path: &str, item: &Json, ids: &[String], paths: &[String], r: &mut
         return None;
     };
     let at = |f: &str| format!("{path}.{f}");
-    let id = match non_null(m, "team_id") {
-        Some(Json::String(s)) if !s.trim().is_empty() => s.clone(),
-        None | Some(Json::String(_)) => {
-            refuse(r, at("team_id"), "is required");
-            return None;
-        }
-        Some(other) => {
-            refuse(r, at("team_id"), format!("must be a string, got {}", kind(other)));
-            return None;
-        }
-    };
+    let id = required_id(m, "team_id", &at("team_id"), r)?;
     if let Some(first) = ids.iter().position(|t| *t == id) {
         refuse(r, at("team_id"), format!("`{id}` is already the team_id of {}", paths.get(first).map_or("another team", |p| p.as_str())));
         return None;
