@@ -9,15 +9,21 @@
 //! held as its SHA-256 (`hash.rs`), compared in constant time after a hash-map lookup, and no
 //! error, log line or header carries a key or its hash.
 //!
+//! A key can also be bound to the caller's mesh identity or verified JWT subject
+//! (`identity.rs`): without presented credentials, the identity Envoy established selects the
+//! key's policy ([`Policy::identify_with`]).
+//!
 //! Limits and budgets of keys, teams and users (`rpm_limit`, `tpm_limit`, `max_parallel_requests`,
 //! `model_*_limit`, `max_budget` over `budget_duration`, `soft_budget`, `model_max_budget`) are
 //! enforced by `crate::limits` (lists built per key in `limits::plan`).
 
 mod grant;
 mod hash;
+mod identity;
 mod policy;
 #[cfg(test)]
 mod tests;
 
 pub use hash::{key_hash, parse_hex, KeyHash};
+pub use identity::{property_value, Peer, JWT_ISS_PROPERTY, JWT_SUB_PROPERTY, MAX_IDENTITY_BYTES, PRINCIPAL_PROPERTY};
 pub use policy::{Caller, Policy};

@@ -11,6 +11,7 @@
 
 use super::grant::{AccessGroups, Grant, ALL_TEAM_MODELS};
 use super::hash::{key_hash, same, KeyHash};
+use super::identity::{Bindings, Match, Peer};
 use crate::config::keys::Identities;
 use crate::config::{Alias, Diagnostics, Table};
 use crate::openai::ApiError;
@@ -74,6 +75,8 @@ pub struct Policy {
     listings: Vec<Vec<u8>>,
     /// Some key has `expires`: the header phase needs the clock.
     needs_clock: bool,
+    /// Mesh principals and JWT subjects → key (`identity.rs`).
+    bindings: Bindings,
 }
 
 impl Policy {
@@ -111,7 +114,11 @@ impl Policy {
         let mut policy = Policy { teams, ..Policy::default() };
         // JSON is UTF-8: keyed as text, a map type the table already uses.
         let mut bodies: HashMap<String, usize> = HashMap::new();
+        // The config entry (`keys[n]`) of each key, for the paths of binding conflicts.
+        let mut entries: Vec<usize> = Vec::new();
         for (i, k) in ids.keys.into_iter().enumerate() {
+            policy.bind(&k.identity, &entries, diags);
+            entries.push(k.identity.entry);
             for (j, m) in k.models.iter().enumerate().filter(|(_, m)| names_nothing(m)) {
                 diags.warn(format!("keys[{i}].models[{j}]"), format!("`{m}` names no model group, alias, wildcard or access group"));
             }
@@ -140,10 +147,40 @@ impl Policy {
                 }
             };
             policy.needs_clock |= key.expires_ms.is_some();
-            policy.by_hash.insert(key.hash, policy.keys.len());
+            if !k.identity.tokenless {
+                // A key with only bindings has a stand-in digest that no presented key selects.
+                policy.by_hash.insert(key.hash, policy.keys.len());
+            }
             policy.keys.push(key);
         }
         policy
+    }
+
+    /// Binds the key about to be pushed (index `self.keys.len()`) to its mesh principals and JWT
+    /// subjects; a value another key already has refuses the config.
+    fn bind(&mut self, identity: &crate::config::identity::KeyIdentity, entries: &[usize], diags: &mut Diagnostics) {
+        let index = self.keys.len();
+        let first = |k: usize| entries.get(k).map_or_else(|| "another key".to_string(), |e| format!("keys[{e}]"));
+        for (j, p) in &identity.principals {
+            if let Err(k) = self.bindings.bind_principal(p, index) {
+                diags.error(format!("keys[{}].mesh_principals[{j}]", identity.entry), format!("is already bound to {}", first(k)));
+            }
+        }
+        for (j, iss, sub) in &identity.jwt {
+            if let Err(k) = self.bindings.bind_jwt(iss, sub, index) {
+                diags.error(format!("keys[{}].jwt_subjects[{j}]", identity.entry), format!("is already bound to {}", first(k)));
+            }
+        }
+    }
+
+    /// Some key is bound to a mesh principal: identification reads the peer certificate's URI SAN.
+    pub fn needs_principal(&self) -> bool {
+        self.bindings.needs_principal()
+    }
+
+    /// Some key is bound to a JWT subject: identification reads `jwt_authn`'s verified payload.
+    pub fn needs_jwt(&self) -> bool {
+        self.bindings.needs_jwt()
     }
 
     /// Whether identifying a caller needs the clock (a key has `expires`).
@@ -157,6 +194,22 @@ impl Policy {
         self.keys.get(i).filter(|k| same(&k.hash, hash)).map(|_| i)
     }
 
+    /// The caller behind the request's credentials or, when it presents none, behind the identity
+    /// Envoy established (`peer`: the verified certificate's principal, the verified JWT's
+    /// subject), else the 401 LiteLLM answers. A presented key is authoritative: a wrong one is
+    /// refused even when the peer is bound to a key. A peer that matches no binding (or whose
+    /// principal and JWT name two different keys) is refused like a missing key.
+    pub fn identify_with(&self, master_key: Option<&str>, creds: &ClientCredentials<'_>, peer: &Peer<'_>, now_ms: u64) -> Result<Caller, ApiError> {
+        if !peer.is_empty() && presented(creds).iter().all(Option::is_none) {
+            match self.bindings.lookup(peer) {
+                Match::Key(index) => return self.admit(index, now_ms),
+                Match::Ambiguous => return Err(ApiError::invalid_api_key()),
+                Match::None => {}
+            }
+        }
+        self.identify(master_key, creds, now_ms)
+    }
+
     /// The caller behind the request's credentials, or the 401 LiteLLM answers.
     pub fn identify(&self, master_key: Option<&str>, creds: &ClientCredentials<'_>, now_ms: u64) -> Result<Caller, ApiError> {
         if let Some(master) = master_key {
@@ -168,6 +221,11 @@ impl Policy {
             return if master_key.is_some() { Err(ApiError::invalid_api_key()) } else { Ok(Caller::Open) };
         }
         let index = presented(creds).into_iter().flatten().find_map(|c| self.lookup(&key_hash(c))).ok_or_else(ApiError::invalid_api_key)?;
+        self.admit(index, now_ms)
+    }
+
+    /// The checks of an identified key, as LiteLLM runs them: blocked, expired, its team blocked.
+    fn admit(&self, index: usize, now_ms: u64) -> Result<Caller, ApiError> {
         let Some(key) = self.keys.get(index) else { return Err(ApiError::invalid_api_key()) };
         if key.blocked {
             return Err(ApiError::key_blocked());

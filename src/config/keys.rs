@@ -36,6 +36,9 @@ pub struct KeyEntry {
     /// `expires`, epoch ms.
     pub expires_ms: Option<u64>,
     pub blocked: bool,
+    /// `mesh_principals` / `jwt_subjects`: who the key's policy applies to without a token
+    /// (`config/identity.rs`).
+    pub identity: super::identity::KeyIdentity,
     /// `rpm_limit`, `tpm_limit`, `max_parallel_requests` (enforced: `crate::limits::plan`).
     pub rates: Rates,
     /// `model_rpm_limit` / `model_tpm_limit` (top level or in `metadata`, as LiteLLM stores
@@ -247,7 +250,8 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, users: Option<&Value>,
         }
         let s = Section::new(Some(item), &path, diags);
         // Every field is checked even when the key itself is bad: all problems at once.
-        let digest = key_digest(&s, diags);
+        let mut identity = super::identity::parse(&s, i, diags);
+        let digest = key_digest(&s, &mut identity, diags);
         let duplicate = digest.and_then(|(hash, field)| seen.insert(hash, i).map(|first| (first, field)));
         if let Some((first, field)) = duplicate {
             diags.error(s.field_path(field), format!("is the same key as keys[{first}]"));
@@ -296,6 +300,7 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, users: Option<&Value>,
             aliases: key_aliases,
             expires_ms,
             blocked,
+            identity,
             rates,
             model_rpm,
             model_tpm,
@@ -311,8 +316,9 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, users: Option<&Value>,
 }
 
 /// The key's digest, from `token` (LiteLLM's stored hash) or `key` (resolved from the
-/// environment), and which field it came from.
-fn key_digest(s: &Section<'_>, diags: &mut Diagnostics) -> Option<(KeyHash, &'static str)> {
+/// environment), and which field it came from; for an entry with only identity bindings, their
+/// stand-in digest (`identity.tokenless` is set then).
+fn key_digest(s: &Section<'_>, identity: &mut super::identity::KeyIdentity, diags: &mut Diagnostics) -> Option<(KeyHash, &'static str)> {
     let token = s.str("token", diags);
     let raw = s.str("key", diags);
     match (token, raw) {
@@ -337,10 +343,18 @@ fn key_digest(s: &Section<'_>, diags: &mut Diagnostics) -> Option<(KeyHash, &'st
         // Still a reference: its variable was missing (already reported by the resolution).
         (None, Some(k)) if k.starts_with(ENV_PREFIX) => None,
         (None, Some(k)) => Some((key_hash(k), "key")),
-        (None, None) => {
-            diags.error(&s.path, "needs token (the key's SHA-256 hex, as LiteLLM stores it) or key (os.environ/NAME)");
-            None
-        }
+        (None, None) => match identity.synthetic_hash() {
+            Some(h) => {
+                identity.tokenless = true;
+                Some((h, if identity.principals.is_empty() { "jwt_subjects" } else { "mesh_principals" }))
+            }
+            // Bindings written but all refused: already reported with their paths.
+            None if s.get("mesh_principals").is_some() || s.get("jwt_subjects").is_some() => None,
+            None => {
+                diags.error(&s.path, "needs token (the key's SHA-256 hex, as LiteLLM stores it), key (os.environ/NAME), mesh_principals or jwt_subjects");
+                None
+            }
+        },
     }
 }
 

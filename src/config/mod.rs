@@ -10,6 +10,7 @@ mod env;
 mod extra_headers;
 mod fields;
 pub(crate) mod iso8601;
+pub(crate) mod identity;
 pub(crate) mod keys;
 mod problems;
 mod schema;

@@ -170,6 +170,10 @@ pub const KEY_FIELDS: &[(&str, Use)] = &[
     ("aliases", Read),
     ("expires", Read),
     ("blocked", Read),
+    // The router's own (not LiteLLM's): the key's policy for a verified mesh principal or JWT
+    // subject without a token (`config/identity.rs`, `access/identity.rs`).
+    ("mesh_principals", Read),
+    ("jwt_subjects", Read),
     ("user_id", Read),
     ("metadata", Read),
     ("tags", Read),

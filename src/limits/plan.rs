@@ -191,6 +191,7 @@ mod tests {
             aliases: vec![],
             expires_ms: None,
             blocked: false,
+            identity: Default::default(),
             rates,
             model_rpm: vec![],
             model_tpm: vec![],

@@ -13,12 +13,15 @@
 //! - [`vm`]: what every stream of a VM shares (cooldown view, PRNG, key, metrics, spent nonces).
 
 pub mod host;
+mod identity;
 pub mod router_stream;
 pub mod upstream_stream;
 pub mod vm;
 
 #[cfg(test)]
 pub mod fake;
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod keys_tests;
 #[cfg(test)]

@@ -10,12 +10,15 @@
 //! response body (`host/metrics.rs`). A virtual key with rate limits adds, per limit, one
 //! shared-data read and one CAS write at admission and again at settlement in `on_log` (rpm: none
 //! at settlement), 6 response-header writes at most, and the response-body read when a tpm limit
-//! applies.
+//! applies. Keys bound to a mesh principal or JWT subject (`mesh_principals`, `jwt_subjects`) add,
+//! for a request that presents no key, 1–3 property reads in the headers phase (`shell/identity.rs`);
+//! without bindings, none.
 //!
 //! Every host call goes through [`Host`]; a failing call degrades this request (a 500 reply, or a
 //! missing response header / metric / property), never the VM.
 
 use super::host::{Flow, Host};
+use super::identity::PeerProperties;
 use super::vm::Vm;
 use crate::config::RouterConfig;
 use crate::failover::{REDIRECTOR_HEADER, STATE_HEADER};
@@ -24,7 +27,7 @@ use crate::health::parse_retry_after;
 use crate::limits::{self, Actual, Demand, Kind, Limiter, Local, OnUnavailable, Reservation};
 use crate::metrics::{self, Pass, Sink};
 use crate::openai::{ApiError, UsageTracker};
-use crate::pipeline::auth::ClientCredentials;
+use crate::pipeline::auth::{presented, ClientCredentials};
 use crate::pipeline::request::{
     self, Env, FailedAttempt, Forward, HeadDecision, LocalReply, Pending, ReplayCheck, Reply, RequestHead, PER_TRY_TIMEOUT_HEADER,
     TAGS_HEADER,
@@ -233,6 +236,8 @@ impl<S: Sink> RouterStream<S> {
             }
         }
         head.credentials = creds;
+        let peer = Self::peer_properties(host, &cfg, &head);
+        head.peer = peer.peer();
         log::trace!("llm-router: request {:?} {:?} (redirected: {})", head.method, head.path, head.internal_redirect);
         let decision = {
             let Ok(mut spent) = self.vm.spent.try_borrow_mut() else {
@@ -267,6 +272,17 @@ impl<S: Sink> RouterStream<S> {
                 Flow::Pause
             }
         }
+    }
+
+    /// The identity Envoy established, read only when some key is bound to one, the request
+    /// presents no key (a presented key is authoritative) and is one the router identifies (a
+    /// routed or local endpoint; not a failover pass, not a pass-through).
+    fn peer_properties<H: Host>(host: &H, cfg: &RouterConfig, head: &RequestHead<'_>) -> PeerProperties {
+        let bound = cfg.access.needs_principal() || cfg.access.needs_jwt();
+        if !bound || presented(&head.credentials).iter().any(Option::is_some) || !request::identifies(cfg, head) {
+            return PeerProperties::default();
+        }
+        PeerProperties::read(host, &cfg.access)
     }
 
     pub fn on_request_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Flow {

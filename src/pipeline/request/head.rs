@@ -3,7 +3,7 @@
 //! from a replay the router must refuse.
 
 use super::Reply;
-use crate::access::Caller;
+use crate::access::{Caller, Peer};
 use crate::config::RouterConfig;
 use crate::failover::{AttemptState, FailureReport, SpentStates, FAILOVER_PATH};
 use crate::openai::ApiError;
@@ -39,6 +39,9 @@ pub struct RequestHead<'a> {
     pub original_url: Option<&'a str>,
     /// The `x-llm-router-tags` header.
     pub tags: Option<&'a str>,
+    /// The identity Envoy established (peer certificate, verified JWT), read only when some key
+    /// is bound to one and the request presents no key.
+    pub peer: Peer<'a>,
 }
 
 /// A failover pass: the attempt that failed and what it reported.
@@ -128,7 +131,7 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, replay: &mut ReplayCh
             headers: vec![("allow", "POST".to_string())],
         });
     }
-    let caller = match cfg.access.identify(cfg.master_key.as_deref(), &head.credentials, replay.now_ms) {
+    let caller = match cfg.access.identify_with(cfg.master_key.as_deref(), &head.credentials, &head.peer, replay.now_ms) {
         Ok(c) => c,
         Err(e) => return HeadDecision::Reject(e.into()),
     };
@@ -158,6 +161,13 @@ pub fn on_head(cfg: &RouterConfig, head: &RequestHead<'_>, replay: &mut ReplayCh
     }))
 }
 
+/// Whether the header phase identifies the caller of this request (a routed or local endpoint,
+/// not a replay): only then are identity properties worth reading.
+pub fn identifies(cfg: &RouterConfig, head: &RequestHead<'_>) -> bool {
+    let path = head.path.split_once('?').map_or(head.path, |(p, _)| p);
+    !head.internal_redirect && (local_endpoint(cfg, path).is_some() || Endpoint::from_path(path).is_some())
+}
+
 /// Which local endpoint `path` (no query) is, if any: exact match on the configured paths.
 fn local_endpoint(cfg: &RouterConfig, path: &str) -> Option<LocalReply> {
     if cfg.envoy.models_paths.iter().any(|p| p == path) {
@@ -179,7 +189,7 @@ fn local_head(cfg: &RouterConfig, head: &RequestHead<'_>, local: LocalReply, pat
             headers: vec![("allow", "GET, HEAD".to_string())],
         });
     }
-    let caller = match cfg.access.identify(cfg.master_key.as_deref(), &head.credentials, now_ms) {
+    let caller = match cfg.access.identify_with(cfg.master_key.as_deref(), &head.credentials, &head.peer, now_ms) {
         Ok(c) => c,
         Err(e) => return HeadDecision::Reject(e.into()),
     };

@@ -14,7 +14,7 @@ mod rewrite;
 mod tests;
 
 pub use attempt::{on_body, Env, FailedAttempt};
-pub use head::{on_head, HeadDecision, LocalReply, Pending, ReplayCheck, RequestHead, TAGS_HEADER};
+pub use head::{identifies, on_head, HeadDecision, LocalReply, Pending, ReplayCheck, RequestHead, TAGS_HEADER};
 pub use rewrite::{Forward, PER_TRY_TIMEOUT_HEADER};
 
 use crate::openai::ApiError;
