@@ -10,10 +10,11 @@
 //!     forwarded; the deployment's provider key replaces them;
 //!   - **client-only** headers that would bind the gateway's provider account or leak the
 //!     client's session or mesh identity (`openai-organization`, `openai-project`, `cookie`,
-//!     `x-forwarded-client-cert`): LiteLLM forwards no client header by default, a
-//!     client-chosen organization lets a client make the provider answer 401 for everyone, and
-//!     the XFCC header Envoy (an Istio sidecar) fills from the verified client certificate names
-//!     the mesh's workloads (`URI=spiffe://...`) to the provider;
+//!     `x-forwarded-client-cert`, `x-envoy-peer-metadata[-id]`): LiteLLM forwards no client
+//!     header by default, a client-chosen organization lets a client make the provider answer
+//!     401 for everyone, the XFCC header Envoy (an Istio sidecar) fills from the verified client
+//!     certificate names the mesh's workloads (`URI=spiffe://...`) to the provider, and Istio's
+//!     metadata exchange header carries the calling workload's name, namespace and labels;
 //!   - **Envoy control** headers (`x-envoy-*` such as `x-envoy-max-retries`,
 //!     `x-envoy-retry-on`, `x-envoy-upstream-rq-timeout-ms`): Envoy honours them from trusted
 //!     (internal) clients; a client must not change retries or timeouts of the route the
@@ -29,11 +30,12 @@ pub const INTERNAL_PREFIX: &str = "x-llm-router-";
 pub const CLIENT_AUTH_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
 
 /// Headers meant for the gateway, never for the provider.
-pub const CLIENT_ONLY_HEADERS: [&str; 4] = ["openai-organization", "openai-project", "cookie", "x-forwarded-client-cert"];
+pub const CLIENT_ONLY_HEADERS: [&str; 6] =
+    ["openai-organization", "openai-project", "cookie", "x-forwarded-client-cert", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id"];
 
 /// `x-envoy-*` request headers that Envoy itself sets (or that identify the stream) and that
 /// are kept on routed requests; every other `x-envoy-*` is a control header and removed.
-pub const ENVOY_OWN: [&str; 10] = [
+pub const ENVOY_OWN: [&str; 8] = [
     "x-envoy-internal",
     "x-envoy-external-address",
     "x-envoy-original-url",
@@ -41,8 +43,6 @@ pub const ENVOY_OWN: [&str; 10] = [
     "x-envoy-expected-rq-timeout-ms",
     "x-envoy-attempt-count",
     "x-envoy-decorator-operation",
-    "x-envoy-peer-metadata",
-    "x-envoy-peer-metadata-id",
     "x-envoy-downstream-service-cluster",
 ];
 
@@ -131,6 +131,8 @@ mod tests {
         assert_eq!(c("openai-organization"), Inbound::ClientOnly);
         assert_eq!(c("openai-project"), Inbound::ClientOnly);
         assert_eq!(c("x-forwarded-client-cert"), Inbound::ClientOnly, "the mesh's workload identities stay in the mesh");
+        assert_eq!(c("x-envoy-peer-metadata"), Inbound::ClientOnly, "so do its workloads' names and labels");
+        assert_eq!(c("x-envoy-peer-metadata-id"), Inbound::ClientOnly);
         assert_eq!(c("x-envoy-max-retries"), Inbound::EnvoyControl);
         assert_eq!(c("x-envoy-retry-on"), Inbound::EnvoyControl);
         assert_eq!(c("x-envoy-upstream-rq-timeout-ms"), Inbound::EnvoyControl);
