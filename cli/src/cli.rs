@@ -26,6 +26,8 @@ Usage:
                           [--secret NAME] [--deployment NAME] [--gateway-patch FILE]
                           [--istio-version X.Y] [--env-file FILE]
   llm-router package [--wasm PATH] [-o DIR] [--tag TAG]
+  llm-router spend ACCESS_LOG... [--by key|team|model|day|user|tag[,...]] [--format table|csv|json]
+                          [--since DATE] [--until DATE]
 
 CONFIG is a LiteLLM or DeltaLLM proxy config (YAML, or JSON when it ends in .json), read the way
 LiteLLM reads it: YAML 1.1 scalars, anchors and `<<:` merge keys, `include:` of further files.
@@ -69,6 +71,11 @@ package Writes the built filter as an OCI image in the Wasm image format istio-a
         is the manifest digest (without `sha256:`). Deterministic: same module, same digests.
         Push it with any OCI client: skopeo copy oci:DIR:TAG docker://REGISTRY/llm-router:TAG.
         Defaults: --wasm target/wasm32-wasip1/release/llm_router.wasm --tag 0.1.0
+spend   Sums requests, prompt/completion tokens and cost (exact decimals) from Envoy access logs: the
+        JSON lines of `envoy --access-log json` (or the default text lines: tokens, no key or cost),
+        `-` for stdin; other lines are skipped and counted on stderr. --by key, team, model, day,
+        user, tag (combinable: --by team,day; a request with two tags counts under both);
+        --since/--until YYYY-MM-DD (UTC days, both included) or an RFC 3339 UTC time.
 
 envoy, istio: output goes to stdout unless -o FILE is given; --format defaults to yaml (json
 when FILE ends in .json). Problems and notes go to stderr. check: --format defaults to text.
@@ -218,6 +225,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
             crate::package::Error::Usage(m) => Failure::Usage(m),
             crate::package::Error::Failed(m) => Failure::Io(m),
         }),
+        "spend" => Ok(crate::spend::run(rest, &mut std::io::stdin().lock(), out, err)),
         "-h" | "--help" | "help" => {
             write!(out, "{USAGE}").map_err(io)?;
             Ok(0)

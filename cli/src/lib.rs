@@ -7,6 +7,7 @@
 //!   the upstream clusters the filter will name;
 //! - [`envoy`] and [`istio`] generate deployment config; [`value`] writes JSON and YAML;
 //! - [`package`] writes the built filter as an OCI image (the Wasm image format istio-agent pulls);
+//! - [`spend`] sums requests, tokens and cost from access logs (`spend`);
 //! - [`check`] is the `check` command, [`summary`] what a loaded config will serve;
 //! - [`cli`] is the command line.
 
@@ -23,6 +24,7 @@ pub mod istio;
 pub mod package;
 pub mod plan;
 pub mod source;
+pub mod spend;
 pub mod summary;
 pub mod value;
 pub mod yaml;
