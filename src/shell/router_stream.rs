@@ -69,6 +69,8 @@ struct Sent {
     limits: Option<Reservation>,
     /// Response headers arrived (else the stream ended before any answer).
     responded: bool,
+    /// Who is calling (spend attribution in `on_log`).
+    caller: Caller,
 }
 
 /// The router's per-stream logic, generic over the metrics sink of its VM; each callback takes
@@ -340,6 +342,9 @@ impl<S: Sink> RouterStream<S> {
             Ok(r) => r,
             Err(reply) => return self.reply(host, &reply),
         };
+        if let Some(r) = &limits {
+            super::spend::soft_budgets(&self.vm, &cfg, pending.caller, fwd.fallback_from.as_deref().unwrap_or(fwd.group), &r.soft_exceeded);
+        }
         log::debug!(
             "llm-router: {} → deployment {} ({}) via {}, attempt {}",
             fwd.group,
@@ -384,6 +389,7 @@ impl<S: Sink> RouterStream<S> {
             outcome: None,
             limits,
             responded: false,
+            caller: pending.caller,
         });
         Flow::Continue
     }
@@ -536,6 +542,8 @@ impl<S: Sink> RouterStream<S> {
                 set_property(host, name, &value);
             }
         }
+        // ---- spend attribution: names and cost for the access log, spend metrics ----
+        super::spend::on_log(host, &self.vm, &cfg, sent.caller, sent.index, usage);
         let stats_open = sent.attempt.open() || sent.attempt.track.latency;
         if !stats_open && !cfg.envoy.metrics {
             return;
