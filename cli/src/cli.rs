@@ -20,7 +20,8 @@ Usage:
                           [--print-json]
   llm-router envoy CONFIG [-o FILE] [--format yaml|json] [--wasm PATH] [--listen ADDR:PORT]
                           [--admin ADDR:PORT] [--redirector ADDR:PORT] [--failover | --no-failover]
-                          [--ca-file PATH] [--idle-timeout SECONDS] [--env-file FILE]
+                          [--ca-file PATH] [--idle-timeout SECONDS] [--access-log text|json]
+                          [--env-file FILE]
   llm-router istio CONFIG --url URL [--sha256 HEX] [-o FILE] [--format yaml|json] [--namespace NS]
                           [--selector KEY=VALUE]... [--port N] [--name NAME] [--failure-policy P]
                           [--secret NAME] [--deployment NAME] [--gateway-patch FILE]
@@ -50,7 +51,9 @@ envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one 
         --wasm target/wasm32-wasip1/release/llm_router.wasm
         --ca-file /etc/ssl/certs/ca-certificates.crt --idle-timeout 600 (or the config's
         longest timeout; routes have no total timeout, so streams are never cut; the old
-        name --route-timeout is still accepted). Secrets stay `os.environ/NAME` references: Envoy's environment must
+        name --route-timeout is still accepted). --access-log json: the stdout access log as one
+        JSON object per line with the spend fields (key alias, team, user, tags, cost; what
+        `spend` reads) instead of the text line. Secrets stay `os.environ/NAME` references: Envoy's environment must
         provide them (they are listed in vm_config.environment_variables.host_env_keys).
 istio   Writes the objects for an Istio gateway (ingress or egress; Istio >= 1.28): an EnvoyFilter
         carrying the filter (ECDS, with allow_on_headers_stop_iteration) and the gateway's buffer
@@ -190,7 +193,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         "envoy" => envoy(
             &Opts::parse(
                 rest,
-                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file"],
+                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file", "--access-log"],
                 &["--failover", "--no-failover"],
             )?,
             out,
@@ -339,6 +342,11 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
             None => None,
             Some((name, t)) => Some(t.parse::<u64>().map_err(|_| Failure::Usage(format!("{name}: `{t}` is not a number of seconds")))?),
         },
+        access_log: match opts.get("--access-log") {
+            None | Some("text") => envoy::AccessLog::Text,
+            Some("json") => envoy::AccessLog::Json,
+            Some(other) => return Err(Failure::Usage(format!("--access-log must be text or json, not `{other}`"))),
+        },
     };
     let mut used = vec![&eo.listen, &eo.admin];
     if eo.failover {
@@ -374,6 +382,13 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         writeln!(
             err,
             "{}: note: the access log prints the router's deployment, group, attempts and tokens only with envoy_settings.access_log_properties: true",
+            source.files.at(None)
+        )
+        .map_err(io)?;
+    } else if eo.access_log == envoy::AccessLog::Json && !cfg.envoy.access_log_tokens {
+        writeln!(
+            err,
+            "{}: note: the JSON access log carries token counts and cost only with envoy_settings.access_log_tokens: true",
             source.files.at(None)
         )
         .map_err(io)?;

@@ -1,8 +1,8 @@
 //! Spend attribution in the stream (`pipeline::spend` has the names and the arithmetic): what
 //! `on_log` writes for the access log and the `llm_router_spend_*` metrics, and the soft-budget
 //! metric at admission. Host calls: with `access_log_properties`, 1–4 `set_property` for the
-//! caller's names (+1 for the cost with `access_log_tokens`, when known); with metrics, 1–4
-//! counter updates. Nothing here depends on the number of keys: names are looked up by index.
+//! caller's names (+1 for the cost with `access_log_tokens`, when known); with metrics and a
+//! key (virtual or master), 1–4 counter updates. Nothing here depends on the number of keys: names are looked up by index.
 
 use super::host::Host;
 use super::vm::Vm;
@@ -29,10 +29,10 @@ pub fn on_log<H: Host, S: Sink>(host: &H, vm: &Vm<S>, cfg: &RouterConfig, caller
             }
         }
     }
-    vm.with_metrics(cfg, |m| {
-        let (team, key) = who.map_or((NONE, NONE), |w| (w.team_label(), w.key.as_str()));
-        metrics::spent(&mut m.sink, team, key, &dep.group, usage, cost);
-    });
+    // Spend metrics for callers with a key (virtual or master): an open gateway's traffic is in
+    // the per-deployment token metrics already, and a failover pass is not re-identified.
+    let Some(w) = who else { return };
+    vm.with_metrics(cfg, |m| metrics::spent(&mut m.sink, w.team_label(), &w.key, &dep.group, usage, cost));
 }
 
 /// An admission's budgets past `soft_budget` (`soft`: indices into the limit list of the
