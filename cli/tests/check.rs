@@ -261,8 +261,8 @@ keys:
     assert_eq!(
         lines_with(&out.stdout, "warning:"),
         [
-            // rpm_limit is enforced: no warning.
-            format!("{config}:9:5: warning: teams[0].max_budget: is not enforced yet: llm-router enforces keys' and teams' model access and rpm/tpm/parallel limits, not budgets"),
+            // rpm_limit and max_budget are enforced: the one warning is that nothing is priced.
+            format!("{config}:2:5: warning: model_list[0].model_info: deployment `341dc160a804e19c` has no input_cost_per_token / output_cost_per_token: its requests cost 0 against budgets (LiteLLM prices known models from its bundled price map; the router has none)"),
         ]
     );
 

@@ -48,6 +48,10 @@ pub struct Key {
     pub blocked: bool,
     /// Index into [`Policy::listings`].
     pub listing: usize,
+    /// Attribution (`user_id`, `tags`, `metadata` as compact JSON).
+    pub user_id: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +61,8 @@ pub struct Team {
     pub models: Vec<String>,
     pub grant: Grant,
     pub blocked: bool,
+    /// `metadata` as compact JSON (attribution).
+    pub metadata: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -99,7 +105,7 @@ impl Policy {
                 for (j, m) in t.models.iter().enumerate().filter(|(_, m)| names_nothing(m)) {
                     diags.warn(format!("teams[{i}].models[{j}]"), format!("`{m}` names no model group, alias, wildcard or access group"));
                 }
-                Team { grant: Grant::compile(&t.models, &access, false), team_id: t.team_id, alias: t.alias, models: t.models, blocked: t.blocked }
+                Team { grant: Grant::compile(&t.models, &access, false), team_id: t.team_id, alias: t.alias, models: t.models, blocked: t.blocked, metadata: t.metadata }
             })
             .collect();
         let mut policy = Policy { teams, ..Policy::default() };
@@ -120,6 +126,9 @@ impl Policy {
                 expires_ms: k.expires_ms,
                 blocked: k.blocked,
                 listing: 0,
+                user_id: k.user_id,
+                tags: k.tags,
+                metadata: k.metadata,
             };
             let body = String::from_utf8_lossy(&policy.listing_body(&key, table, aliases)).into_owned();
             key.listing = match bodies.get(&body) {

@@ -259,23 +259,22 @@ fn config_problems_with_paths() {
 }
 
 #[test]
-fn budgets_load_with_a_not_enforced_warning_rate_limits_are_enforced_and_raw_keys_come_only_from_the_environment() {
+fn budgets_and_rate_limits_are_enforced_unpriced_deployments_warned_and_raw_keys_come_only_from_the_environment() {
     let mut v = base();
-    v["keys"] = json!([{"token": hex("x"), "rpm_limit": 10, "max_budget": 5, "budget_duration": "30d", "metadata": {"dept": "finance"}}]);
+    v["keys"] = json!([{"token": hex("x"), "rpm_limit": 10, "max_budget": 5, "budget_duration": "30d", "metadata": {"dept": "finance"},
+                        "user_id": "ann", "tags": ["prod"]}]);
     v["teams"] = json!([{"team_id": "t", "tpm_limit": 100}]);
     let loaded = load(&v);
     assert!(loaded.config.is_some(), "{:?}", loaded.diagnostics.errors);
-    let mut not_yet: Vec<&str> = loaded
-        .diagnostics
-        .warnings
-        .iter()
-        .filter(|p| p.kind == Kind::Ignored && p.reason.starts_with("is not enforced yet"))
-        .map(|p| p.path.as_str())
-        .collect();
-    not_yet.sort_unstable();
-    assert_eq!(not_yet, ["keys[0].budget_duration", "keys[0].max_budget"]);
+    let ignored: Vec<&str> = loaded.diagnostics.warnings.iter().filter(|p| p.kind == Kind::Ignored).map(|p| p.path.as_str()).collect();
+    assert!(ignored.iter().all(|p| !p.starts_with("keys[")), "every key field is read: {ignored:?}");
+    let unpriced = loaded.diagnostics.warnings.iter().filter(|p| p.reason.contains("cost 0 against budgets")).count();
+    assert_eq!(unpriced, loaded.config.as_ref().map_or(0, |c| c.table.deployments.len()), "each unpriced deployment is named once");
     let c = loaded.config.as_ref().map(|c| c.limits.for_request(0, "any").iter().map(|l| (l.kind, l.limit)).collect::<Vec<_>>());
-    assert_eq!(c, Some(vec![(crate::limits::Kind::Requests, 10)]), "the key is in no team: its own rpm only");
+    use crate::limits::Kind as L;
+    assert_eq!(c, Some(vec![(L::Requests, 10), (L::Budget, 5_000_000_000)]), "the key is in no team: its own rpm and budget");
+    let k = loaded.config.as_ref().and_then(|c| c.access.keys.first().cloned());
+    assert_eq!(k.as_ref().map(|k| (k.user_id.as_deref(), k.tags.clone(), k.metadata.as_deref())), Some((Some("ann"), vec!["prod".to_string()], Some(r#"{"dept":"finance"}"#))));
 
     // Rate limits and in-request failover cannot be combined (not exact across passes).
     let mut f = v.clone();

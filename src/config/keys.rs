@@ -16,6 +16,7 @@ use super::fields::{kind, Section};
 use super::iso8601;
 use super::problems::Diagnostics;
 use crate::access::{key_hash, parse_hex, KeyHash};
+use crate::limits::{is_none as no_duration, parse as parse_duration, usd_to_nanos, Duration};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -41,6 +42,119 @@ pub struct KeyEntry {
     /// them): model name → limit, in the config's order.
     pub model_rpm: Vec<(String, u64)>,
     pub model_tpm: Vec<(String, u64)>,
+    /// `max_budget` / `budget_duration` / `soft_budget` (enforced: `crate::limits::plan`).
+    pub budget: Budget,
+    /// `model_max_budget`: model name → its budget, in the config's order.
+    pub model_budgets: Vec<(String, Budget)>,
+    /// `user_id`: whose spend this is (attribution; the user's budget when the key has no team).
+    pub user_id: Option<String>,
+    /// `tags` (attribution).
+    pub tags: Vec<String>,
+    /// `metadata` as compact JSON (attribution: department, cost center, ...), at most
+    /// [`MAX_METADATA_BYTES`].
+    pub metadata: Option<String>,
+}
+
+/// The longest `metadata` a key or team may carry (it is copied into access-log lines).
+pub const MAX_METADATA_BYTES: usize = 2048;
+
+/// A spend budget: `max_budget` (refuse once spend reaches it), `soft_budget` (flag only), both
+/// in nano-USD, over `budget_duration` (none: spend never resets).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    pub max_nanos: Option<u64>,
+    pub soft_nanos: Option<u64>,
+    pub duration: Option<Duration>,
+}
+
+impl Budget {
+    /// Reads `max_budget`, `soft_budget` and `budget_duration` of an entry.
+    fn parse(s: &Section<'_>, diags: &mut Diagnostics) -> Budget {
+        let max_nanos = s.non_negative("max_budget", diags).map(usd_to_nanos);
+        let soft_nanos = s.non_negative("soft_budget", diags).map(usd_to_nanos);
+        let duration = duration(s, "budget_duration", diags);
+        if duration.is_some() && max_nanos.is_none() && soft_nanos.is_none() {
+            diags.ignored(s.field_path("budget_duration"), "has no effect without max_budget or soft_budget");
+        }
+        Budget { max_nanos, soft_nanos, duration }
+    }
+
+    pub fn any(&self) -> bool {
+        self.max_nanos.is_some() || self.soft_nanos.is_some()
+    }
+}
+
+/// A LiteLLM duration string (`30s`, `1h`, `1d`, `30d`, `1mo`); `none`/`null`/empty: none.
+fn duration(s: &Section<'_>, key: &str, diags: &mut Diagnostics) -> Option<Duration> {
+    let text = s.text(key, diags)?;
+    if no_duration(&text) {
+        return None;
+    }
+    match parse_duration(text.trim()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            diags.error(s.field_path(key), e.to_string());
+            None
+        }
+    }
+}
+
+/// `model_max_budget`: `{model: {budget_limit: USD, time_period: "1d"}}` as LiteLLM's
+/// `/key/generate` takes it, or `{model: USD}` (no window).
+fn model_budgets(s: &Section<'_>, diags: &mut Diagnostics) -> Vec<(String, Budget)> {
+    let mut out = Vec::new();
+    let m = match s.get("model_max_budget") {
+        None | Some(Value::Null) => return out,
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            diags.error(s.field_path("model_max_budget"), format!("must be a mapping of model names to budgets, got {}", kind(other)));
+            return out;
+        }
+    };
+    let inner = s.child("model_max_budget", diags);
+    for (model, v) in m {
+        let budget = match v {
+            Value::Object(_) => {
+                let b = inner.child(model, diags);
+                for k in b.keys().filter(|k| !matches!(k.as_str(), "budget_limit" | "time_period" | "max_budget" | "budget_duration")) {
+                    diags.ignored(b.field_path(k), "is not used by llm-router and is ignored");
+                }
+                let limit = b.non_negative("budget_limit", diags).or_else(|| b.non_negative("max_budget", diags));
+                let period = duration(&b, "time_period", diags).or_else(|| duration(&b, "budget_duration", diags));
+                if limit.is_none() {
+                    diags.error(b.field_path("budget_limit"), "is required (the model's budget in USD)");
+                    continue;
+                }
+                Budget { max_nanos: limit.map(usd_to_nanos), soft_nanos: None, duration: period }
+            }
+            _ => match inner.non_negative(model, diags) {
+                Some(usd) => Budget { max_nanos: Some(usd_to_nanos(usd)), soft_nanos: None, duration: None },
+                None => continue,
+            },
+        };
+        out.push((model.clone(), budget));
+    }
+    out
+}
+
+/// `metadata` as compact JSON (a mapping), bounded.
+fn metadata(s: &Section<'_>, diags: &mut Diagnostics) -> Option<String> {
+    match s.get("metadata")? {
+        Value::Null => None,
+        Value::Object(m) if m.is_empty() => None,
+        v @ Value::Object(_) => {
+            let text = v.to_string();
+            if text.len() > MAX_METADATA_BYTES {
+                diags.error(s.field_path("metadata"), format!("is {} bytes as JSON; at most {MAX_METADATA_BYTES} (it is copied into access-log lines)", text.len()));
+                return None;
+            }
+            Some(text)
+        }
+        other => {
+            diags.error(s.field_path("metadata"), format!("must be a mapping, got {}", kind(other)));
+            None
+        }
+    }
 }
 
 /// The rate limits of a key or a team.
@@ -69,13 +183,25 @@ pub struct TeamEntry {
     pub models: Vec<String>,
     pub blocked: bool,
     pub rates: Rates,
+    pub budget: Budget,
+    /// `metadata` as compact JSON (attribution).
+    pub metadata: Option<String>,
 }
 
-/// The parsed `keys` and `teams`.
+/// One user (`users[i]`): a budget shared by the user's keys that have no team (LiteLLM: a key
+/// in a team spends the team's budget, not its user's personal one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    pub user_id: String,
+    pub budget: Budget,
+}
+
+/// The parsed `keys`, `teams` and `users`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identities {
     pub keys: Vec<KeyEntry>,
     pub teams: Vec<TeamEntry>,
+    pub users: Vec<UserEntry>,
 }
 
 const ENV_PREFIX: &str = "os.environ/";
@@ -96,10 +222,11 @@ pub fn refuse_literal_keys(root: &serde_json::Map<String, Value>, diags: &mut Di
     }
 }
 
-/// Parses `teams` then `keys` (keys name teams).
-pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostics) -> Identities {
+/// Parses `teams` and `users`, then `keys` (keys name teams).
+pub fn parse(keys: Option<&Value>, teams: Option<&Value>, users: Option<&Value>, diags: &mut Diagnostics) -> Identities {
     let teams = parse_teams(teams, diags);
-    let mut out = Identities { keys: Vec::new(), teams };
+    let users = parse_users(users, diags);
+    let mut out = Identities { keys: Vec::new(), teams, users };
     let items = match keys {
         None | Some(Value::Null) => return out,
         Some(Value::Array(items)) => items,
@@ -152,6 +279,11 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostic
         let rates = Rates::parse(&s, diags);
         let model_rpm = count_map(&s, "model_rpm_limit", diags);
         let model_tpm = count_map(&s, "model_tpm_limit", diags);
+        let budget = Budget::parse(&s, diags);
+        let model_budgets = model_budgets(&s, diags);
+        let user_id = s.text("user_id", diags).filter(|u| !u.is_empty());
+        let tags = s.string_list("tags", diags);
+        let metadata = metadata(&s, diags);
         let Some((hash, _)) = digest.filter(|_| duplicate.is_none()) else { continue };
         out.keys.push(KeyEntry {
             hash,
@@ -164,6 +296,11 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, diags: &mut Diagnostic
             rates,
             model_rpm,
             model_tpm,
+            budget,
+            model_budgets,
+            user_id,
+            tags,
+            metadata,
         });
     }
     out
@@ -234,7 +371,39 @@ fn parse_teams(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<TeamEntry>
             models: s.string_list("models", diags),
             blocked: s.bool("blocked", diags).unwrap_or(false),
             rates: Rates::parse(&s, diags),
+            budget: Budget::parse(&s, diags),
+            metadata: metadata(&s, diags),
         });
+    }
+    out
+}
+
+fn parse_users(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<UserEntry> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            diags.error("users", format!("must be a list of users, got {}", kind(other)));
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<UserEntry> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("users[{i}]");
+        if !item.is_object() {
+            diags.error(&path, format!("must be a mapping, got {}", kind(item)));
+            continue;
+        }
+        let s = Section::new(Some(item), &path, diags);
+        let Some(user_id) = s.text("user_id", diags).filter(|t| !t.is_empty()) else {
+            diags.error(s.field_path("user_id"), "is required");
+            continue;
+        };
+        if let Some(first) = out.iter().position(|u| u.user_id == user_id) {
+            diags.error(s.field_path("user_id"), format!("`{user_id}` is already users[{first}]"));
+            continue;
+        }
+        out.push(UserEntry { user_id, budget: Budget::parse(&s, diags) });
     }
     out
 }
@@ -284,7 +453,7 @@ mod tests {
 
     fn run(keys: Value, teams: Value) -> (Identities, Vec<String>) {
         let mut d = Diagnostics::default();
-        let ids = parse(Some(&keys), Some(&teams), &mut d);
+        let ids = parse(Some(&keys), Some(&teams), None, &mut d);
         (ids, d.errors.iter().map(|p| p.to_string()).collect())
     }
 
@@ -323,7 +492,7 @@ mod tests {
         assert_eq!(k.models, ["gpt-4o", "beta"]);
         assert_eq!(k.aliases, [("fast".to_string(), "gpt-4o-mini".to_string())]);
         assert_eq!(ids.keys[1].hash, key_hash("sk-other"));
-        assert_eq!(ids.teams[0], TeamEntry { team_id: "t1".into(), alias: Some("Finance".into()), models: vec!["gpt-4o".into()], blocked: true, rates: Rates::default() });
+        assert_eq!(ids.teams[0], TeamEntry { team_id: "t1".into(), alias: Some("Finance".into()), models: vec!["gpt-4o".into()], blocked: true, rates: Rates::default(), budget: Budget::default(), metadata: None });
     }
 
     #[test]
@@ -378,7 +547,7 @@ mod tests {
     #[test]
     fn absent_sections_are_empty_and_wrong_shapes_are_errors() {
         let mut d = Diagnostics::default();
-        assert_eq!(parse(None, None, &mut d), Identities::default());
+        assert_eq!(parse(None, None, None, &mut d), Identities::default());
         assert!(d.errors.is_empty());
         let (_, errors) = run(json!({"a": 1}), json!("t"));
         assert_eq!(errors, ["teams: must be a list of teams, got a string", "keys: must be a list of keys, got a mapping"]);

@@ -224,17 +224,29 @@ fn build(
         }
     }
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
-    let identities = keys::parse(top.get("keys"), top.get("teams"), diags);
+    let identities = keys::parse(top.get("keys"), top.get("teams"), top.get("users"), diags);
     let limits = crate::limits::plan::Plans::build(&identities);
     let spend = crate::pipeline::spend::Attribution::build(&identities);
+    if limits.any_budget() {
+        for d in table.deployments.iter().filter(|d| crate::limits::cost::Prices::of(&d.info).is_none()) {
+            diags.warn(
+                format!("model_list[{}].model_info", d.entry),
+                format!(
+                    "deployment `{}` has no input_cost_per_token / output_cost_per_token: its requests cost 0 against budgets \
+                     (LiteLLM prices known models from its bundled price map; the router has none)",
+                    d.id
+                ),
+            );
+        }
+    }
     if limits.any() && envoy.failover {
         // A failover pass is a new stream through the filter, and the first pass's stream may
         // end before the retry runs: admission and settlement are not exact across passes yet.
         diags.error(
             "envoy_settings.failover",
-            "cannot be combined with keys' or teams' rpm_limit / tpm_limit / max_parallel_requests / model_rpm_limit / model_tpm_limit: \
+            "cannot be combined with keys' or teams' rpm_limit / tpm_limit / max_parallel_requests / model_rpm_limit / model_tpm_limit / budgets: \
              a failover pass is a new pass through the filter whose limits would be admitted and settled twice or not at all; \
-             turn failover off or remove the rate limits",
+             turn failover off or remove the limits",
         );
     }
     let access = crate::access::Policy::build(identities, &table, &router.model_group_alias, diags);

@@ -36,6 +36,7 @@ pub const TOP_LEVEL: &[(&str, Use)] = &[
     ("credential_list", Read),
     ("keys", Read),
     ("teams", Read),
+    ("users", Read),
     ("environment_variables", Ignored("set variables in Envoy's environment and list them in vm_config.environment_variables")),
     ("include", Ignored("includes are expanded by `llm-router check/envoy/istio`, not by the filter")),
 ];
@@ -145,10 +146,8 @@ pub const GENERAL_SETTINGS: &[(&str, Use)] = &[
     ("alerting_threshold", Ignored(LOGGING)),
 ];
 
-/// Why limit and budget fields of keys and teams are accepted but not acted on (yet).
-const NOT_YET: &str = "is not enforced yet: llm-router enforces keys' and teams' model access and rpm/tpm/parallel limits, not budgets";
-/// Why identity metadata is accepted but not used (yet).
-const ATTRIBUTION: &str = "spend attribution (per user, tag and metadata) is not implemented yet";
+/// Why limit fields LiteLLM keeps in `metadata` are accepted but not acted on (yet).
+const NOT_YET: &str = "is not enforced yet: llm-router enforces keys' and teams' model access, rpm/tpm/parallel limits and budgets, not per-model parallel limits";
 
 /// Limits LiteLLM reads from a key's or team's `metadata` (`get_key_model_rpm_limit` in
 /// `litellm/proxy/auth/auth_utils.py`).
@@ -167,20 +166,23 @@ pub const KEY_FIELDS: &[(&str, Use)] = &[
     ("aliases", Read),
     ("expires", Read),
     ("blocked", Read),
-    ("user_id", Ignored(ATTRIBUTION)),
-    ("metadata", Ignored(ATTRIBUTION)),
-    ("tags", Ignored(ATTRIBUTION)),
+    ("user_id", Read),
+    ("metadata", Read),
+    ("tags", Read),
     ("rpm_limit", Read),
     ("tpm_limit", Read),
     ("max_parallel_requests", Read),
-    ("max_budget", Ignored(NOT_YET)),
-    ("soft_budget", Ignored(NOT_YET)),
-    ("budget_duration", Ignored(NOT_YET)),
+    ("max_budget", Read),
+    ("soft_budget", Read),
+    ("budget_duration", Read),
     ("model_rpm_limit", Read),
     ("model_tpm_limit", Read),
-    ("model_max_budget", Ignored(NOT_YET)),
-    ("spend", Ignored("spend is not tracked yet (LiteLLM's spend counter of an exported key is not imported)")),
+    ("model_max_budget", Read),
+    ("spend", Ignored(SPEND)),
 ];
+
+/// Why an exported `spend` is not imported.
+const SPEND: &str = "spend starts at 0 in the router's own counters (LiteLLM's spend counter of an exported entry is not imported)";
 
 /// A team (`teams[i]`), LiteLLM's `LiteLLM_TeamTable` fields.
 pub const TEAM_FIELDS: &[(&str, Use)] = &[
@@ -188,15 +190,26 @@ pub const TEAM_FIELDS: &[(&str, Use)] = &[
     ("team_alias", Read),
     ("models", Read),
     ("blocked", Read),
-    ("metadata", Ignored(ATTRIBUTION)),
+    ("metadata", Read),
     ("rpm_limit", Read),
     ("tpm_limit", Read),
     ("max_parallel_requests", Read),
-    ("max_budget", Ignored(NOT_YET)),
-    ("soft_budget", Ignored(NOT_YET)),
-    ("budget_duration", Ignored(NOT_YET)),
-    ("model_max_budget", Ignored(NOT_YET)),
-    ("spend", Ignored("spend is not tracked yet (LiteLLM's spend counter of an exported team is not imported)")),
+    ("max_budget", Read),
+    ("soft_budget", Read),
+    ("budget_duration", Read),
+    ("model_max_budget", Ignored("a team's per-model budgets are not enforced (a key's model_max_budget is)")),
+    ("spend", Ignored(SPEND)),
+];
+
+/// A user (`users[i]`), the budget fields of LiteLLM's `LiteLLM_UserTable`.
+pub const USER_FIELDS: &[(&str, Use)] = &[
+    ("user_id", Read),
+    ("max_budget", Read),
+    ("soft_budget", Read),
+    ("budget_duration", Read),
+    ("user_alias", Ignored("")),
+    ("user_email", Ignored("")),
+    ("spend", Ignored(SPEND)),
 ];
 
 /// The generic reason for a key no table lists.
@@ -238,7 +251,7 @@ pub fn prune_sections(root: &mut Map<String, Value>, diags: &mut Diagnostics) {
             prune_map(section, name, table, &|k| lookup(table, k) == Read, diags);
         }
     }
-    for (name, table) in [("keys", KEY_FIELDS), ("teams", TEAM_FIELDS)] {
+    for (name, table) in [("keys", KEY_FIELDS), ("teams", TEAM_FIELDS), ("users", USER_FIELDS)] {
         if let Some(Value::Array(items)) = root.get_mut(name) {
             for (i, item) in items.iter_mut().enumerate() {
                 if let Value::Object(entry) = item {
@@ -308,19 +321,25 @@ mod tests {
     }
 
     #[test]
-    fn key_and_team_limits_are_accepted_with_a_not_enforced_yet_warning() {
-        let mut v = json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET",
+    fn key_and_team_limits_and_budgets_are_read_and_metadata_limits_warned() {
+        let mut v = json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET", "spend": 3.5,
             "metadata": {"dept": "x", "model_rpm_limit": {"gpt-4o": 5}, "model_max_parallel_requests": {"gpt-4o": 1}}, "odd": 1}],
-            "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d"}]});
+            "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d", "model_max_budget": {}}],
+            "users": [{"user_id": "u", "max_budget": 1, "user_email": "u@x"}]});
         let Value::Object(map) = &mut v else { panic!() };
         let mut d = Diagnostics::default();
         prune_sections(map, &mut d);
-        // Rate limits stay (enforced); metadata's per-model rpm is lifted to the key.
-        assert_eq!(v, json!({"keys": [{"token": "t", "rpm_limit": 10, "model_rpm_limit": {"gpt-4o": 5}}], "teams": [{"team_id": "a", "tpm_limit": 5}]}));
+        // Limits and budgets stay (enforced); metadata's per-model rpm is lifted to the key.
+        assert_eq!(
+            v,
+            json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET", "model_rpm_limit": {"gpt-4o": 5},
+                "metadata": {"dept": "x", "model_rpm_limit": {"gpt-4o": 5}, "model_max_parallel_requests": {"gpt-4o": 1}}}],
+                "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d"}], "users": [{"user_id": "u", "max_budget": 1}]})
+        );
         let lines: Vec<String> = d.warnings.iter().map(|p| p.to_string()).collect();
-        for want in ["keys[0].max_budget: is not enforced yet", "teams[0].budget_duration: is not enforced yet",
-            "keys[0].metadata: is ignored: spend attribution", "keys[0].odd: is not used by llm-router",
-            "keys[0].metadata.model_max_parallel_requests: is not enforced yet"] {
+        for want in ["keys[0].spend: is ignored: spend starts at 0", "teams[0].model_max_budget: is ignored: a team's per-model",
+            "keys[0].odd: is not used by llm-router", "keys[0].metadata.model_max_parallel_requests: is not enforced yet",
+            "users[0].user_email: is not used"] {
             assert!(lines.iter().any(|l| l.starts_with(want)), "{want} not in {lines:?}");
         }
         assert_eq!(lines.len(), 5, "{lines:?}");
@@ -338,13 +357,14 @@ mod tests {
     #[test]
     fn readme_lists_every_key() {
         let readme = include_str!("../../README.md");
-        let tables: [(&str, &[(&str, Use)]); 6] = [
+        let tables: [(&str, &[(&str, Use)]); 7] = [
             ("top level", TOP_LEVEL),
             ("litellm_params", DEPLOYMENT_PARAMS),
             ("router_settings", ROUTER_SETTINGS),
             ("general_settings", GENERAL_SETTINGS),
             ("keys", KEY_FIELDS),
             ("teams", TEAM_FIELDS),
+            ("users", USER_FIELDS),
         ];
         let mut missing = Vec::new();
         for (table, keys) in tables {

@@ -78,7 +78,7 @@ pub struct Limit {
 pub const KEY_PREFIX: &str = "llm_router.v1.limit.";
 
 impl Scope {
-    fn tag(&self) -> &'static str {
+    pub fn tag(&self) -> &'static str {
         match self {
             Scope::Key(_) => "key",
             Scope::Team(_) => "team",
@@ -172,6 +172,8 @@ pub struct Status {
     pub kind: Kind,
     pub limit: u64,
     pub remaining: u64,
+    /// What the window had consumed before this request (settled spend for a budget).
+    pub used: u64,
     /// Window end (`u64::MAX`: a gauge).
     pub reset_ms: u64,
 }
@@ -224,6 +226,8 @@ pub struct Refusal {
     pub kind: Kind,
     pub limit: u64,
     pub remaining: u64,
+    /// What the window had consumed (a budget's settled spend: LiteLLM's "Current cost").
+    pub used: u64,
     /// Window end in Unix ms (`u64::MAX` for parallel slots: they free when a request ends).
     pub reset_ms: u64,
     pub reason: Reason,
@@ -253,20 +257,21 @@ impl Refusal {
     /// The error message, naming the limit like LiteLLM does (`ExceededTokenBudget: …` from
     /// `auth_checks.py` for a key's budget, v3's "Rate limit exceeded for api_key: …").
     pub fn message(&self) -> String {
-        let usd = |n: u64| n as f64 / super::counter::NANO_USD;
+        let usd = super::reply::usd;
         match (self.kind, &self.scope) {
             (_, _) if self.reason == Reason::Unavailable => format!("Rate limit state unavailable for {}", self.scope.describe()),
-            (Kind::Budget, Scope::Key(_)) => format!(
-                "ExceededTokenBudget: Current spend for token: {}; Max Budget for Token: {}",
-                usd(self.limit.saturating_sub(self.remaining)),
-                usd(self.limit)
-            ),
-            (Kind::Budget, scope) => format!(
-                "Budget has been exceeded! {} Current cost: {}, Max budget: {}",
-                scope.describe(),
-                usd(self.limit.saturating_sub(self.remaining)),
-                usd(self.limit)
-            ),
+            (Kind::Budget, Scope::Key(_)) => {
+                format!("ExceededTokenBudget: Current spend for token: {}; Max Budget for Token: {}", usd(self.used), usd(self.limit))
+            }
+            (Kind::Budget, scope) => {
+                let who = match scope {
+                    Scope::Team(t) => format!("Team={t}"),
+                    Scope::User(u) => format!("User={u}"),
+                    Scope::KeyModel { key, model } => format!("Key={key} Model={model}"),
+                    Scope::Key(k) => format!("Key={k}"),
+                };
+                format!("Budget has been exceeded! {who} Current cost: {}, Max budget: {}", usd(self.used), usd(self.limit))
+            }
             (kind, scope) => format!(
                 "Rate limit exceeded for {}. Limit type: {}. Current limit: {}, Remaining: {}.",
                 scope.describe(),
@@ -351,13 +356,13 @@ impl Admitting {
         let consumed = limit.kind == Kind::Requests;
         let next = match current.admit(limit.limit, amount, limit.check, consumed) {
             Ok(next) => next,
-            Err(Over { remaining, reset_ms }) => {
-                let refusal = Refusal { index: i, scope: limit.scope.clone(), kind: limit.kind, limit: limit.limit, remaining, reset_ms, reason: Reason::Over };
+            Err(Over { remaining, used, reset_ms }) => {
+                let refusal = Refusal { index: i, scope: limit.scope.clone(), kind: limit.kind, limit: limit.limit, remaining, used, reset_ms, reason: Reason::Over };
                 return self.start_release(refusal);
             }
         };
         let soft = limit.soft.is_some_and(|s| current.used >= s);
-        let status = Status { index: i, kind: limit.kind, limit: limit.limit, remaining: next.remaining(limit.limit), reset_ms: next.window.end_ms };
+        let status = Status { index: i, kind: limit.kind, limit: limit.limit, remaining: next.remaining(limit.limit), used: current.used, reset_ms: next.window.end_ms };
         // Nothing to hold and the record is already current: no write.
         let written = if amount == 0 && stored == Some(current) {
             Ok(Written::Ok)
@@ -394,7 +399,7 @@ impl Admitting {
         self.read = None;
         match (self.policy, self.plan.get(i)) {
             (OnUnavailable::FailClosed, Some(limit)) => {
-                let refusal = Refusal { index: i, scope: limit.scope.clone(), kind: limit.kind, limit: limit.limit, remaining: 0, reset_ms: u64::MAX, reason: Reason::Unavailable };
+                let refusal = Refusal { index: i, scope: limit.scope.clone(), kind: limit.kind, limit: limit.limit, remaining: 0, used: 0, reset_ms: u64::MAX, reason: Reason::Unavailable };
                 self.start_release(refusal)
             }
             _ => {
@@ -639,7 +644,7 @@ mod tests {
         let s = store_for(&plan);
         let d = Demand::default();
         let r1 = admit(&s, plan.clone(), d, NOW, OnUnavailable::FailClosed).unwrap();
-        assert_eq!(r1.statuses, vec![Status { index: 0, kind: Kind::Requests, limit: 2, remaining: 1, reset_ms: NOW + MINUTE_MS }]);
+        assert_eq!(r1.statuses, vec![Status { index: 0, kind: Kind::Requests, limit: 2, remaining: 1, used: 0, reset_ms: NOW + MINUTE_MS }]);
         admit(&s, plan.clone(), d, NOW + 10, OnUnavailable::FailClosed).unwrap();
         let refusal = admit(&s, plan.clone(), d, NOW + 20_500, OnUnavailable::FailClosed).unwrap_err();
         assert_eq!((refusal.index, refusal.remaining, refusal.reset_ms, refusal.reason), (0, 0, NOW + MINUTE_MS, Reason::Over));
@@ -729,14 +734,14 @@ mod tests {
         // 6000 spent + 4000 held: a third worst case does not fit.
         let refusal = admit(&s, vec![b.clone()], d, NOW, OnUnavailable::FailClosed).unwrap_err();
         assert_eq!((refusal.error_type(), refusal.remaining), ("budget_exceeded", 0));
-        assert_eq!(refusal.message(), "ExceededTokenBudget: Current spend for token: 0.00001; Max Budget for Token: 0.00001");
+        assert_eq!(refusal.message(), "ExceededTokenBudget: Current spend for token: 0.000006; Max Budget for Token: 0.00001");
         // BelowLimit: admitted while anything is left.
         settle(&s, r, Actual { tokens: None, cost_nanos: Some(3_000) });
         b.check = Check::BelowLimit;
         assert!(admit(&s, vec![b.clone()], d, NOW, OnUnavailable::FailClosed).is_ok());
         assert!(admit(&s, vec![b], d, NOW, OnUnavailable::FailClosed).is_err());
-        let team_budget = Refusal { index: 0, scope: team(), kind: Kind::Budget, limit: 2_000_000_000, remaining: 0, reset_ms: NOW, reason: Reason::Over };
-        assert_eq!(team_budget.message(), "Budget has been exceeded! team: eng.ml Current cost: 2, Max budget: 2");
+        let team_budget = Refusal { index: 0, scope: team(), kind: Kind::Budget, limit: 2_000_000_000, remaining: 0, used: 2_000_000_000, reset_ms: NOW, reason: Reason::Over };
+        assert_eq!(team_budget.message(), "Budget has been exceeded! Team=eng.ml Current cost: 2.0, Max budget: 2.0");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Record {
 pub struct Over {
     /// `limit - used - reserved`, saturating at 0.
     pub remaining: u64,
+    /// What the window has consumed (settled; a budget's spend).
+    pub used: u64,
     /// When the window ends (`u64::MAX` for a gauge: it frees when a request ends).
     pub reset_ms: u64,
 }
@@ -117,7 +119,7 @@ impl Record {
             Check::BelowLimit => taken < limit,
         };
         if !ok {
-            return Err(Over { remaining: self.remaining(limit), reset_ms: self.window.end_ms });
+            return Err(Over { remaining: self.remaining(limit), used: self.used, reset_ms: self.window.end_ms });
         }
         let mut next = *self;
         if consume {
@@ -179,11 +181,11 @@ mod tests {
     fn admission_checks() {
         let r = Record { window: W, used: 3, reserved: 4 };
         assert_eq!(r.admit(10, 3, Check::Fits, false), Ok(Record { reserved: 7, ..r }));
-        assert_eq!(r.admit(10, 4, Check::Fits, false), Err(Over { remaining: 3, reset_ms: 120_000 }));
+        assert_eq!(r.admit(10, 4, Check::Fits, false), Err(Over { remaining: 3, used: 3, reset_ms: 120_000 }));
         assert_eq!(r.admit(10, 1, Check::Fits, true), Ok(Record { used: 4, ..r }));
         // BelowLimit admits while anything is left, whatever the amount.
         assert_eq!(r.admit(8, 100, Check::BelowLimit, false), Ok(Record { reserved: 104, ..r }));
-        assert_eq!(r.admit(7, 1, Check::BelowLimit, false), Err(Over { remaining: 0, reset_ms: 120_000 }));
+        assert_eq!(r.admit(7, 1, Check::BelowLimit, false), Err(Over { remaining: 0, used: 3, reset_ms: 120_000 }));
         // Limit 0 admits nothing; overflow refuses instead of wrapping.
         assert!(Record { window: W, used: 0, reserved: 0 }.admit(0, 0, Check::BelowLimit, true).is_err());
         assert!(Record { window: W, used: u64::MAX, reserved: 0 }.admit(u64::MAX, 1, Check::Fits, true).is_err());

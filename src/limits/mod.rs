@@ -124,6 +124,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod admit;
+pub mod cost;
 mod counter;
 pub mod plan;
 #[cfg(test)]

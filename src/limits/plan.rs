@@ -20,7 +20,7 @@
 use super::admit::{Kind, Limit, Scope};
 use super::counter::Check;
 use super::window::{Window, DEFAULT_RATE_WINDOW_MS};
-use crate::config::keys::Identities;
+use crate::config::keys::{Budget, Identities, KeyEntry};
 #[cfg(test)]
 use crate::config::keys::Rates;
 
@@ -52,6 +52,28 @@ fn rate(scope: &Scope, kind: Kind, limit: Option<u64>, out: &mut Vec<Limit>) {
     out.push(Limit { scope: scope.clone(), kind, limit, window, check: Check::Fits, soft: None });
 }
 
+/// A budget limit: LiteLLM refuses once spend has *reached* `max_budget` (`spend >= max_budget`
+/// in `auth_checks.py`), so the check is [`Check::BelowLimit`] (one request's reservation may
+/// cross it, `limits` module docs, bound 2); a `soft_budget` alone counts spend against no limit.
+/// No `budget_duration`: spend never resets ([`Window::None`]).
+fn budget(scope: &Scope, b: &Budget, out: &mut Vec<Limit>) {
+    if !b.any() {
+        return;
+    }
+    let window = b.duration.map_or(Window::None, Window::Calendar);
+    out.push(Limit { scope: scope.clone(), kind: Kind::Budget, limit: b.max_nanos.unwrap_or(u64::MAX), window, check: Check::BelowLimit, soft: b.soft_nanos });
+}
+
+/// Kind order in a list: the most likely refusals first (module docs).
+fn rank(kind: Kind) -> u8 {
+    match kind {
+        Kind::Parallel => 0,
+        Kind::Requests => 1,
+        Kind::Tokens => 2,
+        Kind::Budget => 3,
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
@@ -62,45 +84,53 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Plans {
     pub fn build(ids: &Identities) -> Plans {
-        let keys = ids
-            .keys
-            .iter()
-            .map(|k| {
-                let key = Scope::Key(hex(&k.hash));
-                let team = k.team.and_then(|t| ids.teams.get(t)).map(|t| (Scope::Team(t.team_id.clone()), t.rates));
-                let team_rates = team.as_ref().map(|(_, r)| *r).unwrap_or_default();
-                let none = Scope::Team(String::new());
-                let team_scope = team.as_ref().map_or(&none, |(s, _)| s);
-                let mut base = Vec::new();
-                let (own, theirs) = (k.rates, team_rates);
-                for (kind, mine, team) in
-                    [(Kind::Parallel, own.parallel, theirs.parallel), (Kind::Requests, own.rpm, theirs.rpm), (Kind::Tokens, own.tpm, theirs.tpm)]
-                {
-                    rate(&key, kind, mine, &mut base);
-                    rate(team_scope, kind, team, &mut base);
+        let keys = ids.keys.iter().map(|k| Self::key_plan(ids, k)).collect();
+        Plans { keys }
+    }
+
+    fn key_plan(ids: &Identities, k: &KeyEntry) -> KeyPlan {
+        let key = Scope::Key(hex(&k.hash));
+        let team = k.team.and_then(|t| ids.teams.get(t));
+        let mut base = Vec::new();
+        rate(&key, Kind::Parallel, k.rates.parallel, &mut base);
+        rate(&key, Kind::Requests, k.rates.rpm, &mut base);
+        rate(&key, Kind::Tokens, k.rates.tpm, &mut base);
+        budget(&key, &k.budget, &mut base);
+        if let Some(t) = team {
+            let scope = Scope::Team(t.team_id.clone());
+            rate(&scope, Kind::Parallel, t.rates.parallel, &mut base);
+            rate(&scope, Kind::Requests, t.rates.rpm, &mut base);
+            rate(&scope, Kind::Tokens, t.rates.tpm, &mut base);
+            budget(&scope, &t.budget, &mut base);
+        } else if let Some(u) = k.user_id.as_deref().and_then(|id| ids.users.iter().find(|u| u.user_id == id)) {
+            // LiteLLM: a key in a team spends the team's budget, not its user's personal one.
+            budget(&Scope::User(u.user_id.clone()), &u.budget, &mut base);
+        }
+        // Stable: within a kind, key before team (the order LiteLLM lists its descriptors).
+        base.sort_by_key(|l| rank(l.kind));
+        let mut models: Vec<&str> = Vec::new();
+        for m in k.model_rpm.iter().map(|(m, _)| m).chain(k.model_tpm.iter().map(|(m, _)| m)).chain(k.model_budgets.iter().map(|(m, _)| m)) {
+            if !models.contains(&m.as_str()) {
+                models.push(m);
+            }
+        }
+        let per_model = models
+            .into_iter()
+            .map(|m| {
+                let scope = Scope::KeyModel { key: hex(&k.hash), model: m.to_string() };
+                let find = |list: &[(String, u64)]| list.iter().find(|(name, _)| name == m).map(|(_, n)| *n);
+                let mut list = base.clone();
+                rate(&scope, Kind::Requests, find(&k.model_rpm), &mut list);
+                rate(&scope, Kind::Tokens, find(&k.model_tpm), &mut list);
+                if let Some((_, b)) = k.model_budgets.iter().find(|(name, _)| name == m) {
+                    budget(&scope, b, &mut list);
                 }
-                let mut models: Vec<&str> = k.model_rpm.iter().chain(&k.model_tpm).map(|(m, _)| m.as_str()).collect();
-                models.dedup();
-                let mut per_model: Vec<(String, Vec<Limit>)> = Vec::new();
-                for m in models {
-                    if per_model.iter().any(|(have, _)| have == m) {
-                        continue;
-                    }
-                    let scope = Scope::KeyModel { key: hex(&k.hash), model: m.to_string() };
-                    let find = |list: &[(String, u64)]| list.iter().find(|(name, _)| name == m).map(|(_, n)| *n);
-                    let mut list = base.clone();
-                    // Keep kind order: the model's rpm after the other rpm limits, its tpm last.
-                    let after_rpm = list.iter().rposition(|l| l.kind != Kind::Tokens).map_or(0, |i| i.saturating_add(1));
-                    let mut extra_rpm = Vec::new();
-                    rate(&scope, Kind::Requests, find(&k.model_rpm), &mut extra_rpm);
-                    list.splice(after_rpm..after_rpm, extra_rpm);
-                    rate(&scope, Kind::Tokens, find(&k.model_tpm), &mut list);
-                    per_model.push((m.to_string(), list));
-                }
-                KeyPlan { base, per_model }
+                // The model's limits after the key's and team's of the same kind.
+                list.sort_by_key(|l| rank(l.kind));
+                (m.to_string(), list)
             })
             .collect();
-        Plans { keys }
+        KeyPlan { base, per_model }
     }
 
     /// The limits of key `key` calling `model` (empty: nothing to admit).
@@ -112,6 +142,11 @@ impl Plans {
     /// Whether some key has a limit.
     pub fn any(&self) -> bool {
         self.keys.iter().any(|k| !k.base.is_empty() || !k.per_model.is_empty())
+    }
+
+    /// Whether some key spends against a budget (its requests then need their usage priced).
+    pub fn any_budget(&self) -> bool {
+        self.keys.iter().flat_map(|k| k.base.iter().chain(k.per_model.iter().flat_map(|(_, l)| l.iter()))).any(|l| l.kind == Kind::Budget)
     }
 
     /// Every record key some list names (created empty at configure time).
@@ -135,7 +170,7 @@ pub fn token_demand(input_tokens: u64, max_output: Option<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::keys::{KeyEntry, TeamEntry};
+    use crate::config::keys::{TeamEntry, UserEntry};
 
     fn key(rates: Rates, team: Option<usize>) -> KeyEntry {
         KeyEntry {
@@ -149,11 +184,16 @@ mod tests {
             rates,
             model_rpm: vec![],
             model_tpm: vec![],
+            budget: Budget::default(),
+            model_budgets: vec![],
+            user_id: None,
+            tags: vec![],
+            metadata: None,
         }
     }
 
     fn team(rates: Rates) -> TeamEntry {
-        TeamEntry { team_id: "eng".into(), alias: None, models: vec![], blocked: false, rates }
+        TeamEntry { team_id: "eng".into(), alias: None, models: vec![], blocked: false, rates, budget: Budget::default(), metadata: None }
     }
 
     fn shape(l: &[Limit]) -> Vec<(Kind, &'static str, u64)> {
@@ -175,7 +215,7 @@ mod tests {
         let mut k = key(Rates { rpm: Some(10), tpm: Some(1000), parallel: None }, Some(0));
         k.model_rpm = vec![("gpt-4o".into(), 2)];
         k.model_tpm = vec![("gpt-4o".into(), 50), ("mini".into(), 70)];
-        let ids = Identities { keys: vec![k], teams: vec![team(Rates { rpm: Some(5), tpm: None, parallel: Some(3) })] };
+        let ids = Identities { keys: vec![k], teams: vec![team(Rates { rpm: Some(5), tpm: None, parallel: Some(3) })], users: vec![] };
         let p = Plans::build(&ids);
         use Kind::*;
         assert_eq!(shape(p.for_request(0, "other")), vec![(Parallel, "team", 3), (Requests, "key", 10), (Requests, "team", 5), (Tokens, "key", 1000)]);
@@ -193,8 +233,44 @@ mod tests {
     }
 
     #[test]
+    fn budgets_come_last_key_team_or_user_then_the_models() {
+        use crate::limits::{parse, Window};
+        let day = parse("1d").ok();
+        let mut k = key(Rates { rpm: Some(10), tpm: None, parallel: None }, Some(0));
+        k.budget = Budget { max_nanos: Some(5_000), soft_nanos: Some(4_000), duration: day };
+        k.model_budgets = vec![("gpt-4o".into(), Budget { max_nanos: Some(700), soft_nanos: None, duration: None })];
+        k.user_id = Some("ann".into());
+        let mut t = team(Rates::default());
+        t.budget = Budget { max_nanos: Some(9_000), soft_nanos: None, duration: None };
+        let users = vec![UserEntry { user_id: "ann".into(), budget: Budget { max_nanos: Some(1), soft_nanos: None, duration: None } }];
+        let mut ids = Identities { keys: vec![k.clone()], teams: vec![t], users };
+        let p = Plans::build(&ids);
+        // In a team: the team's budget, not the user's.
+        assert_eq!(shape(p.for_request(0, "x")), vec![(Kind::Requests, "key", 10), (Kind::Budget, "key", 5_000), (Kind::Budget, "team", 9_000)]);
+        let b = &p.for_request(0, "x")[1];
+        assert_eq!((b.check, b.soft, b.window), (Check::BelowLimit, Some(4_000), Window::Calendar(day.unwrap_or(parse("1d").unwrap_or_else(|_| unreachable!())))));
+        assert_eq!(shape(p.for_request(0, "gpt-4o")).last(), Some(&(Kind::Budget, "key_model", 700)));
+        assert_eq!(p.for_request(0, "gpt-4o").last().map(|l| l.window), Some(Window::None), "no time_period: never resets");
+        // Without a team: the user's budget.
+        k.team = None;
+        ids.keys = vec![k];
+        let p = Plans::build(&ids);
+        assert_eq!(shape(p.for_request(0, "x")), vec![(Kind::Requests, "key", 10), (Kind::Budget, "key", 5_000), (Kind::Budget, "user", 1)]);
+        assert_eq!(p.for_request(0, "x")[2].key(), "llm_router.v1.limit.budget.user.ann");
+    }
+
+    #[test]
+    fn a_soft_budget_alone_counts_spend_against_no_limit() {
+        let mut k = key(Rates::default(), None);
+        k.budget = Budget { max_nanos: None, soft_nanos: Some(10), duration: None };
+        let p = Plans::build(&Identities { keys: vec![k], teams: vec![], users: vec![] });
+        let l = &p.for_request(0, "m")[0];
+        assert_eq!((l.kind, l.limit, l.soft), (Kind::Budget, u64::MAX, Some(10)));
+    }
+
+    #[test]
     fn keys_without_limits_have_empty_lists() {
-        let ids = Identities { keys: vec![key(Rates::default(), Some(0))], teams: vec![team(Rates::default())] };
+        let ids = Identities { keys: vec![key(Rates::default(), Some(0))], teams: vec![team(Rates::default())], users: vec![] };
         let p = Plans::build(&ids);
         assert!(p.for_request(0, "m").is_empty());
         assert!(!p.any());

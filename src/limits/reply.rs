@@ -18,7 +18,7 @@
 //! (least remaining: key, team and key-per-model all apply); the reset is a duration such as
 //! `42s`, as OpenAI sends it.
 
-use super::admit::{Kind, Refusal, Scope, Status};
+use super::admit::{Kind, Limit, Reason, Refusal, Scope, Status};
 use crate::openai::ApiError;
 use crate::pipeline::request::Reply;
 
@@ -49,6 +49,39 @@ pub fn status_headers(statuses: &[Status], now_ms: u64) -> Vec<(&'static str, St
     out
 }
 
+/// The USD amount of `nanos` as a decimal (`0.000123`): no float noise, trailing zeros cut.
+pub fn usd(nanos: u64) -> String {
+    let (whole, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+    if frac == 0 {
+        return format!("{whole}.0");
+    }
+    let digits = format!("{frac:09}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// The budget headers of an admitted request. For the key's own budget LiteLLM's
+/// `x-litellm-key-max-budget` and `x-litellm-key-spend` (spend settled before this request, in
+/// USD; no max header for a soft-only budget); and [`SOFT_BUDGET_HEADER`] naming each scope whose
+/// spend had reached its `soft_budget` (`key`, `team`, `user`, `key_model`), comma-separated.
+pub fn budget_headers(statuses: &[Status], soft_exceeded: &[usize], plan: &[Limit]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let own = statuses.iter().find(|s| s.kind == Kind::Budget && matches!(plan.get(s.index).map(|l| &l.scope), Some(Scope::Key(_))));
+    if let Some(s) = own {
+        if s.limit != u64::MAX {
+            out.push(("x-litellm-key-max-budget", usd(s.limit)));
+        }
+        out.push(("x-litellm-key-spend", usd(s.used)));
+    }
+    let scopes: Vec<&str> = soft_exceeded.iter().filter_map(|&i| plan.get(i)).map(|l| l.scope.tag()).collect();
+    if !scopes.is_empty() {
+        out.push((SOFT_BUDGET_HEADER, scopes.join(",")));
+    }
+    out
+}
+
+/// Names the scopes whose `soft_budget` has been reached (a warning to the client; never a refusal).
+pub const SOFT_BUDGET_HEADER: &str = "x-llm-router-soft-budget-exceeded";
+
 /// LiteLLM's `Limit resets at` time.
 fn litellm_time(ms: u64) -> String {
     crate::config::iso8601::format_ms(ms).replace('T', " ").replace('Z', " UTC")
@@ -62,6 +95,9 @@ pub fn refusal_reply(refusal: &Refusal, key_name: &str, now_ms: u64) -> Reply {
         other => other.clone(),
     };
     let refusal = &Refusal { scope, ..refusal.clone() };
+    if refusal.kind == Kind::Budget && refusal.reason == Reason::Over {
+        return budget_reply(refusal, now_ms);
+    }
     let retry_after = refusal.retry_after_s(now_ms);
     let resets_at = if refusal.reset_ms == u64::MAX { now_ms.saturating_add(retry_after.saturating_mul(1000)) } else { refusal.reset_ms };
     let message = format!("{} Limit resets at: {}", refusal.message(), litellm_time(resets_at));
@@ -75,15 +111,29 @@ pub fn refusal_reply(refusal: &Refusal, key_name: &str, now_ms: u64) -> Reply {
     Reply { error, headers }
 }
 
+/// Over budget: LiteLLM's `BudgetExceededError` as its proxy answers it (`type:
+/// budget_exceeded`, status 429 — `auth_exception_handler.py` uses the error's status, 429 by
+/// default; older versions answered 400), `code` the status as a string. A budget with a
+/// window also gets `retry-after` (its reset); one without never resets (no `retry-after`).
+fn budget_reply(refusal: &Refusal, now_ms: u64) -> Reply {
+    let mut message = refusal.message();
+    let mut headers = Vec::new();
+    if refusal.reset_ms != u64::MAX {
+        message = format!("{message}. Budget resets at: {}", litellm_time(refusal.reset_ms));
+        headers.push(("retry-after", refusal.retry_after_s(now_ms).to_string()));
+    }
+    Reply { error: ApiError::new(429, "budget_exceeded", None, Some("429"), message), headers }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::{Reason, Scope};
+    use crate::limits::{Check, Window};
 
     const NOW: u64 = 1_700_000_000_000; // 2023-11-14 22:13:20 UTC
 
     fn st(kind: Kind, limit: u64, remaining: u64, reset_ms: u64) -> Status {
-        Status { index: 0, kind, limit, remaining, reset_ms }
+        Status { index: 0, kind, limit, remaining, used: 0, reset_ms }
     }
 
     #[test]
@@ -106,7 +156,7 @@ mod tests {
 
     #[test]
     fn refusal_is_litellms_429_with_retry_after_and_headers() {
-        let r = Refusal { index: 1, scope: Scope::Key("ab12".into()), kind: Kind::Requests, limit: 3, remaining: 0, reset_ms: NOW + 12_300, reason: Reason::Over };
+        let r = Refusal { index: 1, scope: Scope::Key("ab12".into()), kind: Kind::Requests, limit: 3, remaining: 0, used: 3, reset_ms: NOW + 12_300, reason: Reason::Over };
         let reply = refusal_reply(&r, "ab", NOW);
         assert_eq!((reply.error.status, reply.error.kind, reply.error.param, reply.error.code), (429, "None", Some("None"), Some("429")));
         assert_eq!(

@@ -29,7 +29,6 @@ pub const COST_USD: &str = "llm_router.cost_usd";
 /// Longest alias, team id or user id written (longer ones are cut at a character boundary).
 pub const MAX_VALUE_BYTES: usize = 128;
 /// Longest tag list written (`a,b,c`); tags that do not fit are left out.
-#[cfg_attr(not(test), allow(dead_code))]
 pub const MAX_TAGS_BYTES: usize = 512;
 /// The key label of requests made with `general_settings.master_key`.
 pub const MASTER_KEY: &str = "master_key";
@@ -73,8 +72,8 @@ impl Attribution {
                     None => format!("keys[{i}]"),
                 },
                 team: k.team.and_then(|t| ids.teams.get(t)).map(|t| clean(&t.team_id, MAX_VALUE_BYTES)),
-                user: None,
-                tags: None,
+                user: k.user_id.as_deref().map(|u| clean(u, MAX_VALUE_BYTES)),
+                tags: join_tags(k.tags.iter().map(String::as_str)),
             })
             .collect();
         Attribution { keys, master: Who { key: MASTER_KEY.to_string(), ..Who::default() } }
@@ -113,7 +112,6 @@ pub fn clean(s: &str, max: usize) -> String {
 /// Tags as one bounded value: each cleaned (`,` → `_`, so the list splits back), duplicates and
 /// empty tags dropped, whole tags left out once [`MAX_TAGS_BYTES`] would be passed. None when
 /// nothing is left.
-#[cfg_attr(not(test), allow(dead_code))]
 pub fn join_tags<'a>(tags: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let mut out = String::new();
     let mut seen: Vec<String> = Vec::new();
@@ -135,15 +133,12 @@ pub fn join_tags<'a>(tags: impl IntoIterator<Item = &'a str>) -> Option<String> 
     (!out.is_empty()).then_some(out)
 }
 
-/// A response's cost in nano-USD at the serving deployment's `input_cost_per_token` /
-/// `output_cost_per_token` (an unset price counts 0), rounded up to the nano-USD as budgets
-/// price it (`limits::usd_to_nanos`); None when the deployment sets no price.
+/// A response's cost in nano-USD, priced as budgets price it (`limits::cost`: the serving
+/// deployment's `input_cost_per_token` / `output_cost_per_token`, an unset one counting 0,
+/// rounded up to the nano-USD); None when the deployment sets no price.
 pub fn cost_nanos(info: &ModelInfo, usage: &Usage) -> Option<u64> {
-    if info.input_cost_per_token.is_none() && info.output_cost_per_token.is_none() {
-        return None;
-    }
-    let (i, o) = (info.input_cost_per_token.unwrap_or(0.0), info.output_cost_per_token.unwrap_or(0.0));
-    Some(crate::limits::usd_to_nanos(usage.input_tokens as f64 * i + usage.output_tokens as f64 * o))
+    let prices = crate::limits::cost::Prices::of(info)?;
+    Some(crate::limits::cost::actual_nanos(Some(prices), usage))
 }
 
 /// Nano-USD as an exact decimal in USD: `0.0000015`, `3`, `0`.
@@ -179,40 +174,37 @@ pub fn properties(who: Option<&Who>, cost_nanos: Option<u64>) -> Vec<(&'static s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::keys::{KeyEntry, Rates, TeamEntry};
+    use crate::config::Diagnostics;
+    use serde_json::json;
 
-    fn key(alias: Option<&str>, team: Option<usize>) -> KeyEntry {
-        KeyEntry {
-            hash: [7; 32],
-            alias: alias.map(str::to_string),
-            team,
-            models: vec![],
-            aliases: vec![],
-            expires_ms: None,
-            blocked: false,
-            rates: Rates::default(),
-            model_rpm: vec![],
-            model_tpm: vec![],
-        }
-    }
-
-    fn team(id: &str) -> TeamEntry {
-        TeamEntry { team_id: id.into(), alias: None, models: vec![], blocked: false, rates: Rates::default() }
+    fn ids(keys: serde_json::Value, teams: serde_json::Value) -> Identities {
+        let mut d = Diagnostics::default();
+        let ids = crate::config::keys::parse(Some(&keys), Some(&teams), None, &mut d);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        ids
     }
 
     #[test]
     fn names_per_key_never_the_hash() {
-        let ids = Identities { keys: vec![key(Some("finance-app"), Some(0)), key(None, None)], teams: vec![team("finance")] };
+        let token = "07".repeat(32);
+        let ids = ids(
+            json!([
+                {"token": token, "key_alias": "finance-app", "team_id": "finance", "user_id": "alice\n", "tags": ["prod", "eu,west", "prod"]},
+                {"token": "08".repeat(32)},
+            ]),
+            json!([{"team_id": "finance"}]),
+        );
         let a = Attribution::build(&ids);
         let w = a.of(Caller::Key(0)).cloned().unwrap_or_default();
         assert_eq!((w.key.as_str(), w.team_label()), ("finance-app", "finance"));
+        assert_eq!((w.user.as_deref(), w.tags.as_deref()), (Some("alice_"), Some("prod,eu_west")));
         assert_eq!(a.of(Caller::Key(1)).map(|w| (w.key.as_str(), w.team_label())), Some(("keys[1]", NONE)));
         assert_eq!(a.of(Caller::Master).map(|w| w.key.as_str()), Some(MASTER_KEY));
         assert_eq!(a.of(Caller::Open), None);
         assert_eq!(a.of(Caller::Replay), None);
         assert_eq!(a.of(Caller::Key(9)), None);
         let all = format!("{a:?}");
-        assert!(!all.contains("0707"), "no hash in the names: {all}");
+        assert!(!all.contains("0707") && !all.contains("[7, 7"), "no hash in the names: {all}");
     }
 
     #[test]

@@ -29,7 +29,8 @@ fn gateway(key: Value, teams: Value) -> (Rc<RouterConfig>, Rc<Vm<FakeSink>>) {
     key["key_alias"] = json!("lim-app");
     let v = json!({
         "model_list": [
-            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:18001/v1", "api_key": "sk-provider"}},
+            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:18001/v1", "api_key": "sk-provider"},
+             "model_info": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}},
             {"model_name": "mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "http://127.0.0.1:18002/v1", "api_key": "sk-provider"}},
         ],
         "keys": [key],
@@ -260,4 +261,77 @@ fn a_reservation_larger_than_the_tpm_limit_runs_alone_instead_of_never() {
     let (cfg, vm) = gateway(json!({"tpm_limit": 0}), json!([]));
     let (_s, host) = start(&cfg, &vm, &FakeHost::default(), &body("gpt-4o", Some(1)));
     assert_eq!(host.reply().map(|r| r.status), Some(429));
+}
+
+/// A JSON answer reporting this usage, through the response phases.
+fn answer(s: &mut RouterStream<FakeSink>, host: &FakeHost, prompt: u64, completion: u64) {
+    host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+    s.on_response_headers(host);
+    *host.response_body.borrow_mut() = format!(r#"{{"choices":[],"usage":{{"prompt_tokens":{prompt},"completion_tokens":{completion}}}}}"#).into_bytes();
+    let size = host.response_body.borrow().len();
+    s.on_response_body(host, size);
+    s.on_log(host);
+}
+
+#[test]
+fn a_budget_reserves_the_worst_case_settles_the_priced_usage_and_refuses_once_reached() {
+    // $1 / $2 per million tokens; budget $0.01, soft $0.004.
+    let (cfg, vm) = gateway(json!({"max_budget": 0.01, "soft_budget": 0.004, "budget_duration": "1d"}), json!([]));
+    let shared = FakeHost::default();
+    let rec = limit_key("budget", "key", &hex(KEY));
+    let b = body("gpt-4o", Some(1000));
+    let worst = (b.len() as u64).div_ceil(4) * 1_000 + 1000 * 2_000;
+    let (mut s, host) = start(&cfg, &vm, &shared, &b);
+    assert!(admitted(&host), "{:?}", host.reply());
+    assert_eq!(record(&shared, &rec).map(|r| (r.used, r.reserved)), Some((0, worst)), "the worst case is held");
+    answer(&mut s, &host, 1000, 1500);
+    assert_eq!(host.response_header_value("x-litellm-key-max-budget").as_deref(), Some("0.01"));
+    assert_eq!(host.response_header_value("x-litellm-key-spend").as_deref(), Some("0.0"));
+    assert_eq!(host.response_header_value("x-llm-router-soft-budget-exceeded"), None);
+    assert_eq!(record(&shared, &rec).map(|r| (r.used, r.reserved)), Some((4_000_000, 0)), "1000 × $1e-6 + 1500 × $2e-6");
+    // Spend $0.004 reached the soft budget: flagged, admitted.
+    let (mut s, host) = start(&cfg, &vm, &shared, &b);
+    answer(&mut s, &host, 1000, 1500);
+    assert_eq!(host.response_header_value("x-llm-router-soft-budget-exceeded").as_deref(), Some("key"));
+    assert_eq!(host.response_header_value("x-litellm-key-spend").as_deref(), Some("0.004"));
+    // $0.008 < $0.01: admitted (LiteLLM refuses once spend has reached the budget), crosses it.
+    let (mut s, host) = start(&cfg, &vm, &shared, &b);
+    assert!(admitted(&host));
+    answer(&mut s, &host, 1000, 1500);
+    let (_s, host) = start(&cfg, &vm, &shared, &b);
+    let reply = host.reply().unwrap_or_else(|| panic!("over budget, admitted"));
+    assert_eq!((reply.status, reply.json()["error"]["type"].as_str(), reply.json()["error"]["code"].as_str()), (429, Some("budget_exceeded"), Some("429")));
+    let msg = reply.json()["error"]["message"].as_str().map(str::to_string).unwrap_or_default();
+    assert!(msg.starts_with("ExceededTokenBudget: Current spend for token: 0.012; Max Budget for Token: 0.01. Budget resets at: "), "{msg}");
+    assert!(reply.header("retry-after").is_some(), "a 1d budget resets at midnight");
+    assert_eq!(record(&shared, &rec).map(|r| (r.used, r.reserved)), Some((12_000_000, 0)), "a refusal holds nothing");
+    // The next day the spend starts again.
+    shared.advance(86_400_000);
+    let (_s, host) = start(&cfg, &vm, &shared, &b);
+    assert!(admitted(&host), "{:?}", host.reply());
+}
+
+#[test]
+fn an_errored_attempt_costs_nothing_and_team_and_model_budgets_apply() {
+    let (cfg, vm) = gateway(
+        json!({"team_id": "eng", "model_max_budget": {"gpt-4o": {"budget_limit": 0.001, "time_period": "30d"}}}),
+        json!([{"team_id": "eng", "max_budget": 1}]),
+    );
+    let shared = FakeHost::default();
+    let b = body("gpt-4o", Some(10));
+    let (mut s, host) = start(&cfg, &vm, &shared, &b);
+    host.respond(&[(":status", "500")]);
+    s.on_response_headers(&host);
+    s.on_log(&host);
+    assert_eq!(record(&shared, &limit_key("budget", "team", "eng")).map(|r| (r.used, r.reserved)), Some((0, 0)));
+    let (mut s, host) = start(&cfg, &vm, &shared, &b);
+    answer(&mut s, &host, 100, 500); // $0.0011
+    assert_eq!(host.response_header_value("x-litellm-key-spend"), None, "no budget of the key's own");
+    assert_eq!(record(&shared, &limit_key("budget", "team", "eng")).map(|r| r.used), Some(1_100_000));
+    let (_s, host) = start(&cfg, &vm, &shared, &b);
+    let msg = host.reply().map(|r| r.json()["error"]["message"].to_string()).unwrap_or_default();
+    assert!(msg.contains("Budget has been exceeded! Key=lim-app Model=gpt-4o Current cost: 0.0011, Max budget: 0.001"), "{msg}");
+    assert!(!msg.contains(&hex(KEY)), "{msg}");
+    let (_s, host) = start(&cfg, &vm, &shared, &body("mini", Some(10)));
+    assert!(admitted(&host), "another model: only the team's $1: {:?}", host.reply());
 }

@@ -67,6 +67,8 @@ struct Sent {
     outcome: Option<Outcome>,
     /// The key's admitted rate limits, settled once in `on_log` (taken there).
     limits: Option<Reservation>,
+    /// Budget headers of the admission (`limits::reply::budget_headers`; empty without budgets).
+    budget_headers: Vec<(&'static str, String)>,
     /// Response headers arrived (else the stream ended before any answer).
     responded: bool,
     /// Who is calling (spend attribution in `on_log`).
@@ -345,6 +347,13 @@ impl<S: Sink> RouterStream<S> {
         if let Some(r) = &limits {
             super::spend::soft_budgets(&self.vm, &cfg, pending.caller, fwd.fallback_from.as_deref().unwrap_or(fwd.group), &r.soft_exceeded);
         }
+        let budget_headers = match (&limits, pending.caller) {
+            (Some(r), Caller::Key(key)) => {
+                let plan = cfg.limits.for_request(key, fwd.fallback_from.as_deref().unwrap_or(fwd.group));
+                limits::reply::budget_headers(&r.statuses, &r.soft_exceeded, plan)
+            }
+            _ => Vec::new(),
+        };
         log::debug!(
             "llm-router: {} → deployment {} ({}) via {}, attempt {}",
             fwd.group,
@@ -388,6 +397,7 @@ impl<S: Sink> RouterStream<S> {
             first_byte_ms: None,
             outcome: None,
             limits,
+            budget_headers,
             responded: false,
             caller: pending.caller,
         });
@@ -404,7 +414,11 @@ impl<S: Sink> RouterStream<S> {
         if plan.is_empty() {
             return Ok(None);
         }
-        let demand = Demand { tokens: limits::plan::token_demand(fwd.input_tokens, fwd.max_output_tokens), cost_nanos: 0 };
+        let prices = limits::cost::Prices::of(&fwd.deployment.info);
+        let demand = Demand {
+            tokens: limits::plan::token_demand(fwd.input_tokens, fwd.max_output_tokens),
+            cost_nanos: limits::cost::worst_case_nanos(prices, fwd.input_tokens, fwd.max_output_tokens),
+        };
         let limiter = Local { store: host.shared(), policy: OnUnavailable::FailOpen };
         match limiter.admit(plan.to_vec(), demand, now) {
             Ok(r) => {
@@ -441,6 +455,9 @@ impl<S: Sink> RouterStream<S> {
             for (name, value) in limits::reply::status_headers(&r.statuses, host.now_ms()) {
                 set_response_header(host, name, Some(&value));
             }
+        }
+        for (name, value) in &sent.budget_headers {
+            set_response_header(host, name, Some(value));
         }
         if let Some(from) = &sent.fallback_from {
             set_response_header(host, FALLBACK_FROM_HEADER, Some(from));
@@ -483,7 +500,8 @@ impl<S: Sink> RouterStream<S> {
         sent.outcome = verdict.outcome;
         if verdict.outcome == Some(Outcome::Success) {
             // Token usage for the strategy's statistics, the token metrics and/or the access log.
-            let tpm = sent.limits.as_ref().is_some_and(|r| r.statuses.iter().any(|s| s.kind == Kind::Tokens));
+            // Usage settles tpm and budget reservations.
+            let tpm = sent.limits.as_ref().is_some_and(|r| r.statuses.iter().any(|s| matches!(s.kind, Kind::Tokens | Kind::Budget)));
             if (tpm || log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body()))
                 && response_header(host, "content-encoding").is_none()
             {
@@ -531,7 +549,14 @@ impl<S: Sink> RouterStream<S> {
                 (None, _) if !sent.responded => None,
                 (None, _) => Some(0),
             };
-            let done = Local { store: host.shared(), policy: OnUnavailable::FailOpen }.settle(reservation, Actual { tokens, cost_nanos: None });
+            // Cost follows the tokens: priced usage, 0 with the tokens, or unknown with them.
+            let prices = cfg.table.deployments.get(sent.index).and_then(|d| limits::cost::Prices::of(&d.info));
+            let cost_nanos = match (&usage, tokens) {
+                (Some(u), _) => Some(limits::cost::actual_nanos(prices, u)),
+                (None, Some(_)) => Some(0),
+                (None, None) => None,
+            };
+            let done = Local { store: host.shared(), policy: OnUnavailable::FailOpen }.settle(reservation, Actual { tokens, cost_nanos });
             if done.failed > 0 {
                 log::warn!("llm-router: settling {} rate-limit record(s) failed: they stay counted until their window ends", done.failed);
             }

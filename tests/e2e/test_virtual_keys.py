@@ -194,9 +194,10 @@ def test_envoy_s_log_names_keys_by_alias_never_by_key_or_hash(gateway):
     assert "key `support-bot` refused: key_model_access_denied" in text
     expect_no_secrets(text, CLIENT_KEYS + (PROVIDER,) + tuple(litellm_hash(k) for k in CLIENT_KEYS), "Envoy's log")
     expect_no_secrets(text.lower(), (litellm_hash(RESEARCH).lower(),), "Envoy's log")
-    # The limits a LiteLLM admin wrote are not silently honoured: each got its warning at load.
-    assert "keys[0].rpm_limit" not in text  # enforced now (test_rate_limits.py)
-    assert "teams[0].max_budget: is not enforced yet" in text
+    # Limits and budgets are enforced (test_rate_limits.py, test_budgets.py): no warning about them,
+    # but the unpriced deployments a budget cannot count are named.
+    assert "keys[0].rpm_limit" not in text and "teams[0].max_budget" not in text
+    assert "its requests cost 0 against budgets" in text
 
 
 def test_with_keys_and_no_master_key_nobody_calls_without_a_key(make_mock, start_envoy):
