@@ -4,9 +4,9 @@
 //! 1 header read, 1 body read, 1 shared-data read, 1 header-map write, 1 body write when the body
 //! changes, and on the response 1 status read and 3–4 header writes; with
 //! `access_log_properties` (opt-in) 3–4 `set_property` calls per pass (+2 at the end when token
-//! usage is known). Shared-data writes happen only when an attempt failed. The local endpoints
+//! usage is known, +1–5 for the caller's names and the cost: `shell/spend.rs`). Shared-data writes happen only when an attempt failed. The local endpoints
 //! answer in the headers phase. Metrics (`envoy_settings.metrics`) add 2–3 metric calls when an
-//! attempt is forwarded, 2–5 in `on_log`, 1–3 per failure, and the token-usage read of the
+//! attempt is forwarded, 2–5 in `on_log` (+1–4 spend counters for a request with a key), 1–3 per failure, and the token-usage read of the
 //! response body (`host/metrics.rs`). A virtual key with rate limits adds, per limit, one
 //! shared-data read and one CAS write at admission and again at settlement in `on_log` (rpm: none
 //! at settlement), 6 response-header writes at most, and the response-body read when a tpm limit
