@@ -154,16 +154,27 @@ pub fn usd(nanos: u64) -> String {
     s
 }
 
-/// The properties `on_log` sets: the caller's names (those it has) and the cost when known.
-pub fn properties(who: Option<&Who>, cost_nanos: Option<u64>) -> Vec<(&'static str, String)> {
+/// The properties `on_log` sets: the caller's names (those it has), the tags — the key's, then
+/// the request's (`request_tags`: client strings, cleaned and bounded by [`join_tags`]) — and the
+/// cost when known.
+pub fn properties(who: Option<&Who>, request_tags: &[String], cost_nanos: Option<u64>) -> Vec<(&'static str, String)> {
     let mut out = Vec::with_capacity(5);
     if let Some(w) = who {
         out.push((KEY_ALIAS, w.key.clone()));
-        for (name, value) in [(TEAM_ID, &w.team), (USER_ID, &w.user), (TAGS, &w.tags)] {
+        for (name, value) in [(TEAM_ID, &w.team), (USER_ID, &w.user)] {
             if let Some(v) = value {
                 out.push((name, v.clone()));
             }
         }
+    }
+    let key_tags = who.and_then(|w| w.tags.as_deref());
+    let tags = if request_tags.is_empty() {
+        key_tags.map(str::to_string)
+    } else {
+        join_tags(key_tags.into_iter().flat_map(|t| t.split(',')).chain(request_tags.iter().map(String::as_str)))
+    };
+    if let Some(t) = tags {
+        out.push((TAGS, t));
     }
     if let Some(c) = cost_nanos {
         out.push((COST_USD, usd(c)));
@@ -242,9 +253,14 @@ mod tests {
     fn properties_name_what_is_known() {
         let w = Who { key: "k".into(), team: Some("t".into()), user: None, tags: Some("a,b".into()) };
         assert_eq!(
-            properties(Some(&w), Some(1_500)),
+            properties(Some(&w), &[], Some(1_500)),
             vec![(KEY_ALIAS, "k".to_string()), (TEAM_ID, "t".into()), (TAGS, "a,b".into()), (COST_USD, "0.0000015".into())]
         );
-        assert_eq!(properties(None, None), vec![]);
+        assert_eq!(properties(None, &[], None), vec![]);
+        // The request's tags follow the key's, deduplicated, cleaned (a client's newline or comma
+        // cannot split the line or the list).
+        let req = ["b".to_string(), "x\ny".into(), "p,q".into()];
+        assert_eq!(properties(Some(&w), &req, None).last(), Some(&(TAGS, "a,b,x_y,p_q".to_string())));
+        assert_eq!(properties(None, &req, None), vec![(TAGS, "b,x_y,p_q".to_string())]);
     }
 }

@@ -71,8 +71,9 @@ struct Sent {
     budget_headers: Vec<(&'static str, String)>,
     /// Response headers arrived (else the stream ended before any answer).
     responded: bool,
-    /// Who is calling (spend attribution in `on_log`).
+    /// Who is calling and the request's tags (spend attribution in `on_log`).
     caller: Caller,
+    tags: Vec<String>,
 }
 
 /// The router's per-stream logic, generic over the metrics sink of its VM; each callback takes
@@ -400,6 +401,7 @@ impl<S: Sink> RouterStream<S> {
             budget_headers,
             responded: false,
             caller: pending.caller,
+            tags: fwd.tags,
         });
         Flow::Continue
     }
@@ -568,7 +570,7 @@ impl<S: Sink> RouterStream<S> {
             }
         }
         // ---- spend attribution: names and cost for the access log, spend metrics ----
-        super::spend::on_log(host, &self.vm, &cfg, sent.caller, sent.index, usage);
+        super::spend::on_log(host, &self.vm, &cfg, sent.caller, &sent.tags, sent.index, usage);
         let stats_open = sent.attempt.open() || sent.attempt.track.latency;
         if !stats_open && !cfg.envoy.metrics {
             return;

@@ -13,9 +13,10 @@ use crate::metrics::{self, Sink};
 use crate::openai::Usage;
 use crate::pipeline::spend::{self, NONE};
 
-/// The end of a forwarded attempt on deployment `index`: its caller's names and its cost into
-/// the access-log properties, its tokens and cost into the spend metrics.
-pub fn on_log<H: Host, S: Sink>(host: &H, vm: &Vm<S>, cfg: &RouterConfig, caller: Caller, index: usize, usage: Option<Usage>) {
+/// The end of a forwarded attempt on deployment `index`: its caller's names, the key's and the
+/// request's `tags` (client strings: bounded, cleaned, only ever in the access log) and its cost
+/// into the access-log properties, its tokens and cost into the spend metrics.
+pub fn on_log<H: Host, S: Sink>(host: &H, vm: &Vm<S>, cfg: &RouterConfig, caller: Caller, tags: &[String], index: usize, usage: Option<Usage>) {
     let Some(dep) = cfg.table.deployments.get(index) else { return };
     let who = cfg.spend.of(caller);
     let cost = usage.as_ref().and_then(|u| spend::cost_nanos(&dep.info, u));
@@ -23,7 +24,7 @@ pub fn on_log<H: Host, S: Sink>(host: &H, vm: &Vm<S>, cfg: &RouterConfig, caller
         // The cost goes with the token counts (`access_log_tokens`); Envoy runs this before
         // the access loggers, so the values reach this pass's line.
         let cost = cost.filter(|_| cfg.envoy.access_log_tokens);
-        for (name, value) in spend::properties(who, cost) {
+        for (name, value) in spend::properties(who, tags, cost) {
             if let Err(status) = host.set_property(name, value.as_bytes()) {
                 log::debug!("llm-router: setting property {name} failed: {status:?}");
             }

@@ -148,3 +148,25 @@ fn a_soft_budget_past_its_mark_counts_per_scope_by_config_names() {
     assert_eq!((soft("key", "fin"), soft("team", "finance")), (2, 2), "past $0.001 at the second and third admission");
     assert_eq!(vm.metrics.borrow().sink.value(Metric::SpendNanoUsd, &["finance", "fin", "gpt-4o"]), 8_400_000);
 }
+
+#[test]
+fn the_request_s_tags_follow_the_key_s_in_the_log_only() {
+    let (cfg, vm) = gateway(json!({"access_log_properties": true}));
+    let body = json!({"model": "gpt-4o", "messages": [], "metadata": {"tags": ["batch", "a\u{7}b", "x,y"]}}).to_string();
+    let len = body.len().to_string();
+    let host = FakeHost::request(
+        &[(":method", "POST"), (":path", "/v1/chat/completions"), (":authority", "gw"), ("content-type", "application/json"), ("content-length", &len), ("authorization", "Bearer sk-anon")],
+        &body,
+    );
+    let mut s = RouterStream::new(Some(cfg.clone()), vm.clone());
+    s.on_request_headers(&host, false);
+    assert_eq!(s.on_request_body(&host, body.len(), true), Flow::Continue, "{:?}", host.reply());
+    host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+    s.on_response_headers(&host);
+    s.on_log(&host);
+    let props = host.set_properties.borrow().clone();
+    assert!(props.contains(&("llm_router.tags".to_string(), "batch,a_b,x_y".to_string())), "{props:?}");
+    for name in vm.metrics.borrow().sink.values.keys() {
+        assert!(!name.contains("batch"), "a client's tag in a metric name: {name}");
+    }
+}

@@ -119,8 +119,13 @@ def test_spend_agrees_across_the_json_log_the_metrics_and_the_cli(start_envoy, m
     for i, (key, model, how) in enumerate(plan):
         rid = str(uuid.uuid4())
         headers = {"authorization": f"Bearer {key}", "x-request-id": rid}
+        alias, team, user, tags = who[key]
+        body_tags = {"metadata": {"tags": ["batch", "prod"]}} if i == 3 else {}  # the client's, after the key's
+        if i == 3:
+            tags = "prod,reports,batch"
         if how == "json":
-            resp = client.post_json(envoy.base_url, CHAT, chat(model, f"spend request {i} " * (i + 1)), headers)
+            resp = client.post_json(envoy.base_url, CHAT, chat(model, f"spend request {i} " * (i + 1), **body_tags),
+                                    headers)
             assert resp.status == 200, resp
             u = resp.json()["usage"]
             usage = (u["prompt_tokens"], u["completion_tokens"])
@@ -131,7 +136,6 @@ def test_spend_agrees_across_the_json_log_the_metrics_and_the_cli(start_envoy, m
             assert s.status == 200 and b"[DONE]" in s.body, s.body[:300]
             usage = stream_usage(s.body)
             assert (usage is None) == (how == "stream-no-usage"), usage
-        alias, team, user, tags = who[key]
         expected[rid] = {"key_alias": alias, "team_id": team, "user_id": user, "tags": tags, "model_group": model,
                          "prompt_tokens": None if usage is None else str(usage[0]),
                          "completion_tokens": None if usage is None else str(usage[1]),
@@ -200,7 +204,7 @@ def test_spend_agrees_across_the_json_log_the_metrics_and_the_cli(start_envoy, m
     prod = [w for w in expected.values() if w["tags"] and "prod" in w["tags"].split(",")]
     assert int(rows["prod"][1]) == len(prod) and rows["prod"][4] == usd(
         sum(int(Decimal(w["cost_usd"] or "0") * 10**9) for w in prod)), rows
-    assert int(rows["-"][1]) == 1, rows
+    assert int(rows["-"][1]) == 1 and int(rows["batch"][1]) == 1, rows
 
 
 def test_a_soft_budget_counts_by_scope_and_name(start_envoy, make_mock, tmp_path):
