@@ -63,6 +63,10 @@ pub struct AttemptState {
     /// defaults): the next pass removes them first, so one deployment's defaults never look
     /// like the client's own parameters to the next.
     pub inserted: u32,
+    /// Whom this request's spend belongs to, opaque here (`pipeline::spend::payer_token`): a
+    /// failover pass is not re-identified, so the first pass's caller travels in the signed state
+    /// for spend attribution only (never for access). Empty: nobody.
+    pub payer: String,
 }
 
 /// How long a state stays valid after its attempt starts: the attempt's time budget plus
@@ -136,6 +140,9 @@ impl AttemptState {
         push("l", &self.body_len.to_string());
         push("d", &format!("{:016x}", self.body_digest));
         push("i", &self.inserted.to_string());
+        if !self.payer.is_empty() {
+            push("u", &self.payer);
+        }
         let mac = siphash24(key.0, key.1, out.as_bytes());
         out.push_str(&format!(";mac={mac:016x}"));
         out
@@ -218,6 +225,7 @@ impl AttemptState {
                 "l" => s.body_len = v.parse().ok()?,
                 "d" => s.body_digest = u64::from_str_radix(&v, 16).ok()?,
                 "i" => s.inserted = v.parse().ok()?,
+                "u" => s.payer = v,
                 _ => {}
             }
         }
@@ -271,6 +279,7 @@ mod tests {
             body_len: 4_096,
             body_digest: 0x0123_4567_89ab_cdef,
             inserted: 37,
+            payer: "k12.3".into(),
         }
     }
 

@@ -95,6 +95,37 @@ impl Attribution {
     }
 }
 
+/// The payer a first pass writes into its signed failover state (`failover::AttemptState::payer`):
+/// `k<key index>.<config generation>`, `m` for the master key, empty otherwise. Redirects replay on
+/// the same VM, whose generation numbers its configs: a pass after a reload finds another
+/// generation and attributes nothing rather than the wrong key.
+pub fn payer_token(caller: Caller, generation: u64) -> String {
+    match caller {
+        Caller::Key(i) => format!("k{i}.{generation}"),
+        Caller::Master => "m".to_string(),
+        Caller::Open | Caller::Replay => String::new(),
+    }
+}
+
+/// Whom a pass's spend belongs to: its caller, or for a verified failover pass the payer its
+/// signed state names (see [`payer_token`]). For attribution only: access decisions keep
+/// `Caller::Replay`.
+pub fn payer(caller: Caller, state_payer: Option<&str>, generation: u64) -> Caller {
+    if caller != Caller::Replay {
+        return caller;
+    }
+    match state_payer {
+        Some("m") => Caller::Master,
+        Some(t) => t
+            .strip_prefix('k')
+            .and_then(|r| r.split_once('.'))
+            .filter(|(_, g)| g.parse::<u64>().ok() == Some(generation))
+            .and_then(|(i, _)| i.parse::<usize>().ok())
+            .map_or(Caller::Replay, Caller::Key),
+        None => Caller::Replay,
+    }
+}
+
 /// `s` without control characters (each becomes `_`), at most `max` bytes (cut at a character
 /// boundary).
 pub fn clean(s: &str, max: usize) -> String {
@@ -216,6 +247,19 @@ mod tests {
         assert_eq!(a.of(Caller::Key(9)), None);
         let all = format!("{a:?}");
         assert!(!all.contains("0707") && !all.contains("[7, 7"), "no hash in the names: {all}");
+    }
+
+    #[test]
+    fn a_failover_pass_is_paid_by_the_first_pass_s_caller_within_one_config() {
+        for c in [Caller::Key(3), Caller::Master] {
+            assert_eq!(payer(Caller::Replay, Some(&payer_token(c, 7)), 7), c);
+        }
+        assert_eq!(payer(Caller::Replay, Some(&payer_token(Caller::Key(3), 7)), 8), Caller::Replay, "another config");
+        assert_eq!(payer_token(Caller::Open, 7), "");
+        assert_eq!(payer(Caller::Replay, Some(""), 7), Caller::Replay);
+        assert_eq!(payer(Caller::Replay, Some("kx.7"), 7), Caller::Replay);
+        assert_eq!(payer(Caller::Replay, None, 7), Caller::Replay);
+        assert_eq!(payer(Caller::Key(1), Some("m"), 7), Caller::Key(1), "only a replay takes the state's payer");
     }
 
     #[test]

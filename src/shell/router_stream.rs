@@ -400,7 +400,7 @@ impl<S: Sink> RouterStream<S> {
             limits,
             budget_headers,
             responded: false,
-            caller: pending.caller,
+            caller: crate::pipeline::spend::payer(pending.caller, pending.redirect.as_ref().map(|r| r.state.payer.as_str()), cfg.generation),
             tags: fwd.tags,
         });
         Flow::Continue

@@ -73,6 +73,7 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
         group: group.name.clone(),
         path: pending.path.clone(),
         authority: pending.authority.clone(),
+        payer: crate::pipeline::spend::payer_token(pending.caller, cfg.generation),
         ..Default::default()
     };
     let first = choose(cfg, resolved.group, &scanned, &[], env);
