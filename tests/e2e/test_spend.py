@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from .support import client
-from .support.envoy import REPO, bootstrap, clusters_for
+from .support.envoy import REPO, bootstrap, clusters_for, free_port
 from .support.plugin import chat, deployment, plugin_config
 from .support.prometheus import scrape
 
@@ -222,3 +222,45 @@ def test_a_soft_budget_counts_by_scope_and_name(start_envoy, make_mock, tmp_path
     assert m.count("llm_router_soft_budget_exceeded_total", scope="key", scope_name="finance-app") == 2, m
     assert m.count("llm_router_soft_budget_exceeded_total", scope="team", scope_name="finance") == 2, m
     assert len(m.series("llm_router_soft_budget_exceeded_total")) == 2, m.series("llm_router_soft_budget_exceeded_total")
+
+
+def test_a_failover_pass_is_the_first_pass_s_callers(start_envoy, make_mock, tmp_path):
+    """With in-request failover a retried request writes one line per pass; the pass that serves is not
+    re-identified (the client's key is gone from the replayed request), yet its spend is the key's: the payer rides
+    in the router's signed attempt state."""
+    a1, a2 = make_mock("openai", "a1"), make_mock("openai", "a2")
+    models = [deployment("gpt-4o", "openai/gpt-4o", m.url + "/v1", api_key=PROVIDER, id=f"gpt4o-{m.name}", weight=w,
+                         model_info={"input_cost_per_token": PRICES["gpt-4o"][0],
+                                     "output_cost_per_token": PRICES["gpt-4o"][1]})
+              for m, w in ((a1, 1), (a2, 0))]  # a2 weighs 0: a1 first, a2 as the retry
+    cfg = gateway_config(a1.url + "/v1")
+    cfg["model_list"] = models
+    cfg["router_settings"].update({"num_retries": 1, "allowed_fails": 100})
+    log_path = tmp_path / "access.json.log"
+    shipped = yaml.safe_load(SNIPPET.read_text())["access_log"][0]["typed_config"]["log_format"]
+    clusters = clusters_for(a1, a2, passthrough=a1)
+    boot = bootstrap(cfg, clusters, failover_port=free_port(), access_log_path=log_path)
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["access_log"][0]["typed_config"]["log_format"] = shipped
+    stats = {"stats_tags": [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in TAGS]}
+    envoy = start_envoy(cfg, clusters, failover=True, access_log=True,
+                        bootstrap_overrides={"static_resources": boot["static_resources"], "stats_config": stats})
+    a1.respond(status=500, times=1)
+    rid = str(uuid.uuid4())
+    resp = client.post_json(envoy.base_url, CHAT, chat("gpt-4o"), {"authorization": f"Bearer {FINANCE}", "x-request-id": rid})
+    assert (resp.status, resp.headers["x-llm-router-deployment"], resp.headers["x-llm-router-attempts"]) == \
+        (200, "gpt4o-a2", "2"), resp
+    u = resp.json()["usage"]
+    cost = nanos(u["prompt_tokens"], u["completion_tokens"], "gpt-4o")
+    lines = [json.loads(l) for l in log_lines(log_path, 2)]
+    assert [(l["status"], l["deployment"], l["key_alias"], l["team_id"], l["cost_usd"]) for l in lines] == [
+        (307, "gpt4o-a1", "finance-app", "finance", None), (200, "gpt4o-a2", "finance-app", "finance", usd(cost))], lines
+    labels = dict(team="finance", key_alias="finance-app", model_group="gpt-4o")
+    m = scrape(envoy)
+    assert m.count("llm_router_spend_requests_total", **labels) == 2, m  # both passes (as llm_router_requests_total)
+    assert m.count("llm_router_spend_nanousd_total", **labels) == cost, m
+    proc = subprocess.run(["cargo", "run", "-q", "-p", "llm-router-cli", "--", "spend", str(log_path), "--by", "key",
+                           "--format", "csv"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    # One client request: the failed pass (its line ends at the internal redirect) is not counted.
+    assert proc.stdout.splitlines()[1:] == [f"finance-app,1,{u['prompt_tokens']},{u['completion_tokens']},{usd(cost)}"]
