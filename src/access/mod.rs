@@ -9,10 +9,9 @@
 //! held as its SHA-256 (`hash.rs`), compared in constant time after a hash-map lookup, and no
 //! error, log line or header carries a key or its hash.
 //!
-//! Rate limits of keys and teams (`rpm_limit`, `tpm_limit`, `max_parallel_requests`,
-//! `model_rpm_limit`, `model_tpm_limit`) are enforced by `crate::limits` (lists built per key in
-//! `limits::plan`); budgets (`max_budget`, ...) are not enforced yet: the loader accepts them with
-//! a warning saying so (`config/schema.rs`).
+//! Limits and budgets of keys, teams and users (`rpm_limit`, `tpm_limit`, `max_parallel_requests`,
+//! `model_*_limit`, `max_budget` over `budget_duration`, `soft_budget`, `model_max_budget`) are
+//! enforced by `crate::limits` (lists built per key in `limits::plan`).
 
 mod grant;
 mod hash;

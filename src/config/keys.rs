@@ -42,6 +42,8 @@ pub struct KeyEntry {
     /// them): model name → limit, in the config's order.
     pub model_rpm: Vec<(String, u64)>,
     pub model_tpm: Vec<(String, u64)>,
+    /// `model_max_parallel_requests` (in `metadata` as LiteLLM stores it, or top level).
+    pub model_parallel: Vec<(String, u64)>,
     /// `max_budget` / `budget_duration` / `soft_budget` (enforced: `crate::limits::plan`).
     pub budget: Budget,
     /// `model_max_budget`: model name → its budget, in the config's order.
@@ -279,6 +281,7 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, users: Option<&Value>,
         let rates = Rates::parse(&s, diags);
         let model_rpm = count_map(&s, "model_rpm_limit", diags);
         let model_tpm = count_map(&s, "model_tpm_limit", diags);
+        let model_parallel = count_map(&s, "model_max_parallel_requests", diags);
         let budget = Budget::parse(&s, diags);
         let model_budgets = model_budgets(&s, diags);
         let user_id = s.text("user_id", diags).filter(|u| !u.is_empty());
@@ -296,6 +299,7 @@ pub fn parse(keys: Option<&Value>, teams: Option<&Value>, users: Option<&Value>,
             rates,
             model_rpm,
             model_tpm,
+            model_parallel,
             budget,
             model_budgets,
             user_id,

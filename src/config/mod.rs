@@ -239,16 +239,6 @@ fn build(
             );
         }
     }
-    if limits.any() && envoy.failover {
-        // A failover pass is a new stream through the filter, and the first pass's stream may
-        // end before the retry runs: admission and settlement are not exact across passes yet.
-        diags.error(
-            "envoy_settings.failover",
-            "cannot be combined with keys' or teams' rpm_limit / tpm_limit / max_parallel_requests / model_rpm_limit / model_tpm_limit / budgets: \
-             a failover pass is a new pass through the filter whose limits would be admitted and settled twice or not at all; \
-             turn failover off or remove the limits",
-        );
-    }
     let access = crate::access::Policy::build(identities, &table, &router.model_group_alias, diags);
     if master_key.as_deref().is_some_and(|m| access.lookup(&crate::access::key_hash(m)).is_some()) {
         diags.error("general_settings.master_key", "is also a virtual key in keys: the master key has full access, so the key's restrictions would never apply");

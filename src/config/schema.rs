@@ -146,15 +146,12 @@ pub const GENERAL_SETTINGS: &[(&str, Use)] = &[
     ("alerting_threshold", Ignored(LOGGING)),
 ];
 
-/// Why limit fields LiteLLM keeps in `metadata` are accepted but not acted on (yet).
-const NOT_YET: &str = "is not enforced yet: llm-router enforces keys' and teams' model access, rpm/tpm/parallel limits and budgets, not per-model parallel limits";
-
-/// Limits LiteLLM reads from a key's or team's `metadata` (`get_key_model_rpm_limit` in
-/// `litellm/proxy/auth/auth_utils.py`).
-const METADATA_LIMITS: &[&str] = &["model_max_parallel_requests"];
-/// Per-model limits read from `metadata` too (moved to the entry's top level before parsing,
-/// where `/key/generate` takes them; a top-level one wins).
-const METADATA_READ: &[&str] = &["model_rpm_limit", "model_tpm_limit"];
+/// Per-model limits LiteLLM reads from a key's `metadata` (`get_key_model_rpm_limit`,
+/// `get_key_model_max_parallel_requests` in `litellm/proxy/auth/auth_utils.py`): moved to the
+/// entry's top level before parsing, where `/key/generate` takes them; a top-level one wins.
+const METADATA_READ: &[&str] = &["model_rpm_limit", "model_tpm_limit", "model_max_parallel_requests"];
+/// Why a team's per-model limits in `metadata` are not read.
+const TEAM_MODEL_LIMITS: &str = "is ignored: a team's per-model limits are not enforced (a key's are)";
 
 /// A virtual key (`keys[i]`), LiteLLM's `LiteLLM_VerificationToken` / `/key/generate` fields.
 pub const KEY_FIELDS: &[(&str, Use)] = &[
@@ -177,6 +174,7 @@ pub const KEY_FIELDS: &[(&str, Use)] = &[
     ("budget_duration", Read),
     ("model_rpm_limit", Read),
     ("model_tpm_limit", Read),
+    ("model_max_parallel_requests", Read),
     ("model_max_budget", Read),
     ("spend", Ignored(SPEND)),
 ];
@@ -258,16 +256,14 @@ pub fn prune_sections(root: &mut Map<String, Value>, diags: &mut Diagnostics) {
                     // LiteLLM keeps per-model limits inside `metadata`: named, so they do not hide
                     // behind the one warning about metadata.
                     if let Some(Value::Object(meta)) = entry.get("metadata") {
-                        for k in METADATA_LIMITS.iter().filter(|k| meta.contains_key(**k)) {
-                            diags.ignored(format!("{name}[{i}].metadata.{k}"), NOT_YET);
-                        }
-                        let lifted: Vec<(String, Value)> = if name == "keys" {
-                            METADATA_READ.iter().filter_map(|k| meta.get(*k).map(|v| ((*k).to_string(), v.clone()))).collect()
-                        } else {
-                            Vec::new()
-                        };
-                        for (k, v) in lifted {
-                            entry.entry(k).or_insert(v);
+                        let found: Vec<(String, Value)> =
+                            METADATA_READ.iter().filter_map(|k| meta.get(*k).map(|v| ((*k).to_string(), v.clone()))).collect();
+                        for (k, v) in found {
+                            if name == "keys" {
+                                entry.entry(k).or_insert(v);
+                            } else {
+                                diags.ignored(format!("{name}[{i}].metadata.{k}"), TEAM_MODEL_LIMITS);
+                            }
                         }
                     }
                     prune_map(entry, &format!("{name}[{i}]"), table, &|k| lookup(table, k) == Read, diags);
@@ -324,7 +320,7 @@ mod tests {
     fn key_and_team_limits_and_budgets_are_read_and_metadata_limits_warned() {
         let mut v = json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET", "spend": 3.5,
             "metadata": {"dept": "x", "model_rpm_limit": {"gpt-4o": 5}, "model_max_parallel_requests": {"gpt-4o": 1}}, "odd": 1}],
-            "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d", "model_max_budget": {}}],
+            "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d", "model_max_budget": {}, "metadata": {"model_rpm_limit": {"m": 1}}}],
             "users": [{"user_id": "u", "max_budget": 1, "user_email": "u@x"}]});
         let Value::Object(map) = &mut v else { panic!() };
         let mut d = Diagnostics::default();
@@ -333,12 +329,14 @@ mod tests {
         assert_eq!(
             v,
             json!({"keys": [{"token": "t", "rpm_limit": 10, "max_budget": "os.environ/BUDGET", "model_rpm_limit": {"gpt-4o": 5},
+                "model_max_parallel_requests": {"gpt-4o": 1},
                 "metadata": {"dept": "x", "model_rpm_limit": {"gpt-4o": 5}, "model_max_parallel_requests": {"gpt-4o": 1}}}],
-                "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d"}], "users": [{"user_id": "u", "max_budget": 1}]})
+                "teams": [{"team_id": "a", "tpm_limit": 5, "budget_duration": "30d", "metadata": {"model_rpm_limit": {"m": 1}}}],
+                "users": [{"user_id": "u", "max_budget": 1}]})
         );
         let lines: Vec<String> = d.warnings.iter().map(|p| p.to_string()).collect();
         for want in ["keys[0].spend: is ignored: spend starts at 0", "teams[0].model_max_budget: is ignored: a team's per-model",
-            "keys[0].odd: is not used by llm-router", "keys[0].metadata.model_max_parallel_requests: is not enforced yet",
+            "keys[0].odd: is not used by llm-router", "teams[0].metadata.model_rpm_limit: is ignored: a team's per-model",
             "users[0].user_email: is not used"] {
             assert!(lines.iter().any(|l| l.starts_with(want)), "{want} not in {lines:?}");
         }

@@ -67,6 +67,18 @@ pub struct AttemptState {
     /// failover pass is not re-identified, so the first pass's caller travels in the signed state
     /// for spend attribution only (never for access). Empty: nobody.
     pub payer: String,
+    /// The virtual key whose limits this request was admitted against: its index in the
+    /// config of `generation` (a failover pass admits on the same key's limits, without
+    /// counting the request again; after a reload the index may mean another key, so a pass of
+    /// another generation does not use it). Never the key or its hash.
+    pub limited: Option<LimitedKey>,
+}
+
+/// A virtual key in one config generation (see [`AttemptState::limited`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitedKey {
+    pub index: u32,
+    pub generation: u64,
 }
 
 /// How long a state stays valid after its attempt starts: the attempt's time budget plus
@@ -140,6 +152,7 @@ impl AttemptState {
         push("l", &self.body_len.to_string());
         push("d", &format!("{:016x}", self.body_digest));
         push("i", &self.inserted.to_string());
+        push("q", &self.limited.map(|k| format!("{}.{}", k.index, k.generation)).unwrap_or_default());
         if !self.payer.is_empty() {
             push("u", &self.payer);
         }
@@ -226,6 +239,13 @@ impl AttemptState {
                 "d" => s.body_digest = u64::from_str_radix(&v, 16).ok()?,
                 "i" => s.inserted = v.parse().ok()?,
                 "u" => s.payer = v,
+                "q" => {
+                    s.limited = match v.split_once('.') {
+                        None if v.is_empty() => None,
+                        Some((i, g)) => Some(LimitedKey { index: i.parse().ok()?, generation: g.parse().ok()? }),
+                        None => return None,
+                    }
+                }
                 _ => {}
             }
         }
@@ -280,6 +300,7 @@ mod tests {
             body_digest: 0x0123_4567_89ab_cdef,
             inserted: 37,
             payer: "k12.3".into(),
+            limited: Some(LimitedKey { index: 3, generation: 12 }),
         }
     }
 

@@ -128,7 +128,8 @@ impl Limit {
     /// exceed the limit by its excess, the `(c − r)⁺` term of the bounds.
     fn amount(&self, demand: &Demand) -> u64 {
         match self.kind {
-            Kind::Requests | Kind::Parallel => 1,
+            Kind::Requests => demand.requests,
+            Kind::Parallel => 1,
             Kind::Tokens => demand.tokens.min(self.limit.max(1)),
             Kind::Budget => demand.cost_nanos,
         }
@@ -136,7 +137,7 @@ impl Limit {
 }
 
 /// What a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Demand {
     /// Estimated tokens, counted like the actual will be: LiteLLM's v3 limiter counts
     /// `general_settings.token_rate_limit_type` tokens of the response — `output`, `input` or
@@ -144,9 +145,19 @@ pub struct Demand {
     /// `output`). The wiring counts `total`: the prompt estimate plus `max_tokens`
     /// (`plan::token_demand`).
     pub tokens: u64,
-    /// Worst-case cost in nano-USD: the estimate priced at the most expensive deployment the
-    /// request may be routed to.
+    /// Worst-case cost in nano-USD: the estimate priced at the deployment the request is sent to.
     pub cost_nanos: u64,
+    /// Requests to count on rpm limits: 1, or 0 for a failover pass of a request its first pass
+    /// already counted (LiteLLM's limiter runs once per client request, before its router
+    /// retries). A 0 still checks nothing and reports the limit's status.
+    pub requests: u64,
+}
+
+impl Default for Demand {
+    /// One request, no tokens, no cost.
+    fn default() -> Demand {
+        Demand { tokens: 0, cost_nanos: 0, requests: 1 }
+    }
 }
 
 /// What a request consumed. `None`: unknown (no usage in the response) — the reservation is
@@ -302,6 +313,16 @@ enum Phase {
     Release(Refusal),
 }
 
+/// When a limit frees up, as statuses and refusals report it: a parallel slot frees when a
+/// request ends (`u64::MAX`), not at its epoch's end.
+fn reset_of(kind: Kind, window_end_ms: u64) -> u64 {
+    if kind == Kind::Parallel {
+        u64::MAX
+    } else {
+        window_end_ms
+    }
+}
+
 /// One admission in flight (module docs).
 #[derive(Debug)]
 pub struct Admitting {
@@ -357,12 +378,13 @@ impl Admitting {
         let next = match current.admit(limit.limit, amount, limit.check, consumed) {
             Ok(next) => next,
             Err(Over { remaining, used, reset_ms }) => {
+                let reset_ms = reset_of(limit.kind, reset_ms);
                 let refusal = Refusal { index: i, scope: limit.scope.clone(), kind: limit.kind, limit: limit.limit, remaining, used, reset_ms, reason: Reason::Over };
                 return self.start_release(refusal);
             }
         };
         let soft = limit.soft.is_some_and(|s| current.used >= s);
-        let status = Status { index: i, kind: limit.kind, limit: limit.limit, remaining: next.remaining(limit.limit), used: current.used, reset_ms: next.window.end_ms };
+        let status = Status { index: i, kind: limit.kind, limit: limit.limit, remaining: next.remaining(limit.limit), used: current.used, reset_ms: reset_of(limit.kind, next.window.end_ms) };
         // Nothing to hold and the record is already current: no write.
         let written = if amount == 0 && stored == Some(current) {
             Ok(Written::Ok)
@@ -463,11 +485,13 @@ fn undo_step<S: CasStore + ?Sized>(store: &S, read: &mut Option<Versioned>, retr
     let Some(rec) = v.value.as_deref().and_then(Record::decode) else {
         return UndoStep::Finished;
     };
-    if rec.window != held.window {
-        // The window rolled: the amount went with it.
+    // A slot held in the epoch before the record's was carried into its `used` (`Record::rolled`).
+    let carried = held.kind == Kind::Parallel && rec.window != held.window && rec.window.start_ms == held.window.end_ms;
+    if rec.window != held.window && !carried {
+        // The window rolled: the amount went with it (or the slot expired).
         return UndoStep::Finished;
     }
-    let mut next = rec.settled(held.window, reserved, consumed);
+    let mut next = if carried { Record { used: rec.used.saturating_sub(reserved), ..rec } } else { rec.settled(held.window, reserved, consumed) };
     next.used = next.used.saturating_sub(used);
     match store.write(&held.key, &next.encode(), v.token) {
         Ok(Written::Ok) => UndoStep::Finished,
@@ -599,13 +623,13 @@ impl<S: CasStore + ?Sized> Limiter for Local<'_, S> {
 mod tests {
     use super::*;
     use crate::limits::store::{Fault, MemCas};
-    use crate::limits::window::{Duration, Unit, MINUTE_MS};
+    use crate::limits::window::{Duration, Unit, MINUTE_MS, PARALLEL_EPOCH_MS};
 
     const NOW: u64 = 1_700_000_000_000;
 
     fn limit(scope: Scope, kind: Kind, n: u64) -> Limit {
         let window = match kind {
-            Kind::Parallel => Window::None,
+            Kind::Parallel => Window::Epoch { len_ms: PARALLEL_EPOCH_MS },
             Kind::Budget => Window::Calendar(Duration { value: 1, unit: Unit::Days }),
             _ => Window::FirstHit { len_ms: MINUTE_MS },
         };
@@ -660,15 +684,15 @@ mod tests {
     fn an_estimate_above_the_whole_tpm_limit_is_held_as_the_limit() {
         let plan = vec![limit(key(), Kind::Tokens, 100)];
         let s = store_for(&plan);
-        let big = Demand { tokens: 5_000, cost_nanos: 0 };
+        let big = Demand { tokens: 5_000, cost_nanos: 0, requests: 1 };
         let r = admit(&s, plan.clone(), big, NOW, OnUnavailable::FailClosed).unwrap();
         assert_eq!(rec(&s, &plan[0]).map(|r| r.reserved), Some(100));
-        assert!(admit(&s, plan.clone(), Demand { tokens: 1, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).is_err(), "it runs alone");
+        assert!(admit(&s, plan.clone(), Demand { tokens: 1, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).is_err(), "it runs alone");
         settle(&s, r, Actual { tokens: Some(7), cost_nanos: None });
         assert_eq!(rec(&s, &plan[0]).map(|r| (r.used, r.reserved)), Some((7, 0)));
         let zero = vec![limit(key(), Kind::Tokens, 0)];
         let s = store_for(&zero);
-        assert!(admit(&s, zero, Demand { tokens: 1, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).is_err(), "tpm_limit 0 admits nothing");
+        assert!(admit(&s, zero, Demand { tokens: 1, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).is_err(), "tpm_limit 0 admits nothing");
     }
 
     #[test]
@@ -676,8 +700,8 @@ mod tests {
         let plan = vec![limit(key(), Kind::Requests, 5), limit(key(), Kind::Parallel, 5), limit(key(), Kind::Tokens, 1000), limit(team(), Kind::Tokens, 100)];
         let s = store_for(&plan);
         // Another request holds 50 of the team's 100 tokens.
-        admit(&s, vec![plan[3].clone()], Demand { tokens: 50, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap();
-        let refusal = admit(&s, plan.clone(), Demand { tokens: 60, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap_err();
+        admit(&s, vec![plan[3].clone()], Demand { tokens: 50, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let refusal = admit(&s, plan.clone(), Demand { tokens: 60, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap_err();
         assert_eq!((refusal.index, refusal.scope.clone(), refusal.kind, refusal.remaining), (3, team(), Kind::Tokens, 50));
         for l in &plan[..3] {
             let r = rec(&s, l).unwrap();
@@ -691,7 +715,7 @@ mod tests {
     fn settle_reconciles_and_releases_once() {
         let plan = vec![limit(key(), Kind::Parallel, 1), limit(key(), Kind::Tokens, 1000), limit(key(), Kind::Budget, 10_000)];
         let s = store_for(&plan);
-        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 3_000 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 3_000, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap();
         assert_eq!(r.holds(), 3);
         // The single slot is taken.
         let refusal = admit(&s, plan.clone(), Demand::default(), NOW, OnUnavailable::FailClosed).unwrap_err();
@@ -702,7 +726,7 @@ mod tests {
         assert_eq!((at(0), at(1), at(2)), (Some((0, 0)), Some((120, 0)), Some((1_200, 0))));
         // `settle(&s, r, ..)` again does not compile: the reservation was moved.
         // Unknown usage keeps the reservation as consumed.
-        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 3_000 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 3_000, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap();
         settle(&s, r, Actual::default());
         assert_eq!((at(1), at(2)), (Some((420, 0)), Some((4_200, 0))));
     }
@@ -711,8 +735,8 @@ mod tests {
     fn settling_after_the_window_rolled_charges_nothing_new() {
         let plan = vec![limit(key(), Kind::Tokens, 1000)];
         let s = store_for(&plan);
-        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 0 }, NOW, OnUnavailable::FailClosed).unwrap();
-        let r2 = admit(&s, plan.clone(), Demand { tokens: 100, cost_nanos: 0 }, NOW + MINUTE_MS, OnUnavailable::FailClosed).unwrap();
+        let r = admit(&s, plan.clone(), Demand { tokens: 300, cost_nanos: 0, requests: 1 }, NOW, OnUnavailable::FailClosed).unwrap();
+        let r2 = admit(&s, plan.clone(), Demand { tokens: 100, cost_nanos: 0, requests: 1 }, NOW + MINUTE_MS, OnUnavailable::FailClosed).unwrap();
         settle(&s, r, Actual { tokens: Some(900), cost_nanos: None });
         assert_eq!(rec(&s, &plan[0]).map(|r| (r.window.start_ms, r.used, r.reserved)), Some((NOW + MINUTE_MS, 0, 100)));
         settle(&s, r2, Actual { tokens: Some(50), cost_nanos: None });
@@ -724,7 +748,7 @@ mod tests {
         let mut b = limit(key(), Kind::Budget, 10_000);
         b.soft = Some(5_000);
         let s = store_for(std::slice::from_ref(&b));
-        let d = Demand { tokens: 0, cost_nanos: 4_000 };
+        let d = Demand { tokens: 0, cost_nanos: 4_000, requests: 1 };
         let r = admit(&s, vec![b.clone()], d, NOW, OnUnavailable::FailClosed).unwrap();
         assert!(r.soft_exceeded.is_empty());
         settle(&s, r, Actual { tokens: None, cost_nanos: Some(6_000) });
@@ -776,6 +800,38 @@ mod tests {
         s.inject(&plan[0].key(), Fault::Fail);
         assert_eq!(settle(&s, r, Actual::default()), Settled { applied: 0, failed: 1 });
         assert_eq!(rec(&s, &plan[0]).map(|r| r.reserved), Some(1));
+    }
+
+    #[test]
+    fn a_lost_parallel_slot_expires_after_one_to_two_epochs_and_live_ones_carry_over() {
+        let p = vec![limit(key(), Kind::Parallel, 1)];
+        let s = store_for(&p);
+        let epoch = PARALLEL_EPOCH_MS;
+        let start = NOW - NOW % epoch; // the start of NOW's epoch
+        // A hold taken late in one epoch and never released (its VM died).
+        let lost = admit(&s, p.clone(), Demand::default(), start + epoch - 1, OnUnavailable::FailClosed).unwrap();
+        let refused = admit(&s, p.clone(), Demand::default(), start + epoch, OnUnavailable::FailClosed).unwrap_err();
+        assert_eq!((refused.kind, refused.reset_ms, refused.retry_after_s(start + epoch)), (Kind::Parallel, u64::MAX, 1), "carried into the next epoch");
+        assert_eq!(rec(&s, &p[0]).map(|r| (r.used, r.reserved)), Some((0, 1)), "a refusal writes nothing");
+        // Two epochs later it is gone.
+        let next = admit(&s, p.clone(), Demand::default(), start + 2 * epoch, OnUnavailable::FailClosed).unwrap();
+        assert_eq!(next.statuses[0].reset_ms, u64::MAX);
+        assert!(admit(&s, p.clone(), Demand::default(), start + 2 * epoch + 1, OnUnavailable::FailClosed).is_err(), "the new hold counts");
+        // Settling the expired hold changes nothing.
+        settle(&s, lost, Actual::default());
+        assert_eq!(rec(&s, &p[0]).map(|r| (r.used, r.reserved)), Some((0, 1)));
+        // Live holds carry into the next epoch and are released from there.
+        let two = vec![limit(key(), Kind::Parallel, 2)];
+        let s = store_for(&two);
+        let old = admit(&s, two.clone(), Demand::default(), start + epoch - 1, OnUnavailable::FailClosed).unwrap();
+        let new = admit(&s, two.clone(), Demand::default(), start + epoch, OnUnavailable::FailClosed).unwrap();
+        assert_eq!(rec(&s, &two[0]).map(|r| (r.used, r.reserved)), Some((1, 1)), "the previous epoch's hold sits in `used`");
+        assert!(admit(&s, two.clone(), Demand::default(), start + epoch + 1, OnUnavailable::FailClosed).is_err(), "both count");
+        settle(&s, old, Actual::default());
+        assert_eq!(rec(&s, &two[0]).map(|r| (r.used, r.reserved)), Some((0, 1)));
+        settle(&s, new, Actual::default());
+        assert_eq!(rec(&s, &two[0]).map(|r| (r.used, r.reserved)), Some((0, 0)));
+        drop(next);
     }
 
     #[test]

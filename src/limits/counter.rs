@@ -93,11 +93,14 @@ impl Record {
     }
 
     /// The record a write at `now_ms` starts from: the stored one if its window is current,
-    /// else a fresh window at zero (the reset).
+    /// else a fresh window at zero (the reset) — or, for a gauge's next epoch, the carried holds.
     pub fn rolled(stored: Option<Record>, window: &Window, now_ms: u64) -> Record {
         let (span, fresh) = window.at(now_ms, stored.map(|r| r.window));
         match stored {
             Some(r) if !fresh => r,
+            // The next epoch of a gauge: the previous epoch's holds move to `used`, the ones
+            // before it (in `used`) expire.
+            Some(r) if window.carries() && r.window.end_ms == span.start_ms => Record { window: span, used: r.reserved, reserved: 0 },
             _ => Record { window: span, used: 0, reserved: 0 },
         }
     }

@@ -3,11 +3,12 @@
 //! key-per-model (`model_rpm_limit`, `model_tpm_limit`, `model_max_budget`), exact across the
 //! workers of one Envoy.
 //!
-//! Status: **wired for rate limits** (issue 12 phase 2a): [`plan`] builds each key's list of
-//! `rpm_limit` / `tpm_limit` / `max_parallel_requests` limits (key, team, key-per-model) at
-//! config time, `shell/router_stream.rs` admits in the body phase and settles in `on_log`,
-//! [`reply`] makes the 429 and the `x-ratelimit-*` headers. Budgets and users are not wired
-//! yet. No proxy-wasm here: the store is a trait.
+//! Wiring: [`plan`] builds each key's list of limits at config time (key, team — or the user
+//! for a key without a team — and key-per-model; parallel, rpm, tpm, budgets),
+//! `shell/router_stream.rs` admits in the body phase (each failover pass on its own; a replay
+//! counts no request) and settles in `on_log`, [`cost`] prices the worst case and the actual
+//! usage, [`reply`] makes the 429s and the `x-ratelimit-*` / budget headers. No proxy-wasm here:
+//! the store is a trait.
 //!
 //! # Layers
 //!
@@ -90,9 +91,14 @@
 //!    `min(n, every rpm limit)`: a refusal at limit j happens while `L_j` requests hold j; each
 //!    of them is admitted or refused at a later limit while it is full; the last limit's holds
 //!    are never undone, so by induction from the last limit at least `min L` are admitted.
-//! 4. parallel (`a = 1`, `c = 0`, no window): slots held ≤ `max_parallel_requests` at every
-//!    instant (1), and every admitted request's slot is released by its settlement, once: 0
-//!    when all have settled.
+//! 4. parallel (`a = 1`, `c = 0`, windows are epochs of `E` = [`window::PARALLEL_EPOCH_MS`] whose
+//!    record carries the previous epoch's holds, `Window::Epoch`): every hold younger than `E` was
+//!    admitted in the record's epoch or the one before, so it is counted; hence slots held by
+//!    requests that run at most `E` ≤ `max_parallel_requests` at every instant (1), and every
+//!    admitted request's slot is released by its settlement, once (from the carried count when
+//!    its epoch has passed): 0 when all have settled. A hold whose release is lost is forgotten
+//!    after one to two epochs (so is the slot of a stream running longer than `E`: it may then
+//!    be admitted past, by one per such stream).
 //!
 //! Not covered by the bounds: a limit skipped under `FailOpen` while the store fails; the race
 //! on absent keys (see above); requests whose windows are computed from clocks read at
@@ -103,9 +109,9 @@
 //! its admission, and others may be refused meanwhile (safe direction; order the plan with the
 //! most likely refusals first — parallel and rpm before tpm and budgets — to shorten it).
 //! A parallel slot whose settlement is lost (a VM that dies mid-stream, or a release given up after
-//! [`MAX_CAS_RETRIES`]) stays taken until Envoy restarts (phase 2a logs the failed settlement); LiteLLM's v3 counter instead expires with its 60 s window (which also
-//! frees the slots of streams that run longer) — a staleness rule like `stats/record.rs`'s is
-//! left to the wiring. Counters live in one Envoy's shared data: they reset when Envoy restarts and multiply with
+//! [`MAX_CAS_RETRIES`]) comes back after 15 to 30 minutes (bound 4; the failed settlement is
+//! logged); LiteLLM's v3 counter expires with its 60 s window, which also frees the slots of
+//! streams running longer than a minute. Counters live in one Envoy's shared data: they reset when Envoy restarts and multiply with
 //! replicas (issue 13).
 //!
 //! # What issue 13 swaps
@@ -119,8 +125,7 @@
 //! is already a state machine of single store operations, a store reached by callouts could
 //! also drive [`Admitting`] one step per callback, if issue 13 chooses that.
 
-// Budgets, users and the step-wise machines are reached from tests only until issue 12's later
-// phases use them.
+// The step-wise machines are driven by the property tests; the request path runs them to the end.
 #![allow(dead_code, unused_imports)]
 
 mod admit;

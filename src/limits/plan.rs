@@ -19,7 +19,7 @@
 
 use super::admit::{Kind, Limit, Scope};
 use super::counter::Check;
-use super::window::{Window, DEFAULT_RATE_WINDOW_MS};
+use super::window::{Window, DEFAULT_RATE_WINDOW_MS, PARALLEL_EPOCH_MS};
 use crate::config::keys::{Budget, Identities, KeyEntry};
 #[cfg(test)]
 use crate::config::keys::Rates;
@@ -46,7 +46,7 @@ pub struct Plans {
 fn rate(scope: &Scope, kind: Kind, limit: Option<u64>, out: &mut Vec<Limit>) {
     let Some(limit) = limit else { return };
     let window = match kind {
-        Kind::Parallel => Window::None,
+        Kind::Parallel => Window::Epoch { len_ms: PARALLEL_EPOCH_MS },
         _ => Window::FirstHit { len_ms: DEFAULT_RATE_WINDOW_MS },
     };
     out.push(Limit { scope: scope.clone(), kind, limit, window, check: Check::Fits, soft: None });
@@ -109,7 +109,8 @@ impl Plans {
         // Stable: within a kind, key before team (the order LiteLLM lists its descriptors).
         base.sort_by_key(|l| rank(l.kind));
         let mut models: Vec<&str> = Vec::new();
-        for m in k.model_rpm.iter().map(|(m, _)| m).chain(k.model_tpm.iter().map(|(m, _)| m)).chain(k.model_budgets.iter().map(|(m, _)| m)) {
+        let counted = k.model_parallel.iter().chain(&k.model_rpm).chain(&k.model_tpm).map(|(m, _)| m);
+        for m in counted.chain(k.model_budgets.iter().map(|(m, _)| m)) {
             if !models.contains(&m.as_str()) {
                 models.push(m);
             }
@@ -120,6 +121,7 @@ impl Plans {
                 let scope = Scope::KeyModel { key: hex(&k.hash), model: m.to_string() };
                 let find = |list: &[(String, u64)]| list.iter().find(|(name, _)| name == m).map(|(_, n)| *n);
                 let mut list = base.clone();
+                rate(&scope, Kind::Parallel, find(&k.model_parallel), &mut list);
                 rate(&scope, Kind::Requests, find(&k.model_rpm), &mut list);
                 rate(&scope, Kind::Tokens, find(&k.model_tpm), &mut list);
                 if let Some((_, b)) = k.model_budgets.iter().find(|(name, _)| name == m) {
@@ -137,6 +139,11 @@ impl Plans {
     pub fn for_request(&self, key: usize, model: &str) -> &[Limit] {
         let Some(plan) = self.keys.get(key) else { return &[] };
         plan.per_model.iter().find(|(m, _)| m == model).map_or(&plan.base, |(_, l)| l)
+    }
+
+    /// Whether key `key` has a limit.
+    pub fn has(&self, key: usize) -> bool {
+        self.keys.get(key).is_some_and(|k| !k.base.is_empty() || !k.per_model.is_empty())
     }
 
     /// Whether some key has a limit.
@@ -184,6 +191,7 @@ mod tests {
             rates,
             model_rpm: vec![],
             model_tpm: vec![],
+            model_parallel: vec![],
             budget: Budget::default(),
             model_budgets: vec![],
             user_id: None,
@@ -215,20 +223,30 @@ mod tests {
         let mut k = key(Rates { rpm: Some(10), tpm: Some(1000), parallel: None }, Some(0));
         k.model_rpm = vec![("gpt-4o".into(), 2)];
         k.model_tpm = vec![("gpt-4o".into(), 50), ("mini".into(), 70)];
+        k.model_parallel = vec![("gpt-4o".into(), 1)];
         let ids = Identities { keys: vec![k], teams: vec![team(Rates { rpm: Some(5), tpm: None, parallel: Some(3) })], users: vec![] };
         let p = Plans::build(&ids);
         use Kind::*;
         assert_eq!(shape(p.for_request(0, "other")), vec![(Parallel, "team", 3), (Requests, "key", 10), (Requests, "team", 5), (Tokens, "key", 1000)]);
         assert_eq!(
             shape(p.for_request(0, "gpt-4o")),
-            vec![(Parallel, "team", 3), (Requests, "key", 10), (Requests, "team", 5), (Requests, "key_model", 2), (Tokens, "key", 1000), (Tokens, "key_model", 50)]
+            vec![
+                (Parallel, "team", 3),
+                (Parallel, "key_model", 1),
+                (Requests, "key", 10),
+                (Requests, "team", 5),
+                (Requests, "key_model", 2),
+                (Tokens, "key", 1000),
+                (Tokens, "key_model", 50)
+            ]
         );
         assert_eq!(shape(p.for_request(0, "mini")).last(), Some(&(Tokens, "key_model", 70)));
         assert!(p.for_request(1, "gpt-4o").is_empty(), "unknown key index: nothing");
         let ab = "ab".repeat(32);
-        assert_eq!(p.for_request(0, "gpt-4o")[3].key(), format!("llm_router.v1.limit.rpm.key_model.{ab}/gpt-4o"));
+        assert_eq!(p.for_request(0, "gpt-4o")[4].key(), format!("llm_router.v1.limit.rpm.key_model.{ab}/gpt-4o"));
+        assert_eq!(p.for_request(0, "gpt-4o")[1].key(), format!("llm_router.v1.limit.parallel.key_model.{ab}/gpt-4o"));
         assert_eq!(p.for_request(0, "x")[0].key(), "llm_router.v1.limit.parallel.team.eng");
-        assert_eq!(p.record_keys().len(), 7);
+        assert_eq!(p.record_keys().len(), 8);
         assert!(p.any());
     }
 

@@ -31,7 +31,7 @@ const NOW: u64 = 1_700_000_000_000;
 
 fn lim(scope: Scope, kind: Kind, limit: u64, check: Check) -> Limit {
     let window = match kind {
-        Kind::Parallel => Window::None,
+        Kind::Parallel => Window::Epoch { len_ms: super::window::PARALLEL_EPOCH_MS },
         Kind::Budget => Window::Calendar(Duration { value: 1, unit: Unit::Minutes }),
         _ => Window::FirstHit { len_ms: MINUTE_MS },
     };
@@ -257,7 +257,7 @@ proptest! {
         ];
         let reqs: Vec<Req> = costs.iter().map(|&(worst, pct)| Req {
             plan: plan.clone(),
-            demand: Demand { tokens: worst * 10, cost_nanos: worst },
+            demand: Demand { tokens: worst * 10, cost_nanos: worst, requests: 1 },
             // actual ≤ reserved
             actual: Actual { tokens: Some(worst * 10 * pct / 100), cost_nanos: Some(worst * pct / 100) },
             now_ms: NOW,

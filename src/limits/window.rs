@@ -254,9 +254,25 @@ pub enum Window {
     FirstHit { len_ms: u64 },
     /// A budget window: aligned to the clock/calendar by [`Duration::window`].
     Calendar(Duration),
+    /// A gauge whose holds expire (`max_parallel_requests`): fixed epochs of `len_ms` from the
+    /// Unix epoch; a record rolling into the next epoch carries the holds of the one before
+    /// (`Record::rolled`) and drops older ones, so a hold is counted for at least `len_ms` and
+    /// at most `2 × len_ms` — a slot whose release was lost (a VM that died mid-stream) comes
+    /// back instead of staying taken until Envoy restarts.
+    Epoch { len_ms: u64 },
 }
 
+/// The epoch of parallel slots: a hold counts for 15 to 30 minutes unless released. Longer
+/// than any request the router sends without a configured timeout (LiteLLM's default 600 s), so
+/// only lost releases and streams running past 15 minutes expire.
+pub const PARALLEL_EPOCH_MS: u64 = 15 * MINUTE_MS;
+
 impl Window {
+    /// Whether a record rolling into the next window carries the holds of the previous one.
+    pub fn carries(&self) -> bool {
+        matches!(self, Window::Epoch { .. })
+    }
+
     /// The window a write at `now_ms` counts in, given the window of the stored record (`None`
     /// when there is none). `fresh` is false when that is the stored window (counts carry on),
     /// true when it is a new one (counts start at zero).
@@ -264,6 +280,7 @@ impl Window {
         let next = match self {
             Window::None => Span::FOREVER,
             Window::Calendar(d) => d.window(now_ms),
+            Window::Epoch { len_ms } => fixed(now_ms, 0, *len_ms),
             Window::FirstHit { len_ms } => {
                 // Still open (a worker whose clock read lags may see a start after its now).
                 if let Some(s) = stored.filter(|s| now_ms < s.end_ms && s.end_ms.saturating_sub(s.start_ms) == (*len_ms).max(1)) {

@@ -341,15 +341,16 @@ impl<S: Sink> RouterStream<S> {
         }
         // Rate limits: a pre-call check, after identity and model access (LiteLLM's limiter is
         // a pre-call hook). Admitted here, settled in `on_log` whatever ends the stream.
-        let limits = match Self::admit(host, &cfg, pending.caller, &fwd, now) {
+        let limited = Self::limited_key(&cfg, pending);
+        let limits = match Self::admit(host, &cfg, limited, &fwd, now) {
             Ok(r) => r,
             Err(reply) => return self.reply(host, &reply),
         };
-        if let Some(r) = &limits {
-            super::spend::soft_budgets(&self.vm, &cfg, pending.caller, fwd.fallback_from.as_deref().unwrap_or(fwd.group), &r.soft_exceeded);
+        if let (Some(r), Some((key, _))) = (&limits, limited) {
+            super::spend::soft_budgets(&self.vm, &cfg, Caller::Key(key), fwd.fallback_from.as_deref().unwrap_or(fwd.group), &r.soft_exceeded);
         }
-        let budget_headers = match (&limits, pending.caller) {
-            (Some(r), Caller::Key(key)) => {
+        let budget_headers = match (&limits, limited) {
+            (Some(r), Some((key, _))) => {
                 let plan = cfg.limits.for_request(key, fwd.fallback_from.as_deref().unwrap_or(fwd.group));
                 limits::reply::budget_headers(&r.statuses, &r.soft_exceeded, plan)
             }
@@ -406,11 +407,31 @@ impl<S: Sink> RouterStream<S> {
         Flow::Continue
     }
 
-    /// Admits a virtual key's request against its rate limits (key, team, key-per-model for
+    /// The key whose limits this pass admits against, and how many requests it counts: a
+    /// virtual key's first pass counts 1; a failover pass counts 0 (its first pass counted the
+    /// request) on the key its verified state names — unless the config was reloaded since, when
+    /// the index may name another key (that pass is then not admitted; logged).
+    fn limited_key(cfg: &RouterConfig, pending: &Pending) -> Option<(usize, u64)> {
+        match (pending.caller, &pending.redirect) {
+            (Caller::Key(key), _) => Some((key, 1)),
+            (Caller::Replay, Some(redirect)) => {
+                let k = redirect.state.limited?;
+                if k.generation != cfg.generation {
+                    log::info!("llm-router: the config changed during a failover: this pass is not admitted against the key's limits");
+                    return None;
+                }
+                usize::try_from(k.index).ok().map(|i| (i, 0))
+            }
+            _ => None,
+        }
+    }
+
+    /// Admits a virtual key's request against its limits (key, team, user, key-per-model for
     /// the model the client asked for). None: no limits apply. Store failures skip the limit
     /// (fail open, logged).
-    fn admit<H: Host>(host: &H, cfg: &RouterConfig, caller: Caller, fwd: &Forward<'_>, now: u64) -> Result<Option<Reservation>, Reply> {
-        let Caller::Key(key) = caller else { return Ok(None) };
+    fn admit<H: Host>(host: &H, cfg: &RouterConfig, limited: Option<(usize, u64)>, fwd: &Forward<'_>, now: u64) -> Result<Option<Reservation>, Reply> {
+        let Some((key, requests)) = limited else { return Ok(None) };
+        let caller = Caller::Key(key);
         let model = fwd.fallback_from.as_deref().unwrap_or(fwd.group);
         let plan = cfg.limits.for_request(key, model);
         if plan.is_empty() {
@@ -420,6 +441,7 @@ impl<S: Sink> RouterStream<S> {
         let demand = Demand {
             tokens: limits::plan::token_demand(fwd.input_tokens, fwd.max_output_tokens),
             cost_nanos: limits::cost::worst_case_nanos(prices, fwd.input_tokens, fwd.max_output_tokens),
+            requests,
         };
         let limiter = Local { store: host.shared(), policy: OnUnavailable::FailOpen };
         match limiter.admit(plan.to_vec(), demand, now) {
@@ -545,10 +567,16 @@ impl<S: Sink> RouterStream<S> {
             // Tokens: the usage the response reported; none from an attempt answered with an
             // error (nothing was generated); unknown — a success without usage, or a stream that
             // ended before any answer (the provider may have worked) — keeps the reservation.
+            // A pass that ended in an internal redirect (measured on Envoy 1.40: this pass's
+            // `response.code_details` is `internal_redirect`) failed over: it generated nothing,
+            // and the next pass admits and settles on its own.
+            let redirected = || {
+                host.property(&["response", "code_details"]).ok().flatten().is_some_and(|d| d.as_slice() == b"internal_redirect".as_slice())
+            };
             let tokens = match (usage, sent.outcome) {
                 (Some(u), _) => Some(u.total()),
                 (None, Some(Outcome::Success)) => None,
-                (None, _) if !sent.responded => None,
+                (None, _) if !sent.responded && !redirected() => None,
                 (None, _) => Some(0),
             };
             // Cost follows the tokens: priced usage, 0 with the tokens, or unknown with them.

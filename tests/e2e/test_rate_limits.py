@@ -237,3 +237,35 @@ def test_counters_survive_a_config_reload_that_keeps_the_key(make_mock, start_en
     # Raising the limit counts on from the same window: 2 more, then refused.
     envoy.reload_plugin_config(config(5, []))
     assert [post(envoy, key, chat("gpt-4o")).status for _ in range(3)] == [200, 200, 429]
+
+
+def test_limits_hold_across_in_request_failover(make_mock, start_envoy):
+    """With `envoy_settings.failover`, each pass admits and settles its own hold: the request counts once on
+    rpm (a retry pass counts no request, as LiteLLM's limiter runs once before its router retries), a pass that
+    failed over costs nothing, and its parallel slot is back before the retry pass asks for one."""
+    from .test_budgets import ANSWER, COST, PRICES, nanos, post_settled
+
+    key = "sk-fo-4410"
+    a1, a2 = make_mock("openai", "a1"), make_mock("openai", "a2")
+    models = [  # a2 weighs 0: a1 is always tried first, a2 serves the retry
+        deployment("a", "openai/a-one", a1.url + "/v1", api_key="sk-a1", id="a1", weight=1, model_info=PRICES),
+        deployment("a", "openai/a-two", a2.url + "/v1", api_key="sk-a2", id="a2", weight=0, model_info=PRICES),
+    ]
+    cfg = plugin_config(models, allowed_fails=100, num_retries=1, master_key="sk-master-rl")
+    cfg["keys"] = [{"token": litellm_hash(key), "key_alias": "fo-app", "rpm_limit": 3, "max_parallel_requests": 1,
+                    "tpm_limit": 100_000, "max_budget": 1}]
+    envoy = start_envoy(cfg, clusters_for(a1, a2, passthrough=a1), failover=True, concurrency=2, access_log=True)
+    a1.respond(status=500)
+    a2.respond(body=ANSWER)
+    body = chat("a", max_tokens=100)
+    served = [post_settled(envoy, key, body) for _ in range(3)]
+    for n, r in enumerate(served):
+        assert r.status == 200, r
+        assert (r.headers["x-llm-router-deployment"], r.headers["x-llm-router-attempts"]) == ("a2", "2")
+        assert r.headers["x-ratelimit-remaining-requests"] == str(2 - n), "one request each, retry or not"
+        assert nanos(r.headers["x-litellm-key-spend"]) == n * COST, "the failed pass cost nothing"
+    assert (a1.count, a2.count) == (3, 3)
+    # The fourth is refused by rpm — not by a parallel slot a failed-over pass kept (parallel is checked first).
+    fourth = client.post_json(envoy.base_url, CHAT, body, headers={"authorization": f"Bearer {key}"}, timeout=30)
+    expect_rate_limited(fourth, "requests", 3)
+    assert (a1.count, a2.count) == (3, 3)
