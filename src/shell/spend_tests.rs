@@ -113,19 +113,21 @@ fn a_soft_budget_past_its_mark_counts_per_scope_by_config_names() {
         "model_list": [{"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:18001/v1", "api_key": "sk-provider"},
                         "model_info": {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}}],
         "teams": [{"team_id": "finance", "max_budget": 10, "soft_budget": 0.001}],
-        "keys": [{"token": hex("sk-fin"), "key_alias": "fin", "team_id": "finance", "max_budget": 10, "soft_budget": 0.001}],
+        "users": [{"user_id": "ann", "max_budget": 10, "soft_budget": 0.001}],
+        "keys": [{"token": hex("sk-fin"), "key_alias": "fin", "team_id": "finance", "max_budget": 10, "soft_budget": 0.001},
+                 {"token": hex("sk-ann"), "user_id": "ann"}],
         "envoy_settings": {"access_log_properties": true, "access_log_tokens": true},
     });
     let Some(mut cfg) = config::load(v.to_string().as_bytes(), &|_| None).config else { panic!("config refused") };
     cfg.generation = 1;
     let (cfg, vm) = (Rc::new(cfg), Rc::new(Vm::new(Rng::from_seed(7), (1, 2), FakeSink::default())));
     let shared = FakeHost::default();
-    let one = |expect_cost: &str| {
+    let one = |key: &str, expect_cost: &str| {
         let host = FakeHost::sharing(&shared);
         let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}).to_string();
         let len = body.len().to_string();
         host.set_request(
-            &[(":method", "POST"), (":path", "/v1/chat/completions"), (":authority", "gw"), ("content-type", "application/json"), ("content-length", &len), ("authorization", "Bearer sk-fin")],
+            &[(":method", "POST"), (":path", "/v1/chat/completions"), (":authority", "gw"), ("content-type", "application/json"), ("content-length", &len), ("authorization", &format!("Bearer {key}"))],
             &body,
         );
         let mut s = RouterStream::new(Some(cfg.clone()), vm.clone());
@@ -140,12 +142,17 @@ fn a_soft_budget_past_its_mark_counts_per_scope_by_config_names() {
         let props = host.set_properties.borrow().clone();
         assert!(props.contains(&("llm_router.cost_usd".to_string(), expect_cost.to_string())), "{props:?}");
     };
-    one("0.0028");
+    one("sk-fin", "0.0028");
     let soft = |scope: &str, name: &str| vm.metrics.borrow().sink.value(Metric::SoftBudgetExceeded, &[scope, name]);
     assert_eq!((soft("key", "fin"), soft("team", "finance")), (0, 0), "nothing spent at the first admission");
-    one("0.0028");
-    one("0.0028");
+    one("sk-fin", "0.0028");
+    one("sk-fin", "0.0028");
     assert_eq!((soft("key", "fin"), soft("team", "finance")), (2, 2), "past $0.001 at the second and third admission");
+    // A key without a team spends its user's budget; its own name is `keys[1]`.
+    one("sk-ann", "0.0028");
+    one("sk-ann", "0.0028");
+    assert_eq!(soft("user", "ann"), 1);
+    assert_eq!(vm.metrics.borrow().sink.value(Metric::SpendRequests, &["-", "keys[1]", "gpt-4o"]), 2);
     assert_eq!(vm.metrics.borrow().sink.value(Metric::SpendNanoUsd, &["finance", "fin", "gpt-4o"]), 8_400_000);
 }
 
