@@ -95,25 +95,21 @@ impl Attribution {
     }
 }
 
-/// The payer a first pass writes into its signed failover state (`failover::AttemptState::payer`):
-/// `k<key index>.<config generation>`, `m` for the master key, empty otherwise. Redirects replay on
-/// the same VM, whose generation numbers its configs: a pass after a reload finds another
-/// generation and attributes nothing rather than the wrong key.
-pub fn payer_token(caller: Caller, generation: u64) -> String {
-    token(caller, generation)
-}
-
 /// [`payer_token`] for a first pass under `cfg`: nothing (no allocation) without the failover
 /// wiring, since the state then never travels to another pass.
 pub fn first_pass_payer(cfg: &crate::config::RouterConfig, caller: Caller) -> String {
     if cfg.envoy.failover {
-        token(caller, cfg.generation)
+        payer_token(caller, cfg.generation)
     } else {
         String::new()
     }
 }
 
-fn token(caller: Caller, generation: u64) -> String {
+/// The payer a first pass writes into its signed failover state (`failover::AttemptState::payer`):
+/// `k<key index>.<config generation>`, `m` for the master key, empty otherwise. Redirects replay on
+/// the same VM, whose generation numbers its configs: a pass after a reload finds another
+/// generation and attributes nothing rather than the wrong key.
+fn payer_token(caller: Caller, generation: u64) -> String {
     match caller {
         Caller::Key(i) => format!("k{i}.{generation}"),
         Caller::Master => "m".to_string(),
