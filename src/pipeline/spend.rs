@@ -88,11 +88,6 @@ impl Attribution {
             Caller::Open | Caller::Replay => None,
         }
     }
-
-    /// Key `i`'s names.
-    pub fn key(&self, i: usize) -> Option<&Who> {
-        self.keys.get(i)
-    }
 }
 
 /// [`payer_token`] for a first pass under `cfg`: nothing (no allocation) without the failover
