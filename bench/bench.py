@@ -53,6 +53,8 @@ VARIANTS = {
     "3": "Envoy + llm-router, 40 deployments / 10 groups / 3 provider shapes, hot group of 4",
     "3f": "variant 3 wired for failover (upstream-filter role on clusters, retry + internal-redirect policy, redirector)",
     "4": "variant 3 with 500 deployments in the table (hot group unchanged)",
+    "3k": "variant 3 called with a virtual key (1000 keys in 10 teams) that has rpm, tpm, parallel and budget "
+          "limits: identity, model access, 4 admissions and 3 settlements in shared data per request",
 }
 BREAKDOWN = {
     "1b": "plain Envoy + Envoy's buffer filter (the body is buffered, as the router makes Envoy do)",
@@ -64,7 +66,12 @@ BREAKDOWN = {
            "wiring sends no attempt state either)",
     "3nm": "variant 3 with envoy_settings.metrics false: no metric host calls, no response usage scan",
 }
-ROUTER_VARIANTS = {"3", "3f", "4", "3nr", "3ns", "3nm"}
+ROUTER_VARIANTS = {"3", "3f", "4", "3nr", "3ns", "3nm", "3k"}
+
+
+def bearer(variant: str) -> str:
+    """The key a variant's requests carry: the virtual key for 3k, else the master key."""
+    return workload.BENCH_KEY if variant == "3k" else workload.MASTER_KEY
 
 
 def log(msg: str) -> None:
@@ -253,6 +260,8 @@ def variant_bootstrap(variant: str, nginx_port: int) -> dict:
     cfg = workload.router_config(deployments, rewrite=variant != "3nr", failover_settings=variant != "3ns")
     if variant == "3nm":
         cfg["envoy_settings"]["metrics"] = False
+    if variant == "3k":
+        workload.with_virtual_keys(cfg)
     clusters = {PASSTHROUGH_CLUSTER: ("127.0.0.1", nginx_port)}
     for name in workload.cluster_names(cfg):
         clusters[name] = ("127.0.0.1", nginx_port)
@@ -333,7 +342,7 @@ class Envoy:
         """One request per body (and 20 more of the small one for the router): 200, nginx's body, and for
         router variants the x-llm-router-deployment header of a hot-group deployment. Raises otherwise."""
         seen = set()
-        auth = {"authorization": f"Bearer {workload.MASTER_KEY}"}
+        auth = {"authorization": f"Bearer {bearer(self.variant)}"}
         hot_ids = {d["model_info"]["id"] for d in workload.hot_group()}
         for label, body in bodies.items():
             n = 20 if (label == "300B" and self.variant in ROUTER_VARIANTS) else 1
@@ -349,6 +358,8 @@ class Envoy:
                                          f"({dep!r}, group {headers.get('x-llm-router-model-group')!r}); "
                                          f"headers {headers}")
                     seen.add(dep)
+                    if self.variant == "3k" and not (headers.get("x-ratelimit-limit-requests") and headers.get("x-litellm-key-spend")):
+                        raise BenchError(f"variant 3k: the key's limits and budget are not in effect; headers {headers}")
                 elif self.variant == "2h":
                     if dep != "gpt-4o-openai":
                         raise BenchError(f"variant 2h: expected the mimicked router header, got {headers}")
@@ -364,8 +375,8 @@ class Envoy:
 
 
 # ---- load -----------------------------------------------------------------------------------------------
-def wrk(url: str, body_file: Path, conns: int, duration: float, stop_after: int = 0) -> dict:
-    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_MASTER_KEY": workload.MASTER_KEY,
+def wrk(url: str, body_file: Path, conns: int, duration: float, stop_after: int = 0, key: str = workload.MASTER_KEY) -> dict:
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_MASTER_KEY": key,
            "BENCH_STOP_AFTER": str(stop_after)}
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
            "--timeout", "10s", "-s", str(WRK_SCRIPT), url]
@@ -379,7 +390,7 @@ def wrk(url: str, body_file: Path, conns: int, duration: float, stop_after: int 
 def measure(envoy: Envoy, body_file: Path, conns: int, duration: float, stop_after: int = 0) -> dict:
     done0 = envoy.completed()
     cpu0, t0 = proc_cpu_ticks(envoy.pid), time.monotonic()
-    w = wrk(envoy.url, body_file, conns, duration, stop_after)
+    w = wrk(envoy.url, body_file, conns, duration, stop_after, key=bearer(envoy.variant))
     cpu1, t1 = proc_cpu_ticks(envoy.pid), time.monotonic()
     done = envoy.completed() - done0
     errors = {k: v for k, v in w.items() if k.startswith("err_") and v}
@@ -405,7 +416,7 @@ def run_variant(variant: str, nginx: Nginx, body_files: dict, body_bytes: dict, 
         out = {"rss_kib_start": envoy.rss_kib()}
         out["check"] = envoy.check_routes(body_bytes)
         for label, f in body_files.items():
-            wrk(envoy.url, f, 32, args.warmup)
+            wrk(envoy.url, f, 32, args.warmup, key=bearer(envoy.variant))
         out["rss_kib_after_warmup"] = envoy.rss_kib()
         for label, f in body_files.items():
             c32 = args.breakdown_duration if variant in BREAKDOWN else args.duration
@@ -448,7 +459,7 @@ def memory_check(nginx: Nginx, body_files: dict, total: int, step: int) -> dict:
             target = min(total, (done // step + 1) * step)
             while done < target:
                 n = target - done
-                wrk(envoy.url, body_files["300B"], 32, n / rate * 1.1 + 1, stop_after=n)
+                wrk(envoy.url, body_files["300B"], 32, n / rate * 1.1 + 1, stop_after=n, key=bearer(envoy.variant))
                 done = envoy.completed() - base
             points.append({"requests": done, "rss_kib": envoy.rss_kib()})
             log(f"  memory: {done} requests, RSS {points[-1]['rss_kib'] / 1024:.1f} MiB")

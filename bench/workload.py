@@ -15,6 +15,9 @@ import json
 
 HOT_GROUP = "gpt-4o"
 MASTER_KEY = "sk-bench-master-7f3a9c"
+# Variant 3k: the virtual key wrk sends (one of KEYS keys in TEAMS teams).
+BENCH_KEY = "sk-bench-dept-0500-c4d1"
+KEYS, TEAMS = 1000, 10
 
 # The VM environment (vm_config.environment_variables.key_values) the config's os.environ/ names need.
 ENV = {
@@ -235,6 +238,24 @@ def router_config(deployments: int = 40, *, rewrite: bool = True, failover_setti
         "envoy_settings": {"cluster_header": "x-llm-router-cluster", "max_cooldown_time": 300,
                            "max_request_body_bytes": 1048576},
     }
+
+
+def with_virtual_keys(config: dict) -> dict:
+    """Variant 3k: `KEYS` virtual keys (LiteLLM's stored sha256 hashes) in `TEAMS` teams, each with its own
+    rpm / tpm / parallel limits and a daily budget, so the request path identifies the caller, checks model
+    access, admits against four limits in shared data and settles three (tokens and cost from nginx's usage).
+    The limits are far above what the run sends: nothing is refused."""
+    import hashlib
+
+    def token(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    config["teams"] = [{"team_id": f"dept-{t}", "models": [HOT_GROUP, "gpt-4o-mini", "claude"]} for t in range(TEAMS)]
+    limits = {"rpm_limit": 10**9, "tpm_limit": 4 * 10**9, "max_parallel_requests": 100000, "max_budget": 10**6,
+              "budget_duration": "1d"}
+    config["keys"] = [{"token": token(BENCH_KEY if i == KEYS // 2 else f"sk-bench-dept-{i:04d}"),
+                       "key_alias": f"dept-{i:04d}", "team_id": f"dept-{i % TEAMS}", **limits} for i in range(KEYS)]
+    return config
 
 
 def cluster_names(config: dict) -> list:

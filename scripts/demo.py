@@ -1,8 +1,11 @@
 """The demo runner behind scripts/demo (which has already run scripts/setup and scripts/build).
 
-Starts the three mock providers and Envoy with envoy/demo.yaml, waits until they are ready, sends one real
-request through Envoy, then prints curl commands and waits for Ctrl-C (or, with --check, stops and exits 0).
-Every child runs in its own process group and is stopped on the way out. Logs go to .run/demo/.
+Starts the three mock providers, Envoy with envoy/demo.yaml, and a second Envoy with envoy/demo-keys.yaml (the
+same mocks behind two departments' virtual keys, examples/demo-keys.yaml), waits until they are ready, sends one
+real request through the first and, through the second, a department's allowed call and a model its team may not
+call (401); with --check also a rate-limited call (429). Then it prints curl commands and waits for Ctrl-C (or,
+with --check, stops and exits 0). Every child runs in its own process group and is stopped on the way out. Logs
+go to .run/demo/.
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ LISTENER = ("127.0.0.1", 10000)
 ADMIN = ("127.0.0.1", 9901)
 MOCKS = [("openai", 18001, "openai-demo"), ("azure", 18002, "azure-demo"), ("anthropic", 18003, "anthropic-demo")]
 BASE = f"http://{LISTENER[0]}:{LISTENER[1]}"
+# The virtual-keys gateway (envoy/demo-keys.yaml): its keys come from Envoy's environment, set here.
+KEYS_LISTENER = ("127.0.0.1", 10010)
+KEYS_ADMIN = ("127.0.0.1", 9911)
+KEYS_REDIRECTOR = ("127.0.0.1", 10011)  # its in-request failover listener
+KEYS_BASE = f"http://{KEYS_LISTENER[0]}:{KEYS_LISTENER[1]}"
+RESEARCH_KEY = "sk-demo-research-app"
+SUPPORT_KEY = "sk-demo-support-bot"
+KEYS_ENV = {"OPENAI_API_KEY": "sk-demo-openai", "ANTHROPIC_API_KEY": "sk-ant-demo", "DEMO_MASTER_KEY": "sk-demo-master",
+            "DEMO_RESEARCH_KEY": RESEARCH_KEY, "DEMO_SUPPORT_KEY": SUPPORT_KEY}
 
 children: list = []
 
@@ -43,10 +55,10 @@ def port_open(addr) -> bool:
         return False
 
 
-def start(name: str, cmd: list) -> subprocess.Popen:
+def start(name: str, cmd: list, env: dict | None = None) -> subprocess.Popen:
     log = open(RUN / f"{name}.log", "wb")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, **(env or {})})
     children.append((name, proc))
     return proc
 
@@ -82,10 +94,12 @@ def fail(msg: str, log: str = "") -> int:
     return 1
 
 
-def http(method: str, path: str, body=None, base: str = BASE, timeout: float = 10) -> tuple:
+def http(method: str, path: str, body=None, base: str = BASE, timeout: float = 10, key: str | None = None) -> tuple:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"content-type": "application/json"} if data else {})
+    headers = {"content-type": "application/json"} if data else {}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, dict((k.lower(), v) for k, v in r.headers.items()), r.read()
@@ -99,12 +113,13 @@ def wait_ready(timeout: float = 20) -> bool:
         for name, proc in children:
             if proc.poll() is not None:
                 return False
-        if all(port_open(("127.0.0.1", p)) for _, p, _ in MOCKS) and port_open(ADMIN):
+        if all(port_open(("127.0.0.1", p)) for _, p, _ in MOCKS) and port_open(ADMIN) and port_open(KEYS_ADMIN):
             try:
                 status, _, _ = http("GET", "/ready", base=f"http://{ADMIN[0]}:{ADMIN[1]}", timeout=1)
+                keys_status, _, _ = http("GET", "/ready", base=f"http://{KEYS_ADMIN[0]}:{KEYS_ADMIN[1]}", timeout=1)
             except OSError:
-                status = 0
-            if status == 200 and port_open(LISTENER):
+                status = keys_status = 0
+            if status == 200 and keys_status == 200 and port_open(LISTENER) and port_open(KEYS_LISTENER):
                 return True
         time.sleep(0.1)
     return False
@@ -146,9 +161,54 @@ Try it (Ctrl-C stops the demo):
   # the router's Prometheus metrics (requests, failures, cooldowns, latency, tokens per deployment)
   curl -s http://{ADMIN[0]}:{ADMIN[1]}/stats/prometheus | grep '^llm_router_'
 
-Envoy admin: http://{ADMIN[0]}:{ADMIN[1]}/   logs: .run/demo/*.log
+  # virtual keys (the second gateway, {KEYS_BASE}; examples/demo-keys.yaml): research-app calls gpt-4o ...
+  curl -s {KEYS_BASE}/v1/chat/completions -H 'authorization: Bearer {RESEARCH_KEY}' \
+    -H 'content-type: application/json' -d '{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+  # ... support-bot may not (its team has gpt-4o-mini only): 401 team_model_access_denied
+  curl -s {KEYS_BASE}/v1/chat/completions -H 'authorization: Bearer {SUPPORT_KEY}' \
+    -H 'content-type: application/json' -d '{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+  # ... and has two gpt-4o-mini requests a minute: run this three times, the third is a 429 (retry-after)
+  curl -s {KEYS_BASE}/v1/chat/completions -H 'authorization: Bearer {SUPPORT_KEY}' \
+    -H 'content-type: application/json' -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello!"}}]}}' -D -
+  # ... without a key: 401 invalid_api_key. New keys: cargo run -q -p llm-router-cli -- key new --alias app --team research
+
+Envoy admin: http://{ADMIN[0]}:{ADMIN[1]}/ (keys gateway: http://{KEYS_ADMIN[0]}:{KEYS_ADMIN[1]}/)   logs: .run/demo/*.log
 (Envoy's access log, one line per request with the chosen deployment and tokens: .run/demo/envoy.log)
 """
+
+
+def keys_self_test(rate_limit: bool) -> str | None:
+    """Through the keys gateway: an allowed call, a model the key's team may not call (401) and, with
+    `rate_limit`, support-bot's third gpt-4o-mini request within the minute (429). None when all hold."""
+    def chat(key: str, model: str) -> tuple:
+        body = {"model": model, "messages": [{"role": "user", "content": "Hello from the llm-router demo!"}]}
+        status, headers, raw = http("POST", "/v1/chat/completions", body, base=KEYS_BASE, key=key)
+        try:
+            code = json.loads(raw).get("error", {}).get("code")
+        except (ValueError, AttributeError):
+            code = None
+        return status, headers, code
+
+    say(f"Virtual keys self-test ({KEYS_BASE}, examples/demo-keys.yaml):")
+    checks = [("research-app", RESEARCH_KEY, "gpt-4o", 200, None),
+              ("support-bot", SUPPORT_KEY, "gpt-4o", 401, "team_model_access_denied")]
+    if rate_limit:
+        checks += [("support-bot", SUPPORT_KEY, "gpt-4o-mini", 200, None),
+                   ("support-bot", SUPPORT_KEY, "gpt-4o-mini", 200, None),
+                   ("support-bot", SUPPORT_KEY, "gpt-4o-mini", 429, "429")]
+    for alias, key, model, want, want_code in checks:
+        try:
+            status, headers, code = chat(key, model)
+        except OSError as e:
+            return f"{alias} {model}: {e}"
+        extra = f", deployment {headers.get('x-llm-router-deployment')!r}" if status == 200 else f", code {code!r}"
+        if status == 429:
+            extra += f", retry-after {headers.get('retry-after')!r}"
+        say(f"  {alias} -> {model}: HTTP {status}{extra}")
+        if status != want or (want_code is not None and code != want_code):
+            return f"{alias} {model}: expected HTTP {want} {want_code or ''}, got {status} {code!r}"
+    say("")
+    return None
 
 
 def main() -> int:
@@ -158,7 +218,8 @@ def main() -> int:
     args = ap.parse_args()
     RUN.mkdir(parents=True, exist_ok=True)
 
-    busy = [f"{h}:{p}" for h, p in [LISTENER, ADMIN] + [("127.0.0.1", p) for _, p, _ in MOCKS] if port_open((h, p))]
+    busy = [f"{h}:{p}" for h, p in [LISTENER, ADMIN, KEYS_LISTENER, KEYS_ADMIN, KEYS_REDIRECTOR] + [("127.0.0.1", p) for _, p, _ in MOCKS]
+            if port_open((h, p))]
     if busy:
         say(f"demo: already in use: {', '.join(busy)} (is another demo running?)")
         return 1
@@ -168,6 +229,8 @@ def main() -> int:
                                "--port", str(port), "--name", name, "--stream-delay", "0.2", "--verbose"])
     start("envoy", [str(ENVOY), "-c", "envoy/demo.yaml", "--concurrency", "1", "--log-level", "info",
                     "--component-log-level", "wasm:debug", "--use-dynamic-base-id"])
+    start("envoy-keys", [str(ENVOY), "-c", "envoy/demo-keys.yaml", "--concurrency", "1", "--log-level", "info",
+                         "--component-log-level", "wasm:debug", "--use-dynamic-base-id"], env=KEYS_ENV)
     if not wait_ready():
         dead = [n for n, p in children if p.poll() is not None]
         return fail("did not become ready within 20 s" + (f" ({', '.join(dead)} exited)" if dead else ""),
@@ -195,6 +258,10 @@ def main() -> int:
         return fail("self-test failed: the answer has no x-llm-router-deployment header, so llm_router did not "
                     "route it", "envoy")
     say(f"  -> {text!r}\n")
+
+    problem = keys_self_test(rate_limit=args.check)
+    if problem:
+        return fail(f"virtual keys self-test failed: {problem}", "envoy-keys")
 
     if args.check:
         _, _, dump = http("GET", "/config_dump", base=f"http://{ADMIN[0]}:{ADMIN[1]}")

@@ -42,6 +42,11 @@ mod host;
 
 /// What the operator tool (`cli/`) needs from the crate-private modules.
 pub mod cli_api {
+    // `llm-router key new/import`: the one SHA-256 of a virtual key, and the loader's parsers of
+    // `expires` and `budget_duration`.
+    pub use crate::access::{key_hash, parse_hex};
+    pub use crate::config::iso8601::parse_ms as parse_time_ms;
+    pub use crate::limits::{is_none as is_no_duration, parse as parse_duration};
     pub use crate::failover::FAILOVER_PATH;
     pub use crate::metrics::{tag_regex, TAGS};
     pub use crate::openai::json_write::string_len;

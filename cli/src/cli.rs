@@ -27,6 +27,9 @@ Usage:
                           [--secret NAME] [--deployment NAME] [--gateway-patch FILE]
                           [--istio-version X.Y] [--env-file FILE]
   llm-router package [--wasm PATH] [-o DIR] [--tag TAG]
+  llm-router key new [--alias A] [--team T] [--models M1,M2] [--rpm N] [--tpm N] [--max-parallel N]
+                     [--max-budget USD] [--budget-duration D] [--expires TIME] [--format yaml|json]
+  llm-router key import [FILE|-] [--teams FILE|-] [--users FILE|-] [--format yaml|json]
   llm-router spend ACCESS_LOG... [--by key|team|model|day|user|tag[,...]] [--format table|csv|json]
                           [--since DATE] [--until DATE]
 
@@ -74,6 +77,25 @@ package Writes the built filter as an OCI image in the Wasm image format istio-a
         is the manifest digest (without `sha256:`). Deterministic: same module, same digests.
         Push it with any OCI client: skopeo copy oci:DIR:TAG docker://REGISTRY/llm-router:TAG.
         Defaults: --wasm target/wasm32-wasip1/release/llm_router.wasm --tag 0.1.0
+key new Makes a virtual key: `sk-` + 32 url-safe characters from the OS's CSPRNG. The raw key is
+        printed once, on stderr (`key: sk-...`), and nowhere else; stdout gets the `keys:` entry
+        with its SHA-256 as `token` (what LiteLLM stores), so `key new ... > keys/app.yaml` keeps
+        the key out of the file. Add the entry under the config's `keys:` or list the file in
+        `include:`. --team names a team_id the config's `teams` must define; --models is a
+        comma-separated list; --rpm/--tpm/--max-parallel set rpm_limit, tpm_limit,
+        max_parallel_requests; --max-budget (USD) resets every --budget-duration (30d, 1mo,
+        ...); --expires is ISO 8601 (UTC without an offset).
+key import
+        Turns LiteLLM's key export into `keys:` entries: FILE is the JSON of
+        GET /key/list?return_full_object=true ({\"keys\": [...]}), a list of keys, or GET /key/info
+        ({\"key\": ..., \"info\": {...}}); --teams FILE adds `teams:` from GET /team/list (a list),
+        /v2/team/list ({\"teams\": [...]}) or /team/info; --users FILE adds `users:` (budgets)
+        from GET /user/list ({\"users\": [...]}). `token` stays LiteLLM's SHA-256 hash;
+        model_rpm_limit, model_tpm_limit and tags come out of metadata; a key's
+        litellm_budget_table fills the limits it leaves unset. Fields llm-router has no use for
+        (spend, created_at, permissions, ...) are dropped, named on one stderr line. An entry
+        that is wrong (a raw sk- key as token, a bad value) is refused with its field path and
+        left out; the key is never printed. Exit status 1 when any entry was refused.
 spend   Sums requests, prompt/completion tokens and cost (exact decimals) from Envoy access logs: the
         JSON lines of `envoy --access-log json` (or the default text lines: tokens, no key or cost),
         `-` for stdin; other lines are skipped and counted on stderr. --by key, team, model, day,
@@ -82,6 +104,7 @@ spend   Sums requests, prompt/completion tokens and cost (exact decimals) from E
 
 envoy, istio: output goes to stdout unless -o FILE is given; --format defaults to yaml (json
 when FILE ends in .json). Problems and notes go to stderr. check: --format defaults to text.
+key: --format defaults to yaml; the entries go to stdout, the raw key and notes to stderr.
 ";
 
 /// Runs the tool with `args` (without the program name).
@@ -227,6 +250,10 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         "package" => crate::package::run(rest, out, err).map_err(|e| match e {
             crate::package::Error::Usage(m) => Failure::Usage(m),
             crate::package::Error::Failed(m) => Failure::Io(m),
+        }),
+        "key" => crate::key::run(rest, out, err).map_err(|e| match e {
+            crate::key::Error::Usage(m) => Failure::Usage(m),
+            crate::key::Error::Failed(m) => Failure::Io(m),
         }),
         "spend" => Ok(crate::spend::run(rest, &mut std::io::stdin().lock(), out, err)),
         "-h" | "--help" | "help" => {

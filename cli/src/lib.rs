@@ -7,6 +7,8 @@
 //!   the upstream clusters the filter will name;
 //! - [`envoy`] and [`istio`] generate deployment config; [`value`] writes JSON and YAML;
 //! - [`package`] writes the built filter as an OCI image (the Wasm image format istio-agent pulls);
+//! - [`key`] makes virtual keys' config entries (`key new`) and imports LiteLLM's key and team
+//!   exports (`key import`);
 //! - [`spend`] sums requests, tokens and cost from access logs (`spend`);
 //! - [`check`] is the `check` command, [`summary`] what a loaded config will serve;
 //! - [`cli`] is the command line.
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod env;
 pub mod envoy;
 pub mod istio;
+pub mod key;
 pub mod package;
 pub mod plan;
 pub mod source;

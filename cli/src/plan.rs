@@ -37,7 +37,9 @@ pub fn validate(source: &Source, env: &Env, mode: EnvMode) -> Validated {
     let lookup = |name: &str| -> Option<String> {
         match env.get(name) {
             Some(v) => Some(v),
-            None if mode == EnvMode::Placeholders && !needed.iter().any(|n| n == name) => Some(PLACEHOLDER.to_string()),
+            // One value per variable: two virtual keys (`key: os.environ/A`, `os.environ/B`), or the
+            // master key and a virtual key, must not look like the same key.
+            None if mode == EnvMode::Placeholders && !needed.iter().any(|n| n == name) => Some(format!("{PLACEHOLDER}-{name}")),
             None => None,
         }
     };

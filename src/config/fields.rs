@@ -95,8 +95,12 @@ impl<'a> Section<'a> {
     /// A non-negative integer; numeric strings are accepted.
     pub fn count(&self, key: &str, diags: &mut Diagnostics) -> Option<u64> {
         let n = self.non_negative(key, diags)?;
-        if n.fract() != 0.0 || n > u32::MAX as f64 {
+        if n.fract() != 0.0 {
             diags.error(self.field_path(key), "must be a whole number");
+            return None;
+        }
+        if n > u32::MAX as f64 {
+            diags.error(self.field_path(key), format!("must be a whole number up to {}", u32::MAX));
             return None;
         }
         Some(n as u64)

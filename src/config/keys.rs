@@ -345,69 +345,56 @@ fn key_digest(s: &Section<'_>, diags: &mut Diagnostics) -> Option<(KeyHash, &'st
 }
 
 fn parse_teams(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<TeamEntry> {
-    let items = match value {
-        None | Some(Value::Null) => return Vec::new(),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            diags.error("teams", format!("must be a list of teams, got {}", kind(other)));
-            return Vec::new();
-        }
-    };
-    let mut out: Vec<TeamEntry> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("teams[{i}]");
-        if !item.is_object() {
-            diags.error(&path, format!("must be a mapping, got {}", kind(item)));
-            continue;
-        }
-        let s = Section::new(Some(item), &path, diags);
-        let Some(team_id) = s.text("team_id", diags).filter(|t| !t.is_empty()) else {
-            diags.error(s.field_path("team_id"), "is required");
-            continue;
-        };
-        if let Some(first) = out.iter().position(|t| t.team_id == team_id) {
-            diags.error(s.field_path("team_id"), format!("`{team_id}` is already teams[{first}]"));
-            continue;
-        }
-        out.push(TeamEntry {
-            team_id,
-            alias: s.str("team_alias", diags).map(str::to_string),
-            models: s.string_list("models", diags),
-            blocked: s.bool("blocked", diags).unwrap_or(false),
-            rates: Rates::parse(&s, diags),
-            budget: Budget::parse(&s, diags),
-            metadata: metadata(&s, diags),
-        });
-    }
-    out
+    entries(value, "teams", "team_id", diags, |team_id, s, diags| TeamEntry {
+        team_id,
+        alias: s.str("team_alias", diags).map(str::to_string),
+        models: s.string_list("models", diags),
+        blocked: s.bool("blocked", diags).unwrap_or(false),
+        rates: Rates::parse(s, diags),
+        budget: Budget::parse(s, diags),
+        metadata: metadata(s, diags),
+    })
 }
 
 fn parse_users(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<UserEntry> {
+    entries(value, "users", "user_id", diags, |user_id, s, diags| UserEntry { user_id, budget: Budget::parse(s, diags) })
+}
+
+/// A list of mappings (`teams`, `users`), each with a required, unique `id_field`.
+fn entries<T>(
+    value: Option<&Value>,
+    name: &str,
+    id_field: &str,
+    diags: &mut Diagnostics,
+    build: impl Fn(String, &Section<'_>, &mut Diagnostics) -> T,
+) -> Vec<T> {
     let items = match value {
         None | Some(Value::Null) => return Vec::new(),
         Some(Value::Array(items)) => items,
         Some(other) => {
-            diags.error("users", format!("must be a list of users, got {}", kind(other)));
+            diags.error(name, format!("must be a list of {name}, got {}", kind(other)));
             return Vec::new();
         }
     };
-    let mut out: Vec<UserEntry> = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
-        let path = format!("users[{i}]");
+        let path = format!("{name}[{i}]");
         if !item.is_object() {
             diags.error(&path, format!("must be a mapping, got {}", kind(item)));
             continue;
         }
         let s = Section::new(Some(item), &path, diags);
-        let Some(user_id) = s.text("user_id", diags).filter(|t| !t.is_empty()) else {
-            diags.error(s.field_path("user_id"), "is required");
+        let Some(id) = s.text(id_field, diags).filter(|t| !t.is_empty()) else {
+            diags.error(s.field_path(id_field), "is required");
             continue;
         };
-        if let Some(first) = out.iter().position(|u| u.user_id == user_id) {
-            diags.error(s.field_path("user_id"), format!("`{user_id}` is already users[{first}]"));
+        if let Some(first) = seen.get(&id) {
+            diags.error(s.field_path(id_field), format!("`{id}` is already {name}[{first}]"));
             continue;
         }
-        out.push(UserEntry { user_id, budget: Budget::parse(&s, diags) });
+        seen.insert(id.clone(), i);
+        out.push(build(id, &s, diags));
     }
     out
 }
@@ -546,6 +533,35 @@ mod tests {
         let errors: Vec<String> = d.errors.iter().map(|p| p.to_string()).collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("keys[1].key: must be an os.environ/NAME reference") && !errors[0].contains("sk-live"));
+    }
+
+    #[test]
+    fn budgets_users_and_attribution_fields_are_read_with_field_paths() {
+        let mut d = Diagnostics::default();
+        let ids = parse(
+            Some(&json!([{"token": H1, "max_budget": 0.5, "soft_budget": "0.25", "budget_duration": "1mo", "user_id": "ann",
+                           "tags": ["prod", "eu"], "metadata": {"department": "finance"},
+                           "model_max_budget": {"gpt-4o": {"budget_limit": 0.1, "time_period": "1d"}, "mini": 0.02}}])),
+            Some(&json!([{"team_id": "t", "max_budget": 10, "budget_duration": "none"}])),
+            Some(&json!([{"user_id": "ann", "max_budget": 1}, {"user_id": "ann"}, {"max_budget": 1}, {"user_id": "bo", "budget_duration": "30"},
+                         {"user_id": "cy", "budget_duration": "1d"}])),
+            &mut d,
+        );
+        let errors: Vec<String> = d.errors.iter().map(|p| p.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("users[1].user_id: `ann` is already users[0]"), "{errors:?}");
+        assert!(errors[1].starts_with("users[2].user_id: is required"), "{errors:?}");
+        assert!(errors[2].starts_with("users[3].budget_duration: unknown duration unit"), "{errors:?}");
+        assert!(d.warnings.iter().any(|w| w.path == "users[4].budget_duration" && w.reason.starts_with("has no effect")), "{:?}", d.warnings);
+        let k = &ids.keys[0];
+        assert_eq!(k.budget.max_nanos, Some(500_000_000));
+        assert_eq!(k.budget.soft_nanos, Some(250_000_000));
+        assert_eq!(k.budget.duration, crate::limits::parse("1mo").ok());
+        assert_eq!((k.user_id.as_deref(), k.tags.as_slice(), k.metadata.as_deref()), (Some("ann"), ["prod".to_string(), "eu".to_string()].as_slice(), Some(r#"{"department":"finance"}"#)));
+        assert_eq!(k.model_budgets.len(), 2);
+        assert_eq!(k.model_budgets[1], ("mini".to_string(), Budget { max_nanos: Some(20_000_000), soft_nanos: None, duration: None }));
+        assert_eq!(ids.teams[0].budget, Budget { max_nanos: Some(10_000_000_000), soft_nanos: None, duration: None }, "`none`: never resets");
+        assert_eq!(ids.users.iter().map(|u| u.user_id.as_str()).collect::<Vec<_>>(), ["ann", "bo", "cy"]);
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl RootContext for Root {
         };
         cfg.generation = next_generation();
         ROUTER_IN_VM.with(|r| r.set(true));
-        forget_removed_deployments(&cfg);
+        forget_removed_state(&cfg);
         ensure_key(keys::COOLDOWNS);
         for d in &cfg.table.deployments {
             ensure_key(&keys::fails(&d.id));
@@ -139,8 +139,8 @@ impl RootContext for Root {
                 ensure_key(&crate::stats::keys::stats(&d.id));
             }
         }
-        // Rate-limit records, keyed by key hash / team id: a reload keeps those of unchanged
-        // keys (records of removed keys stay; they are not deleted yet).
+        // Limit records, keyed by key hash / team id / user id: a reload keeps those of unchanged
+        // keys and empties those of removed ones (`pipeline::reload`).
         for k in cfg.limits.record_keys() {
             ensure_key(&k);
         }
@@ -177,12 +177,19 @@ impl RootContext for Root {
     }
 }
 
-/// A reload keeps the state of unchanged deployment ids; drop that of the ids that went away.
-fn forget_removed_deployments(cfg: &RouterConfig) {
+/// A reload keeps the state of unchanged deployment ids and key hashes; drop that of the ones
+/// that went away.
+fn forget_removed_state(cfg: &RouterConfig) {
     let plugin = hostcalls::get_property(vec!["plugin_name"]).ok().flatten().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
     match crate::pipeline::reload::forget_removed(&super::shared::SharedData, &plugin, cfg, super::now_ms()) {
         Ok(gone) if gone.is_empty() => {}
         Ok(gone) => log::info!("llm-router: dropped the shared state of {} removed deployment(s): {}", gone.len(), gone.join(", ")),
         Err(_) => log::warn!("llm-router: could not drop the shared state of removed deployments"),
+    }
+    match crate::pipeline::reload::forget_removed_limits(&super::shared::SharedData, &plugin, cfg) {
+        Ok(0) => {}
+        // Never the records' names: they hold key hashes.
+        Ok(n) => log::info!("llm-router: emptied {n} limit record(s) of removed keys, teams, users or limits"),
+        Err(_) => log::warn!("llm-router: could not empty the limit records of removed keys"),
     }
 }

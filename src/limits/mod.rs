@@ -29,9 +29,9 @@
 //! `llm_router.v1.limit.<rpm|tpm|parallel|budget>.<key|team|user|key_model>.<id>`, the id being
 //! the key's SHA-256 hex (never a raw key), the `team_id`, the `user_id`, or `<key hash>/<model
 //! group>`. Keyed by hash, so a config reload or a key rotation that keeps the hash keeps the
-//! counters and the spend. Records of removed ids are not dropped yet (phase 2a; one small record
-//! each, unlike `pipeline/reload.rs` for deployments), and `host/root.rs` creates a record only
-//! when it is absent, so a reload never resets one. Keys must be created empty at configure time
+//! counters and the spend; `pipeline/reload.rs` empties the records a new config no longer
+//! names, and `host/root.rs` creates a record only when it is absent, so a reload never resets
+//! one it keeps. Keys must be created empty at configure time
 //! (`MemCas::with_keys` in tests): creating a key is the one write CAS cannot protect (an
 //! absent key has no token, so two first writers both succeed and one count is lost — the
 //! test `absent_keys_race_which_is_why_configure_creates_them` shows it). One record per

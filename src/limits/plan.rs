@@ -1,4 +1,4 @@
-//! The limits that apply to each virtual key, built once per config (issue 12 phase 2a).
+//! The limits that apply to each virtual key, built once per config.
 //!
 //! Why this exists: the request path must know, for a key and the model it asked for, every
 //! limit to admit against, without looking at the other keys. So the list is built at config
@@ -9,13 +9,16 @@
 //! builds one descriptor each for `api_key`, `team` and `model_per_key` and refuses on the first
 //! over limit; there is no precedence between a key's and its team's limits: all apply, so the
 //! tightest wins): the key's `max_parallel_requests`, `rpm_limit`, `tpm_limit`, its team's,
-//! and the key's `model_rpm_limit` / `model_tpm_limit` for the requested model. Order: parallel,
-//! then rpm, then tpm (the most likely refusals first shortens transient false refusals; the
-//! outcome does not depend on the order, `admit.rs`).
+//! and the key's `model_max_parallel_requests` / `model_rpm_limit` / `model_tpm_limit` for the
+//! requested model. Budgets: the key's `max_budget`, its team's — or, for a key without a team,
+//! its user's (LiteLLM's docs: "if a key belongs to a team, the team budget is applied, not the
+//! user's personal budget") — and the key's `model_max_budget`. Order: parallel, then rpm, tpm,
+//! budgets (the most likely refusals first shortens transient false refusals; the outcome does
+//! not depend on the order, `admit.rs`).
 //!
-//! Counters: `Limit::key` is derived from the key's hash and the team id, so a reload that keeps
-//! them keeps the counters. Records of removed keys and teams are left in shared data (one small
-//! record each; not deleted yet).
+//! Counters: `Limit::key` is derived from the key's hash, the team id and the user id, so a reload
+//! that keeps them keeps the counters ([`Plans::record_keys`] lists them: created at configure
+//! time, the ones a new config drops are emptied by `pipeline::reload`).
 
 use super::admit::{Kind, Limit, Scope};
 use super::counter::Check;

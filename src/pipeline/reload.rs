@@ -13,6 +13,7 @@
 
 use crate::config::RouterConfig;
 use crate::health::{self, keys, Cooldowns, Store, StoreError};
+use std::collections::HashSet;
 
 /// Registry of the ids one plugin configured last, one per line.
 pub const IDS_PREFIX: &str = "llm_router.v1.ids.";
@@ -31,21 +32,7 @@ pub fn state_keys(id: &str) -> [String; 3] {
 /// it).
 pub fn forget_removed<S: Store + ?Sized>(store: &S, plugin: &str, cfg: &RouterConfig, now_ms: u64) -> Result<Vec<String>, StoreError> {
     let current: Vec<&str> = cfg.table.deployments.iter().map(|d| d.id.as_str()).collect();
-    let registry = current.join("\n").into_bytes();
-    let mut removed: Vec<String> = Vec::new();
-    health::update(store, &registry_key(plugin), |old| {
-        let old = old.unwrap_or_default();
-        if old == registry.as_slice() {
-            removed.clear();
-            return None;
-        }
-        removed = String::from_utf8_lossy(old)
-            .lines()
-            .filter(|id| !id.is_empty() && !current.contains(id))
-            .map(str::to_string)
-            .collect();
-        Some(registry.clone())
-    })?;
+    let removed = swap_registry(store, &registry_key(plugin), &current)?;
     if removed.is_empty() {
         return Ok(removed);
     }
@@ -62,6 +49,41 @@ pub fn forget_removed<S: Store + ?Sized>(store: &S, plugin: &str, cfg: &RouterCo
     Ok(removed)
 }
 
+/// Registry of the limit records (`crate::limits`) one plugin configured last.
+pub const LIMITS_PREFIX: &str = "llm_router.v1.limit_records.";
+
+/// Records `cfg`'s limit records as plugin `plugin`'s and empties those it no longer has (a
+/// removed key, team or user, or a limit taken off one): a key added back later starts from
+/// zero, as a new LiteLLM key does. Records of unchanged keys (same hash) are kept. Returns how
+/// many were emptied.
+pub fn forget_removed_limits<S: Store + ?Sized>(store: &S, plugin: &str, cfg: &RouterConfig) -> Result<usize, StoreError> {
+    let records = cfg.limits.record_keys();
+    let current: Vec<&str> = records.iter().map(String::as_str).collect();
+    let removed = swap_registry(store, &format!("{LIMITS_PREFIX}{plugin}"), &current)?;
+    for key in &removed {
+        clear(store, key)?;
+    }
+    Ok(removed.len())
+}
+
+/// Swaps the registry at `key` for `current` (one entry per line) with CAS; returns the entries
+/// that left it — empty when it was already current (another VM swapped it first).
+fn swap_registry<S: Store + ?Sized>(store: &S, key: &str, current: &[&str]) -> Result<Vec<String>, StoreError> {
+    let registry = current.join("\n").into_bytes();
+    let now: HashSet<&str> = current.iter().copied().collect();
+    let mut removed: Vec<String> = Vec::new();
+    health::update(store, key, |old| {
+        let old = old.unwrap_or_default();
+        if old == registry.as_slice() {
+            removed.clear();
+            return None;
+        }
+        removed = String::from_utf8_lossy(old).lines().filter(|e| !e.is_empty() && !now.contains(e)).map(str::to_string).collect();
+        Some(registry.clone())
+    })?;
+    Ok(removed)
+}
+
 /// Empties `key` if it holds anything (shared data has no delete; empty reads as absent).
 fn clear<S: Store + ?Sized>(store: &S, key: &str) -> Result<(), StoreError> {
     health::update(store, key, |v| v.filter(|v| !v.is_empty()).map(|_| Vec::new())).map(|_| ())
@@ -72,7 +94,7 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::health::{FailureClass, MemStore};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn cfg(ids: &[&str]) -> RouterConfig {
         let list: Vec<_> = ids.iter().map(|id| json!({"model_name": "g", "litellm_params": {"model": "openai/m"}, "model_info": {"id": id}})).collect();
@@ -124,6 +146,28 @@ mod tests {
         seed(&s, "b", 60_000); // e.g. an old-config request finishing late
         assert_eq!(forget_removed(&s, "p", &new, 1_000), Ok(vec![]));
         assert_eq!(value(&s, &keys::fails("b")), b"1000 2", "only the registry swap clears");
+    }
+
+    #[test]
+    fn limit_records_of_removed_keys_are_emptied_unchanged_ones_kept() {
+        let with_keys = |keys: Value| match config::load(json!({"model_list": [{"model_name": "g", "litellm_params": {"model": "openai/m"}}], "keys": keys}).to_string().as_bytes(), &|_| None).config {
+            Some(c) => c,
+            None => panic!("refused"),
+        };
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let s = MemStore::default();
+        let first = with_keys(json!([{"token": a, "rpm_limit": 5}, {"token": b, "rpm_limit": 5, "max_budget": 1}]));
+        assert_eq!(forget_removed_limits(&s, "p", &first), Ok(0));
+        for k in first.limits.record_keys() {
+            let _ = s.set(&k, b"1 0 60000 3 0", None);
+        }
+        // b leaves, a loses nothing: b's two records are emptied, a's kept.
+        let second = with_keys(json!([{"token": a, "rpm_limit": 7}]));
+        assert_eq!(forget_removed_limits(&s, "p", &second), Ok(2));
+        assert_eq!(value(&s, &format!("llm_router.v1.limit.rpm.key.{a}")), b"1 0 60000 3 0");
+        assert!(value(&s, &format!("llm_router.v1.limit.rpm.key.{b}")).is_empty());
+        assert!(value(&s, &format!("llm_router.v1.limit.budget.key.{b}")).is_empty());
+        assert_eq!(forget_removed_limits(&s, "p", &second), Ok(0), "the second VM finds the registry current");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 """The demo works (`scripts/demo --check`), and envoy/demo.yaml stays in step with examples/demo-config.json
-and with the bootstrap this harness builds."""
+and with the bootstrap this harness builds; envoy/demo-keys.yaml (the virtual-keys gateway) is what
+`llm-router envoy` writes for examples/demo-keys.yaml, and its keys allow, deny (401) and rate-limit (429)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from .support.envoy import REPO, Envoy, stats_config
 DEMO_YAML = REPO / "envoy" / "demo.yaml"
 DEMO_CONFIG = REPO / "examples" / "demo-config.json"
 DUMP = REPO / ".run" / "demo" / "config_dump.json"
+DEMO_KEYS_YAML = REPO / "envoy" / "demo-keys.yaml"
+# How envoy/demo-keys.yaml is made (its header says so too).
+DEMO_KEYS_CMD = ["cargo", "run", "-q", "-p", "llm-router-cli", "--", "envoy", "examples/demo-keys.yaml",
+                 "--listen", "127.0.0.1:10010", "--admin", "127.0.0.1:9911", "--redirector", "127.0.0.1:10011"]
 
 
 def embedded_config_text() -> str:
@@ -51,12 +56,31 @@ def wasm_config(hcm: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def demo_dump(wasm):
+def demo_run(wasm):
     DUMP.unlink(missing_ok=True)
     proc = subprocess.run(["scripts/demo", "--check"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"scripts/demo --check failed:\n{proc.stdout}\n{proc.stderr}"
     assert "demo: check passed" in proc.stdout, proc.stdout
-    return json.loads(DUMP.read_text())
+    return proc.stdout, json.loads(DUMP.read_text())
+
+
+@pytest.fixture(scope="module")
+def demo_dump(demo_run):
+    return demo_run[1]
+
+
+def test_the_demo_s_keys_gateway_allows_denies_and_rate_limits(demo_run):
+    out = demo_run[0]
+    for line in ("research-app -> gpt-4o: HTTP 200", "support-bot -> gpt-4o: HTTP 401, code 'team_model_access_denied'",
+                 "support-bot -> gpt-4o-mini: HTTP 200", "support-bot -> gpt-4o-mini: HTTP 429, code '429'"):
+        assert line in out, out
+
+
+def test_demo_keys_yaml_is_what_the_cli_writes():
+    proc = subprocess.run(DEMO_KEYS_CMD, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == DEMO_KEYS_YAML.read_text(), \
+        "envoy/demo-keys.yaml is out of date: regenerate it with " + " ".join(DEMO_KEYS_CMD) + " -o envoy/demo-keys.yaml"
 
 
 def test_the_demo_starts_routes_a_request_and_stops(demo_dump):

@@ -237,6 +237,11 @@ def test_counters_survive_a_config_reload_that_keeps_the_key(make_mock, start_en
     # Raising the limit counts on from the same window: 2 more, then refused.
     envoy.reload_plugin_config(config(5, []))
     assert [post(envoy, key, chat("gpt-4o")).status for _ in range(3)] == [200, 200, 429]
+    # `other` left with that reload: its record was emptied, so added back it starts from zero (its window
+    # would otherwise still be full).
+    envoy.reload_plugin_config(config(5, [{"token": litellm_hash(other), "rpm_limit": 1}]))
+    assert [post(envoy, other, chat("gpt-4o")).status for _ in range(2)] == [200, 429]
+    expect_rate_limited(post(envoy, key, chat("gpt-4o")), "requests", 5)
 
 
 def test_limits_hold_across_in_request_failover(make_mock, start_envoy):
