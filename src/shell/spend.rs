@@ -2,7 +2,8 @@
 //! `on_log` writes for the access log and the `llm_router_spend_*` metrics, and the soft-budget
 //! metric at admission. Host calls: with `access_log_properties`, 1–4 `set_property` for the
 //! caller's names (+1 for the cost with `access_log_tokens`, when known); with metrics and a
-//! key (virtual or master), 1–4 counter updates. Nothing here depends on the number of keys: names are looked up by index.
+//! key (virtual or master), 1–4 counter updates. Nothing here depends on the number of keys:
+//! names are looked up by index.
 
 use super::host::Host;
 use super::vm::Vm;
@@ -30,8 +31,8 @@ pub fn on_log<H: Host, S: Sink>(host: &H, vm: &Vm<S>, cfg: &RouterConfig, caller
             }
         }
     }
-    // Spend metrics for callers with a key (virtual or master): an open gateway's traffic is in
-    // the per-deployment token metrics already, and a failover pass is not re-identified.
+    // Spend metrics for callers with a key (virtual or master; a failover pass is its first
+    // pass's, `spend::payer`): an open gateway's traffic is in the per-deployment metrics.
     let Some(w) = who else { return };
     vm.with_metrics(cfg, |m| metrics::spent(&mut m.sink, w.team_label(), &w.key, &dep.group, usage, cost));
 }
