@@ -50,5 +50,5 @@ pub mod cli_api {
     pub use crate::failover::FAILOVER_PATH;
     pub use crate::metrics::{tag_regex, TAGS};
     pub use crate::openai::json_write::string_len;
-    pub use crate::pipeline::log_props::ACCESS_LOG_FORMAT;
+    pub use crate::pipeline::log_props::{ACCESS_LOG_FORMAT, ACCESS_LOG_JSON};
 }

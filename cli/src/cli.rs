@@ -20,7 +20,8 @@ Usage:
                           [--print-json]
   llm-router envoy CONFIG [-o FILE] [--format yaml|json] [--wasm PATH] [--listen ADDR:PORT]
                           [--admin ADDR:PORT] [--redirector ADDR:PORT] [--failover | --no-failover]
-                          [--ca-file PATH] [--idle-timeout SECONDS] [--env-file FILE]
+                          [--ca-file PATH] [--idle-timeout SECONDS] [--access-log text|json]
+                          [--env-file FILE]
   llm-router istio CONFIG --url URL [--sha256 HEX] [-o FILE] [--format yaml|json] [--namespace NS]
                           [--selector KEY=VALUE]... [--port N] [--name NAME] [--failure-policy P]
                           [--secret NAME] [--deployment NAME] [--gateway-patch FILE]
@@ -29,6 +30,8 @@ Usage:
   llm-router key new [--alias A] [--team T] [--models M1,M2] [--rpm N] [--tpm N] [--max-parallel N]
                      [--max-budget USD] [--budget-duration D] [--expires TIME] [--format yaml|json]
   llm-router key import [FILE|-] [--teams FILE|-] [--users FILE|-] [--format yaml|json]
+  llm-router spend ACCESS_LOG... [--by key|team|model|day|user|tag[,...]] [--format table|csv|json]
+                          [--since DATE] [--until DATE]
 
 CONFIG is a LiteLLM or DeltaLLM proxy config (YAML, or JSON when it ends in .json), read the way
 LiteLLM reads it: YAML 1.1 scalars, anchors and `<<:` merge keys, `include:` of further files.
@@ -51,7 +54,9 @@ envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one 
         --wasm target/wasm32-wasip1/release/llm_router.wasm
         --ca-file /etc/ssl/certs/ca-certificates.crt --idle-timeout 600 (or the config's
         longest timeout; routes have no total timeout, so streams are never cut; the old
-        name --route-timeout is still accepted). Secrets stay `os.environ/NAME` references: Envoy's environment must
+        name --route-timeout is still accepted). --access-log json: the stdout access log as one
+        JSON object per line with the spend fields (key alias, team, user, tags, cost; what
+        `spend` reads) instead of the text line. Secrets stay `os.environ/NAME` references: Envoy's environment must
         provide them (they are listed in vm_config.environment_variables.host_env_keys).
 istio   Writes the objects for an Istio gateway (ingress or egress; Istio >= 1.28): an EnvoyFilter
         carrying the filter (ECDS, with allow_on_headers_stop_iteration) and the gateway's buffer
@@ -91,6 +96,11 @@ key import
         (spend, created_at, permissions, ...) are dropped, named on one stderr line. An entry
         that is wrong (a raw sk- key as token, a bad value) is refused with its field path and
         left out; the key is never printed. Exit status 1 when any entry was refused.
+spend   Sums requests, prompt/completion tokens and cost (exact decimals) from Envoy access logs: the
+        JSON lines of `envoy --access-log json` (or the default text lines: tokens, no key or cost),
+        `-` for stdin; other lines are skipped and counted on stderr. --by key, team, model, day,
+        user, tag (combinable: --by team,day; a request with two tags counts under both);
+        --since/--until YYYY-MM-DD (UTC days, both included) or an RFC 3339 UTC time.
 
 envoy, istio: output goes to stdout unless -o FILE is given; --format defaults to yaml (json
 when FILE ends in .json). Problems and notes go to stderr. check: --format defaults to text.
@@ -206,7 +216,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         "envoy" => envoy(
             &Opts::parse(
                 rest,
-                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file"],
+                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file", "--access-log"],
                 &["--failover", "--no-failover"],
             )?,
             out,
@@ -245,6 +255,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
             crate::key::Error::Usage(m) => Failure::Usage(m),
             crate::key::Error::Failed(m) => Failure::Io(m),
         }),
+        "spend" => Ok(crate::spend::run(rest, &mut std::io::stdin().lock(), out, err)),
         "-h" | "--help" | "help" => {
             write!(out, "{USAGE}").map_err(io)?;
             Ok(0)
@@ -358,6 +369,11 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
             None => None,
             Some((name, t)) => Some(t.parse::<u64>().map_err(|_| Failure::Usage(format!("{name}: `{t}` is not a number of seconds")))?),
         },
+        access_log: match opts.get("--access-log") {
+            None | Some("text") => envoy::AccessLog::Text,
+            Some("json") => envoy::AccessLog::Json,
+            Some(other) => return Err(Failure::Usage(format!("--access-log must be text or json, not `{other}`"))),
+        },
     };
     let mut used = vec![&eo.listen, &eo.admin];
     if eo.failover {
@@ -393,6 +409,13 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         writeln!(
             err,
             "{}: note: the access log prints the router's deployment, group, attempts and tokens only with envoy_settings.access_log_properties: true",
+            source.files.at(None)
+        )
+        .map_err(io)?;
+    } else if eo.access_log == envoy::AccessLog::Json && !cfg.envoy.access_log_tokens {
+        writeln!(
+            err,
+            "{}: note: the JSON access log carries token counts and cost only with envoy_settings.access_log_tokens: true",
             source.files.at(None)
         )
         .map_err(io)?;

@@ -7,7 +7,7 @@ use crate::source::Source;
 use crate::value::Value;
 use llm_router::config::RouterConfig;
 use llm_router::cli_api::FAILOVER_PATH;
-use llm_router::cli_api::ACCESS_LOG_FORMAT;
+use llm_router::cli_api::{ACCESS_LOG_FORMAT, ACCESS_LOG_JSON};
 
 /// `ADDRESS:PORT` as Envoy's `socket_address` wants it (IPv6 without brackets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,17 @@ pub struct Options {
     pub ca_file: String,
     /// Stream idle timeout; default: 600 s, or the config's longest `timeout` if longer.
     pub idle_timeout_secs: Option<u64>,
+    /// The stdout access log's format (`--access-log`).
+    pub access_log: AccessLog,
+}
+
+/// The access-log line `envoy` writes: the default text line, or one JSON object per line with
+/// the spend attribution fields (what `llm-router spend` reads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AccessLog {
+    #[default]
+    Text,
+    Json,
 }
 
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/llm_router.wasm";
@@ -358,21 +369,23 @@ fn local_reply_config() -> Value {
 }
 
 /// Every request on stdout, with the router's deployment, group, attempts, fallback and token
-/// counts (filter state the filter sets; envoy/access-log.md).
-fn access_log() -> Value {
+/// counts (filter state the filter sets; envoy/access-log.md): the text line, or with
+/// `--access-log json` one JSON object per line that also carries the spend attribution (key
+/// alias, team, user, tags, cost).
+fn access_log(format: AccessLog) -> Value {
+    let log_format = match format {
+        AccessLog::Text => Value::map([("text_format_source", Value::map([("inline_string", Value::from(ACCESS_LOG_FORMAT))]))]),
+        AccessLog::Json => Value::map([("json_format", access_log_json())]),
+    };
     Value::seq([Value::map([
         ("name", Value::from("envoy.access_loggers.stdout")),
-        (
-            "typed_config",
-            typed(
-                "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-                [(
-                    "log_format",
-                    Value::map([("text_format_source", Value::map([("inline_string", Value::from(ACCESS_LOG_FORMAT))]))]),
-                )],
-            ),
-        ),
+        ("typed_config", typed("type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", [("log_format", log_format)])),
     ])])
+}
+
+/// `json_format` of the JSON access log (`llm_router::cli_api::ACCESS_LOG_JSON`, in order).
+pub fn access_log_json() -> Value {
+    Value::Map(ACCESS_LOG_JSON.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect())
 }
 
 fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_keys: &[String], idle_timeout: &str, body_limit: u64) -> Value {
@@ -402,7 +415,7 @@ fn ingress_listener(source: &Source, cfg: &RouterConfig, opts: &Options, env_key
             ("stream_idle_timeout", Value::from(idle_timeout)),
             ("route_config", route_config(cfg, opts)),
             ("local_reply_config", local_reply_config()),
-            ("access_log", access_log()),
+            ("access_log", access_log(opts.access_log)),
             ("http_filters", Value::seq([wasm_filter(&source.json(), opts, env_keys), router_filter()])),
         ],
     );
@@ -673,7 +686,11 @@ mod tests {
 
     #[test]
     fn access_log_is_stdout_with_the_router_fields() {
-        let log = access_log();
+        let json = access_log(AccessLog::Json);
+        let fields = json.as_seq().and_then(|s| s.first()).and_then(|e| e.get("typed_config")).and_then(|t| t.get("log_format")).and_then(|f| f.get("json_format"));
+        assert_eq!(fields.and_then(|f| f.get("cost_usd")).and_then(Value::as_str), Some("%FILTER_STATE(wasm.llm_router.cost_usd:PLAIN)%"));
+        assert_eq!(fields.and_then(|f| f.get("status")).and_then(Value::as_str), Some("%RESPONSE_CODE%"));
+        let log = access_log(AccessLog::Text);
         let entry = log.as_seq().and_then(|s| s.first()).unwrap_or_else(|| panic!("no access log"));
         assert_eq!(entry.get("name").and_then(Value::as_str), Some("envoy.access_loggers.stdout"));
         let format = entry

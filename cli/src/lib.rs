@@ -9,6 +9,7 @@
 //! - [`package`] writes the built filter as an OCI image (the Wasm image format istio-agent pulls);
 //! - [`key`] makes virtual keys' config entries (`key new`) and imports LiteLLM's key and team
 //!   exports (`key import`);
+//! - [`spend`] sums requests, tokens and cost from access logs (`spend`);
 //! - [`check`] is the `check` command, [`summary`] what a loaded config will serve;
 //! - [`cli`] is the command line.
 
@@ -26,6 +27,7 @@ pub mod key;
 pub mod package;
 pub mod plan;
 pub mod source;
+pub mod spend;
 pub mod summary;
 pub mod value;
 pub mod yaml;

@@ -236,7 +236,7 @@ fn stats_tags_turn_the_metric_names_into_labels() {
     let (b, _) = generate(&[]);
     let tags = b["stats_config"]["stats_tags"].as_array().unwrap_or_else(|| panic!("no stats_tags"));
     let names: Vec<&str> = tags.iter().filter_map(|t| t["tag_name"].as_str()).collect();
-    assert_eq!(names, ["model_group", "deployment", "class", "fallback_from", "error_code"]);
+    assert_eq!(names, ["model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name"]);
     assert_eq!(tags[0]["regex"], r"(model_group=\.=(.*?);\.;)");
 
     let d = dir("envoy-no-metrics");
@@ -419,4 +419,24 @@ fn the_provider_key_of_a_deployment_without_api_key_is_requested_from_envoys_env
     let out = run(&["envoy", config.as_str()], &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("#   env:       Envoy's environment must set OPENAI_API_KEY and should set GROQ_API_KEY"), "{}", out.stdout);
+}
+
+#[test]
+fn access_log_json_is_the_shipped_snippet_and_text_stays_the_default() {
+    let (b, _) = generate(&["--access-log", "json"]);
+    let generated = &hcm(listener(&b, "ingress"))["access_log"];
+    let snippet = std::fs::read_to_string(format!("{}/../envoy/access-log-json.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e}"));
+    let shipped = common::yaml_to_json(&snippet);
+    assert_eq!(generated, &shipped["access_log"], "envoy/access-log-json.yaml and `llm-router envoy --access-log json` differ");
+    let fields: Vec<&str> = generated[0]["typed_config"]["log_format"]["json_format"].as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+    for f in ["start_time", "status", "duration_ms", "model_group", "key_alias", "team_id", "user_id", "tags", "cost_usd", "prompt_tokens"] {
+        assert!(fields.contains(&f), "{f} missing: {fields:?}");
+    }
+    let (b, _) = generate(&["--access-log", "text"]);
+    assert!(hcm(listener(&b, "ingress"))["access_log"][0]["typed_config"]["log_format"]["text_format_source"].is_object());
+    let d = dir("envoy-access-log");
+    let config = write(&d, "config.yaml", CONFIG);
+    let bad = run(&["envoy", &config, "--access-log", "xml"], &[]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--access-log must be text or json"), "{}", bad.stderr);
 }

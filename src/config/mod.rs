@@ -50,6 +50,9 @@ pub struct RouterConfig {
     pub access: crate::access::Policy,
     /// Each virtual key's rate limits, indexed like `access.keys` (`crate::limits::plan`).
     pub limits: crate::limits::plan::Plans,
+    /// Each virtual key's names for spend attribution (access log, metric labels), indexed like
+    /// `access.keys` (`crate::pipeline::spend`).
+    pub spend: crate::pipeline::spend::Attribution,
     /// The `GET /v1/models` answer, built once per config (`pipeline::listing`).
     pub models_body: Vec<u8>,
     /// Background health probes (`src/probe/`).
@@ -224,6 +227,7 @@ fn build(
     let models_body = crate::pipeline::listing::models_body(&table, &router.model_group_alias);
     let identities = keys::parse(top.get("keys"), top.get("teams"), top.get("users"), diags);
     let limits = crate::limits::plan::Plans::build(&identities);
+    let spend = crate::pipeline::spend::Attribution::build(&identities);
     if limits.any_budget() {
         for d in table.deployments.iter().filter(|d| crate::limits::cost::Prices::of(&d.info).is_none()) {
             diags.warn(
@@ -240,7 +244,7 @@ fn build(
     if master_key.as_deref().is_some_and(|m| access.lookup(&crate::access::key_hash(m)).is_some()) {
         diags.error("general_settings.master_key", "is also a virtual key in keys: the master key has full access, so the key's restrictions would never apply");
     }
-    Some(RouterConfig { table, router, envoy, master_key, access, limits, models_body, health_checks, skipped, generation: 0 })
+    Some(RouterConfig { table, router, envoy, master_key, access, limits, spend, models_body, health_checks, skipped, generation: 0 })
 }
 
 /// LiteLLM's key fallback: a `litellm_params` deployment without an `api_key` (absent, null or

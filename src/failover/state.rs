@@ -63,6 +63,10 @@ pub struct AttemptState {
     /// defaults): the next pass removes them first, so one deployment's defaults never look
     /// like the client's own parameters to the next.
     pub inserted: u32,
+    /// Whom this request's spend belongs to, opaque here (`pipeline::spend::payer_token`): a
+    /// failover pass is not re-identified, so the first pass's caller travels in the signed state
+    /// for spend attribution only (never for access). Empty: nobody.
+    pub payer: String,
     /// The virtual key whose limits this request was admitted against: its index in the
     /// config of `generation` (a failover pass admits on the same key's limits, without
     /// counting the request again; after a reload the index may mean another key, so a pass of
@@ -149,6 +153,9 @@ impl AttemptState {
         push("d", &format!("{:016x}", self.body_digest));
         push("i", &self.inserted.to_string());
         push("q", &self.limited.map(|k| format!("{}.{}", k.index, k.generation)).unwrap_or_default());
+        if !self.payer.is_empty() {
+            push("u", &self.payer);
+        }
         let mac = siphash24(key.0, key.1, out.as_bytes());
         out.push_str(&format!(";mac={mac:016x}"));
         out
@@ -231,6 +238,7 @@ impl AttemptState {
                 "l" => s.body_len = v.parse().ok()?,
                 "d" => s.body_digest = u64::from_str_radix(&v, 16).ok()?,
                 "i" => s.inserted = v.parse().ok()?,
+                "u" => s.payer = v,
                 "q" => {
                     s.limited = match v.split_once('.') {
                         None if v.is_empty() => None,
@@ -291,6 +299,7 @@ mod tests {
             body_len: 4_096,
             body_digest: 0x0123_4567_89ab_cdef,
             inserted: 37,
+            payer: "k12.3".into(),
             limited: Some(LimitedKey { index: 3, generation: 12 }),
         }
     }

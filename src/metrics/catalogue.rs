@@ -39,13 +39,27 @@ pub enum Metric {
     Fallbacks,
     /// Local error replies by the error's `code` (label `error_code`).
     Rejected,
+    /// Spend attribution (`pipeline::spend`), labelled by `team`, `key_alias`, `model_group`
+    /// — config-defined names only (`-`: no team / no key; `master_key`; `keys[i]` for a key
+    /// without alias), never a key or its hash. Forwarded attempts ended (`on_log`).
+    SpendRequests,
+    /// Cost in nano-USD (Envoy counters are integers; divide by 1e9 for USD): the serving
+    /// deployment's `input_cost_per_token` / `output_cost_per_token` × the response's usage.
+    SpendNanoUsd,
+    SpendInputTokens,
+    SpendOutputTokens,
+    /// Admissions whose reservation listed a budget past its `soft_budget` (labels `scope`:
+    /// key, team, user, key_model; `scope_name`: the key's label, team id, user id,
+    /// `<key>:<model>`).
+    SoftBudgetExceeded,
 }
 
 const DEPLOYMENT: &[&str] = &["model_group", "deployment"];
+const SPEND: &[&str] = &["team", "key_alias", "model_group"];
 
 impl Metric {
     #[cfg(test)]
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 17] = [
         Metric::Requests,
         Metric::Failures,
         Metric::Cooldowns,
@@ -58,6 +72,11 @@ impl Metric {
         Metric::Retries,
         Metric::Fallbacks,
         Metric::Rejected,
+        Metric::SpendRequests,
+        Metric::SpendNanoUsd,
+        Metric::SpendInputTokens,
+        Metric::SpendOutputTokens,
+        Metric::SoftBudgetExceeded,
     ];
 
     /// The name as Prometheus shows it (before the labels).
@@ -75,6 +94,11 @@ impl Metric {
             Metric::Retries => "llm_router_retries_total",
             Metric::Fallbacks => "llm_router_fallbacks_total",
             Metric::Rejected => "llm_router_rejected_total",
+            Metric::SpendRequests => "llm_router_spend_requests_total",
+            Metric::SpendNanoUsd => "llm_router_spend_nanousd_total",
+            Metric::SpendInputTokens => "llm_router_spend_input_tokens_total",
+            Metric::SpendOutputTokens => "llm_router_spend_output_tokens_total",
+            Metric::SoftBudgetExceeded => "llm_router_soft_budget_exceeded_total",
         }
     }
 
@@ -92,6 +116,8 @@ impl Metric {
             Metric::Failures => &["model_group", "deployment", "class"],
             Metric::Fallbacks => &["model_group", "fallback_from"],
             Metric::Rejected => &["error_code"],
+            Metric::SpendRequests | Metric::SpendNanoUsd | Metric::SpendInputTokens | Metric::SpendOutputTokens => SPEND,
+            Metric::SoftBudgetExceeded => &["scope", "scope_name"],
             _ => DEPLOYMENT,
         }
     }
@@ -99,8 +125,9 @@ impl Metric {
 
 /// Every label name used by the catalogue: one Envoy `stats_tags` entry each.
 /// (`error_code`, not `code`: an unanchored `code=.=` tag regex would also match inside the
-/// `response_code=.=` segment of Istio's own stat names.)
-pub const TAGS: [&str; 5] = ["model_group", "deployment", "class", "fallback_from", "error_code"];
+/// `response_code=.=` segment of Istio's own stat names; likewise `scope_name`, not `name`, which
+/// would match inside Istio's `destination_service_name=.=`. No tag name ends another.)
+pub const TAGS: [&str; 9] = ["model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name"];
 
 #[cfg(test)]
 mod tests {
@@ -117,6 +144,10 @@ mod tests {
         }
         for t in TAGS {
             assert!(Metric::ALL.iter().any(|m| m.labels().contains(&t)), "{t} unused");
+            // An unanchored `<tag>=.=` regex must not match inside another tag's segment.
+            for other in TAGS {
+                assert!(other == t || !other.ends_with(&format!("_{t}")) && !other.ends_with(t), "{t} inside {other}");
+            }
         }
     }
 }

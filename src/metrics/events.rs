@@ -80,6 +80,26 @@ pub fn finished(sink: &mut dyn Sink, group: &str, deployment: &str, f: &Finished
     }
 }
 
+/// A forwarded attempt's spend, by `team`, `key_alias` and `model_group` (`pipeline::spend`
+/// names; config-defined only): one request, its tokens when known, its cost when priced.
+pub fn spent(sink: &mut dyn Sink, team: &str, key: &str, group: &str, usage: Option<Usage>, cost_nanos: Option<u64>) {
+    let labels = [team, key, group];
+    sink.counter(&MetricKey::new(Metric::SpendRequests, &labels), 1);
+    if let Some(u) = usage {
+        sink.counter(&MetricKey::new(Metric::SpendInputTokens, &labels), u.input_tokens);
+        sink.counter(&MetricKey::new(Metric::SpendOutputTokens, &labels), u.output_tokens);
+    }
+    if let Some(c) = cost_nanos {
+        sink.counter(&MetricKey::new(Metric::SpendNanoUsd, &labels), c);
+    }
+}
+
+/// An admission found a budget past its `soft_budget`: `scope` is `key`, `team`, `user` or
+/// `key_model`, `name` the config-defined name of that scope.
+pub fn soft_budget_exceeded(sink: &mut dyn Sink, scope: &str, name: &str) {
+    sink.counter(&MetricKey::new(Metric::SoftBudgetExceeded, &[scope, name]), 1);
+}
+
 /// A local error reply with the error's `code` (`unknown` when it has none).
 pub fn rejected(sink: &mut dyn Sink, code: Option<&str>) {
     sink.counter(&MetricKey::new(Metric::Rejected, &[code.unwrap_or("unknown")]), 1);
@@ -188,6 +208,22 @@ mod tests {
         assert_eq!(s.value(Metric::Failures, &[G, "d", "timeout"]), 1);
         assert_eq!(s.value(Metric::Cooldowns, &[G, "d"]), 1);
         assert_eq!(s.value(Metric::Cooling, &[G, "d"]), 1);
+    }
+
+    #[test]
+    fn spend_by_team_key_and_group() {
+        let mut s = FakeSink::default();
+        let u = Usage { input_tokens: 10, output_tokens: 4 };
+        spent(&mut s, "finance", "finance-app", G, Some(u), Some(1_500));
+        spent(&mut s, "finance", "finance-app", G, Some(u), Some(500));
+        spent(&mut s, "-", "keys[1]", G, None, None);
+        let l = ["finance", "finance-app", G];
+        assert_eq!((s.value(Metric::SpendRequests, &l), s.value(Metric::SpendNanoUsd, &l)), (2, 2_000));
+        assert_eq!((s.value(Metric::SpendInputTokens, &l), s.value(Metric::SpendOutputTokens, &l)), (20, 8));
+        assert_eq!(s.value(Metric::SpendRequests, &["-", "keys[1]", G]), 1);
+        assert!(s.values.keys().any(|k| k == "team=.=finance;.;key_alias=.=finance-app;.;model_group=.=gpt-4.1;.;llm_router_spend_nanousd_total"));
+        soft_budget_exceeded(&mut s, "team", "finance");
+        assert_eq!(s.value(Metric::SoftBudgetExceeded, &["team", "finance"]), 1);
     }
 
     #[test]

@@ -32,6 +32,36 @@ pub const ACCESS_LOG_FORMAT: &str = concat!(
     "upstream=%UPSTREAM_CLUSTER% request_id=%REQ(X-REQUEST-ID)%\n",
 );
 
+/// The JSON access-log line (`log_format.json_format`; envoy/access-log-json.yaml, `llm-router
+/// envoy --access-log json`, read back by `llm-router spend`): field → Envoy command, in order.
+/// Measured on Envoy 1.40: a value that is exactly one command of Envoy's own typed operators
+/// (`%RESPONSE_CODE%`, `%DURATION%`) prints as a JSON number; the router's filter state prints
+/// as a string with `:PLAIN` (`:TYPED` gives the `BytesValue` object with base64, and CEL
+/// cannot turn the bytes into a number: `int(string(...))` refuses the config), and as `null`
+/// when unset. Envoy escapes every string.
+pub const ACCESS_LOG_JSON: &[(&str, &str)] = &[
+    ("start_time", "%START_TIME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("status", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("duration_ms", "%DURATION%"),
+    ("deployment", "%FILTER_STATE(wasm.llm_router.deployment:PLAIN)%"),
+    ("model_group", "%FILTER_STATE(wasm.llm_router.model_group:PLAIN)%"),
+    ("attempts", "%FILTER_STATE(wasm.llm_router.attempts:PLAIN)%"),
+    ("fallback_from", "%FILTER_STATE(wasm.llm_router.fallback_from:PLAIN)%"),
+    ("prompt_tokens", "%FILTER_STATE(wasm.llm_router.prompt_tokens:PLAIN)%"),
+    ("completion_tokens", "%FILTER_STATE(wasm.llm_router.completion_tokens:PLAIN)%"),
+    ("cost_usd", "%FILTER_STATE(wasm.llm_router.cost_usd:PLAIN)%"),
+    ("key_alias", "%FILTER_STATE(wasm.llm_router.key_alias:PLAIN)%"),
+    ("team_id", "%FILTER_STATE(wasm.llm_router.team_id:PLAIN)%"),
+    ("user_id", "%FILTER_STATE(wasm.llm_router.user_id:PLAIN)%"),
+    ("tags", "%FILTER_STATE(wasm.llm_router.tags:PLAIN)%"),
+    ("upstream", "%UPSTREAM_CLUSTER%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+];
+
 /// The properties of a forwarded attempt (`fallback_from` only when a fallback group serves).
 pub fn routing(fwd: &Forward<'_>) -> Vec<(&'static str, String)> {
     let mut out = vec![
@@ -62,6 +92,17 @@ pub fn wants_usage(envoy: &EnvoySettings, strategy_reads_body: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_json_format_names_every_property() {
+        let names = [DEPLOYMENT, MODEL_GROUP, ATTEMPTS, FALLBACK_FROM, PROMPT_TOKENS, COMPLETION_TOKENS];
+        let spend = [super::super::spend::KEY_ALIAS, super::super::spend::TEAM_ID, super::super::spend::USER_ID, super::super::spend::TAGS, super::super::spend::COST_USD];
+        for n in names.iter().chain(&spend) {
+            let cmd = format!("%FILTER_STATE(wasm.{n}:PLAIN)%");
+            assert!(ACCESS_LOG_JSON.iter().any(|(_, v)| *v == cmd), "{n}");
+            assert!(n.starts_with("llm_router.") && n.matches('.').count() == 1, "{n}");
+        }
+    }
 
     #[test]
     fn usage_is_read_only_when_someone_needs_it() {

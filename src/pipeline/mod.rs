@@ -14,3 +14,4 @@ pub mod outcome;
 pub mod reload;
 pub mod request;
 pub mod response;
+pub mod spend;

@@ -10,11 +10,14 @@
 //!   one-write rewrite → response headers → judge/record → `on_log`.
 //! - [`upstream_stream`]: the upstream role (`root_id: llm_router_upstream`): state header off
 //!   the request, pending retries, a failure turned into the failover 307 (or a 503).
+//! - [`spend`]: spend attribution at the end of an attempt (access-log names and cost, spend
+//!   metrics) and the soft-budget metric at admission.
 //! - [`vm`]: what every stream of a VM shares (cooldown view, PRNG, key, metrics, spent nonces).
 
 pub mod host;
 mod identity;
 pub mod router_stream;
+pub mod spend;
 pub mod upstream_stream;
 pub mod vm;
 
@@ -28,6 +31,8 @@ mod keys_tests;
 mod limits_tests;
 #[cfg(test)]
 mod router_tests;
+#[cfg(test)]
+mod spend_tests;
 #[cfg(test)]
 mod upstream_tests;
 

@@ -4,9 +4,9 @@
 //! 1 header read, 1 body read, 1 shared-data read, 1 header-map write, 1 body write when the body
 //! changes, and on the response 1 status read and 3–4 header writes; with
 //! `access_log_properties` (opt-in) 3–4 `set_property` calls per pass (+2 at the end when token
-//! usage is known). Shared-data writes happen only when an attempt failed. The local endpoints
+//! usage is known, +1–5 for the caller's names and the cost: `shell/spend.rs`). Shared-data writes happen only when an attempt failed. The local endpoints
 //! answer in the headers phase. Metrics (`envoy_settings.metrics`) add 2–3 metric calls when an
-//! attempt is forwarded, 2–5 in `on_log`, 1–3 per failure, and the token-usage read of the
+//! attempt is forwarded, 2–5 in `on_log` (+1–4 spend counters for a request with a key), 1–3 per failure, and the token-usage read of the
 //! response body (`host/metrics.rs`). A virtual key with rate limits adds, per limit, one
 //! shared-data read and one CAS write at admission and again at settlement in `on_log` (rpm: none
 //! at settlement), 6 response-header writes at most, and the response-body read when a tpm limit
@@ -74,6 +74,9 @@ struct Sent {
     budget_headers: Vec<(&'static str, String)>,
     /// Response headers arrived (else the stream ended before any answer).
     responded: bool,
+    /// Who is calling and the request's tags (spend attribution in `on_log`).
+    caller: Caller,
+    tags: Vec<String>,
 }
 
 /// The router's per-stream logic, generic over the metrics sink of its VM; each callback takes
@@ -359,6 +362,9 @@ impl<S: Sink> RouterStream<S> {
             Ok(r) => r,
             Err(reply) => return self.reply(host, &reply),
         };
+        if let (Some(r), Some((key, _))) = (&limits, limited) {
+            super::spend::soft_budgets(&self.vm, &cfg, Caller::Key(key), fwd.fallback_from.as_deref().unwrap_or(fwd.group), &r.soft_exceeded);
+        }
         let budget_headers = match (&limits, limited) {
             (Some(r), Some((key, _))) => {
                 let plan = cfg.limits.for_request(key, fwd.fallback_from.as_deref().unwrap_or(fwd.group));
@@ -411,6 +417,8 @@ impl<S: Sink> RouterStream<S> {
             limits,
             budget_headers,
             responded: false,
+            caller: crate::pipeline::spend::payer(pending.caller, pending.redirect.as_ref().map(|r| r.state.payer.as_str()), cfg.generation),
+            tags: fwd.tags,
         });
         Flow::Continue
     }
@@ -605,6 +613,8 @@ impl<S: Sink> RouterStream<S> {
                 set_property(host, name, &value);
             }
         }
+        // ---- spend attribution: names and cost for the access log, spend metrics ----
+        super::spend::on_log(host, &self.vm, &cfg, sent.caller, &sent.tags, sent.index, usage);
         let stats_open = sent.attempt.open() || sent.attempt.track.latency;
         if !stats_open && !cfg.envoy.metrics {
             return;

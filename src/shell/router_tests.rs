@@ -293,6 +293,27 @@ fn replay_host(gw1: &FakeHost, headers: &[(String, String)], body: &str) -> Fake
 }
 
 #[test]
+fn a_failover_pass_is_attributed_to_the_first_pass_s_caller() {
+    let gw = gw();
+    let pending = RefCell::new(PendingAttempts::default());
+    let (replay, body, mut s1, first) = failover_replay(&gw, &pending, "500");
+    let state = replay.iter().find(|(n, _)| n == ":path").and_then(|(_, p)| p.split_once("state=")).map(|(_, s)| s.to_string());
+    assert!(state.is_some_and(|s| s.contains("u=m") || s.contains("u%3Dm")), "the payer rides in the signed state");
+    let base = FakeHost::default();
+    s1.on_log(&base);
+    let gw2 = replay_host(&base, &replay, &body);
+    let mut s2 = gw.stream();
+    assert_eq!(forward(&mut s2, &gw2), Flow::Continue, "{:?}", gw2.reply());
+    let second = gw.id_of_cluster(&gw2.request_header_value("x-llm-router-cluster").unwrap_or_default());
+    assert_ne!(second, first);
+    gw2.respond(&[(":status", "200")]);
+    s2.on_response_headers(&gw2);
+    s2.on_log(&gw2);
+    // Both passes were the master key's, though the replay is not re-identified.
+    assert_eq!(gw.metric(Metric::SpendRequests, &["-", "master_key", "gpt-4o"]), 2);
+}
+
+#[test]
 fn a_failover_replay_is_accepted_once() {
     let gw = gw();
     let pending = RefCell::new(PendingAttempts::default());
@@ -602,7 +623,8 @@ fn access_log_properties_are_set_per_pass_and_tokens_at_the_end() {
     s.on_response_body(&host, size);
     s.on_log(&host);
     let all = props(&host);
-    assert_eq!(all.get(3..), Some(&[("llm_router.prompt_tokens".to_string(), "3".to_string()), ("llm_router.completion_tokens".to_string(), "2".to_string())][..]));
+    let end = [("llm_router.prompt_tokens", "3"), ("llm_router.completion_tokens", "2"), ("llm_router.key_alias", "master_key")];
+    assert_eq!(all.get(3..), Some(&end.map(|(k, v)| (k.to_string(), v.to_string()))[..]), "the deployment has no price: no cost");
 }
 
 #[test]

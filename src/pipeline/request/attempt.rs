@@ -74,6 +74,7 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
         group: group.name.clone(),
         path: pending.path.clone(),
         authority: pending.authority.clone(),
+        payer: crate::pipeline::spend::first_pass_payer(cfg, pending.caller),
         limited: match pending.caller {
             Caller::Key(i) if cfg.limits.has(i) => u32::try_from(i).ok().map(|index| LimitedKey { index, generation: cfg.generation }),
             _ => None,

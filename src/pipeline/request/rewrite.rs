@@ -46,6 +46,9 @@ pub struct Forward<'c> {
     pub input_tokens: u64,
     /// The request's `max_completion_tokens` / `max_tokens` (the tpm reservation).
     pub max_output_tokens: Option<u64>,
+    /// The request's tags (body `tags` / `metadata.tags`, the tags header; bounded by
+    /// `openai::request_facts`): spend attribution in the access log.
+    pub tags: Vec<String>,
 }
 
 /// What a wildcard may capture when the capture lands in the upstream `:path` (Azure puts the
@@ -147,6 +150,7 @@ pub(super) fn plan<'c>(
         fallback_from,
         input_tokens: scanned.facts.input_tokens,
         max_output_tokens: scanned.facts.max_output_tokens,
+        tags: scanned.facts.tags.clone(),
     })
 }
 
