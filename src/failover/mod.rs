@@ -27,4 +27,4 @@ pub use report::{failover_location, FailureReport, FAILOVER_PATH, REDIRECTOR_HEA
 pub use siphash::siphash24;
 pub use pending::PendingAttempts;
 pub use spent::SpentStates;
-pub use state::{body_fingerprint, state_ttl_ms, AttemptState, LimitedKey, STATE_HEADER};
+pub use state::{body_fingerprint, state_ttl_ms, AttemptState, Payer, STATE_HEADER};

@@ -29,16 +29,16 @@ prop_compose! {
         retries in 0u32..5, tried in prop::collection::vec(id(), 0..4), path in text(), authority in text(),
         start_ms in any::<u64>(), try_budget_ms in prop::option::of(any::<u64>()),
         flags in any::<(bool, bool)>(), chain in 0u8..3, policy in 0u8..4, nonce in any::<u64>(), expires_ms in any::<u64>(),
-        body_len in any::<u64>(), body_digest in any::<u64>(), inserted in any::<u32>(), payer in text(),
-        limited in prop::option::of(any::<(u32, u64)>()),
+        body_len in any::<u64>(), body_digest in any::<u64>(), inserted in any::<u32>(),
+        payer in prop::option::of(prop::option::of(any::<(u32, u64)>())),
     ) -> AttemptState {
         AttemptState {
             hop, model, origin_group, group, fallback, retries, tried, path, authority, start_ms, try_budget_ms,
             can_failover: flags.0, can_context_failover: flags.1,
             chain: match chain { 0 => Chain::Regular, 1 => Chain::ContextWindow, _ => Chain::ContentPolicy },
             policy_failover: match policy { 0 => None, 1 => Some(Wire::OpenAi), 2 => Some(Wire::Azure), _ => Some(Wire::Anthropic) },
-            nonce, expires_ms, body_len, body_digest, inserted, payer,
-            limited: limited.map(|(index, generation)| super::state::LimitedKey { index, generation }),
+            nonce, expires_ms, body_len, body_digest, inserted,
+            payer: payer.map(|p| p.map_or(super::state::Payer::Master, |(index, generation)| super::state::Payer::Key { index, generation })),
         }
     }
 }

@@ -63,22 +63,39 @@ pub struct AttemptState {
     /// defaults): the next pass removes them first, so one deployment's defaults never look
     /// like the client's own parameters to the next.
     pub inserted: u32,
-    /// Whom this request's spend belongs to, opaque here (`pipeline::spend::payer_token`): a
-    /// failover pass is not re-identified, so the first pass's caller travels in the signed state
-    /// for spend attribution only (never for access). Empty: nobody.
-    pub payer: String,
-    /// The virtual key whose limits this request was admitted against: its index in the
-    /// config of `generation` (a failover pass admits on the same key's limits, without
-    /// counting the request again; after a reload the index may mean another key, so a pass of
-    /// another generation does not use it). Never the key or its hash.
-    pub limited: Option<LimitedKey>,
+    /// Who sent the request (its first pass was identified; a failover pass is not): the key
+    /// whose limits every pass admits against (a replay counts no request on rpm) and whose
+    /// spend it is (`pipeline::spend::payer`). Never the key or its hash: a key index in one
+    /// config generation — after a reload the index may name another key, so a pass of another
+    /// generation uses none.
+    pub payer: Option<Payer>,
 }
 
-/// A virtual key in one config generation (see [`AttemptState::limited`]).
+/// The first pass's caller, as a failover state carries it (see [`AttemptState::payer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitedKey {
-    pub index: u32,
-    pub generation: u64,
+pub enum Payer {
+    Master,
+    Key { index: u32, generation: u64 },
+}
+
+impl Payer {
+    fn encode(self) -> String {
+        match self {
+            Payer::Master => "m".to_string(),
+            Payer::Key { index, generation } => format!("k{index}.{generation}"),
+        }
+    }
+
+    fn decode(v: &str) -> Option<Option<Payer>> {
+        match v {
+            "" => Some(None),
+            "m" => Some(Some(Payer::Master)),
+            _ => {
+                let (i, g) = v.strip_prefix('k')?.split_once('.')?;
+                Some(Some(Payer::Key { index: i.parse().ok()?, generation: g.parse().ok()? }))
+            }
+        }
+    }
 }
 
 /// How long a state stays valid after its attempt starts: the attempt's time budget plus
@@ -152,9 +169,8 @@ impl AttemptState {
         push("l", &self.body_len.to_string());
         push("d", &format!("{:016x}", self.body_digest));
         push("i", &self.inserted.to_string());
-        push("q", &self.limited.map(|k| format!("{}.{}", k.index, k.generation)).unwrap_or_default());
-        if !self.payer.is_empty() {
-            push("u", &self.payer);
+        if let Some(p) = self.payer {
+            push("u", &p.encode());
         }
         let mac = siphash24(key.0, key.1, out.as_bytes());
         out.push_str(&format!(";mac={mac:016x}"));
@@ -238,14 +254,7 @@ impl AttemptState {
                 "l" => s.body_len = v.parse().ok()?,
                 "d" => s.body_digest = u64::from_str_radix(&v, 16).ok()?,
                 "i" => s.inserted = v.parse().ok()?,
-                "u" => s.payer = v,
-                "q" => {
-                    s.limited = match v.split_once('.') {
-                        None if v.is_empty() => None,
-                        Some((i, g)) => Some(LimitedKey { index: i.parse().ok()?, generation: g.parse().ok()? }),
-                        None => return None,
-                    }
-                }
+                "u" => s.payer = Payer::decode(&v)?,
                 _ => {}
             }
         }
@@ -299,8 +308,7 @@ mod tests {
             body_len: 4_096,
             body_digest: 0x0123_4567_89ab_cdef,
             inserted: 37,
-            payer: "k12.3".into(),
-            limited: Some(LimitedKey { index: 3, generation: 12 }),
+            payer: Some(Payer::Key { index: 3, generation: 12 }),
         }
     }
 

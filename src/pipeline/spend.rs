@@ -18,6 +18,7 @@
 use crate::access::Caller;
 use crate::config::keys::Identities;
 use crate::config::ModelInfo;
+use crate::failover::Payer;
 use crate::openai::Usage;
 
 pub const KEY_ALIAS: &str = "llm_router.key_alias";
@@ -90,44 +91,32 @@ impl Attribution {
     }
 }
 
-/// [`payer_token`] for a first pass under `cfg`: nothing (no allocation) without the failover
-/// wiring, since the state then never travels to another pass.
-pub fn first_pass_payer(cfg: &crate::config::RouterConfig, caller: Caller) -> String {
-    if cfg.envoy.failover {
-        payer_token(caller, cfg.generation)
-    } else {
-        String::new()
-    }
-}
-
 /// The payer a first pass writes into its signed failover state (`failover::AttemptState::payer`):
-/// `k<key index>.<config generation>`, `m` for the master key, empty otherwise. Redirects replay on
-/// the same VM, whose generation numbers its configs: a pass after a reload finds another
-/// generation and attributes nothing rather than the wrong key.
-fn payer_token(caller: Caller, generation: u64) -> String {
+/// nothing without the failover wiring (the state then never reaches another pass). Redirects
+/// replay on the same VM, whose generation numbers its configs: a pass after a reload finds
+/// another generation and takes nobody rather than the wrong key.
+pub fn first_pass_payer(cfg: &crate::config::RouterConfig, caller: Caller) -> Option<Payer> {
+    if !cfg.envoy.failover {
+        return None;
+    }
     match caller {
-        Caller::Key(i) => format!("k{i}.{generation}"),
-        Caller::Master => "m".to_string(),
-        Caller::Open | Caller::Replay => String::new(),
+        Caller::Key(i) => u32::try_from(i).ok().map(|index| Payer::Key { index, generation: cfg.generation }),
+        Caller::Master => Some(Payer::Master),
+        Caller::Open | Caller::Replay => None,
     }
 }
 
-/// Whom a pass's spend belongs to: its caller, or for a verified failover pass the payer its
-/// signed state names (see [`payer_token`]). For attribution only: access decisions keep
-/// `Caller::Replay`.
-pub fn payer(caller: Caller, state_payer: Option<&str>, generation: u64) -> Caller {
+/// Who a pass is for: its caller, or for a verified failover pass the payer its signed state
+/// names when that state is of this config `generation`. Access decisions keep `Caller::Replay`;
+/// limits (a replay admits on the key's limits) and attribution use this.
+pub fn payer(caller: Caller, state_payer: Option<Payer>, generation: u64) -> Caller {
     if caller != Caller::Replay {
         return caller;
     }
     match state_payer {
-        Some("m") => Caller::Master,
-        Some(t) => t
-            .strip_prefix('k')
-            .and_then(|r| r.split_once('.'))
-            .filter(|(_, g)| g.parse::<u64>().ok() == Some(generation))
-            .and_then(|(i, _)| i.parse::<usize>().ok())
-            .map_or(Caller::Replay, Caller::Key),
-        None => Caller::Replay,
+        Some(Payer::Master) => Caller::Master,
+        Some(Payer::Key { index, generation: g }) if g == generation => usize::try_from(index).map_or(Caller::Replay, Caller::Key),
+        _ => Caller::Replay,
     }
 }
 
@@ -256,15 +245,12 @@ mod tests {
 
     #[test]
     fn a_failover_pass_is_paid_by_the_first_pass_s_caller_within_one_config() {
-        for c in [Caller::Key(3), Caller::Master] {
-            assert_eq!(payer(Caller::Replay, Some(&payer_token(c, 7)), 7), c);
-        }
-        assert_eq!(payer(Caller::Replay, Some(&payer_token(Caller::Key(3), 7)), 8), Caller::Replay, "another config");
-        assert_eq!(payer_token(Caller::Open, 7), "");
-        assert_eq!(payer(Caller::Replay, Some(""), 7), Caller::Replay);
-        assert_eq!(payer(Caller::Replay, Some("kx.7"), 7), Caller::Replay);
+        let key = Payer::Key { index: 3, generation: 7 };
+        assert_eq!(payer(Caller::Replay, Some(key), 7), Caller::Key(3));
+        assert_eq!(payer(Caller::Replay, Some(Payer::Master), 7), Caller::Master);
+        assert_eq!(payer(Caller::Replay, Some(key), 8), Caller::Replay, "another config");
         assert_eq!(payer(Caller::Replay, None, 7), Caller::Replay);
-        assert_eq!(payer(Caller::Key(1), Some("m"), 7), Caller::Key(1), "only a replay takes the state's payer");
+        assert_eq!(payer(Caller::Key(1), Some(Payer::Master), 7), Caller::Key(1), "only a replay takes the state's payer");
     }
 
     #[test]

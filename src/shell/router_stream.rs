@@ -417,7 +417,7 @@ impl<S: Sink> RouterStream<S> {
             limits,
             budget_headers,
             responded: false,
-            caller: crate::pipeline::spend::payer(pending.caller, pending.redirect.as_ref().map(|r| r.state.payer.as_str()), cfg.generation),
+            caller: crate::pipeline::spend::payer(pending.caller, pending.redirect.as_ref().and_then(|r| r.state.payer), cfg.generation),
             tags: fwd.tags,
         });
         Flow::Continue
@@ -428,17 +428,16 @@ impl<S: Sink> RouterStream<S> {
     /// request) on the key its verified state names — unless the config was reloaded since, when
     /// the index may name another key (that pass is then not admitted; logged).
     fn limited_key(cfg: &RouterConfig, pending: &Pending) -> Option<(usize, u64)> {
-        match (pending.caller, &pending.redirect) {
-            (Caller::Key(key), _) => Some((key, 1)),
-            (Caller::Replay, Some(redirect)) => {
-                let k = redirect.state.limited?;
-                if k.generation != cfg.generation {
+        let state = pending.redirect.as_ref().and_then(|r| r.state.payer);
+        match crate::pipeline::spend::payer(pending.caller, state, cfg.generation) {
+            Caller::Key(key) if pending.caller == Caller::Replay => Some((key, 0)),
+            Caller::Key(key) => Some((key, 1)),
+            _ => {
+                if matches!(state, Some(crate::failover::Payer::Key { generation, .. }) if generation != cfg.generation) {
                     log::info!("llm-router: the config changed during a failover: this pass is not admitted against the key's limits");
-                    return None;
                 }
-                usize::try_from(k.index).ok().map(|i| (i, 0))
+                None
             }
-            _ => None,
         }
     }
 

@@ -6,8 +6,7 @@ use super::head::{Pending, Redirect, MAX_MODEL_BYTES};
 use super::rewrite::{plan, Forward};
 use super::Reply;
 use crate::config::{Group, RouterConfig};
-use crate::access::Caller;
-use crate::failover::{body_fingerprint, chain, context_chain, next_targets, policy_targets, rejection_targets, AttemptState, Chain, FailureReport, LimitedKey};
+use crate::failover::{body_fingerprint, chain, context_chain, next_targets, policy_targets, rejection_targets, AttemptState, Chain, FailureReport};
 use crate::health::{classify, counts_against_deployment, timeout_or_connect_failure, CooldownView, FailureClass};
 use crate::openai::error::Exhausted;
 use crate::openai::{json_scan, scan_request_with_facts, ApiError, BodyFacts};
@@ -75,10 +74,6 @@ fn first_attempt<'c>(cfg: &'c RouterConfig, pending: &Pending, body: &[u8], env:
         path: pending.path.clone(),
         authority: pending.authority.clone(),
         payer: crate::pipeline::spend::first_pass_payer(cfg, pending.caller),
-        limited: match pending.caller {
-            Caller::Key(i) if cfg.limits.has(i) => u32::try_from(i).ok().map(|index| LimitedKey { index, generation: cfg.generation }),
-            _ => None,
-        },
         ..Default::default()
     };
     let first = choose(cfg, resolved.group, &scanned, &[], env);
