@@ -76,6 +76,10 @@ fn parse_list(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<(String, Ma
     let mut out: Vec<(String, Map<String, Value>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let base = format!("credential_list[{i}]");
+        if !item.is_object() {
+            diags.error(&base, format!("must be a mapping, got {}", kind(item)));
+            continue;
+        }
         let name = match item.get("credential_name") {
             Some(Value::String(n)) if !n.is_empty() => n.clone(),
             _ => {
@@ -131,8 +135,11 @@ mod tests {
         let mut d = Diagnostics::default();
         parse_list(Some(&json!({"a": 1})), &mut d);
         parse_list(Some(&json!([{"credential_values": {}}, {"credential_name": "x", "credential_values": 3},
-            {"credential_name": "y"}, {"credential_name": "y"}])), &mut d);
+            {"credential_name": "y"}, {"credential_name": "y"}, null])), &mut d);
         let paths: Vec<&str> = d.errors.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["credential_list", "credential_list[0].credential_name", "credential_list[1].credential_values", "credential_list[3].credential_name"]);
+        assert_eq!(
+            paths,
+            ["credential_list", "credential_list[0].credential_name", "credential_list[1].credential_values", "credential_list[3].credential_name", "credential_list[4]"]
+        );
     }
 }

@@ -6,9 +6,6 @@ to the nano-USD:
   (never the key or its hash), team, user, tags, model group, tokens and `cost_usd` as an exact decimal;
 * Prometheus `llm_router_spend_*` per team / key alias / model group equal the sums of those lines;
 * `llm-router spend` over the written log prints the same totals.
-
-The harness's stats tags do not have the spend labels yet (support/envoy.py METRIC_TAGS), so this Envoy gets the
-full list (src/metrics/catalogue.rs TAGS) through a bootstrap override.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ PROVIDER = "sk-provider-5pend"
 CHAT = "/v1/chat/completions"
 # USD per token: (input, output).
 PRICES = {"gpt-4o": (2.5e-6, 1e-5), "mini": (1.5e-7, 6e-7)}
-TAGS = ("model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name")
 SNIPPET = REPO / "envoy" / "access-log-json.yaml"
 
 
@@ -75,14 +71,13 @@ def gateway_config(base: str) -> dict:
 
 
 def json_log_envoy(start_envoy, cfg: dict, clusters: dict, log_path: Path):
-    """An Envoy whose ingress access log is the shipped JSON format, to `log_path`, with every metric tag."""
+    """An Envoy whose ingress access log is the shipped JSON format, to `log_path`."""
     shipped = yaml.safe_load(SNIPPET.read_text())["access_log"][0]["typed_config"]["log_format"]
     boot = bootstrap(cfg, clusters, access_log_path=log_path)
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["access_log"][0]["typed_config"]["log_format"] = shipped
-    stats = {"stats_tags": [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in TAGS]}
     return start_envoy(cfg, clusters, access_log=True,
-                       bootstrap_overrides={"static_resources": boot["static_resources"], "stats_config": stats})
+                       bootstrap_overrides={"static_resources": boot["static_resources"]})
 
 
 def log_lines(path: Path, n: int, timeout: float = 10.0) -> list:
@@ -242,9 +237,8 @@ def test_a_failover_pass_is_the_first_pass_s_callers(start_envoy, make_mock, tmp
     boot = bootstrap(cfg, clusters, failover_port=free_port(), access_log_path=log_path)
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["access_log"][0]["typed_config"]["log_format"] = shipped
-    stats = {"stats_tags": [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in TAGS]}
     envoy = start_envoy(cfg, clusters, failover=True, access_log=True,
-                        bootstrap_overrides={"static_resources": boot["static_resources"], "stats_config": stats})
+                        bootstrap_overrides={"static_resources": boot["static_resources"]})
     a1.respond(status=500, times=1)
     rid = str(uuid.uuid4())
     resp = client.post_json(envoy.base_url, CHAT, chat("gpt-4o"), {"authorization": f"Bearer {FINANCE}", "x-request-id": rid})

@@ -435,7 +435,8 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
 # The filter's metric labels ride in the stat name as `<label>=.=<value>;.;` segments before the metric name
 # (src/metrics/encode.rs, Istio's convention); one stats_tags entry per label turns them into Prometheus labels (the
 # first capture is cut from the name, the second is the value). Must list every label of src/metrics/catalogue.rs.
-METRIC_TAGS = ("model_group", "deployment", "class", "fallback_from", "error_code")
+# The labels of the router's metrics (src/metrics/catalogue.rs TAGS; `llm-router envoy` writes the same).
+METRIC_TAGS = ("model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name")
 
 
 def stats_config() -> dict:
