@@ -495,16 +495,7 @@ const EXPECTED_KEYS: &str = "not a LiteLLM key export: expected {\"keys\": [...]
 /// The team entries of an export: `/team/list` (a list), `/v2/team/list` (`{"teams": [...]}`),
 /// `/team/info` (`{"team_id": ..., "team_info": {...}}`) or one team.
 fn team_items(doc: &Json) -> Result<Vec<(String, Json)>, String> {
-    match doc {
-        Json::Array(items) => Ok(items.iter().enumerate().map(|(i, v)| (format!("[{i}]"), v.clone())).collect()),
-        Json::Object(m) => match (m.get("teams"), m.get("team_info"), m.get("team_id")) {
-            (Some(Json::Array(items)), _, _) => Ok(items.iter().enumerate().map(|(i, v)| (format!("teams[{i}]"), v.clone())).collect()),
-            (_, Some(info @ Json::Object(_)), _) => Ok(vec![("team_info".into(), info.clone())]),
-            (_, _, Some(_)) => Ok(vec![("team".into(), doc.clone())]),
-            _ => Err(EXPECTED_TEAMS.into()),
-        },
-        _ => Err(EXPECTED_TEAMS.into()),
-    }
+    export_items(doc, ["teams", "team_info", "team_id", "team"], EXPECTED_TEAMS)
 }
 
 const EXPECTED_TEAMS: &str = "not a LiteLLM team export: expected a list of teams (GET /team/list), {\"teams\": [...]} (GET /v2/team/list) or {\"team_id\": ..., \"team_info\": {...}} (GET /team/info)";
@@ -513,15 +504,24 @@ const EXPECTED_TEAMS: &str = "not a LiteLLM team export: expected a list of team
 /// `GET /user/info` (`{"user_id": ..., "user_info": {...}}`) or one user.
 fn user_items(doc: &Json) -> Result<Vec<(String, Json)>, String> {
     const EXPECTED: &str = "not a LiteLLM user export: expected {\"users\": [...]} (GET /user/list), a list of users or {\"user_id\": ..., \"user_info\": {...}} (GET /user/info)";
+    export_items(doc, ["users", "user_info", "user_id", "user"], EXPECTED)
+}
+
+/// The entries of a LiteLLM list/info export, each with the path messages name it by: a bare
+/// list, `{<list>: [...]}`, `{<info>: {...}}` (an info endpoint), or one entry (it has `<id>`).
+/// `names` = [list field, info field, id field, the single entry's name].
+fn export_items(doc: &Json, names: [&str; 4], expected: &str) -> Result<Vec<(String, Json)>, String> {
+    let [list, info, id, one] = names;
+    let numbered = |prefix: &str, items: &[Json]| items.iter().enumerate().map(|(i, v)| (format!("{prefix}[{i}]"), v.clone())).collect();
     match doc {
-        Json::Array(items) => Ok(items.iter().enumerate().map(|(i, v)| (format!("[{i}]"), v.clone())).collect()),
-        Json::Object(m) => match (m.get("users"), m.get("user_info"), m.get("user_id")) {
-            (Some(Json::Array(items)), _, _) => Ok(items.iter().enumerate().map(|(i, v)| (format!("users[{i}]"), v.clone())).collect()),
-            (_, Some(info @ Json::Object(_)), _) => Ok(vec![("user_info".into(), info.clone())]),
-            (_, _, Some(_)) => Ok(vec![("user".into(), doc.clone())]),
-            _ => Err(EXPECTED.into()),
+        Json::Array(items) => Ok(numbered("", items)),
+        Json::Object(m) => match (m.get(list), m.get(info), m.get(id)) {
+            (Some(Json::Array(items)), _, _) => Ok(numbered(list, items)),
+            (_, Some(entry @ Json::Object(_)), _) => Ok(vec![(info.to_string(), entry.clone())]),
+            (_, _, Some(_)) => Ok(vec![(one.to_string(), doc.clone())]),
+            _ => Err(expected.into()),
         },
-        _ => Err(EXPECTED.into()),
+        _ => Err(expected.into()),
     }
 }
 

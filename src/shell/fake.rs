@@ -250,3 +250,24 @@ impl Host for FakeHost {
         Ok(())
     }
 }
+
+/// A key's SHA-256 hex, as the config's `token` holds it.
+pub fn hex(raw: &str) -> String {
+    crate::access::key_hash(raw).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Two model groups on two local upstreams: `gpt-4o` and `mini`.
+pub fn two_models() -> serde_json::Value {
+    serde_json::json!([
+        {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:18001/v1", "api_key": "sk-provider"}},
+        {"model_name": "mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "http://127.0.0.1:18002/v1", "api_key": "sk-provider"}},
+    ])
+}
+
+/// The config `v` loaded (generation 1), and a VM to run streams on.
+pub fn gateway_of(v: &serde_json::Value) -> (std::rc::Rc<crate::config::RouterConfig>, std::rc::Rc<super::vm::Vm<crate::metrics::FakeSink>>) {
+    let loaded = crate::config::load(v.to_string().as_bytes(), &|_| None);
+    let Some(mut cfg) = loaded.config else { panic!("config refused: {:?}", loaded.diagnostics.errors) };
+    cfg.generation = 1;
+    (std::rc::Rc::new(cfg), std::rc::Rc::new(super::vm::Vm::new(crate::routing::Rng::from_seed(7), (1, 2), crate::metrics::FakeSink::default())))
+}

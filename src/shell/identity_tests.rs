@@ -3,7 +3,7 @@
 //! authoritative, an unbound or missing identity is refused, a header that looks like an
 //! identity selects nothing, and configs without bindings make no property read at all.
 
-use super::fake::{FakeHost, Op};
+use super::fake::{gateway_of, hex, two_models, FakeHost, Op};
 use super::host::Flow;
 use super::vm::Vm;
 use super::RouterStream;
@@ -21,23 +21,9 @@ const SAN: &str = "connection.uri_san_peer_certificate";
 const ISS: &str = "metadata.filter_metadata.envoy.filters.http.jwt_authn.payload.iss";
 const SUB: &str = "metadata.filter_metadata.envoy.filters.http.jwt_authn.payload.sub";
 
-fn hex(raw: &str) -> String {
-    key_hash(raw).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn gateway(keys: Value) -> (Rc<RouterConfig>, Rc<Vm<FakeSink>>) {
-    let v = json!({
-        "model_list": [
-            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:18001/v1", "api_key": "sk-provider"}},
-            {"model_name": "mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "http://127.0.0.1:18002/v1", "api_key": "sk-provider"}},
-        ],
-        "general_settings": {"master_key": "sk-master"},
-        "keys": keys,
-    });
-    let loaded = config::load(v.to_string().as_bytes(), &|_| None);
-    let Some(mut cfg) = loaded.config else { panic!("config refused: {:?}", loaded.diagnostics.errors) };
-    cfg.generation = 1;
-    (Rc::new(cfg), Rc::new(Vm::new(Rng::from_seed(7), (1, 2), FakeSink::default())))
+    gateway_of(&json!({"model_list": two_models(), "general_settings": {"master_key": "sk-master"}, "keys": keys}))
 }
 
 fn bound() -> (Rc<RouterConfig>, Rc<Vm<FakeSink>>) {

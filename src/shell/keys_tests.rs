@@ -3,7 +3,7 @@
 //! the client's, `/v1/models` answers the key's own list, and the clock is read in the headers
 //! phase only when some key can expire.
 
-use super::fake::{FakeHost, Op};
+use super::fake::{gateway_of, hex, two_models, FakeHost, Op};
 use super::host::Flow;
 use super::vm::Vm;
 use super::RouterStream;
@@ -17,21 +17,9 @@ use std::rc::Rc;
 
 const CHAT: &str = "/v1/chat/completions";
 
-fn hex(raw: &str) -> String {
-    key_hash(raw).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn gateway(keys: Value) -> (Rc<RouterConfig>, Rc<Vm<FakeSink>>) {
-    let v = json!({
-        "model_list": [
-            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:18001/v1", "api_key": "sk-provider"}},
-            {"model_name": "mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "http://127.0.0.1:18002/v1", "api_key": "sk-provider"}},
-        ],
-        "keys": keys,
-    });
-    let Some(mut cfg) = config::load(v.to_string().as_bytes(), &|_| None).config else { panic!("config refused") };
-    cfg.generation = 1;
-    (Rc::new(cfg), Rc::new(Vm::new(Rng::from_seed(7), (1, 2), FakeSink::default())))
+    gateway_of(&json!({"model_list": two_models(), "keys": keys}))
 }
 
 fn request(method: &str, path: &str, key: &str, body: &str) -> FakeHost {

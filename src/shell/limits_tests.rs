@@ -3,7 +3,7 @@
 //! settlement per stream however it ends (success, upstream error, client reset, a local reply
 //! after forwarding, `on_log` called twice), with tpm reconciled from the response's usage.
 
-use super::fake::FakeHost;
+use super::fake::{gateway_of, hex, two_models, FakeHost};
 use super::host::Flow;
 use super::vm::Vm;
 use super::RouterStream;
@@ -19,26 +19,15 @@ use std::rc::Rc;
 const CHAT: &str = "/v1/chat/completions";
 const KEY: &str = "sk-limited";
 
-fn hex(raw: &str) -> String {
-    key_hash(raw).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn gateway(key: Value, teams: Value) -> (Rc<RouterConfig>, Rc<Vm<FakeSink>>) {
     let mut key = key;
     key["token"] = json!(hex(KEY));
     key["key_alias"] = json!("lim-app");
-    let v = json!({
-        "model_list": [
-            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:18001/v1", "api_key": "sk-provider"},
-             "model_info": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}},
-            {"model_name": "mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "http://127.0.0.1:18002/v1", "api_key": "sk-provider"}},
-        ],
-        "keys": [key],
-        "teams": teams,
-    });
-    let Some(mut cfg) = config::load(v.to_string().as_bytes(), &|_| None).config else { panic!("config refused") };
-    cfg.generation = 1;
-    (Rc::new(cfg), Rc::new(Vm::new(Rng::from_seed(7), (1, 2), FakeSink::default())))
+    let mut models = two_models();
+    // gpt-4o is priced ($1 / $2 per million tokens), mini is not.
+    models[0]["model_info"] = json!({"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6});
+    gateway_of(&json!({"model_list": models, "keys": [key], "teams": teams}))
 }
 
 fn body(model: &str, max_tokens: Option<u64>) -> String {

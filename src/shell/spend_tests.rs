@@ -2,7 +2,7 @@
 //! cost reach the access-log properties at `on_log`, the spend metrics are labelled with
 //! config-defined names only (alias, `keys[i]`, team id, model group), never a key or its hash.
 
-use super::fake::FakeHost;
+use super::fake::{hex, FakeHost};
 use super::host::Flow;
 use super::vm::Vm;
 use super::RouterStream;
@@ -14,9 +14,6 @@ use crate::routing::Rng;
 use serde_json::{json, Value};
 use std::rc::Rc;
 
-fn hex(raw: &str) -> String {
-    key_hash(raw).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn gateway(envoy: Value) -> (Rc<RouterConfig>, Rc<Vm<FakeSink>>) {
     let v = json!({
