@@ -65,6 +65,14 @@ impl Host for ProxyHost {
         hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value).map_err(err)
     }
 
+    fn response_headers(&self) -> Result<Vec<(String, String)>, HostError> {
+        hostcalls::get_map(MapType::HttpResponseHeaders).map_err(err)
+    }
+
+    fn set_response_headers(&self, headers: Vec<(&str, &str)>) -> Result<(), HostError> {
+        hostcalls::set_map(MapType::HttpResponseHeaders, headers).map_err(err)
+    }
+
     fn response_body(&self, size: usize) -> Result<Option<Vec<u8>>, HostError> {
         hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).map_err(err)
     }

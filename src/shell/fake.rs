@@ -21,6 +21,8 @@ pub enum Op {
     SetRequestBody,
     ResponseHeader,
     SetResponseHeader,
+    ResponseHeaders,
+    SetResponseHeaders,
     ResponseBody,
     Property,
     SetProperty,
@@ -213,6 +215,17 @@ impl Host for FakeHost {
     fn response_header(&self, name: &str) -> Result<Option<String>, HostError> {
         self.call(Op::ResponseHeader, name)?;
         Ok(self.response_header_value(name))
+    }
+
+    fn response_headers(&self) -> Result<Vec<(String, String)>, HostError> {
+        self.call(Op::ResponseHeaders, "")?;
+        Ok(self.response_headers.borrow().clone())
+    }
+
+    fn set_response_headers(&self, headers: Vec<(&str, &str)>) -> Result<(), HostError> {
+        self.call(Op::SetResponseHeaders, headers.len().to_string())?;
+        *self.response_headers.borrow_mut() = owned(&headers);
+        Ok(())
     }
 
     fn set_response_header(&self, name: &str, value: Option<&str>) -> Result<(), HostError> {

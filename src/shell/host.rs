@@ -51,6 +51,10 @@ pub trait Host {
     fn response_header(&self, name: &str) -> Result<Option<String>, HostError>;
     /// Sets (replaces) a response header; `None` removes it.
     fn set_response_header(&self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    /// All response headers in one call (`:status` included).
+    fn response_headers(&self) -> Result<Vec<(String, String)>, HostError>;
+    /// Replaces the whole response header map in one call.
+    fn set_response_headers(&self, headers: Vec<(&str, &str)>) -> Result<(), HostError>;
     /// The first `size` bytes of the current response body chunk.
     fn response_body(&self, size: usize) -> Result<Option<Vec<u8>>, HostError>;
 

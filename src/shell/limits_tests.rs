@@ -324,3 +324,25 @@ fn an_errored_attempt_costs_nothing_and_team_and_model_budgets_apply() {
     let (_s, host) = start(&cfg, &vm, &shared, &body("mini", Some(10)));
     assert!(admitted(&host), "another model: only the team's $1: {:?}", host.reply());
 }
+
+/// What a key's limits cost in host calls, pinned: the response headers are read and written
+/// once as a map (not a call per `x-ratelimit-*` header), and each limit is one shared-data read
+/// and one CAS write at admission, each held amount one more at settlement — whatever the number
+/// of keys.
+#[test]
+fn a_key_s_limits_cost_one_header_map_write_and_one_read_write_per_limit() {
+    let (cfg, vm) = gateway(json!({"rpm_limit": 1000000, "tpm_limit": 100000000, "max_parallel_requests": 1000, "max_budget": 100000, "budget_duration": "1d"}), json!([]));
+    let shared = FakeHost::default();
+    let (mut s, host) = start(&cfg, &vm, &shared, &body("gpt-4o", None));
+    let (reads, writes) = (*shared.store.reads.borrow(), *shared.store.writes.borrow());
+    answer(&mut s, &host, 10, 10);
+    use super::fake::Op;
+    assert_eq!((host.count(Op::ResponseHeaders), host.count(Op::SetResponseHeaders)), (1, 1));
+    assert_eq!((host.count(Op::ResponseHeader), host.count(Op::SetResponseHeader)), (0, 0));
+    assert_eq!(host.response_header_value("x-ratelimit-limit-requests").as_deref(), Some("1000000"));
+    assert_eq!(host.response_header_value("x-litellm-key-max-budget").as_deref(), Some("100000.0"));
+    assert!(host.response_header_value("x-llm-router-deployment").is_some());
+    // Admission: parallel, rpm, tpm, budget (+ the cooldown view's read); settlement: parallel, tpm, budget.
+    assert_eq!((reads, writes), (1 + 4, 4));
+    assert_eq!((*shared.store.reads.borrow(), *shared.store.writes.borrow()), (reads + 3, writes + 3));
+}

@@ -487,24 +487,27 @@ impl<S: Sink> RouterStream<S> {
         let Some(cfg) = self.config.clone() else { return Flow::Continue };
         let Some(dep) = cfg.table.deployments.get(sent.index) else { return Flow::Continue };
         sent.responded = true;
-        set_response_header(host, DEPLOYMENT_HEADER, Some(&dep.id));
-        set_response_header(host, GROUP_HEADER, Some(&dep.group));
-        set_response_header(host, ATTEMPTS_HEADER, Some(&sent.attempts.to_string()));
+        let now = host.now_ms();
+        // A key's limits add up to 8 headers: then one map read and one map write beat a call per
+        // header; otherwise (3 router headers) a call each.
+        let mut headers = if sent.limits.is_some() { ResponseEdits::batch(host) } else { ResponseEdits::Direct };
+        headers.set(host, DEPLOYMENT_HEADER, Some(&dep.id));
+        headers.set(host, GROUP_HEADER, Some(&dep.group));
+        headers.set(host, ATTEMPTS_HEADER, Some(&sent.attempts.to_string()));
         if let Some(r) = &sent.limits {
-            for (name, value) in limits::reply::status_headers(&r.statuses, host.now_ms()) {
-                set_response_header(host, name, Some(&value));
+            for (name, value) in limits::reply::status_headers(&r.statuses, now) {
+                headers.set(host, name, Some(&value));
             }
         }
         for (name, value) in &sent.budget_headers {
-            set_response_header(host, name, Some(value));
+            headers.set(host, name, Some(value));
         }
         if let Some(from) = &sent.fallback_from {
-            set_response_header(host, FALLBACK_FROM_HEADER, Some(from));
+            headers.set(host, FALLBACK_FROM_HEADER, Some(from));
         }
-        let status = response_header(host, ":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        let now = host.now_ms();
-        let location = if response::needs_location(status) { response_header(host, "location") } else { None };
-        let redirector = status >= 300 && response_header(host, REDIRECTOR_HEADER).is_some();
+        let status = headers.get(host, ":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let location = if response::needs_location(status) { headers.get(host, "location") } else { None };
+        let redirector = status >= 300 && headers.get(host, REDIRECTOR_HEADER).is_some();
         let details = if response::needs_details(status) {
             host.property(&["response", "code_details"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
         } else {
@@ -530,27 +533,28 @@ impl<S: Sink> RouterStream<S> {
             log::debug!("llm-router: attempt on {} answered {status} ({:?}): {:?}", dep.id, facts.details, verdict.record);
         }
         if let Some(real) = verdict.unwrap_failover {
-            set_response_header(host, ":status", Some(&real.to_string()));
-            set_response_header(host, "location", None);
+            headers.set(host, ":status", Some(&real.to_string()));
+            headers.set(host, "location", None);
         }
         if redirector {
-            set_response_header(host, REDIRECTOR_HEADER, None);
+            headers.set(host, REDIRECTOR_HEADER, None);
         }
+        let headers = headers.flush(host);
         sent.outcome = verdict.outcome;
         if verdict.outcome == Some(Outcome::Success) {
             // Token usage for the strategy's statistics, the token metrics and/or the access log.
             // Usage settles tpm and budget reservations.
             let tpm = sent.limits.as_ref().is_some_and(|r| r.statuses.iter().any(|s| matches!(s.kind, Kind::Tokens | Kind::Budget)));
             if (tpm || log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body()))
-                && response_header(host, "content-encoding").is_none()
+                && headers.get(host, "content-encoding").is_none()
             {
-                sent.usage = Some(UsageTracker::for_content_type(response_header(host, "content-type").as_deref()));
+                sent.usage = Some(UsageTracker::for_content_type(headers.get(host, "content-type").as_deref()));
             }
             return Flow::Continue;
         }
         let Some(class) = verdict.record else { return Flow::Continue };
         let retry_after =
-            parse_retry_after(response_header(host, "retry-after").as_deref(), response_header(host, "retry-after-ms").as_deref(), now);
+            parse_retry_after(headers.get(host, "retry-after").as_deref(), headers.get(host, "retry-after-ms").as_deref(), now);
         let failed = FailedAttempt { deployment_index: sent.index, class, retry_after_ms: retry_after };
         self.record(host, &cfg, failed, now);
         Flow::Continue
@@ -634,6 +638,57 @@ impl<S: Sink> RouterStream<S> {
         if stats::on_finish(host.shared(), &dep.id, now, &mut sent.attempt, &finish).is_err() {
             log::warn!("llm-router: recording the end of an attempt on {} failed", dep.id);
         }
+    }
+}
+
+/// How `on_response_headers` reads and edits the response headers: a host call per header
+/// (`Direct`), or the whole map read once, edited in memory and written back once (`Batch`; a
+/// failed map read falls back to `Direct`).
+enum ResponseEdits {
+    Direct,
+    Batch { headers: Vec<(String, String)>, changed: bool },
+}
+
+impl ResponseEdits {
+    fn batch<H: Host>(host: &H) -> ResponseEdits {
+        match host.response_headers() {
+            Ok(headers) => ResponseEdits::Batch { headers, changed: false },
+            Err(status) => {
+                log::debug!("llm-router: reading the response headers failed: {status:?}");
+                ResponseEdits::Direct
+            }
+        }
+    }
+
+    fn get<H: Host>(&self, host: &H, name: &str) -> Option<String> {
+        match self {
+            ResponseEdits::Direct => response_header(host, name),
+            ResponseEdits::Batch { headers, .. } => headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+        }
+    }
+
+    fn set<H: Host>(&mut self, host: &H, name: &str, value: Option<&str>) {
+        match self {
+            ResponseEdits::Direct => set_response_header(host, name, value),
+            ResponseEdits::Batch { headers, changed } => {
+                headers.retain(|(n, _)| n != name);
+                if let Some(v) = value {
+                    headers.push((name.to_string(), v.to_string()));
+                }
+                *changed = true;
+            }
+        }
+    }
+
+    /// Writes a batch back (one call); what is left reads the edited map.
+    fn flush<H: Host>(self, host: &H) -> ResponseEdits {
+        if let ResponseEdits::Batch { headers, changed: true } = &self {
+            let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            if let Err(status) = host.set_response_headers(pairs) {
+                log::warn!("llm-router: writing the response headers failed: {status:?}");
+            }
+        }
+        self
     }
 }
 
