@@ -349,6 +349,7 @@ impl<S: Sink> RouterStream<S> {
                         log::info!("llm-router: {who} refused: {}", reply.error.code.unwrap_or("unauthorized"));
                     }
                 }
+                super::spend::refused(host, &cfg, pending.caller);
                 return self.reply(host, &reply);
             }
         };
@@ -360,7 +361,12 @@ impl<S: Sink> RouterStream<S> {
         let limited = Self::limited_key(&cfg, pending);
         let limits = match Self::admit(host, &cfg, limited, &fwd, now) {
             Ok(r) => r,
-            Err(reply) => return self.reply(host, &reply),
+            Err(reply) => {
+                if let Some((key, _)) = limited {
+                    super::spend::refused(host, &cfg, Caller::Key(key));
+                }
+                return self.reply(host, &reply);
+            }
         };
         if let (Some(r), Some((key, _))) = (&limits, limited) {
             super::spend::soft_budgets(&self.vm, &cfg, Caller::Key(key), fwd.fallback_from.as_deref().unwrap_or(fwd.group), &r.soft_exceeded);

@@ -37,6 +37,21 @@ pub fn on_log<H: Host, S: Sink>(host: &H, vm: &Vm<S>, cfg: &RouterConfig, caller
     vm.with_metrics(cfg, |m| metrics::spent(&mut m.sink, w.team_label(), &w.key, &dep.group, usage, cost));
 }
 
+/// A request the router answered itself after identifying its caller (a model the key may not
+/// call, a limit or budget refusal): the caller's names into the access-log properties, so the
+/// line of a 401 or 429 says whose it was. No cost, no metrics: nothing was spent.
+pub fn refused<H: Host>(host: &H, cfg: &RouterConfig, caller: Caller) {
+    if !cfg.envoy.access_log_properties {
+        return;
+    }
+    let Some(who) = cfg.spend.of(caller) else { return };
+    for (name, value) in spend::properties(Some(who), &[], None) {
+        if let Err(status) = host.set_property(name, value.as_bytes()) {
+            log::debug!("llm-router: setting property {name} failed: {status:?}");
+        }
+    }
+}
+
 /// An admission's budgets past `soft_budget` (`soft`: indices into the limit list of the
 /// caller's key for `model`, the model the client asked for, as admitted): one
 /// `llm_router_soft_budget_exceeded_total` each, labelled with config-defined names (a key's

@@ -174,3 +174,39 @@ fn the_request_s_tags_follow_the_key_s_in_the_log_only() {
         assert!(!name.contains("batch"), "a client's tag in a metric name: {name}");
     }
 }
+
+#[test]
+fn a_request_the_router_refuses_after_identifying_its_key_names_the_key_in_its_log_line() {
+    let (cfg, vm) = super::fake::gateway_of(&json!({
+        "model_list": super::fake::two_models(),
+        "teams": [{"team_id": "support"}],
+        "keys": [{"token": hex("sk-bot"), "key_alias": "support-bot", "team_id": "support", "models": ["mini"], "rpm_limit": 1}],
+        "envoy_settings": {"access_log_properties": true},
+    }));
+    let shared = FakeHost::default();
+    let refused = |model: &str| {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let len = body.len().to_string();
+        let host = FakeHost::sharing(&shared);
+        host.set_request(
+            &[(":method", "POST"), (":path", "/v1/chat/completions"), (":authority", "gw"), ("content-type", "application/json"), ("content-length", &len), ("authorization", "Bearer sk-bot")],
+            &body,
+        );
+        let mut s = RouterStream::new(Some(cfg.clone()), vm.clone());
+        s.on_request_headers(&host, false);
+        s.on_request_body(&host, body.len(), true);
+        s.on_log(&host);
+        let status = host.reply().map(|r| r.status);
+        let props = host.set_properties.borrow().clone();
+        (status, props)
+    };
+    // A model the key may not call: 401, and the line says whose request it was.
+    let (status, props) = refused("gpt-4o");
+    assert_eq!(status, Some(401));
+    assert_eq!(spend_props(&props), [("llm_router.key_alias", "support-bot"), ("llm_router.team_id", "support")]);
+    // Rate limited: the second request of the window, 429, named too; nothing was spent.
+    assert_eq!(refused("mini").0, None, "the first fits");
+    let (status, props) = refused("mini");
+    assert_eq!(status, Some(429));
+    assert_eq!(spend_props(&props), [("llm_router.key_alias", "support-bot"), ("llm_router.team_id", "support")]);
+}
