@@ -47,6 +47,8 @@ pub mod cli_api {
     pub use crate::access::{key_hash, parse_hex};
     pub use crate::config::iso8601::parse_ms as parse_time_ms;
     pub use crate::limits::{is_none as is_no_duration, parse as parse_duration};
+    // `llm-router spend`: cost totals printed as the access log prints a request's.
+    pub use crate::limits::cost::usd;
     pub use crate::failover::FAILOVER_PATH;
     pub use crate::metrics::{tag_regex, TAGS};
     pub use crate::openai::json_write::string_len;

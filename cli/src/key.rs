@@ -556,14 +556,7 @@ fn user_entry(
         }
     };
     let mut entry: Vec<(&str, Value)> = vec![("user_id", Value::from(id.as_str()))];
-    for f in BUDGETS {
-        let (v, p) = own_or_table(f);
-        match v {
-            None => {}
-            Some(Json::Number(n)) if n.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0) => entry.push((f, Value::from(Json::Number(n.clone())))),
-            Some(other) => refuse(r, p, format!("must be an amount in USD (a number >= 0), got {}", describe(other))),
-        }
-    }
+    budget_amounts(&own_or_table, &mut entry, r);
     let has_budget = entry.len() > 1;
     let (v, p) = own_or_table("budget_duration");
     duration_field(v, p, &mut entry, r);
@@ -727,14 +720,7 @@ fn key_entry(path: &str, item: &Json, r: &mut Vec<Refusal>, dropped: &mut BTreeM
             entry.push((f, Value::map(limits.into_iter().map(|(k, n)| (k, Value::from(n))))));
         }
     }
-    for f in BUDGETS {
-        let (v, p) = own_or_table(f);
-        match v {
-            None => {}
-            Some(Json::Number(n)) if n.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0) => entry.push((f, Value::from(Json::Number(n.clone())))),
-            Some(other) => refuse(r, p, format!("must be an amount in USD (a number >= 0), got {}", describe(other))),
-        }
-    }
+    budget_amounts(&own_or_table, &mut entry, r);
     {
         let (v, p) = own_or_table("budget_duration");
         duration_field(v, p, &mut entry, r);
@@ -836,6 +822,19 @@ fn team_entry(path: &str, item: &Json, ids: &[String], paths: &[String], r: &mut
 
 /// `budget_duration`: written when it is a period the loader reads; LiteLLM's "no period"
 /// (`none`, `null`, empty) is left out.
+/// The USD amounts of [`BUDGETS`] (the entry's own, else its budget table's, as `own_or_table`
+/// finds them) into `entry`; anything but a number >= 0 is refused at its path.
+fn budget_amounts<'j>(own_or_table: &dyn Fn(&str) -> (Option<&'j Json>, String), entry: &mut Vec<(&'static str, Value)>, r: &mut Vec<Refusal>) {
+    for f in BUDGETS {
+        let (v, p) = own_or_table(f);
+        match v {
+            None => {}
+            Some(Json::Number(n)) if n.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0) => entry.push((f, Value::from(Json::Number(n.clone())))),
+            Some(other) => refuse(r, p, format!("must be an amount in USD (a number >= 0), got {}", describe(other))),
+        }
+    }
+}
+
 fn duration_field(v: Option<&Json>, path: String, entry: &mut Vec<(&str, Value)>, r: &mut Vec<Refusal>) {
     match v {
         None => {}

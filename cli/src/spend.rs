@@ -142,16 +142,8 @@ pub fn parse_usd_nanos(s: &str) -> Option<u64> {
     base.checked_add(u64::from(round_up))
 }
 
-/// Nano-USD as an exact decimal in USD: `0.0000015`, `3`, `0`.
-pub fn usd(nanos: u128) -> String {
-    let int = nanos / 1_000_000_000;
-    let frac = nanos % 1_000_000_000;
-    if frac == 0 {
-        return int.to_string();
-    }
-    let f = format!("{frac:09}");
-    format!("{int}.{}", f.trim_end_matches('0'))
-}
+/// Nano-USD as an exact decimal in USD (`0.0000015`, `3`): the filter's own formatting.
+pub use llm_router::cli_api::usd;
 
 fn none_if_dash(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty() && s != NONE)

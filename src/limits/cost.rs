@@ -51,6 +51,17 @@ pub fn actual_nanos(prices: Option<Prices>, usage: &Usage) -> u64 {
     prices.map_or(0, |p| p.nanos(usage.input_tokens, usage.output_tokens))
 }
 
+/// Nano-USD as an exact decimal in USD: `0.0000015`, `3`, `0` (no float rounding: the access log
+/// and `llm-router spend` sum these exactly; the CLI's totals are `u128`).
+pub fn usd(nanos: u128) -> String {
+    let (int, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+    if frac == 0 {
+        return int.to_string();
+    }
+    let digits = format!("{frac:09}");
+    format!("{int}.{}", digits.trim_end_matches('0'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

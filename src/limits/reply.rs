@@ -49,14 +49,15 @@ pub fn status_headers(statuses: &[Status], now_ms: u64) -> Vec<(&'static str, St
     out
 }
 
-/// The USD amount of `nanos` as a decimal (`0.000123`): no float noise, trailing zeros cut.
+/// The USD amount of `nanos` as LiteLLM prints its float spend and budgets (`0.000123`, `1.0`):
+/// [`super::cost::usd`]'s exact decimal, with `.0` on whole amounts.
 pub fn usd(nanos: u64) -> String {
-    let (whole, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
-    if frac == 0 {
-        return format!("{whole}.0");
+    let s = super::cost::usd(u128::from(nanos));
+    if s.contains('.') {
+        s
+    } else {
+        s + ".0"
     }
-    let digits = format!("{frac:09}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// The budget headers of an admitted request. For the key's own budget LiteLLM's

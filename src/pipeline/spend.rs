@@ -166,18 +166,7 @@ pub fn cost_nanos(info: &ModelInfo, usage: &Usage) -> Option<u64> {
     Some(crate::limits::cost::actual_nanos(Some(prices), usage))
 }
 
-/// Nano-USD as an exact decimal in USD: `0.0000015`, `3`, `0`.
-pub fn usd(nanos: u64) -> String {
-    let (int, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
-    if frac == 0 {
-        return int.to_string();
-    }
-    let mut s = format!("{int}.{frac:09}");
-    while s.ends_with('0') {
-        s.pop();
-    }
-    s
-}
+pub use crate::limits::cost::usd;
 
 /// The properties `on_log` sets: the caller's names (those it has), the tags — the key's, then
 /// the request's (`request_tags`: client strings, cleaned and bounded by [`join_tags`]) — and the
@@ -202,7 +191,7 @@ pub fn properties(who: Option<&Who>, request_tags: &[String], cost_nanos: Option
         out.push((TAGS, t));
     }
     if let Some(c) = cost_nanos {
-        out.push((COST_USD, usd(c)));
+        out.push((COST_USD, usd(u128::from(c))));
     }
     out
 }
@@ -281,7 +270,7 @@ mod tests {
         assert_eq!(usd(0), "0");
         assert_eq!(usd(2_000_000_000), "2");
         assert_eq!(usd(1_000_000_001), "1.000000001");
-        assert_eq!(usd(u64::MAX), "18446744073.709551615");
+        assert_eq!(usd(u128::from(u64::MAX)), "18446744073.709551615");
     }
 
     #[test]

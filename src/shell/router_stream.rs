@@ -7,10 +7,11 @@
 //! usage is known, +1–5 for the caller's names and the cost: `shell/spend.rs`). Shared-data writes happen only when an attempt failed. The local endpoints
 //! answer in the headers phase. Metrics (`envoy_settings.metrics`) add 2–3 metric calls when an
 //! attempt is forwarded, 2–5 in `on_log` (+1–4 spend counters for a request with a key), 1–3 per failure, and the token-usage read of the
-//! response body (`host/metrics.rs`). A virtual key with rate limits adds, per limit, one
+//! response body (`host/metrics.rs`). A virtual key with limits adds, per limit, one
 //! shared-data read and one CAS write at admission and again at settlement in `on_log` (rpm: none
-//! at settlement), 6 response-header writes at most, and the response-body read when a tpm limit
-//! applies. Keys bound to a mesh principal or JWT subject (`mesh_principals`, `jwt_subjects`) add,
+//! at settlement); its response headers (the router's, `x-ratelimit-*`, budget) are then read and
+//! written as one map (2 calls instead of a call per header and per read); and the response-body
+//! read when a tpm limit or a budget applies. Keys bound to a mesh principal or JWT subject (`mesh_principals`, `jwt_subjects`) add,
 //! for a request that presents no key, 1–3 property reads in the headers phase (`shell/identity.rs`);
 //! without bindings, none.
 //!
@@ -356,27 +357,16 @@ impl<S: Sink> RouterStream<S> {
         if !Self::apply(host, &fwd, &headers, body_size) {
             return self.reply(host, &internal_error("llm-router could not rewrite the request"));
         }
-        // Rate limits: a pre-call check, after identity and model access (LiteLLM's limiter is
-        // a pre-call hook). Admitted here, settled in `on_log` whatever ends the stream.
-        let limited = Self::limited_key(&cfg, pending);
-        let limits = match Self::admit(host, &cfg, limited, &fwd, now) {
-            Ok(r) => r,
+        // Limits and budgets: a pre-call check, after identity and model access (LiteLLM's limiter
+        // is a pre-call hook). Admitted here, settled in `on_log` whatever ends the stream. A
+        // failover pass is its first pass's caller's (the signed state's payer).
+        let payer = crate::pipeline::spend::payer(pending.caller, pending.redirect.as_ref().and_then(|r| r.state.payer), cfg.generation);
+        let (limits, budget_headers) = match self.admit(host, &cfg, pending, payer, &fwd, now) {
+            Ok(admitted) => admitted.map_or((None, Vec::new()), |(r, h)| (Some(r), h)),
             Err(reply) => {
-                if let Some((key, _)) = limited {
-                    super::spend::refused(host, &cfg, Caller::Key(key));
-                }
+                super::spend::refused(host, &cfg, payer);
                 return self.reply(host, &reply);
             }
-        };
-        if let (Some(r), Some((key, _))) = (&limits, limited) {
-            super::spend::soft_budgets(&self.vm, &cfg, Caller::Key(key), fwd.fallback_from.as_deref().unwrap_or(fwd.group), &r.soft_exceeded);
-        }
-        let budget_headers = match (&limits, limited) {
-            (Some(r), Some((key, _))) => {
-                let plan = cfg.limits.for_request(key, fwd.fallback_from.as_deref().unwrap_or(fwd.group));
-                limits::reply::budget_headers(&r.statuses, &r.soft_exceeded, plan)
-            }
-            _ => Vec::new(),
         };
         log::debug!(
             "llm-router: {} → deployment {} ({}) via {}, attempt {}",
@@ -423,36 +413,33 @@ impl<S: Sink> RouterStream<S> {
             limits,
             budget_headers,
             responded: false,
-            caller: crate::pipeline::spend::payer(pending.caller, pending.redirect.as_ref().and_then(|r| r.state.payer), cfg.generation),
+            caller: payer,
             tags: fwd.tags,
         });
         Flow::Continue
     }
 
-    /// The key whose limits this pass admits against, and how many requests it counts: a
-    /// virtual key's first pass counts 1; a failover pass counts 0 (its first pass counted the
-    /// request) on the key its verified state names — unless the config was reloaded since, when
-    /// the index may name another key (that pass is then not admitted; logged).
-    fn limited_key(cfg: &RouterConfig, pending: &Pending) -> Option<(usize, u64)> {
-        let state = pending.redirect.as_ref().and_then(|r| r.state.payer);
-        match crate::pipeline::spend::payer(pending.caller, state, cfg.generation) {
-            Caller::Key(key) if pending.caller == Caller::Replay => Some((key, 0)),
-            Caller::Key(key) => Some((key, 1)),
-            _ => {
-                if matches!(state, Some(crate::failover::Payer::Key { generation, .. }) if generation != cfg.generation) {
-                    log::info!("llm-router: the config changed during a failover: this pass is not admitted against the key's limits");
-                }
-                None
+    /// Admits the request of `payer` (the caller, or a failover pass's first pass's) against its
+    /// key's limits (key, team or user, key-per-model for the model the client asked for): a
+    /// first pass counts 1 request, a failover pass 0 (its first pass counted it). None: no
+    /// limits apply; else the reservation and its budget response headers. Store failures skip
+    /// the limit (fail open, logged).
+    #[allow(clippy::type_complexity)]
+    fn admit<H: Host>(
+        &self,
+        host: &H,
+        cfg: &RouterConfig,
+        pending: &Pending,
+        payer: Caller,
+        fwd: &Forward<'_>,
+        now: u64,
+    ) -> Result<Option<(Reservation, Vec<(&'static str, String)>)>, Reply> {
+        let Caller::Key(key) = payer else {
+            if matches!(pending.redirect.as_ref().and_then(|r| r.state.payer), Some(crate::failover::Payer::Key { generation, .. }) if generation != cfg.generation) {
+                log::info!("llm-router: the config changed during a failover: this pass is not admitted against the key's limits");
             }
-        }
-    }
-
-    /// Admits a virtual key's request against its limits (key, team, user, key-per-model for
-    /// the model the client asked for). None: no limits apply. Store failures skip the limit
-    /// (fail open, logged).
-    fn admit<H: Host>(host: &H, cfg: &RouterConfig, limited: Option<(usize, u64)>, fwd: &Forward<'_>, now: u64) -> Result<Option<Reservation>, Reply> {
-        let Some((key, requests)) = limited else { return Ok(None) };
-        let caller = Caller::Key(key);
+            return Ok(None);
+        };
         let model = fwd.fallback_from.as_deref().unwrap_or(fwd.group);
         let plan = cfg.limits.for_request(key, model);
         if plan.is_empty() {
@@ -462,7 +449,7 @@ impl<S: Sink> RouterStream<S> {
         let demand = Demand {
             tokens: limits::plan::token_demand(fwd.input_tokens, fwd.max_output_tokens),
             cost_nanos: limits::cost::worst_case_nanos(prices, fwd.input_tokens, fwd.max_output_tokens),
-            requests,
+            requests: if pending.caller == Caller::Replay { 0 } else { 1 },
         };
         let limiter = Local { store: host.shared(), policy: OnUnavailable::FailOpen };
         match limiter.admit(plan.to_vec(), demand, now) {
@@ -470,14 +457,16 @@ impl<S: Sink> RouterStream<S> {
                 for &i in &r.unchecked {
                     if let Some(l) = plan.get(i) {
                         // Never the record's key: it holds the key's hash.
-                        let who = cfg.access.describe(caller).unwrap_or_default();
+                        let who = cfg.access.describe(payer).unwrap_or_default();
                         log::warn!("llm-router: {who}: a {:?} limit could not be checked (shared data unavailable); the request goes on", l.kind);
                     }
                 }
-                Ok(Some(r))
+                super::spend::soft_budgets(&self.vm, cfg, payer, plan, &r.soft_exceeded);
+                let headers = limits::reply::budget_headers(&r.statuses, &r.soft_exceeded, plan);
+                Ok(Some((r, headers)))
             }
             Err(refusal) => {
-                let who = cfg.access.describe(caller).unwrap_or_default();
+                let who = cfg.access.describe(payer).unwrap_or_default();
                 log::info!("llm-router: {who} rate limited ({:?} {:?} limit {})", refusal.kind, refusal.reason, refusal.limit);
                 let name = match cfg.access.keys.get(key).and_then(|k| k.alias.as_deref()) {
                     Some(alias) => alias.to_string(),
@@ -550,8 +539,8 @@ impl<S: Sink> RouterStream<S> {
         if verdict.outcome == Some(Outcome::Success) {
             // Token usage for the strategy's statistics, the token metrics and/or the access log.
             // Usage settles tpm and budget reservations.
-            let tpm = sent.limits.as_ref().is_some_and(|r| r.statuses.iter().any(|s| matches!(s.kind, Kind::Tokens | Kind::Budget)));
-            if (tpm || log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body()))
+            let settles_usage = sent.limits.as_ref().is_some_and(|r| r.statuses.iter().any(|s| matches!(s.kind, Kind::Tokens | Kind::Budget)));
+            if (settles_usage || log_props::wants_usage(&cfg.envoy, sent.attempt.track.reads_response_body()))
                 && headers.get(host, "content-encoding").is_none()
             {
                 sent.usage = Some(UsageTracker::for_content_type(headers.get(host, "content-type").as_deref()));
@@ -588,6 +577,9 @@ impl<S: Sink> RouterStream<S> {
         let Some(cfg) = self.config.clone() else { return };
         // The response's token usage, read once for the access log, the metrics and the statistics.
         let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
+        // Its cost at the serving deployment's prices (None: unpriced or no usage), for the
+        // budgets, the access log and the spend metrics.
+        let cost = usage.as_ref().zip(cfg.table.deployments.get(sent.index)).and_then(|(u, d)| crate::pipeline::spend::cost_nanos(&d.info, u));
         if let Some(reservation) = sent.limits.take() {
             // Tokens: the usage the response reported; none from an attempt answered with an
             // error (nothing was generated); unknown — a success without usage, or a stream that
@@ -604,10 +596,10 @@ impl<S: Sink> RouterStream<S> {
                 (None, _) if !sent.responded && !redirected() => None,
                 (None, _) => Some(0),
             };
-            // Cost follows the tokens: priced usage, 0 with the tokens, or unknown with them.
-            let prices = cfg.table.deployments.get(sent.index).and_then(|d| limits::cost::Prices::of(&d.info));
-            let cost_nanos = match (&usage, tokens) {
-                (Some(u), _) => Some(limits::cost::actual_nanos(prices, u)),
+            // Cost follows the tokens: priced usage (an unpriced deployment costs 0), 0 with the
+            // tokens, or unknown with them.
+            let cost_nanos = match (usage, tokens) {
+                (Some(_), _) => Some(cost.unwrap_or(0)),
                 (None, Some(_)) => Some(0),
                 (None, None) => None,
             };
@@ -623,7 +615,7 @@ impl<S: Sink> RouterStream<S> {
             }
         }
         // ---- spend attribution: names and cost for the access log, spend metrics ----
-        super::spend::on_log(host, &self.vm, &cfg, sent.caller, &sent.tags, sent.index, usage);
+        super::spend::on_log(host, &self.vm, &cfg, sent.caller, &sent.tags, sent.index, usage, cost);
         let stats_open = sent.attempt.open() || sent.attempt.track.latency;
         if !stats_open && !cfg.envoy.metrics {
             return;

@@ -17,10 +17,11 @@ use crate::pipeline::spend::{self, NONE};
 /// The end of a forwarded attempt on deployment `index`: its caller's names, the key's and the
 /// request's `tags` (client strings: bounded, cleaned, only ever in the access log) and its cost
 /// into the access-log properties, its tokens and cost into the spend metrics.
-pub fn on_log<H: Host, S: Sink>(host: &H, vm: &Vm<S>, cfg: &RouterConfig, caller: Caller, tags: &[String], index: usize, usage: Option<Usage>) {
+/// `cost`: the response's cost (`spend::cost_nanos`; None when unpriced or without usage).
+#[allow(clippy::too_many_arguments)]
+pub fn on_log<H: Host, S: Sink>(host: &H, vm: &Vm<S>, cfg: &RouterConfig, caller: Caller, tags: &[String], index: usize, usage: Option<Usage>, cost: Option<u64>) {
     let Some(dep) = cfg.table.deployments.get(index) else { return };
     let who = cfg.spend.of(caller);
-    let cost = usage.as_ref().and_then(|u| spend::cost_nanos(&dep.info, u));
     if cfg.envoy.access_log_properties {
         // The cost goes with the token counts (`access_log_tokens`); Envoy runs this before
         // the access loggers, so the values reach this pass's line.
@@ -52,16 +53,14 @@ pub fn refused<H: Host>(host: &H, cfg: &RouterConfig, caller: Caller) {
     }
 }
 
-/// An admission's budgets past `soft_budget` (`soft`: indices into the limit list of the
-/// caller's key for `model`, the model the client asked for, as admitted): one
+/// An admission's budgets past `soft_budget` (`soft`: indices into `plan`, the limit list the
+/// request was admitted against): one
 /// `llm_router_soft_budget_exceeded_total` each, labelled with config-defined names (a key's
 /// scope is named by its alias or `keys[i]`, never its hash).
-pub fn soft_budgets<S: Sink>(vm: &Vm<S>, cfg: &RouterConfig, caller: Caller, model: &str, soft: &[usize]) {
-    let Caller::Key(k) = caller else { return };
+pub fn soft_budgets<S: Sink>(vm: &Vm<S>, cfg: &RouterConfig, caller: Caller, plan: &[Limit], soft: &[usize]) {
     if soft.is_empty() {
         return;
     }
-    let plan: &[Limit] = cfg.limits.for_request(k, model);
     let key = cfg.spend.of(caller).map_or(NONE, |w| w.key.as_str());
     vm.with_metrics(cfg, |m| {
         for l in soft.iter().filter_map(|&i| plan.get(i)) {
