@@ -142,8 +142,11 @@ pub fn parse_usd_nanos(s: &str) -> Option<u64> {
     base.checked_add(u64::from(round_up))
 }
 
-/// Nano-USD as an exact decimal in USD (`0.0000015`, `3`): the filter's own formatting.
-pub use llm_router::cli_api::usd;
+/// Nano-USD as an exact decimal in USD (`0.0000015`, `3`), formatted as the filter formats a
+/// request's; a total beyond u64 nano-USD ($18.4 billion) saturates, as `cost_nanousd` does.
+pub fn usd(nanos: u128) -> String {
+    llm_router::cli_api::usd(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
 
 fn none_if_dash(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty() && s != NONE)

@@ -52,8 +52,9 @@ pub fn actual_nanos(prices: Option<Prices>, usage: &Usage) -> u64 {
 }
 
 /// Nano-USD as an exact decimal in USD: `0.0000015`, `3`, `0` (no float rounding: the access log
-/// and `llm-router spend` sum these exactly; the CLI's totals are `u128`).
-pub fn usd(nanos: u128) -> String {
+/// and `llm-router spend` sum these exactly). `u64`, not `u128`: 128-bit division costs the wasm
+/// module 1.6 kB (measured).
+pub fn usd(nanos: u64) -> String {
     let (int, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
     if frac == 0 {
         return int.to_string();

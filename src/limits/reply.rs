@@ -52,7 +52,7 @@ pub fn status_headers(statuses: &[Status], now_ms: u64) -> Vec<(&'static str, St
 /// The USD amount of `nanos` as LiteLLM prints its float spend and budgets (`0.000123`, `1.0`):
 /// [`super::cost::usd`]'s exact decimal, with `.0` on whole amounts.
 pub fn usd(nanos: u64) -> String {
-    let s = super::cost::usd(u128::from(nanos));
+    let s = super::cost::usd(nanos);
     if s.contains('.') {
         s
     } else {

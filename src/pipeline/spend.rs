@@ -191,7 +191,7 @@ pub fn properties(who: Option<&Who>, request_tags: &[String], cost_nanos: Option
         out.push((TAGS, t));
     }
     if let Some(c) = cost_nanos {
-        out.push((COST_USD, usd(u128::from(c))));
+        out.push((COST_USD, usd(c)));
     }
     out
 }
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(usd(0), "0");
         assert_eq!(usd(2_000_000_000), "2");
         assert_eq!(usd(1_000_000_001), "1.000000001");
-        assert_eq!(usd(u128::from(u64::MAX)), "18446744073.709551615");
+        assert_eq!(usd(u64::MAX), "18446744073.709551615");
     }
 
     #[test]
