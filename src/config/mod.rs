@@ -13,6 +13,7 @@ pub(crate) mod iso8601;
 pub(crate) mod identity;
 pub(crate) mod keys;
 mod problems;
+pub mod rate_limit_service;
 mod schema;
 mod settings;
 mod table;

@@ -122,6 +122,8 @@ pub struct EnvoySettings {
     pub access_log_tokens: bool,
     /// `metrics` (default true): emit the `llm_router_*` Envoy stats (see `crate::metrics`).
     pub metrics: bool,
+    /// `rate_limit_service`: the keys' limits are also admitted by this RLS (global mode).
+    pub rate_limit_service: Option<super::rate_limit_service::RateLimitService>,
 }
 
 /// Background health probes (`background_health_checks`, `health_check_interval`).
@@ -229,7 +231,7 @@ pub fn needs_failover(r: &RouterSettings) -> Option<&'static str> {
 
 const ENVOY_KEYS: &[&str] = &[
     "cluster_header", "max_cooldown_time", "max_request_body_bytes", "models_paths", "health_path",
-    "access_log_properties", "access_log_tokens", "failover", "metrics",
+    "access_log_properties", "access_log_tokens", "failover", "metrics", "rate_limit_service",
 ];
 
 pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySettings {
@@ -259,6 +261,7 @@ pub fn parse_envoy(section: &Section<'_>, diags: &mut Diagnostics) -> EnvoySetti
         access_log_properties: section.bool("access_log_properties", diags).unwrap_or(false),
         access_log_tokens: section.bool("access_log_tokens", diags).unwrap_or(false),
         metrics: section.bool("metrics", diags).unwrap_or(true),
+        rate_limit_service: super::rate_limit_service::parse(&section.child("rate_limit_service", diags), diags),
     }
 }
 

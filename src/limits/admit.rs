@@ -100,7 +100,7 @@ impl Scope {
 }
 
 impl Kind {
-    fn tag(&self) -> &'static str {
+    pub fn tag(&self) -> &'static str {
         match self {
             Kind::Requests => "rpm",
             Kind::Tokens => "tpm",
@@ -126,7 +126,7 @@ impl Limit {
     /// as the whole limit (at least 1): such a request runs alone in its window instead of never
     /// (a 4096-token default reservation against `tpm_limit: 1000`); its settlement may then
     /// exceed the limit by its excess, the `(c − r)⁺` term of the bounds.
-    fn amount(&self, demand: &Demand) -> u64 {
+    pub(crate) fn amount(&self, demand: &Demand) -> u64 {
         match self.kind {
             Kind::Requests => demand.requests,
             Kind::Parallel => 1,
@@ -521,6 +521,8 @@ pub struct Settled {
 pub struct Settling {
     held: Vec<Held>,
     actual: Actual,
+    /// Undo everything, requests counted at admission included (the request never ran).
+    cancel: bool,
     read: Option<Versioned>,
     retries: u32,
     report: Settled,
@@ -532,7 +534,13 @@ impl Settling {
         let mut held = reservation.held;
         // rpm was consumed at admission: nothing to settle.
         held.retain(|h| !h.consumed);
-        Settling { held, actual, read: None, retries: 0, report: Settled::default() }
+        Settling { held, actual, cancel: false, read: None, retries: 0, report: Settled::default() }
+    }
+
+    /// Starts undoing `reservation` as if the request had never been admitted: its requests,
+    /// tokens, cost and slot all come off (a later gate — the global limits — refused it).
+    pub fn cancel(reservation: Reservation) -> Settling {
+        Settling { held: reservation.held, actual: Actual::default(), cancel: true, read: None, retries: 0, report: Settled::default() }
     }
 
     /// Runs one store operation.
@@ -541,11 +549,13 @@ impl Settling {
             return Progress::Done(self.report);
         };
         let consumed = match held.kind {
+            _ if self.cancel => 0,
             Kind::Tokens => self.actual.tokens.unwrap_or(held.amount),
             Kind::Budget => self.actual.cost_nanos.unwrap_or(held.amount),
             Kind::Parallel | Kind::Requests => 0,
         };
-        match undo_step(store, &mut self.read, &mut self.retries, held, 0, held.amount, consumed) {
+        let (used, reserved) = if held.consumed { (held.amount, 0) } else { (0, held.amount) };
+        match undo_step(store, &mut self.read, &mut self.retries, held, used, reserved, consumed) {
             UndoStep::Again => {}
             UndoStep::Finished => {
                 self.held.pop();
@@ -584,6 +594,18 @@ pub fn admit<S: CasStore + ?Sized>(store: &S, plan: Vec<Limit>, demand: Demand, 
 /// or released (parallel slot), once.
 pub fn settle<S: CasStore + ?Sized>(store: &S, reservation: Reservation, actual: Actual) -> Settled {
     let mut m = Settling::new(reservation, actual);
+    loop {
+        match m.step(store) {
+            Progress::Pending(next) => m = next,
+            Progress::Done(report) => return report,
+        }
+    }
+}
+
+/// Undoes an admission whose request was refused after it (by the global limits): every
+/// counter, rpm included, goes back to what it would be without the request.
+pub fn cancel<S: CasStore + ?Sized>(store: &S, reservation: Reservation) -> Settled {
+    let mut m = Settling::cancel(reservation);
     loop {
         match m.step(store) {
             Progress::Pending(next) => m = next,
@@ -709,6 +731,20 @@ mod tests {
         }
         // The team record was only read: the other request's hold is all it has.
         assert_eq!(rec(&s, &plan[3]).map(|r| (r.used, r.reserved)), Some((0, 50)));
+    }
+
+    #[test]
+    fn cancel_undoes_every_kind_rpm_included() {
+        let plan = vec![limit(key(), Kind::Parallel, 1), limit(key(), Kind::Requests, 1), limit(key(), Kind::Tokens, 1000), limit(key(), Kind::Budget, 10_000)];
+        let s = store_for(&plan);
+        let d = Demand { tokens: 300, cost_nanos: 3_000, requests: 1 };
+        let r = admit(&s, plan.clone(), d, NOW, OnUnavailable::FailClosed).unwrap();
+        assert!(admit(&s, plan.clone(), d, NOW, OnUnavailable::FailClosed).is_err(), "full");
+        assert_eq!(cancel(&s, r), Settled { applied: 4, failed: 0 });
+        for l in &plan {
+            assert_eq!(rec(&s, l).map(|r| (r.used, r.reserved)), Some((0, 0)), "{l:?}");
+        }
+        admit(&s, plan, d, NOW, OnUnavailable::FailClosed).expect("room again");
     }
 
     #[test]

@@ -131,6 +131,7 @@
 mod admit;
 pub mod cost;
 mod counter;
+pub mod global;
 pub mod plan;
 #[cfg(test)]
 mod props;
@@ -139,7 +140,7 @@ mod store;
 mod window;
 
 pub use admit::{
-    admit, settle, Actual, Admitting, Demand, Kind, Limit, Limiter, Local, OnUnavailable, Progress, Reason, Refusal, Reservation, Scope, Settled, Settling, Status,
+    admit, cancel, settle, Actual, Admitting, Demand, Kind, Limit, Limiter, Local, OnUnavailable, Progress, Reason, Refusal, Reservation, Scope, Settled, Settling, Status,
     KEY_PREFIX, MAX_CAS_RETRIES,
 };
 pub use counter::{usd_to_nanos, Check, Record};
