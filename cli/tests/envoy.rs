@@ -236,7 +236,7 @@ fn stats_tags_turn_the_metric_names_into_labels() {
     let (b, _) = generate(&[]);
     let tags = b["stats_config"]["stats_tags"].as_array().unwrap_or_else(|| panic!("no stats_tags"));
     let names: Vec<&str> = tags.iter().filter_map(|t| t["tag_name"].as_str()).collect();
-    assert_eq!(names, ["model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name"]);
+    assert_eq!(names, ["model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name", "rls_call", "rls_result"]);
     assert_eq!(tags[0]["regex"], r"(model_group=\.=(.*?);\.;)");
 
     let d = dir("envoy-no-metrics");

@@ -414,7 +414,7 @@ fn the_header_says_what_istio_users_lose_and_need() {
     assert!(header.contains("Cooldowns, balancing, health probes and metrics work as in Envoy"), "{header}");
     assert!(header.contains("Not supported: sidecars, waypoints (ambient)"), "{header}");
     assert!(header.contains("Give the LLM API its own gateway"), "{header}");
-    assert!(header.contains("extraStatTags: [model_group, deployment, class, fallback_from, error_code, team, key_alias, scope, scope_name]"), "{header}");
+    assert!(header.contains("extraStatTags: [model_group, deployment, class, fallback_from, error_code, team, key_alias, scope, scope_name, rls_call, rls_result]"), "{header}");
     assert!(header.contains(r#"proxyStatsMatcher.inclusionRegexps: [".*llm_router_.*"]"#), "{header}");
 }
 

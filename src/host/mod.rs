@@ -12,6 +12,7 @@ mod metrics;
 mod probe;
 mod proxy;
 mod root;
+mod settle;
 mod shared;
 mod upstream;
 

@@ -88,4 +88,25 @@ impl Host for ProxyHost {
     fn send_reply(&self, status: u16, headers: Vec<(&str, &str)>, body: &[u8]) -> Result<(), HostError> {
         hostcalls::send_http_response(u32::from(status), headers, Some(body)).map_err(err)
     }
+
+    /// The SDK's `dispatch_grpc_call`, the only way to have the answer routed back to this
+    /// context (it registers the token). It panics on host statuses other than Ok, ParseFailure
+    /// and InternalFailure; Envoy returns BadArgument only when the upstream bytes parse as a
+    /// `GrpcService` it cannot use, which `config::rate_limit_service` rules out for the cluster
+    /// names it accepts (a missing cluster is a ParseFailure).
+    fn grpc_call(&self, cluster: &str, service: &str, method: &str, message: &[u8], timeout_ms: u64) -> Result<u32, HostError> {
+        hostcalls::dispatch_grpc_call(cluster, service, method, Vec::new(), Some(message), std::time::Duration::from_millis(timeout_ms)).map_err(err)
+    }
+
+    fn grpc_response(&self, size: usize) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size).map_err(err)
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        hostcalls::resume_http_request().map_err(err)
+    }
+
+    fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
+        hostcalls::enqueue_shared_queue(queue, Some(message)).map_err(err)
+    }
 }

@@ -66,6 +66,7 @@ pub struct Root {
     vm: Rc<HostVm>,
     upstream: bool,
     probes: Option<super::probe::Probes>,
+    settlements: super::settle::Settlements,
 }
 
 impl Default for Root {
@@ -79,6 +80,7 @@ impl Default for Root {
             vm: Rc::new(Vm::new(rng, vm_key(), HostSink::default())),
             upstream: false,
             probes: None,
+            settlements: super::settle::Settlements::default(),
         }
     }
 }
@@ -86,6 +88,10 @@ impl Default for Root {
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
         super::probe::on_response(&mut self.probes, token_id, num_headers, body_size);
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
+        super::settle::on_response(&mut self.settlements, self.config.as_deref(), &self.vm, token_id, status_code);
     }
 }
 
@@ -152,10 +158,16 @@ impl RootContext for Root {
         if cfg.envoy.metrics && hostcalls::set_tick_period(std::time::Duration::from_secs(1)).is_err() {
             log::warn!("llm-router: no tick: the cooling gauges will only change when this VM records a failure");
         }
+        let suffix = self.vm.rng.try_borrow_mut().map(|mut r| r.next_u64()).unwrap_or_else(|_| super::now_ms());
+        super::settle::configure(&cfg, &self.vm, suffix);
         let cfg = Rc::new(cfg);
         self.probes = super::probe::configure(&cfg, &self.vm, &raw);
         self.config = Some(cfg);
         true
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        super::settle::on_queue_ready(&mut self.settlements, self.config.as_deref(), &self.vm, queue_id);
     }
 
     fn on_tick(&mut self) {

@@ -126,6 +126,23 @@ fn budget_reply(refusal: &Refusal, now_ms: u64) -> Reply {
     Reply { error: ApiError::new(429, "budget_exceeded", None, Some("429"), message), headers }
 }
 
+/// A request refused because the rate limit service could not answer and limits of `kind` fail
+/// closed (`rate_limit_service.failure_mode`): 503, OpenAI-shaped (the SDK's
+/// `InternalServerError`, which it retries), with a short `retry-after`.
+pub fn unavailable_reply(kind: Kind) -> Reply {
+    let message = format!(
+        "The rate limit service could not be reached to check this request's {} limit, which fails closed. Retry shortly.",
+        match kind {
+            Kind::Requests => "rpm",
+            Kind::Tokens => "tpm",
+            Kind::Parallel => "max_parallel_requests",
+            Kind::Budget => "budget",
+        }
+    );
+    let error = ApiError::new(503, "service_unavailable_error", None, Some("rate_limit_service_unavailable"), message);
+    Reply { error, headers: vec![("retry-after", "1".to_string())] }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,12 @@ pub enum Metric {
     /// key, team, user, key_model; `scope_name`: the key's label, team id, user id,
     /// `<key>:<model>`).
     SoftBudgetExceeded,
+    /// Calls to the rate limit service (global limits) by `rls_call` (`admission`,
+    /// `settlement`) and `rls_result`: `ok`, `over_limit`, or why there was no answer
+    /// (`timeout`, `unavailable`, `grpc_error`, `dispatch`, `malformed`; `limits::global::Failure`).
+    RlsCalls,
+    /// Admission call → its answer, ms (the time a request waits for the RLS).
+    RlsDuration,
 }
 
 const DEPLOYMENT: &[&str] = &["model_group", "deployment"];
@@ -59,7 +65,7 @@ const SPEND: &[&str] = &["team", "key_alias", "model_group"];
 
 impl Metric {
     #[cfg(test)]
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 19] = [
         Metric::Requests,
         Metric::Failures,
         Metric::Cooldowns,
@@ -77,6 +83,8 @@ impl Metric {
         Metric::SpendInputTokens,
         Metric::SpendOutputTokens,
         Metric::SoftBudgetExceeded,
+        Metric::RlsCalls,
+        Metric::RlsDuration,
     ];
 
     /// The name as Prometheus shows it (before the labels).
@@ -99,13 +107,15 @@ impl Metric {
             Metric::SpendInputTokens => "llm_router_spend_input_tokens_total",
             Metric::SpendOutputTokens => "llm_router_spend_output_tokens_total",
             Metric::SoftBudgetExceeded => "llm_router_soft_budget_exceeded_total",
+            Metric::RlsCalls => "llm_router_rls_calls_total",
+            Metric::RlsDuration => "llm_router_rls_duration_ms",
         }
     }
 
     pub fn kind(self) -> Kind {
         match self {
             Metric::Cooling | Metric::InFlight => Kind::Gauge,
-            Metric::Duration | Metric::TimeToFirstToken => Kind::Histogram,
+            Metric::Duration | Metric::TimeToFirstToken | Metric::RlsDuration => Kind::Histogram,
             _ => Kind::Counter,
         }
     }
@@ -118,6 +128,8 @@ impl Metric {
             Metric::Rejected => &["error_code"],
             Metric::SpendRequests | Metric::SpendNanoUsd | Metric::SpendInputTokens | Metric::SpendOutputTokens => SPEND,
             Metric::SoftBudgetExceeded => &["scope", "scope_name"],
+            Metric::RlsCalls => &["rls_call", "rls_result"],
+            Metric::RlsDuration => &["rls_call"],
             _ => DEPLOYMENT,
         }
     }
@@ -127,7 +139,8 @@ impl Metric {
 /// (`error_code`, not `code`: an unanchored `code=.=` tag regex would also match inside the
 /// `response_code=.=` segment of Istio's own stat names; likewise `scope_name`, not `name`, which
 /// would match inside Istio's `destination_service_name=.=`. No tag name ends another.)
-pub const TAGS: [&str; 9] = ["model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name"];
+pub const TAGS: [&str; 11] =
+    ["model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name", "rls_call", "rls_result"];
 
 #[cfg(test)]
 mod tests {

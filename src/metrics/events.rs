@@ -100,6 +100,15 @@ pub fn soft_budget_exceeded(sink: &mut dyn Sink, scope: &str, name: &str) {
     sink.counter(&MetricKey::new(Metric::SoftBudgetExceeded, &[scope, name]), 1);
 }
 
+/// A call to the rate limit service ended: `call` is `admission` or `settlement`, `result` `ok`,
+/// `over_limit` or a `limits::global::Failure` label; an admission's wait in ms.
+pub fn rls_call(sink: &mut dyn Sink, call: &str, result: &str, waited_ms: Option<u64>) {
+    sink.counter(&MetricKey::new(Metric::RlsCalls, &[call, result]), 1);
+    if let Some(ms) = waited_ms {
+        sink.histogram(&MetricKey::new(Metric::RlsDuration, &[call]), ms);
+    }
+}
+
 /// A local error reply with the error's `code` (`unknown` when it has none).
 pub fn rejected(sink: &mut dyn Sink, code: Option<&str>) {
     sink.counter(&MetricKey::new(Metric::Rejected, &[code.unwrap_or("unknown")]), 1);

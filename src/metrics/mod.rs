@@ -16,7 +16,7 @@ mod sink;
 
 pub use catalogue::{Kind, TAGS};
 pub use encode::{encode_into, tag_regex, MetricKey};
-pub use events::{failed, finished, forwarded, rejected, soft_budget_exceeded, spent, CoolingGauges, Finished, Pass};
+pub use events::{failed, finished, forwarded, rejected, rls_call, soft_budget_exceeded, spent, CoolingGauges, Finished, Pass};
 #[cfg(test)]
 pub use sink::FakeSink;
 pub use sink::Sink;

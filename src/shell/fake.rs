@@ -27,6 +27,10 @@ pub enum Op {
     Property,
     SetProperty,
     SendReply,
+    GrpcCall,
+    GrpcResponse,
+    ResumeRequest,
+    Enqueue,
 }
 
 /// A local reply the stream sent.
@@ -52,6 +56,9 @@ impl SentReply {
     }
 }
 
+/// A gRPC call the stream started: (cluster, `service/method`, message, timeout ms).
+pub type GrpcCall = (String, String, Vec<u8>, u64);
+
 fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -74,6 +81,12 @@ pub struct FakeHost {
     /// Properties the stream set, in order.
     pub set_properties: RefCell<Vec<(String, String)>>,
     pub replies: RefCell<Vec<SentReply>>,
+    /// gRPC calls started; the token is the index + 1.
+    pub grpc_calls: RefCell<Vec<GrpcCall>>,
+    /// The answer `grpc_response` reads.
+    pub grpc_answer: RefCell<Vec<u8>>,
+    /// Messages enqueued, by queue id.
+    pub queued: RefCell<Vec<(u32, Vec<u8>)>>,
     /// Every call, in order, with its main argument (a header name, a size, ...).
     pub calls: RefCell<Vec<(Op, String)>>,
     failing: RefCell<HashSet<Op>>,
@@ -260,6 +273,30 @@ impl Host for FakeHost {
     fn send_reply(&self, status: u16, headers: Vec<(&str, &str)>, body: &[u8]) -> Result<(), HostError> {
         self.call(Op::SendReply, status.to_string())?;
         self.replies.borrow_mut().push(SentReply { status, headers: owned(&headers), body: body.to_vec() });
+        Ok(())
+    }
+
+    fn grpc_call(&self, cluster: &str, service: &str, method: &str, message: &[u8], timeout_ms: u64) -> Result<u32, HostError> {
+        self.call(Op::GrpcCall, cluster)?;
+        let mut calls = self.grpc_calls.borrow_mut();
+        calls.push((cluster.to_string(), format!("{service}/{method}"), message.to_vec(), timeout_ms));
+        Ok(u32::try_from(calls.len()).unwrap_or(u32::MAX))
+    }
+
+    fn grpc_response(&self, size: usize) -> Result<Option<Vec<u8>>, HostError> {
+        self.call(Op::GrpcResponse, size.to_string())?;
+        let answer = self.grpc_answer.borrow();
+        let n = size.min(answer.len());
+        Ok((n > 0).then(|| answer.iter().take(n).copied().collect()))
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.call(Op::ResumeRequest, "")
+    }
+
+    fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
+        self.call(Op::Enqueue, queue.to_string())?;
+        self.queued.borrow_mut().push((queue, message.to_vec()));
         Ok(())
     }
 }

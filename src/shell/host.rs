@@ -65,4 +65,15 @@ pub trait Host {
 
     /// Answers the stream locally with `status`, `headers` and `body`.
     fn send_reply(&self, status: u16, headers: Vec<(&str, &str)>, body: &[u8]) -> Result<(), HostError>;
+
+    /// Starts a unary gRPC call to `cluster` (`proxy_grpc_call`); the answer comes to the
+    /// stream's `on_grpc_response` with the returned token, whatever happens (Envoy enforces
+    /// `timeout_ms`).
+    fn grpc_call(&self, cluster: &str, service: &str, method: &str, message: &[u8], timeout_ms: u64) -> Result<u32, HostError>;
+    /// The answer's first `size` bytes (in `on_grpc_response`).
+    fn grpc_response(&self, size: usize) -> Result<Option<Vec<u8>>, HostError>;
+    /// Lets a request the stream paused go on.
+    fn resume_request(&self) -> Result<(), HostError>;
+    /// Appends `message` to the shared queue `queue` (the VM's root context drains it).
+    fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError>;
 }

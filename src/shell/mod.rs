@@ -24,6 +24,8 @@ pub mod vm;
 #[cfg(test)]
 pub mod fake;
 #[cfg(test)]
+mod global_tests;
+#[cfg(test)]
 mod identity_tests;
 #[cfg(test)]
 mod keys_tests;

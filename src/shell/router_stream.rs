@@ -49,6 +49,9 @@ enum Phase {
     Idle,
     /// Waiting for the whole body, with the client's request headers (rewritten in one write).
     Buffering { pending: Pending, headers: Vec<(String, String)> },
+    /// Rewritten and locally admitted; waiting for the rate limit service's answer (global
+    /// limits) before going on.
+    Admitting(Box<Awaiting>),
     /// Forwarded to deployment `index` of the config.
     Forwarded(Sent),
     /// A local reply was sent.
@@ -78,6 +81,39 @@ struct Sent {
     /// Who is calling and the request's tags (spend attribution in `on_log`).
     caller: Caller,
     tags: Vec<String>,
+    /// What the rate limit service holds for this pass, settled once in `on_log` (taken there).
+    global: Option<limits::global::Hold>,
+}
+
+/// What forwarding a rewritten request still has to do once it is admitted (now, or when the
+/// rate limit service answers).
+struct Forwarding {
+    /// The deployment of the attempt before this pass, if it failed (retry/fallback metrics).
+    previous: Option<usize>,
+    input_tokens: u64,
+    /// Access-log routing properties (`access_log_properties`).
+    routing: Vec<(&'static str, String)>,
+}
+
+/// A request held for the rate limit service's answer.
+struct Awaiting {
+    token: u32,
+    asked_ms: u64,
+    /// The payer's key and the model its plan is for (`limits::Plans::for_request`).
+    key: usize,
+    model: String,
+    hold: limits::global::Hold,
+    sent: Sent,
+    forwarding: Forwarding,
+}
+
+/// A local admission: the reservation, its budget headers, and what the global call needs.
+struct Admitted {
+    reservation: Reservation,
+    budget_headers: Vec<(&'static str, String)>,
+    key: usize,
+    model: String,
+    demand: Demand,
 }
 
 /// The router's per-stream logic, generic over the metrics sink of its VM; each callback takes
@@ -361,8 +397,8 @@ impl<S: Sink> RouterStream<S> {
         // is a pre-call hook). Admitted here, settled in `on_log` whatever ends the stream. A
         // failover pass is its first pass's caller's (the signed state's payer).
         let payer = crate::pipeline::spend::payer(pending.caller, pending.redirect.as_ref().and_then(|r| r.state.payer), cfg.generation);
-        let (limits, budget_headers) = match self.admit(host, &cfg, pending, payer, &fwd, now) {
-            Ok(admitted) => admitted.map_or((None, Vec::new()), |(r, h)| (Some(r), h)),
+        let admitted = match self.admit(host, &cfg, pending, payer, &fwd, now) {
+            Ok(admitted) => admitted,
             Err(reply) => {
                 super::spend::refused(host, &cfg, payer);
                 return self.reply(host, &reply);
@@ -376,37 +412,21 @@ impl<S: Sink> RouterStream<S> {
             fwd.cluster,
             fwd.attempts
         );
-        if cfg.envoy.access_log_properties {
-            // Once per pass: each pass of a failover writes its own access-log line.
-            for (name, value) in log_props::routing(&fwd) {
-                set_property(host, name, &value);
-            }
-        }
-        let track = Track::for_deployment(&cfg.router, fwd.deployment);
-        let attempt = if track.any() {
-            let a = stats::on_start(host.shared(), &fwd.deployment.id, now, fwd.input_tokens, track);
-            if a.start_failed() {
-                log::warn!("llm-router: recording the start of an attempt on {} failed", fwd.deployment.id);
-            }
-            a
-        } else {
-            Attempt::untracked(now)
+        // Once per pass: each pass of a failover writes its own access-log line.
+        let routing = if cfg.envoy.access_log_properties { log_props::routing(&fwd) } else { Vec::new() };
+        let forwarding = Forwarding { previous, input_tokens: fwd.input_tokens, routing };
+        let (limits, budget_headers, global) = match admitted {
+            Some(a) => (Some(a.reservation), a.budget_headers, Some((a.key, a.model, a.demand))),
+            None => (None, Vec::new(), None),
         };
-        // ---- metrics: attempt forwarded (in_flight +1, released in on_log) ----
-        self.vm.with_metrics(&cfg, |m| {
-            let previous_group = previous.and_then(|i| cfg.table.deployments.get(i)).map(|d| d.group.as_str());
-            let group = fwd.deployment.group.as_str();
-            let pass = Pass::classify(fwd.attempts, previous_group, group, fwd.fallback_from.as_deref());
-            metrics::forwarded(&mut m.sink, group, &fwd.deployment.id, pass);
-        });
-        self.phase = Phase::Forwarded(Sent {
+        let sent = Sent {
             index: fwd.deployment_index,
             attempts: fwd.attempts,
             fallback_from: fwd.fallback_from,
             start_ms: now,
             try_budget_ms: fwd.per_try_timeout_ms,
             stream: fwd.stream,
-            attempt,
+            attempt: Attempt::untracked(now),
             usage: None,
             first_byte_ms: None,
             outcome: None,
@@ -415,8 +435,139 @@ impl<S: Sink> RouterStream<S> {
             responded: false,
             caller: payer,
             tags: fwd.tags,
-        });
+            global: None,
+        };
+        // Global limits: the rate limit service admits too, after the local gate let it through.
+        if let (Some(rls), Some((key, model, demand))) = (&cfg.envoy.rate_limit_service, global) {
+            let plan = cfg.limits.for_request(key, &model);
+            let (message, hold) = limits::global::admission(&rls.domain, plan, &demand);
+            match host.grpc_call(&rls.cluster, limits::global::SERVICE, limits::global::METHOD, &message, rls.timeout_ms) {
+                Ok(token) => {
+                    self.phase = Phase::Admitting(Box::new(Awaiting { token, asked_ms: now, key, model, hold, sent, forwarding }));
+                    return Flow::Pause;
+                }
+                Err(status) => {
+                    log::warn!("llm-router: calling the rate limit service (cluster {}) failed: {status:?}", rls.cluster);
+                    let failure = limits::global::Failure::Dispatch;
+                    let sent = match self.unanswered(host, &cfg, key, &model, sent, failure, now) {
+                        Some(sent) => sent,
+                        None => return Flow::Pause,
+                    };
+                    self.forward(host, &cfg, sent, forwarding, now);
+                    return Flow::Continue;
+                }
+            }
+        }
+        self.forward(host, &cfg, sent, forwarding, now);
         Flow::Continue
+    }
+
+    /// Starts the admitted attempt: its access-log properties, live statistics and metrics.
+    fn forward<H: Host>(&mut self, host: &H, cfg: &RouterConfig, mut sent: Sent, forwarding: Forwarding, now: u64) {
+        for (name, value) in &forwarding.routing {
+            set_property(host, name, value);
+        }
+        let Some(dep) = cfg.table.deployments.get(sent.index) else { return };
+        let track = Track::for_deployment(&cfg.router, dep);
+        sent.start_ms = now;
+        sent.attempt = if track.any() {
+            let a = stats::on_start(host.shared(), &dep.id, now, forwarding.input_tokens, track);
+            if a.start_failed() {
+                log::warn!("llm-router: recording the start of an attempt on {} failed", dep.id);
+            }
+            a
+        } else {
+            Attempt::untracked(now)
+        };
+        // ---- metrics: attempt forwarded (in_flight +1, released in on_log) ----
+        self.vm.with_metrics(cfg, |m| {
+            let previous_group = forwarding.previous.and_then(|i| cfg.table.deployments.get(i)).map(|d| d.group.as_str());
+            let group = dep.group.as_str();
+            let pass = Pass::classify(sent.attempts, previous_group, group, sent.fallback_from.as_deref());
+            metrics::forwarded(&mut m.sink, group, &dep.id, pass);
+        });
+        self.phase = Phase::Forwarded(sent);
+    }
+
+    /// The rate limit service gave no answer (`failure`): the request goes on as the local
+    /// limits admitted it (Some), or — when a limit of its plan fails closed — its local
+    /// admission is undone and it is answered 503 (None).
+    #[allow(clippy::too_many_arguments)]
+    fn unanswered<H: Host>(&mut self, host: &H, cfg: &RouterConfig, key: usize, model: &str, mut sent: Sent, failure: limits::global::Failure, now: u64) -> Option<Sent> {
+        let plan = cfg.limits.for_request(key, model);
+        let modes = cfg.envoy.rate_limit_service.as_ref().map(|r| r.failure_mode).unwrap_or_default();
+        let who = cfg.access.describe(sent.caller).unwrap_or_default();
+        match limits::global::on_failure(plan, &modes).and_then(|i| plan.get(i)) {
+            None => {
+                log::warn!("llm-router: {who}: the rate limit service did not answer ({}); the request goes on (its limits fail open)", failure.label());
+                Some(sent)
+            }
+            Some(closed) => {
+                log::warn!("llm-router: {who}: the rate limit service did not answer ({}); refused ({:?} limits fail closed)", failure.label(), closed.kind);
+                if let Some(r) = sent.limits.take() {
+                    limits::cancel(host.shared(), r);
+                }
+                super::spend::refused(host, cfg, sent.caller);
+                let reply = limits::reply::unavailable_reply(closed.kind);
+                let _ = now;
+                self.reply(host, &reply);
+                None
+            }
+        }
+    }
+
+    /// The rate limit service's answer to the admission of the request this stream holds.
+    pub fn on_grpc_response<H: Host>(&mut self, host: &H, token: u32, status: u32, size: usize) {
+        let waiting = match std::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Admitting(w) if w.token == token => w,
+            other => {
+                self.phase = other;
+                return;
+            }
+        };
+        let Some(cfg) = self.config.clone() else { return };
+        let Awaiting { asked_ms, key, model, hold, mut sent, forwarding, .. } = *waiting;
+        let now = host.now_ms();
+        let answer = if status != 0 {
+            Err(limits::global::Failure::Grpc(status))
+        } else {
+            host.grpc_response(size).map(Option::unwrap_or_default).map_err(|_| limits::global::Failure::Malformed)
+        };
+        let plan = cfg.limits.for_request(key, &model);
+        let verdict = limits::global::judge(plan, answer.as_deref().map_err(|f| *f), now);
+        let result = match &verdict {
+            limits::global::Verdict::Admitted(_) => "ok",
+            limits::global::Verdict::Refused(_) => "over_limit",
+            limits::global::Verdict::Failed(f) => f.label(),
+        };
+        self.vm.with_metrics(&cfg, |m| metrics::rls_call(&mut m.sink, "admission", result, Some(now.saturating_sub(asked_ms))));
+        match verdict {
+            limits::global::Verdict::Admitted(remaining) => {
+                if let Some(r) = &mut sent.limits {
+                    limits::global::merge_remaining(&mut r.statuses, &remaining);
+                }
+                sent.global = Some(hold);
+            }
+            limits::global::Verdict::Refused(refusal) => {
+                if let Some(r) = sent.limits.take() {
+                    limits::cancel(host.shared(), r);
+                }
+                let who = cfg.access.describe(sent.caller).unwrap_or_default();
+                log::info!("llm-router: {who} rate limited by the rate limit service ({:?} limit {})", refusal.kind, refusal.limit);
+                super::spend::refused(host, &cfg, sent.caller);
+                let reply = limits::reply::refusal_reply(&refusal, &key_name(&cfg, key), now);
+                self.reply(host, &reply);
+                return;
+            }
+            limits::global::Verdict::Failed(failure) => match self.unanswered(host, &cfg, key, &model, sent, failure, now) {
+                Some(s) => sent = s,
+                None => return,
+            },
+        }
+        self.forward(host, &cfg, sent, forwarding, now);
+        if let Err(status) = host.resume_request() {
+            log::error!("llm-router: resuming the request after its admission failed: {status:?}");
+        }
     }
 
     /// Admits the request of `payer` (the caller, or a failover pass's first pass's) against its
@@ -424,16 +575,7 @@ impl<S: Sink> RouterStream<S> {
     /// first pass counts 1 request, a failover pass 0 (its first pass counted it). None: no
     /// limits apply; else the reservation and its budget response headers. Store failures skip
     /// the limit (fail open, logged).
-    #[allow(clippy::type_complexity)]
-    fn admit<H: Host>(
-        &self,
-        host: &H,
-        cfg: &RouterConfig,
-        pending: &Pending,
-        payer: Caller,
-        fwd: &Forward<'_>,
-        now: u64,
-    ) -> Result<Option<(Reservation, Vec<(&'static str, String)>)>, Reply> {
+    fn admit<H: Host>(&self, host: &H, cfg: &RouterConfig, pending: &Pending, payer: Caller, fwd: &Forward<'_>, now: u64) -> Result<Option<Admitted>, Reply> {
         let Caller::Key(key) = payer else {
             if matches!(pending.redirect.as_ref().and_then(|r| r.state.payer), Some(crate::failover::Payer::Key { generation, .. }) if generation != cfg.generation) {
                 log::info!("llm-router: the config changed during a failover: this pass is not admitted against the key's limits");
@@ -463,16 +605,12 @@ impl<S: Sink> RouterStream<S> {
                 }
                 super::spend::soft_budgets(&self.vm, cfg, payer, plan, &r.soft_exceeded);
                 let headers = limits::reply::budget_headers(&r.statuses, &r.soft_exceeded, plan);
-                Ok(Some((r, headers)))
+                Ok(Some(Admitted { reservation: r, budget_headers: headers, key, model: model.to_string(), demand }))
             }
             Err(refusal) => {
                 let who = cfg.access.describe(payer).unwrap_or_default();
                 log::info!("llm-router: {who} rate limited ({:?} {:?} limit {})", refusal.kind, refusal.reason, refusal.limit);
-                let name = match cfg.access.keys.get(key).and_then(|k| k.alias.as_deref()) {
-                    Some(alias) => alias.to_string(),
-                    None => format!("keys[{key}]"),
-                };
-                Err(limits::reply::refusal_reply(&refusal, &name, now))
+                Err(limits::reply::refusal_reply(&refusal, &key_name(cfg, key), now))
             }
         }
     }
@@ -573,7 +711,20 @@ impl<S: Sink> RouterStream<S> {
     /// Closes the forwarded attempt: once per stream, whatever the ending (a failover pass ends
     /// here at its redirect). The phase is taken, so a second call does nothing.
     pub fn on_log<H: Host>(&mut self, host: &H) {
-        let Phase::Forwarded(mut sent) = std::mem::replace(&mut self.phase, Phase::Idle) else { return };
+        let mut sent = match std::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Forwarded(sent) => sent,
+            Phase::Admitting(waiting) => {
+                // The stream ended while the rate limit service was deciding (the client went
+                // away): nothing ran. The local admission is undone; what the service may have
+                // counted stays counted (the safe direction: it cannot be told apart from a
+                // refusal, whose descriptors must not be refunded).
+                if let Some(r) = waiting.sent.limits {
+                    limits::cancel(host.shared(), r);
+                }
+                return;
+            }
+            _ => return,
+        };
         let Some(cfg) = self.config.clone() else { return };
         // The response's token usage, read once for the access log, the metrics and the statistics.
         let usage = sent.usage.as_mut().and_then(UsageTracker::finish);
@@ -603,9 +754,13 @@ impl<S: Sink> RouterStream<S> {
                 (None, Some(_)) => Some(0),
                 (None, None) => None,
             };
-            let done = Local { store: host.shared(), policy: OnUnavailable::FailOpen }.settle(reservation, Actual { tokens, cost_nanos });
+            let actual = Actual { tokens, cost_nanos };
+            let done = Local { store: host.shared(), policy: OnUnavailable::FailOpen }.settle(reservation, actual);
             if done.failed > 0 {
                 log::warn!("llm-router: settling {} rate-limit record(s) failed: they stay counted until their window ends", done.failed);
+            }
+            if let Some(hold) = sent.global.take() {
+                self.settle_globally(host, &cfg, hold, actual);
             }
         }
         if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties && cfg.envoy.access_log_tokens) {
@@ -636,6 +791,31 @@ impl<S: Sink> RouterStream<S> {
         if stats::on_finish(host.shared(), &dep.id, now, &mut sent.attempt, &finish).is_err() {
             log::warn!("llm-router: recording the end of an attempt on {} failed", dep.id);
         }
+    }
+}
+
+impl<S: Sink> RouterStream<S> {
+    /// Hands the settlement of `hold` to the VM's root context (its queue), which sends it: a
+    /// call made from this stream would be cancelled with it.
+    fn settle_globally<H: Host>(&self, host: &H, cfg: &RouterConfig, hold: limits::global::Hold, actual: Actual) {
+        let Some(rls) = &cfg.envoy.rate_limit_service else { return };
+        let Some(message) = limits::global::settlement(&rls.domain, hold, actual) else { return };
+        let queued = match self.vm.settle_queue.get() {
+            Some(queue) => host.enqueue(queue, &message).map_err(|status| format!("{status:?}")),
+            None => Err("no settlement queue".to_string()),
+        };
+        if let Err(why) = queued {
+            log::warn!("llm-router: a settlement for the rate limit service was dropped ({why}): its counters keep the reservation");
+            self.vm.with_metrics(cfg, |m| metrics::rls_call(&mut m.sink, "settlement", "dispatch", None));
+        }
+    }
+}
+
+/// A key as messages name it: its alias, else its position (never the key or its hash).
+fn key_name(cfg: &RouterConfig, key: usize) -> String {
+    match cfg.access.keys.get(key).and_then(|k| k.alias.as_deref()) {
+        Some(alias) => alias.to_string(),
+        None => format!("keys[{key}]"),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::failover::SpentStates;
 use crate::health::{keys, CooldownView, Cooldowns, Store};
 use crate::metrics::{CoolingGauges, Sink};
 use crate::routing::Rng;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 pub struct Vm<S> {
     pub cooldowns: RefCell<CooldownCache>,
@@ -19,6 +19,9 @@ pub struct Vm<S> {
     pub metrics: RefCell<VmMetrics<S>>,
     /// Nonces of failover states already acted on (each is accepted once).
     pub spent: RefCell<SpentStates>,
+    /// The shared queue the root context sends global-limit settlements from (registered at
+    /// configure time when a rate limit service is configured).
+    pub settle_queue: Cell<Option<u32>>,
 }
 
 impl<S: Sink> Vm<S> {
@@ -29,6 +32,7 @@ impl<S: Sink> Vm<S> {
             key,
             metrics: RefCell::new(VmMetrics { sink, cooling: CoolingGauges::default(), config: 0 }),
             spent: RefCell::default(),
+            settle_queue: Cell::new(None),
         }
     }
 

@@ -436,7 +436,7 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
 # (src/metrics/encode.rs, Istio's convention); one stats_tags entry per label turns them into Prometheus labels (the
 # first capture is cut from the name, the second is the value). Must list every label of src/metrics/catalogue.rs.
 # The labels of the router's metrics (src/metrics/catalogue.rs TAGS; `llm-router envoy` writes the same).
-METRIC_TAGS = ("model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name")
+METRIC_TAGS = ("model_group", "deployment", "class", "fallback_from", "error_code", "team", "key_alias", "scope", "scope_name", "rls_call", "rls_result")
 
 
 def stats_config() -> dict:
