@@ -376,6 +376,14 @@ def static_cluster(name: str, host: str, port: int, redirector_port: Optional[in
     return cluster
 
 
+def grpc_cluster(name: str, host: str, port: int) -> dict:
+    """A cluster speaking HTTP/2 (gRPC), without the upstream filter role."""
+    cluster = _plain_cluster(name, host, port)
+    cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "explicit_http_config"] = {"http2_protocol_options": {}}
+    return cluster
+
+
 def _plain_cluster(name: str, host: str, port: int) -> dict:
     return {
         "name": name,
@@ -403,8 +411,10 @@ def bootstrap(plugin_config: Union[dict, str], clusters: dict, *, listener_port:
     if not clusters:
         raise ValueError("at least one cluster is needed (the passthrough cluster)")
     passthrough = passthrough or next(iter(clusters))
-    cluster_list = [static_cluster(name, h, p, None if name == passthrough else failover_port, wasm_path)
-                    for name, (h, p) in clusters.items()]
+    # A value (host, port, "h2") is a plain HTTP/2 cluster (a gRPC service such as the rate limit service).
+    cluster_list = [grpc_cluster(name, v[0], v[1]) if len(v) == 3 and v[2] == "h2"
+                    else static_cluster(name, v[0], v[1], None if name == passthrough else failover_port, wasm_path)
+                    for name, v in clusters.items()]
     if passthrough not in clusters:
         raise ValueError(f"passthrough cluster {passthrough!r} is not among the clusters")
     if failover_port is not None and isinstance(plugin_config, dict):
