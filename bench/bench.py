@@ -55,6 +55,8 @@ VARIANTS = {
     "4": "variant 3 with 500 deployments in the table (hot group unchanged)",
     "3k": "variant 3 called with a virtual key (1000 keys in 10 teams) that has rpm, tpm, parallel and budget "
           "limits: identity, model access, 4 admissions and 3 settlements in shared data per request",
+    "3g": "variant 3k in global mode: each request also admitted by the rate limit service (tools/rls over Redis, "
+          "on the load CPU) in one gRPC call, and settled by one more from the root context",
 }
 BREAKDOWN = {
     "1b": "plain Envoy + Envoy's buffer filter (the body is buffered, as the router makes Envoy do)",
@@ -66,12 +68,49 @@ BREAKDOWN = {
            "wiring sends no attempt state either)",
     "3nm": "variant 3 with envoy_settings.metrics false: no metric host calls, no response usage scan",
 }
-ROUTER_VARIANTS = {"3", "3f", "4", "3nr", "3ns", "3nm", "3k"}
+ROUTER_VARIANTS = {"3", "3f", "4", "3nr", "3ns", "3nm", "3k", "3g"}
+KEY_VARIANTS = {"3k", "3g"}
+RLS_CLUSTER = "llm_router_rls"
 
 
 def bearer(variant: str) -> str:
-    """The key a variant's requests carry: the virtual key for 3k, else the master key."""
-    return workload.BENCH_KEY if variant == "3k" else workload.MASTER_KEY
+    """The key a variant's requests carry: the virtual key for 3k and 3g, else the master key."""
+    return workload.BENCH_KEY if variant in KEY_VARIANTS else workload.MASTER_KEY
+
+
+class GlobalLimits:
+    """Variant 3g's rate limit service: Redis and tools/rls (its limits written by `llm-router rls` for the
+    variant's plugin config), both pinned to the load CPU with wrk and nginx: only Envoy's CPU is measured."""
+
+    def __init__(self, run_dir: Path):
+        from support.rls import Redis, Rls
+        cfg = global_config()
+        self.dir = run_dir / "rls"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        (self.dir / "plugin.json").write_text(json.dumps(cfg))
+        out = subprocess.run(["cargo", "run", "-q", "-p", "llm-router-cli", "--", "rls", str(self.dir / "plugin.json"),
+                              "--format", "limitador"], cwd=REPO, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise BenchError(f"llm-router rls failed: {out.stderr}")
+        (self.dir / "limits.yaml").write_text(out.stdout)
+        pin = ["taskset", "-c", LOAD_CPU]
+        self.redis = Redis(self.dir / "redis", prefix=pin)
+        self.rls = Rls(self.dir, self.redis, self.dir / "limits.yaml", prefix=pin)
+
+    def stop(self) -> None:
+        self.rls.stop()
+        self.redis.stop()
+
+
+GLOBAL: "GlobalLimits | None" = None
+
+
+def global_config(deployments: int = 40) -> dict:
+    cfg = workload.router_config(deployments)
+    workload.with_virtual_keys(cfg)
+    cfg["envoy_settings"]["rate_limit_service"] = {"cluster": RLS_CLUSTER, "timeout_ms": 1000}
+    return cfg
 
 
 def log(msg: str) -> None:
@@ -262,9 +301,15 @@ def variant_bootstrap(variant: str, nginx_port: int) -> dict:
         cfg["envoy_settings"]["metrics"] = False
     if variant == "3k":
         workload.with_virtual_keys(cfg)
+    if variant == "3g":
+        cfg = global_config(deployments)
     clusters = {PASSTHROUGH_CLUSTER: ("127.0.0.1", nginx_port)}
     for name in workload.cluster_names(cfg):
         clusters[name] = ("127.0.0.1", nginx_port)
+    if variant == "3g":
+        if GLOBAL is None:
+            raise BenchError("variant 3g needs the rate limit service (started by main)")
+        clusters[RLS_CLUSTER] = ("127.0.0.1", GLOBAL.rls.port, "h2")
     failover_port = free_port() if variant == "3f" else None
     wasm_path = WASM_COPY["router"] if variant in ROUTER_VARIANTS else WASM_COPY["noop"]
     bs = bootstrap(cfg, clusters, env=workload.ENV, wasm=True, wasm_path=wasm_path, failover_port=failover_port)
@@ -358,8 +403,8 @@ class Envoy:
                                          f"({dep!r}, group {headers.get('x-llm-router-model-group')!r}); "
                                          f"headers {headers}")
                     seen.add(dep)
-                    if self.variant == "3k" and not (headers.get("x-ratelimit-limit-requests") and headers.get("x-litellm-key-spend")):
-                        raise BenchError(f"variant 3k: the key's limits and budget are not in effect; headers {headers}")
+                    if self.variant in KEY_VARIANTS and not (headers.get("x-ratelimit-limit-requests") and headers.get("x-litellm-key-spend")):
+                        raise BenchError(f"variant {self.variant}: the key's limits and budget are not in effect; headers {headers}")
                 elif self.variant == "2h":
                     if dep != "gpt-4o-openai":
                         raise BenchError(f"variant 2h: expected the mimicked router header, got {headers}")
@@ -367,6 +412,11 @@ class Envoy:
                     raise BenchError(f"variant {self.variant}: unexpected router header {dep!r}")
         if self.variant in ROUTER_VARIANTS and len(seen) < 2:
             raise BenchError(f"variant {self.variant}: 20 requests all went to {seen}: not balancing")
+        if self.variant == "3g":
+            stats = self._admin("/stats?filter=rls_calls").decode()
+            ok = sum(int(v) for v in re.findall(r"rls_call=\.=admission;\.;rls_result=\.=ok;\.;llm_router_rls_calls_total: (\d+)", stats))
+            if ok < 20:
+                raise BenchError(f"variant 3g: the rate limit service admitted {ok} of the check's requests; stats:\n{stats}")
         return {"deployments_seen": sorted(seen)}
 
     def stop(self) -> None:
@@ -693,7 +743,10 @@ def main() -> int:
                      "noop": wasm_info(WASM_COPY["noop"], NOOP_WASM)},
             "variants": {k: v for k, v in {**VARIANTS, **BREAKDOWN}.items() if k in variants},
             "bodies": {k: len(v) for k, v in body_bytes.items()}, "rounds": []}
+    global GLOBAL
     nginx = Nginx(RUN)
+    if "3g" in variants:
+        GLOBAL = GlobalLimits(RUN)
     started = time.monotonic()
     try:
         for rnd in range(args.rounds):
@@ -712,6 +765,8 @@ def main() -> int:
                                           step=min(50_000, args.memory_requests))
     finally:
         nginx.stop()
+        if GLOBAL is not None:
+            GLOBAL.stop()
     data["elapsed_s"] = round(time.monotonic() - started)
     data["medians"] = median_results(data["rounds"])
     data["ratios"] = ratios(data["medians"])

@@ -37,7 +37,8 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, what: str, timeout:
 class Redis:
     """redis-server on a free port with appendonly persistence in `dir`."""
 
-    def __init__(self, dir: Path, port: Optional[int] = None):
+    def __init__(self, dir: Path, port: Optional[int] = None, prefix: tuple = ()):
+        self.prefix = list(prefix)  # e.g. taskset (bench/run pins it to the load CPU)
         if not Path(REDIS_BIN).exists():
             raise AssertionError(f"redis-server is missing ({REDIS_BIN}): run scripts/setup")
         self.dir = dir
@@ -53,7 +54,7 @@ class Redis:
     def start(self) -> "Redis":
         log = self.dir / "redis.log"
         self.proc = subprocess.Popen(
-            [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--appendonly", "yes",
+            [*self.prefix, REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--appendonly", "yes",
              "--appendfsync", "always", "--save", "", "--logfile", str(log)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         _wait_port(self.port, self.proc, log, "redis-server")
@@ -68,7 +69,8 @@ class Redis:
 class Rls:
     """llm-router-rls serving `limits_path` (Limitador's limits file) over `redis`."""
 
-    def __init__(self, dir: Path, redis: Redis, limits_path: Path, port: Optional[int] = None):
+    def __init__(self, dir: Path, redis: Redis, limits_path: Path, port: Optional[int] = None, prefix: tuple = ()):
+        self.prefix = list(prefix)
         if not RLS_BIN.exists():
             raise AssertionError(f"{RLS_BIN} is missing: run tools/rls/build (scripts/test does)")
         self.dir, self.redis, self.limits_path = dir, redis, limits_path
@@ -80,7 +82,7 @@ class Rls:
     def start(self) -> "Rls":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(RLS_BIN), "--listen", f"127.0.0.1:{self.port}", "--redis", self.redis.url, "--limits", str(self.limits_path)],
+            [*self.prefix, str(RLS_BIN), "--listen", f"127.0.0.1:{self.port}", "--redis", self.redis.url, "--limits", str(self.limits_path)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         _wait_port(self.port, self.proc, self.log_path, "llm-router-rls")
         return self
