@@ -229,6 +229,9 @@ fn build(
     let identities = keys::parse(top.get("keys"), top.get("teams"), top.get("users"), diags);
     let limits = crate::limits::plan::Plans::build(&identities);
     let spend = crate::pipeline::spend::Attribution::build(&identities);
+    if envoy.rate_limit_service.is_some() && !limits.any() {
+        diags.warn("envoy_settings.rate_limit_service", "no key, team or user has a limit or budget: the rate limit service is never called");
+    }
     if limits.any_budget() {
         for d in table.deployments.iter().filter(|d| crate::limits::cost::Prices::of(&d.info).is_none()) {
             diags.warn(
@@ -418,6 +421,21 @@ mod tests {
 
     fn load_json(v: Value) -> Loaded {
         load(v.to_string().as_bytes(), &env)
+    }
+
+    #[test]
+    fn a_rate_limit_service_without_limits_is_warned_as_never_called() {
+        let mut v = sample();
+        v["envoy_settings"] = json!({"rate_limit_service": {"cluster": "llm_router_rls"}});
+        let loaded = load_json(v.clone());
+        assert!(loaded.config.as_ref().is_some_and(|c| c.envoy.rate_limit_service.is_some()));
+        assert!(loaded.diagnostics.warnings.iter().any(|w| w.path == "envoy_settings.rate_limit_service" && w.reason.contains("never called")));
+        v["keys"] = json!([{"token": "ab".repeat(32), "rpm_limit": 5}]);
+        let loaded = load_json(v);
+        assert!(!loaded.diagnostics.warnings.iter().any(|w| w.path == "envoy_settings.rate_limit_service"));
+        let mut v = sample();
+        v["envoy_settings"] = json!({"rate_limit_service": {"cluster": "b\u{1}x"}});
+        assert!(load_json(v).config.is_none(), "a cluster name Envoy would parse as a GrpcService is refused");
     }
 
     fn sample() -> Value {
