@@ -226,7 +226,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         "envoy" => envoy(
             &Opts::parse(
                 rest,
-                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file", "--access-log"],
+                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file", "--access-log", "--rls-address"],
                 &["--failover", "--no-failover"],
             )?,
             out,
@@ -385,6 +385,7 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
             Some("json") => envoy::AccessLog::Json,
             Some(other) => return Err(Failure::Usage(format!("--access-log must be text or json, not `{other}`"))),
         },
+        rls_address: addr(opts, "--rls-address", envoy::DEFAULT_RLS_ADDRESS)?,
     };
     let mut used = vec![&eo.listen, &eo.admin];
     if eo.failover {
@@ -397,6 +398,19 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
     }
     let Some((source, validated, endpoints)) = prepare(opts, &env, Some(eo.failover), EnvMode::Placeholders, err)? else { return Ok(1) };
     let Some(cfg) = validated.config.as_ref() else { return Ok(1) };
+    if let Some(r) = &cfg.envoy.rate_limit_service {
+        if let Some(ep) = endpoints.iter().find(|e| e.cluster == r.cluster) {
+            writeln!(
+                err,
+                "{}: error: envoy_settings.rate_limit_service.cluster: `{}` is also the cluster of deployments {}; give the rate limit service its own cluster name",
+                source.files.at(None),
+                r.cluster,
+                ep.deployments.join(", ")
+            )
+            .map_err(io)?;
+            return Ok(1);
+        }
+    }
     let bootstrap = envoy::bootstrap(&source, cfg, &endpoints, &validated.env_refs, &eo);
     let text = match format {
         Format::Json => format!("{}\n", bootstrap.to_json_pretty()),
@@ -532,6 +546,14 @@ fn envoy_header(source: &Source, eo: &envoy::Options, endpoints: &[plan::Endpoin
     for ep in endpoints {
         h.push_str(&format!("#   cluster:   {} -> {}\n", ep.cluster, ep.url()));
     }
+    if let Some(r) = &cfg.envoy.rate_limit_service {
+        h.push_str(&format!(
+            "#   rls:       {} -> {} (gRPC over HTTP/2, --rls-address; domain {}, its limits: `llm-router rls`)\n",
+            r.cluster,
+            eo.rls_address.show(),
+            r.domain
+        ));
+    }
     h.push('\n');
     h
 }
@@ -631,6 +653,14 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
     // What Istio could not route, and secrets that would be written into the EnvoyFilter.
     let mut diags: Vec<Diag> = istio::errors(&endpoints).into_iter().map(|m| Diag::error(None, m)).collect();
     diags.extend(istio::literal_secrets(&source));
+    let rls = match cfg.envoy.rate_limit_service.as_ref().map(|r| istio::rls_cluster(&r.cluster).map(|(p, h)| (r.cluster.clone(), p, h))) {
+        Some(Err(e)) => {
+            diags.push(Diag::error(None, e));
+            None
+        }
+        Some(Ok(found)) => Some(found),
+        None => None,
+    };
     if !diags.is_empty() {
         plan::sort(&mut diags);
         print_diags(&source.files, &diags, err)?;
@@ -652,6 +682,12 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         Format::Json => format!("{}\n", Value::map([("apiVersion", Value::from("v1")), ("kind", Value::from("List")), ("items", Value::Seq(objects))]).to_json_pretty()),
         Format::Yaml => {
             let mut t = istio_header(&source, &io_opts, &vars, &endpoints);
+            if let Some((cluster, port, host)) = &rls {
+                // Before the header's closing blank line.
+                t.pop();
+                t.push_str(&istio::rls_comment(cluster, *port, host));
+                t.push('\n');
+            }
             for (i, o) in objects.iter().enumerate() {
                 if i > 0 {
                     t.push_str("---\n");
@@ -683,6 +719,10 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
     }
     for note in istio::notes(&endpoints) {
         writeln!(err, "{at}: note: {note}").map_err(io)?;
+    }
+    if let Some((cluster, port, _)) = &rls {
+        writeln!(err, "{at}: note: the rate limit service's cluster {cluster} is HTTP/2 only if its Service port {port} is named grpc/grpc-* or has appProtocol: grpc")
+            .map_err(io)?;
     }
     if io_opts.namespace_defaulted {
         writeln!(
