@@ -820,6 +820,18 @@ mod tests {
     }
 
     #[test]
+    fn rls_clusters_are_outbound_clusters() {
+        assert_eq!(rls_cluster("outbound|8081||rls.ns.svc.cluster.local"), Ok((8081, "rls.ns.svc.cluster.local".into())));
+        assert_eq!(rls_cluster("outbound|8081|v1|rls.ns.svc.cluster.local"), Ok((8081, "rls.ns.svc.cluster.local".into())));
+        for bad in ["llm_router_rls", "outbound|8081||rls", "outbound|8081||rls.ns.svc", "outbound|0||a.b", "outbound|8081|a.b", "outbound|1||a.b|c", "inbound|8081||a.b"] {
+            let e = rls_cluster(bad).err().unwrap_or_default();
+            assert!(e.starts_with("envoy_settings.rate_limit_service.cluster: `"), "{bad}: {e}");
+        }
+        assert!(rls_comment("outbound|1||a.b", 1, "a.b").contains("outside the cluster"));
+        assert!(!rls_comment("outbound|1||r.n.svc.cluster.local", 1, "r.n.svc.cluster.local").contains("outside the cluster"));
+    }
+
+    #[test]
     fn versions() {
         assert_eq!(parse_version("1.28"), Some((1, 28)));
         assert_eq!(parse_version("v1.29.0-beta.1"), Some((1, 29)));
