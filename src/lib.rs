@@ -53,4 +53,7 @@ pub mod cli_api {
     pub use crate::metrics::{tag_regex, TAGS};
     pub use crate::openai::json_write::string_len;
     pub use crate::pipeline::log_props::{ACCESS_LOG_FORMAT, ACCESS_LOG_JSON};
+    // `llm-router rls`: every limit of the plans, named as the filter names them to an RLS.
+    pub use crate::limits::global::{kind_value, remote_limit, scope_entry, LIMIT_ENTRY};
+    pub use crate::limits::{Duration, Kind, Limit, OnUnavailable, Scope, Unit, Window};
 }

@@ -21,11 +21,13 @@ Usage:
   llm-router envoy CONFIG [-o FILE] [--format yaml|json] [--wasm PATH] [--listen ADDR:PORT]
                           [--admin ADDR:PORT] [--redirector ADDR:PORT] [--failover | --no-failover]
                           [--ca-file PATH] [--idle-timeout SECONDS] [--access-log text|json]
-                          [--env-file FILE]
+                          [--rls-address HOST:PORT] [--env-file FILE]
   llm-router istio CONFIG --url URL [--sha256 HEX] [-o FILE] [--format yaml|json] [--namespace NS]
                           [--selector KEY=VALUE]... [--port N] [--name NAME] [--failure-policy P]
                           [--secret NAME] [--deployment NAME] [--gateway-patch FILE]
                           [--istio-version X.Y] [--env-file FILE]
+  llm-router rls CONFIG --format limitador|envoy-ratelimit [-o FILE] [--env-file FILE]
+                        [--allow-missing-env]
   llm-router package [--wasm PATH] [-o DIR] [--tag TAG]
   llm-router key new [--alias A] [--team T] [--models M1,M2] [--rpm N] [--tpm N] [--max-parallel N]
                      [--max-budget USD] [--budget-duration D] [--expires TIME] [--format yaml|json]
@@ -58,6 +60,8 @@ envoy   Writes a complete Envoy bootstrap: the filter with CONFIG embedded, one 
         JSON object per line with the spend fields (key alias, team, user, tags, cost; what
         `spend` reads) instead of the text line. Secrets stay `os.environ/NAME` references: Envoy's environment must
         provide them (they are listed in vm_config.environment_variables.host_env_keys).
+        With envoy_settings.rate_limit_service, also the cluster it names (HTTP/2, gRPC) with
+        the endpoint --rls-address (default 127.0.0.1:8081).
 istio   Writes the objects for an Istio gateway (ingress or egress; Istio >= 1.28): an EnvoyFilter
         carrying the filter (ECDS, with allow_on_headers_stop_iteration) and the gateway's buffer
         and timeout settings, a Gateway listing the provider hosts, one VirtualService per host
@@ -71,6 +75,12 @@ istio   Writes the objects for an Istio gateway (ingress or egress; Istio >= 1.2
         --namespace istio-system --selector istio=ingressgateway --port 80 --name llm-router
         --failure-policy closed (or open, reload) --secret <name>-keys
         --deployment istio-ingressgateway --istio-version 1.28
+rls     Writes the rate limit service's limits for the global mode (envoy_settings.
+        rate_limit_service): every rpm, tpm, parallel and budget limit of every key, team, user
+        and key-per-model, once each, sorted, in the descriptors the filter sends (keys by their
+        SHA-256, budgets in micro-USD). --format limitador: Limitador's limits file (first-hit
+        windows in seconds); --format envoy-ratelimit: envoyproxy/ratelimit's config (fixed
+        units: a budget_duration that is not one unit, or a limit above 4294967295, is refused).
 package Writes the built filter as an OCI image in the Wasm image format istio-agent pulls for an
         oci:// url (an OCI image layout directory: -o DIR, default target/oci), and prints the
         module's sha256 and the image's manifest digest: WasmPlugin `sha256` for an oci:// url
@@ -102,8 +112,8 @@ spend   Sums requests, prompt/completion tokens and cost (exact decimals) from E
         user, tag (combinable: --by team,day; a request with two tags counts under both);
         --since/--until YYYY-MM-DD (UTC days, both included) or an RFC 3339 UTC time.
 
-envoy, istio: output goes to stdout unless -o FILE is given; --format defaults to yaml (json
-when FILE ends in .json). Problems and notes go to stderr. check: --format defaults to text.
+envoy, istio, rls: output goes to stdout unless -o FILE is given; envoy, istio: --format defaults
+to yaml (json when FILE ends in .json). Problems and notes go to stderr. check: --format defaults to text.
 key: --format defaults to yaml; the entries go to stdout, the raw key and notes to stderr.
 ";
 
@@ -216,7 +226,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         "envoy" => envoy(
             &Opts::parse(
                 rest,
-                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file", "--access-log"],
+                &["-o", "--format", "--wasm", "--listen", "--admin", "--redirector", "--ca-file", "--idle-timeout", "--route-timeout", "--env-file", "--access-log", "--rls-address"],
                 &["--failover", "--no-failover"],
             )?,
             out,
@@ -247,6 +257,7 @@ fn try_run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> Result<
             out,
             err,
         ),
+        "rls" => rls(&Opts::parse(rest, &["-o", "--format", "--env-file"], &["--allow-missing-env"])?, out, err),
         "package" => crate::package::run(rest, out, err).map_err(|e| match e {
             crate::package::Error::Usage(m) => Failure::Usage(m),
             crate::package::Error::Failed(m) => Failure::Io(m),
@@ -309,7 +320,7 @@ fn check(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
 /// Reads and validates CONFIG for generation. On failure the problems have been printed.
 /// Reads and validates the config; `failover` (for `envoy`) declares whether the output carries
 /// the failover wiring (see [`Source::declare_failover`]).
-fn prepare(opts: &Opts, env: &Env, failover: Option<bool>, err: &mut dyn Write) -> Result<Option<(Source, Validated, Vec<plan::Endpoint>)>, Failure> {
+fn prepare(opts: &Opts, env: &Env, failover: Option<bool>, mode: EnvMode, err: &mut dyn Write) -> Result<Option<(Source, Validated, Vec<plan::Endpoint>)>, Failure> {
     let (mut source, mut diags) = source::read(&opts.config);
     if let (Some(s), Some(on)) = (source.as_mut(), failover) {
         s.declare_failover(on);
@@ -319,7 +330,7 @@ fn prepare(opts: &Opts, env: &Env, failover: Option<bool>, err: &mut dyn Write) 
         print_diags(&files, &diags, err)?;
         return Ok(None);
     };
-    let validated = plan::validate(&source, env, EnvMode::Placeholders);
+    let validated = plan::validate(&source, env, mode);
     diags.extend(validated.diags.iter().cloned());
     let endpoints = match &validated.config {
         Some(cfg) if count(&diags, Severity::Error) == 0 => match plan::endpoints(cfg, &source) {
@@ -374,6 +385,7 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
             Some("json") => envoy::AccessLog::Json,
             Some(other) => return Err(Failure::Usage(format!("--access-log must be text or json, not `{other}`"))),
         },
+        rls_address: addr(opts, "--rls-address", envoy::DEFAULT_RLS_ADDRESS)?,
     };
     let mut used = vec![&eo.listen, &eo.admin];
     if eo.failover {
@@ -384,8 +396,21 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
             return Err(Failure::Usage(format!("{} is used twice (listener, admin and redirector need distinct addresses)", a.show())));
         }
     }
-    let Some((source, validated, endpoints)) = prepare(opts, &env, Some(eo.failover), err)? else { return Ok(1) };
+    let Some((source, validated, endpoints)) = prepare(opts, &env, Some(eo.failover), EnvMode::Placeholders, err)? else { return Ok(1) };
     let Some(cfg) = validated.config.as_ref() else { return Ok(1) };
+    if let Some(r) = &cfg.envoy.rate_limit_service {
+        if let Some(ep) = endpoints.iter().find(|e| e.cluster == r.cluster) {
+            writeln!(
+                err,
+                "{}: error: envoy_settings.rate_limit_service.cluster: `{}` is also the cluster of deployments {}; give the rate limit service its own cluster name",
+                source.files.at(None),
+                r.cluster,
+                ep.deployments.join(", ")
+            )
+            .map_err(io)?;
+            return Ok(1);
+        }
+    }
     let bootstrap = envoy::bootstrap(&source, cfg, &endpoints, &validated.env_refs, &eo);
     let text = match format {
         Format::Json => format!("{}\n", bootstrap.to_json_pretty()),
@@ -420,6 +445,61 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         )
         .map_err(io)?;
     }
+    Ok(0)
+}
+
+fn rls(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, Failure> {
+    let format = match opts.get("--format") {
+        Some("limitador") => crate::rls::Format::Limitador,
+        Some("envoy-ratelimit") => crate::rls::Format::EnvoyRatelimit,
+        Some(other) => return Err(Failure::Usage(format!("rls --format must be limitador or envoy-ratelimit, not `{other}`"))),
+        None => return Err(Failure::Usage("rls needs --format limitador or --format envoy-ratelimit".into())),
+    };
+    let env = opts.env()?;
+    let mode = if opts.has("--allow-missing-env") { EnvMode::Placeholders } else { EnvMode::Strict };
+    let Some((source, validated, _)) = prepare(opts, &env, None, mode, err)? else { return Ok(1) };
+    let Some(cfg) = validated.config.as_ref() else { return Ok(1) };
+    let at = source.files.at(None);
+    let domain = match &cfg.envoy.rate_limit_service {
+        Some(r) => r.domain.clone(),
+        None => {
+            writeln!(
+                err,
+                "{at}: note: the config has no envoy_settings.rate_limit_service: the filter will not call a rate limit service \
+                 (writing the limits for the default domain {})",
+                llm_router::config::rate_limit_service::DEFAULT_DOMAIN
+            )
+            .map_err(io)?;
+            llm_router::config::rate_limit_service::DEFAULT_DOMAIN.to_string()
+        }
+    };
+    let entries = crate::rls::entries(cfg);
+    let text = match format {
+        crate::rls::Format::Limitador => {
+            format!("{}{}", crate::rls::limitador_header(&source.files.to_string(), &domain), crate::rls::limitador(&domain, &entries).to_yaml())
+        }
+        crate::rls::Format::EnvoyRatelimit => match crate::rls::envoy_ratelimit(&domain, &entries) {
+            Ok(v) => format!("{}{}", crate::rls::envoy_ratelimit_header(&source.files.to_string()), v.to_yaml()),
+            Err(errors) => {
+                for e in &errors {
+                    writeln!(err, "{at}: error: {e}").map_err(io)?;
+                }
+                writeln!(err, "{at}: not generating: {}", plural(errors.len(), "error", "errors")).map_err(io)?;
+                return Ok(1);
+            }
+        },
+    };
+    emit(opts, &text, out)?;
+    let forever = crate::rls::forever_budgets(&entries);
+    if format == crate::rls::Format::EnvoyRatelimit && forever > 0 {
+        writeln!(
+            err,
+            "{at}: warning: {} without budget_duration: envoyproxy/ratelimit has no unit that never resets, so they count per year (reset every 365 days from the epoch)",
+            plural(forever, "budget", "budgets")
+        )
+        .map_err(io)?;
+    }
+    writeln!(err, "{at}: {} for domain {domain}", plural(entries.len(), "limit", "limits")).map_err(io)?;
     Ok(0)
 }
 
@@ -465,6 +545,14 @@ fn envoy_header(source: &Source, eo: &envoy::Options, endpoints: &[plan::Endpoin
     }
     for ep in endpoints {
         h.push_str(&format!("#   cluster:   {} -> {}\n", ep.cluster, ep.url()));
+    }
+    if let Some(r) = &cfg.envoy.rate_limit_service {
+        h.push_str(&format!(
+            "#   rls:       {} -> {} (gRPC over HTTP/2, --rls-address; domain {}, its limits: `llm-router rls`)\n",
+            r.cluster,
+            eo.rls_address.show(),
+            r.domain
+        ));
     }
     h.push('\n');
     h
@@ -560,11 +648,19 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
     let format = opts.format()?;
     let env = opts.env()?;
     let io_opts = istio_options(opts)?;
-    let Some((source, validated, endpoints)) = prepare(opts, &env, Some(false), err)? else { return Ok(1) };
+    let Some((source, validated, endpoints)) = prepare(opts, &env, Some(false), EnvMode::Placeholders, err)? else { return Ok(1) };
     let Some(cfg) = validated.config.as_ref() else { return Ok(1) };
     // What Istio could not route, and secrets that would be written into the EnvoyFilter.
     let mut diags: Vec<Diag> = istio::errors(&endpoints).into_iter().map(|m| Diag::error(None, m)).collect();
     diags.extend(istio::literal_secrets(&source));
+    let rls = match cfg.envoy.rate_limit_service.as_ref().map(|r| istio::rls_cluster(&r.cluster).map(|(p, h)| (r.cluster.clone(), p, h))) {
+        Some(Err(e)) => {
+            diags.push(Diag::error(None, e));
+            None
+        }
+        Some(Ok(found)) => Some(found),
+        None => None,
+    };
     if !diags.is_empty() {
         plan::sort(&mut diags);
         print_diags(&source.files, &diags, err)?;
@@ -586,6 +682,12 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         Format::Json => format!("{}\n", Value::map([("apiVersion", Value::from("v1")), ("kind", Value::from("List")), ("items", Value::Seq(objects))]).to_json_pretty()),
         Format::Yaml => {
             let mut t = istio_header(&source, &io_opts, &vars, &endpoints);
+            if let Some((cluster, port, host)) = &rls {
+                // Before the header's closing blank line.
+                t.pop();
+                t.push_str(&istio::rls_comment(cluster, *port, host));
+                t.push('\n');
+            }
             for (i, o) in objects.iter().enumerate() {
                 if i > 0 {
                     t.push_str("---\n");
@@ -617,6 +719,10 @@ fn istio(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
     }
     for note in istio::notes(&endpoints) {
         writeln!(err, "{at}: note: {note}").map_err(io)?;
+    }
+    if let Some((cluster, port, _)) = &rls {
+        writeln!(err, "{at}: note: the rate limit service's cluster {cluster} is HTTP/2 only if its Service port {port} is named grpc/grpc-* or has appProtocol: grpc")
+            .map_err(io)?;
     }
     if io_opts.namespace_defaulted {
         writeln!(

@@ -60,6 +60,9 @@ pub struct Options {
     pub idle_timeout_secs: Option<u64>,
     /// The stdout access log's format (`--access-log`).
     pub access_log: AccessLog,
+    /// The rate limit service's endpoint (`--rls-address`): the cluster
+    /// `envoy_settings.rate_limit_service.cluster` names, when the config has one.
+    pub rls_address: Addr,
 }
 
 /// The access-log line `envoy` writes: the default text line, or one JSON object per line with
@@ -73,7 +76,12 @@ pub enum AccessLog {
 
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/llm_router.wasm";
 pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where the rate limit service listens unless `--rls-address` says (Limitador's and
+/// envoyproxy/ratelimit's gRPC port).
+pub const DEFAULT_RLS_ADDRESS: &str = "127.0.0.1:8081";
 const CONNECT_TIMEOUT: &str = "5s";
+/// The RLS cluster's: a call waits at most `rate_limit_service.timeout_ms` (default 50 ms) anyway.
+const RLS_CONNECT_TIMEOUT: &str = "1s";
 
 // ---- Wiring hardening: one constant or function per concern. tests/e2e/support/envoy.py (the
 // end-to-end harness) and envoy/demo.yaml carry the same values; tests/e2e/test_demo.py and
@@ -607,6 +615,36 @@ fn cluster(ep: &Endpoint, opts: &Options, body_limit: u64, upstream_vm_id: &str)
     Value::map(c)
 }
 
+/// The rate limit service's cluster: gRPC, so HTTP/2 (the filter's `dispatch_grpc_call` speaks
+/// the cluster's protocol); no upstream filter (the failover role is for deployments only).
+pub fn rls_cluster(name: &str, addr: &Addr) -> Value {
+    let ip = addr.host.parse::<std::net::IpAddr>().is_ok();
+    let mut c = vec![("name", Value::from(name)), ("type", Value::from(if ip { "STATIC" } else { "STRICT_DNS" }))];
+    if !ip {
+        c.push(("dns_lookup_family", Value::from("V4_PREFERRED")));
+        c.push(("respect_dns_ttl", Value::from(true)));
+    }
+    let protocol = typed(
+        "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        [("explicit_http_config", Value::map([("http2_protocol_options", Value::map(Vec::<(String, Value)>::new()))]))],
+    );
+    c.extend([
+        ("connect_timeout", Value::from(RLS_CONNECT_TIMEOUT)),
+        ("lb_policy", Value::from("ROUND_ROBIN")),
+        // Every admission and settlement is one request on it (Envoy's default cap is 1024).
+        ("circuit_breakers", circuit_breakers()),
+        ("typed_extension_protocol_options", Value::Map(vec![(HTTP_OPTIONS.to_string(), protocol)])),
+        (
+            "load_assignment",
+            Value::map([
+                ("cluster_name", Value::from(name)),
+                ("endpoints", Value::seq([Value::map([("lb_endpoints", Value::seq([lb_endpoint(addr, (!ip).then_some(addr.host.as_str()), None)]))])])),
+            ]),
+        ),
+    ]);
+    Value::map(c)
+}
+
 /// The stream idle timeout in seconds: `--idle-timeout`, else [`DEFAULT_IDLE_TIMEOUT_SECS`] or
 /// the config's longest `timeout` if longer (an attempt's per-try budget must run out before the
 /// idle timeout does, or the client gets Envoy's local reply instead of a failover).
@@ -657,6 +695,7 @@ pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], en
     if opts.failover {
         listeners.push(redirector_listener(opts));
     }
+    let rls = cfg.envoy.rate_limit_service.as_ref().map(|r| rls_cluster(&r.cluster, &opts.rls_address));
     let mut top = vec![("admin".to_string(), Value::map([("address", opts.admin.socket_address())]))];
     if cfg.envoy.metrics {
         top.push(("stats_config".to_string(), stats_config()));
@@ -665,7 +704,7 @@ pub fn bootstrap(source: &Source, cfg: &RouterConfig, endpoints: &[Endpoint], en
         "static_resources".to_string(),
         Value::map([
             ("listeners", Value::Seq(listeners)),
-            ("clusters", Value::seq(endpoints.iter().map(|ep| cluster(ep, opts, body_limit, upstream_vm_id)))),
+            ("clusters", Value::seq(endpoints.iter().map(|ep| cluster(ep, opts, body_limit, upstream_vm_id)).chain(rls))),
         ]),
     ));
     Value::Map(top)

@@ -734,6 +734,46 @@ pub fn errors(endpoints: &[Endpoint]) -> Vec<String> {
     out
 }
 
+/// The rate limit service's cluster in a gateway: Istio's outbound cluster of a service port,
+/// `outbound|PORT||HOST` (or `outbound|PORT|SUBSET|HOST`) → `(port, host)`; the filter cannot
+/// call a cluster the mesh does not build. Err: why not, and what name to use.
+pub fn rls_cluster(name: &str) -> Result<(u16, String), String> {
+    let example = "outbound|8081||llm-router-rls.<namespace>.svc.cluster.local";
+    let mut parts = name.split('|');
+    let (Some("outbound"), Some(port), Some(_subset), Some(host), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(format!(
+            "envoy_settings.rate_limit_service.cluster: `{name}` is not an Istio cluster: in the mesh the filter can only call a cluster \
+             istiod builds, named outbound|PORT||HOST after the Service's gRPC port (e.g. `{example}`)"
+        ));
+    };
+    let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
+        return Err(format!("envoy_settings.rate_limit_service.cluster: `{name}`: `{port}` is not a port (e.g. `{example}`)"));
+    };
+    if !host.contains('.') || host.ends_with(".svc") {
+        return Err(format!(
+            "envoy_settings.rate_limit_service.cluster: `{name}`: Istio names the cluster by the service's full host name \
+             (e.g. `outbound|{port}||{}.<namespace>.svc.cluster.local`)",
+            host.trim_end_matches(".svc")
+        ));
+    }
+    Ok((port, host.to_string()))
+}
+
+/// The header paragraph for the rate limit service: what the mesh must provide so that its
+/// cluster speaks HTTP/2 (nothing is generated for it).
+pub fn rls_comment(cluster: &str, port: u16, host: &str) -> String {
+    let mut t = format!(
+        "# - Rate limit service (envoy_settings.rate_limit_service): the filter calls {cluster} over gRPC. Istio\n\
+         #   gives that cluster HTTP/2 only when the port is gRPC: name the Service port {port} `grpc` or `grpc-<suffix>`, or\n\
+         #   set `appProtocol: grpc` on it (an http, tcp or unnamed port gives HTTP/1.1 or TCP, and every call fails: the\n\
+         #   failure_mode applies). Nothing is generated for it here; its limits come from `llm-router rls`.\n"
+    );
+    if !in_cluster(host) {
+        t.push_str(&format!("#   {host} is outside the cluster: it needs a ServiceEntry whose port {port} has protocol GRPC (not written here).\n"));
+    }
+    t
+}
+
 /// Notes for the operator.
 pub fn notes(endpoints: &[Endpoint]) -> Vec<String> {
     let mut out = Vec::new();
@@ -777,6 +817,18 @@ mod tests {
         assert_eq!(object_name("llm-router", "api.openai.com"), "llm-router-api-openai-com");
         assert_eq!(object_name("llm-router", "::1"), "llm-router-1");
         assert!(object_name("x", &"a".repeat(100)).len() <= 63);
+    }
+
+    #[test]
+    fn rls_clusters_are_outbound_clusters() {
+        assert_eq!(rls_cluster("outbound|8081||rls.ns.svc.cluster.local"), Ok((8081, "rls.ns.svc.cluster.local".into())));
+        assert_eq!(rls_cluster("outbound|8081|v1|rls.ns.svc.cluster.local"), Ok((8081, "rls.ns.svc.cluster.local".into())));
+        for bad in ["llm_router_rls", "outbound|8081||rls", "outbound|8081||rls.ns.svc", "outbound|0||a.b", "outbound|8081|a.b", "outbound|1||a.b|c", "inbound|8081||a.b"] {
+            let e = rls_cluster(bad).err().unwrap_or_default();
+            assert!(e.starts_with("envoy_settings.rate_limit_service.cluster: `"), "{bad}: {e}");
+        }
+        assert!(rls_comment("outbound|1||a.b", 1, "a.b").contains("outside the cluster"));
+        assert!(!rls_comment("outbound|1||r.n.svc.cluster.local", 1, "r.n.svc.cluster.local").contains("outside the cluster"));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   anchors, merge keys; `include:`) into the filter's JSON, keeping a position per field path;
 //! - [`plan`] validates it with the filter's own loader (`llm_router::config::load`) and derives
 //!   the upstream clusters the filter will name;
-//! - [`envoy`] and [`istio`] generate deployment config; [`value`] writes JSON and YAML;
+//! - [`envoy`] and [`istio`] generate deployment config, [`rls`] a rate limit service's limits;
+//!   [`value`] writes JSON and YAML;
 //! - [`package`] writes the built filter as an OCI image (the Wasm image format istio-agent pulls);
 //! - [`key`] makes virtual keys' config entries (`key new`) and imports LiteLLM's key and team
 //!   exports (`key import`);
@@ -26,6 +27,7 @@ pub mod istio;
 pub mod key;
 pub mod package;
 pub mod plan;
+pub mod rls;
 pub mod source;
 pub mod spend;
 pub mod summary;

@@ -50,6 +50,31 @@ pub struct Summary {
     pub clusters: Vec<Cluster>,
     /// The variables the filter reads from its environment.
     pub env: Vec<String>,
+    /// `envoy_settings.rate_limit_service` (the global mode of the keys' limits).
+    pub rls: Option<Rls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rls {
+    pub cluster: String,
+    pub domain: String,
+    pub timeout_ms: u64,
+    /// Per limit kind (rpm, tpm, parallel, budget): `open` or `closed` when it cannot answer.
+    pub failure_mode: Vec<(&'static str, &'static str)>,
+}
+
+impl Rls {
+    fn new(r: &llm_router::config::rate_limit_service::RateLimitService) -> Rls {
+        use llm_router::cli_api::OnUnavailable;
+        let mode = |m: OnUnavailable| if m == OnUnavailable::FailClosed { "closed" } else { "open" };
+        let f = &r.failure_mode;
+        Rls {
+            cluster: r.cluster.clone(),
+            domain: r.domain.clone(),
+            timeout_ms: r.timeout_ms,
+            failure_mode: vec![("rpm", mode(f.rpm)), ("tpm", mode(f.tpm)), ("parallel", mode(f.parallel)), ("budget", mode(f.budget))],
+        }
+    }
 }
 
 impl Summary {
@@ -94,6 +119,7 @@ impl Summary {
                 .collect(),
             clusters: endpoints.iter().map(|e| Cluster { name: e.cluster.clone(), url: e.url(), deployments: e.deployments.len() }).collect(),
             env: env.to_vec(),
+            rls: cfg.envoy.rate_limit_service.as_ref().map(Rls::new),
         }
     }
 
@@ -125,6 +151,16 @@ impl Summary {
         if !self.ignored.is_empty() {
             t.push_str(&format!("{at}: accepted without effect, {} ignored:\n", plural(self.ignored.len(), "setting", "settings")));
             push_list(&mut t, &collapse(&self.ignored), "ignored settings");
+        }
+        if let Some(r) = &self.rls {
+            let modes: Vec<String> = r.failure_mode.iter().map(|(k, m)| format!("{k} {m}")).collect();
+            t.push_str(&format!(
+                "{at}: rate limit service: cluster {}, domain {}, timeout {} ms; when it cannot answer: {} (its limits: `llm-router rls`)\n",
+                r.cluster,
+                r.domain,
+                r.timeout_ms,
+                modes.join(", ")
+            ));
         }
         t
     }
@@ -167,6 +203,17 @@ impl Summary {
                 })),
             ),
             ("env", strings(&self.env)),
+            (
+                "rate_limit_service",
+                self.rls.as_ref().map_or(Value::Null, |r| {
+                    Value::map([
+                        ("cluster", Value::from(r.cluster.as_str())),
+                        ("domain", Value::from(r.domain.as_str())),
+                        ("timeout_ms", Value::from(r.timeout_ms)),
+                        ("failure_mode", Value::map(r.failure_mode.iter().map(|(k, m)| (*k, Value::from(*m))))),
+                    ])
+                }),
+            ),
         ])
     }
 }

@@ -251,3 +251,25 @@ fn skipped_entries_do_not_shift_the_upstream_clusters() {
     let names: Vec<&str> = b["static_resources"]["clusters"].as_array().map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect()).unwrap_or_default();
     assert!(names.contains(&"outbound|18001||127.0.0.1") && names.contains(&"outbound|443||api.anthropic.com"), "{names:?}");
 }
+
+#[test]
+fn the_summary_names_the_rate_limit_service() {
+    let d = dir("rls-summary");
+    let text = format!("{MIXED}envoy_settings:\n  rate_limit_service: {{cluster: llm_router_rls, timeout_ms: 80, failure_mode: {{rpm: closed}}}}\n");
+    let config = write(&d, "config.yaml", &text);
+    let out = run(&["check", &config], KEYS);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let line = format!(
+        "{config}: rate limit service: cluster llm_router_rls, domain llm_router, timeout 80 ms; when it cannot answer: rpm closed, tpm open, parallel open, budget closed (its limits: `llm-router rls`)"
+    );
+    assert!(out.stdout.lines().any(|l| l == line), "{}", out.stdout);
+    let out = run(&["check", &config, "--format", "json"], KEYS);
+    assert_eq!(
+        json(&out.stdout)["summary"]["rate_limit_service"],
+        serde_json::json!({"cluster": "llm_router_rls", "domain": "llm_router", "timeout_ms": 80, "failure_mode": {"rpm": "closed", "tpm": "open", "parallel": "open", "budget": "closed"}})
+    );
+    let plain = write(&d, "plain.yaml", MIXED);
+    let out = run(&["check", &plain, "--format", "json"], KEYS);
+    assert_eq!(json(&out.stdout)["summary"]["rate_limit_service"], serde_json::Value::Null);
+    assert!(!run(&["check", &plain], KEYS).stdout.contains("rate limit service"));
+}

@@ -440,3 +440,42 @@ fn access_log_json_is_the_shipped_snippet_and_text_stays_the_default() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("--access-log must be text or json"), "{}", bad.stderr);
 }
+
+#[test]
+fn the_rate_limit_service_gets_an_http2_cluster_without_the_upstream_role() {
+    let d = dir("envoy-rls");
+    let with = CONFIG.replace("envoy_settings:\n", "envoy_settings:\n  rate_limit_service: {cluster: llm_router_rls, domain: gw}\n");
+    let config = write(&d, "config.yaml", &with);
+    let out = run(&["envoy", config.as_str(), "--format", "json"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let b = json(&out.stdout);
+    let rls = cluster(&b, "llm_router_rls");
+    assert_eq!(rls["type"], "STATIC");
+    assert_eq!(rls["connect_timeout"], "1s");
+    assert_eq!(rls["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"], serde_json::json!({"address": "127.0.0.1", "port_value": 8081}));
+    let options = &rls["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(options["explicit_http_config"], serde_json::json!({"http2_protocol_options": {}}));
+    assert!(options.get("http_filters").is_none(), "the RLS cluster must not carry the upstream role");
+    // The deployments' clusters still do.
+    assert!(cluster(&b, "my-vllm")["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"].is_array());
+
+    let out = run(&["envoy", config.as_str(), "--format", "json", "--rls-address", "rls.internal:9000"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let b = json(&out.stdout);
+    let rls = cluster(&b, "llm_router_rls");
+    assert_eq!(rls["type"], "STRICT_DNS");
+    assert_eq!(rls["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"], serde_json::json!({"address": "rls.internal", "port_value": 9000}));
+    let yaml = run(&["envoy", config.as_str()], &[]);
+    assert!(yaml.stdout.contains("#   rls:       llm_router_rls -> 127.0.0.1:8081 (gRPC over HTTP/2"), "{}", yaml.stdout);
+    assert_eq!(run(&["envoy", config.as_str(), "--rls-address", "nope"], &[]).code, 2);
+
+    // Without rate_limit_service: no such cluster.
+    let (b, _) = generate(&[]);
+    assert!(clusters(&b).iter().all(|c| c["name"] != "llm_router_rls"));
+
+    // A deployment's cluster cannot also be the RLS's.
+    let clash = write(&d, "clash.yaml", &CONFIG.replace("envoy_settings:\n", "envoy_settings:\n  rate_limit_service: {cluster: my-vllm}\n"));
+    let out = run(&["envoy", clash.as_str()], &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("`my-vllm` is also the cluster of deployments"), "{}", out.stderr);
+}

@@ -454,3 +454,37 @@ fn a_provider_key_read_for_want_of_an_api_key_is_an_optional_secret() {
         ])
     );
 }
+
+#[test]
+fn the_rate_limit_service_must_be_an_istio_outbound_cluster() {
+    let d = dir("istio-rls");
+    let with = |cluster: &str| format!("{CONFIG}envoy_settings:\n  rate_limit_service: {{cluster: '{cluster}'}}\n");
+    for (cluster, needle) in [
+        ("llm_router_rls", "`llm_router_rls` is not an Istio cluster"),
+        ("outbound|8081||rls", "Istio names the cluster by the service's full host name (e.g. `outbound|8081||rls.<namespace>.svc.cluster.local`)"),
+        ("outbound|x||rls.ns.svc.cluster.local", "`x` is not a port"),
+        ("inbound|8081||rls.ns.svc.cluster.local", "not an Istio cluster"),
+    ] {
+        let config = write(&d, "config.yaml", &with(cluster));
+        let out = run(&args(&config, &[]), ENV);
+        assert_eq!(out.code, 1, "{cluster}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{cluster}: {}", out.stderr);
+        assert!(out.stderr.contains("outbound|8081||") || out.stderr.contains("is not a port"), "{}", out.stderr);
+        assert!(out.stdout.is_empty());
+    }
+    let config = write(&d, "config.yaml", &with("outbound|8081||llm-router-rls.limits.svc.cluster.local"));
+    let out = run(&args(&config, &[]), ENV);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let header: String = out.stdout.lines().take_while(|l| l.starts_with('#') || l.is_empty()).collect::<Vec<_>>().join("\n");
+    assert!(header.contains("the filter calls outbound|8081||llm-router-rls.limits.svc.cluster.local over gRPC"), "{header}");
+    assert!(header.contains("name the Service port 8081 `grpc` or `grpc-<suffix>`, or\n#   set `appProtocol: grpc` on it"), "{header}");
+    assert!(!header.contains("outside the cluster"), "{header}");
+    assert!(out.stderr.contains("is HTTP/2 only if its Service port 8081 is named grpc/grpc-* or has appProtocol: grpc"), "{}", out.stderr);
+    // The objects are those of a config without it (nothing is invented for the RLS).
+    let kinds = |text: &str| objects_of(text, &[]).iter().map(|o| o["kind"].clone()).collect::<Vec<_>>();
+    assert_eq!(kinds(&with("outbound|8081||llm-router-rls.limits.svc.cluster.local")), kinds(CONFIG));
+    let config = write(&d, "config.yaml", &with("outbound|8081||rls.example.com"));
+    let out = run(&args(&config, &[]), ENV);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("rls.example.com is outside the cluster: it needs a ServiceEntry whose port 8081 has protocol GRPC"), "{}", out.stdout);
+}

@@ -244,3 +244,32 @@ def test_tls_cluster_fails_over_through_the_plain_redirector(wasm, gateways, tmp
     assert resp.headers.get("x-llm-router-attempts") == "2", resp.headers
     expect_upstream(mock.last(), path="/v1/chat/completions", host=mock.authority, model="fallback",
                     headers={"authorization": "Bearer sk-demo-openai"})
+
+
+def test_envoy_accepts_the_bootstrap_with_a_rate_limit_service(wasm, gateways, tmp_path):
+    """With `envoy_settings.rate_limit_service`, the bootstrap also has the RLS's cluster (HTTP/2, no upstream
+    filter): `envoy --mode validate` accepts it, and Envoy boots on it with the filter configured (no RLS needs to
+    run: nothing is requested)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: m\n"
+        "    litellm_params: {model: openai/m, api_base: 'http://127.0.0.1:18001/v1', api_key: x}\n"
+        "envoy_settings:\n"
+        "  rate_limit_service: {cluster: llm_router_rls, domain: gw, timeout_ms: 80}\n"
+        "keys:\n"
+        f"  - token: {'ab' * 32}\n"
+        "    rpm_limit: 10\n")
+    bootstrap = tmp_path / "gateway.yaml"
+    listen, admin = generate(config, bootstrap, "--rls-address", "localhost:8081")
+    text = bootstrap.read_text()
+    assert "#   rls:       llm_router_rls -> localhost:8081" in text, text[:2000]
+    proc = subprocess.run([str(ENVOY_BIN), "--mode", "validate", "-c", str(bootstrap), "--use-dynamic-base-id"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0 and "OK" in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    gw = Gateway(bootstrap, listen, admin, {}, "rls-cluster")
+    gateways.append(gw)
+    gw.wait_ready()
+    with urllib.request.urlopen(f"{gw.admin_url}/clusters?format=json", timeout=5) as r:
+        statuses = json.load(r)["cluster_statuses"]
+    assert "llm_router_rls" in [c["name"] for c in statuses], statuses
