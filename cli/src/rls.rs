@@ -170,7 +170,9 @@ pub fn limitador_header(config: &str, domain: &str) -> String {
          # seconds: rpm/tpm {RATE_SECONDS}; parallel {PARALLEL_SECONDS} (the filter's slot epoch: a lost release comes back);\n\
          # budgets: budget_duration in seconds, a month (mo) counted as 30 days; a budget without budget_duration\n\
          # {NO_DURATION_SECONDS} (10 years: it never resets). Limitador's windows start at the first hit, not on the calendar.\n\
-         # Budgets with only a soft_budget have no maximum and are not listed.\n"
+         # Budgets with only a soft_budget have no maximum and are not listed.\n\
+         # For llm-router-rls (tools/rls), which matches each descriptor of a request on its own. Stock limitador-server\n\
+         # binds all of a request's descriptors as one list, so there descriptors[0] is only the request's first limit.\n"
     )
 }
 
