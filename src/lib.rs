@@ -55,5 +55,6 @@ pub mod cli_api {
     pub use crate::pipeline::log_props::{ACCESS_LOG_FORMAT, ACCESS_LOG_JSON};
     // `llm-router rls`: every limit of the plans, named as the filter names them to an RLS.
     pub use crate::limits::global::{kind_value, remote_limit, scope_entry, LIMIT_ENTRY};
+    pub use crate::limits::plan::rank as kind_rank;
     pub use crate::limits::{Duration, Kind, Limit, OnUnavailable, Scope, Unit, Window};
 }

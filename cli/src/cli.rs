@@ -417,6 +417,9 @@ fn envoy(opts: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, F
         Format::Yaml => format!("{}{}", envoy_header(&source, &eo, &endpoints, &env_sentence(&validated), cfg), bootstrap.to_yaml()),
     };
     emit(opts, &text, out)?;
+    if cfg.envoy.rate_limit_service.is_none() && opts.get("--rls-address").is_some() {
+        writeln!(err, "{}: note: --rls-address has no effect: the config has no envoy_settings.rate_limit_service", source.files.at(None)).map_err(io)?;
+    }
     if endpoints.iter().any(|e| e.tls) && !Path::new(&eo.ca_file).exists() {
         writeln!(err, "{}: note: {} does not exist here; Envoy needs a CA bundle there to verify https upstreams (--ca-file)", source.files.at(None), eo.ca_file)
             .map_err(io)?;

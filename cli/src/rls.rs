@@ -9,7 +9,7 @@
 //! many keys share (a team's) is written once; the order is sorted, so diffs are stable.
 
 use crate::value::Value;
-use llm_router::cli_api::{kind_value, remote_limit, scope_entry, Kind, Limit, Scope, Unit, Window, LIMIT_ENTRY};
+use llm_router::cli_api::{kind_rank, kind_value, remote_limit, scope_entry, Kind, Limit, Scope, Unit, Window, LIMIT_ENTRY};
 use llm_router::config::RouterConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +55,6 @@ pub struct Entry {
     /// Who the limit belongs to and the config field it comes from (for refusals).
     pub owner: String,
     pub field: &'static str,
-}
-
-fn rank(kind: Kind) -> u8 {
-    match kind {
-        Kind::Parallel => 0,
-        Kind::Requests => 1,
-        Kind::Tokens => 2,
-        Kind::Budget => 3,
-    }
 }
 
 fn seconds(value: u32, unit: Unit) -> u64 {
@@ -118,7 +109,7 @@ pub fn entries(cfg: &RouterConfig) -> Vec<Entry> {
                 (Kind::Budget, _) => Period::Forever,
             };
             let (owner, field) = origin(l);
-            Entry { rank: rank(l.kind), kind: kind_value(l.kind), scope_key, scope_value, max: remote_limit(l), period, owner, field }
+            Entry { rank: kind_rank(l.kind), kind: kind_value(l.kind), scope_key, scope_value, max: remote_limit(l), period, owner, field }
         })
         .collect();
     out.sort();
@@ -179,7 +170,9 @@ pub fn limitador_header(config: &str, domain: &str) -> String {
          # seconds: rpm/tpm {RATE_SECONDS}; parallel {PARALLEL_SECONDS} (the filter's slot epoch: a lost release comes back);\n\
          # budgets: budget_duration in seconds, a month (mo) counted as 30 days; a budget without budget_duration\n\
          # {NO_DURATION_SECONDS} (10 years: it never resets). Limitador's windows start at the first hit, not on the calendar.\n\
-         # Budgets with only a soft_budget have no maximum and are not listed.\n"
+         # Budgets with only a soft_budget have no maximum and are not listed.\n\
+         # For llm-router-rls (tools/rls), which matches each descriptor of a request on its own. Stock limitador-server\n\
+         # binds all of a request's descriptors as one list, so there descriptors[0] is only the request's first limit.\n"
     )
 }
 

@@ -470,8 +470,9 @@ fn the_rate_limit_service_gets_an_http2_cluster_without_the_upstream_role() {
     assert_eq!(run(&["envoy", config.as_str(), "--rls-address", "nope"], &[]).code, 2);
 
     // Without rate_limit_service: no such cluster.
-    let (b, _) = generate(&[]);
+    let (b, stderr) = generate(&["--rls-address", "127.0.0.1:9"]);
     assert!(clusters(&b).iter().all(|c| c["name"] != "llm_router_rls"));
+    assert!(stderr.contains("note: --rls-address has no effect"), "{stderr}");
 
     // A deployment's cluster cannot also be the RLS's.
     let clash = write(&d, "clash.yaml", &CONFIG.replace("envoy_settings:\n", "envoy_settings:\n  rate_limit_service: {cluster: my-vllm}\n"));

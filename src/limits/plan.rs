@@ -68,7 +68,7 @@ fn budget(scope: &Scope, b: &Budget, out: &mut Vec<Limit>) {
 }
 
 /// Kind order in a list: the most likely refusals first (module docs).
-fn rank(kind: Kind) -> u8 {
+pub fn rank(kind: Kind) -> u8 {
     match kind {
         Kind::Parallel => 0,
         Kind::Requests => 1,
