@@ -134,41 +134,9 @@ fn cluster_problem(name: &str) -> Option<&'static str> {
     None
 }
 
-/// Whether `bytes` is a well-formed sequence of protobuf fields (what `ParseFromString` accepts,
-/// unknown fields included; groups are treated as failures, as a top-level end-group is).
+/// Whether `bytes` is a well-formed sequence of protobuf fields (what `ParseFromString` accepts).
 pub fn parses_as_protobuf(bytes: &[u8]) -> bool {
-    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let byte = *b.get(*i)?;
-            *i += 1;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        let Some(tag) = varint(bytes, &mut i) else { return false };
-        if tag >> 3 == 0 {
-            return false;
-        }
-        let advance = match tag & 7 {
-            0 => varint(bytes, &mut i).map(|_| 0),
-            1 => Some(8),
-            2 => varint(bytes, &mut i).and_then(|n| usize::try_from(n).ok()),
-            5 => Some(4),
-            _ => None,
-        };
-        let Some(n) = advance else { return false };
-        match i.checked_add(n) {
-            Some(end) if end <= bytes.len() => i = end,
-            _ => return false,
-        }
-    }
-    true
+    crate::limits::global::wire::well_formed(bytes)
 }
 
 #[cfg(test)]

@@ -135,6 +135,9 @@ impl<'a> Reader<'a> {
         }
         let tag = self.varint().ok_or(())?;
         let field = tag >> 3;
+        if field == 0 {
+            return Err(());
+        }
         let value = match tag & 7 {
             0 => Field::Varint(self.varint().ok_or(())?),
             1 => self.take(8).map(|_| Field::Other).ok_or(())?,
@@ -155,6 +158,12 @@ fn each<'a>(b: &'a [u8], mut f: impl FnMut(u64, Field<'a>)) -> Result<(), ()> {
         f(field, value);
     }
     Ok(())
+}
+
+/// Whether `b` is a well-formed sequence of protobuf fields, unknown ones included (what
+/// `ParseFromString` accepts; groups count as malformed, as a top-level end-group is).
+pub fn well_formed(b: &[u8]) -> bool {
+    each(b, |_, _| {}).is_ok()
 }
 
 /// Reads a `RateLimitResponse`.
