@@ -30,7 +30,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 sys.path.insert(0, str(BENCH))
 
-from support.envoy import (ENVOY_BIN, WASM_PATH, PASSTHROUGH_CLUSTER, bootstrap,  # noqa: E402
+from support.envoy import (CLUSTER_HEADER, ENVOY_BIN, WASM_PATH, PASSTHROUGH_CLUSTER, bootstrap,  # noqa: E402
                            buffer_filter, free_port)
 import workload  # noqa: E402
 
@@ -57,6 +57,10 @@ VARIANTS = {
           "limits: identity, model access, 4 admissions and 3 settlements in shared data per request",
     "3g": "variant 3k in global mode: each request also admitted by the rate limit service (tools/rls over Redis, "
           "on the load CPU) in one gRPC call, and settled by one more from the root context",
+    "3b": "design B's transport next to 3g: variant 3k plus Envoy's ratelimit filter after the wasm filter "
+          "(RateLimitPerRoute on the routed route, the same RLS), 4 descriptors at admission (rpm, tpm, parallel, "
+          "budget as fixed generic_keys, the rpm one with the router's cluster header) and one apply_on_stream_done "
+          "call charging the router's token filter state (access_log_properties + access_log_tokens on)",
 }
 BREAKDOWN = {
     "1b": "plain Envoy + Envoy's buffer filter (the body is buffered, as the router makes Envoy do)",
@@ -68,9 +72,17 @@ BREAKDOWN = {
            "wiring sends no attempt state either)",
     "3nm": "variant 3 with envoy_settings.metrics false: no metric host calls, no response usage scan",
 }
-ROUTER_VARIANTS = {"3", "3f", "4", "3nr", "3ns", "3nm", "3k", "3g"}
-KEY_VARIANTS = {"3k", "3g"}
+ROUTER_VARIANTS = {"3", "3f", "4", "3nr", "3ns", "3nm", "3k", "3g", "3b"}
+KEY_VARIANTS = {"3k", "3g", "3b"}
+GLOBAL_VARIANTS = {"3g", "3b"}  # they need GlobalLimits (Redis + tools/rls)
 RLS_CLUSTER = "llm_router_rls"
+# Variant 3b: the descriptors Envoy's ratelimit filter sends (docs/design/global-limits-measured.md). Their own
+# limits (B3_LIMITS, appended to the RLS's limits file) are far above any run, so nothing is refused; B has no
+# refund (parallel is never released, reservations are never settled), which huge limits hide.
+B3_KEY, B3_DONE_KEY = "bench-3b", "bench-3b-done"
+B3_LIMITS = (("rpm", B3_KEY, 60), ("tpm", B3_KEY, 60), ("parallel", B3_KEY, 900), ("budget", B3_KEY, 86400),
+             ("tpm", B3_DONE_KEY, 60))
+B3_STAT_PREFIX = "bench_b"
 
 
 def bearer(variant: str) -> str:
@@ -79,7 +91,7 @@ def bearer(variant: str) -> str:
 
 
 class GlobalLimits:
-    """Variant 3g's rate limit service: Redis and tools/rls (its limits written by `llm-router rls` for the
+    """Variants 3g's and 3b's rate limit service: Redis and tools/rls (its limits written by `llm-router rls` for the
     variant's plugin config), both pinned to the load CPU with wrk and nginx: only Envoy's CPU is measured."""
 
     def __init__(self, run_dir: Path):
@@ -93,10 +105,25 @@ class GlobalLimits:
                               "--format", "limitador"], cwd=REPO, capture_output=True, text=True)
         if out.returncode != 0:
             raise BenchError(f"llm-router rls failed: {out.stderr}")
-        (self.dir / "limits.yaml").write_text(out.stdout)
+        # The CLI writes a block-style YAML list; variant 3b's own limits are appended to it.
+        (self.dir / "limits.yaml").write_text(out.stdout.rstrip("\n") + "\n" + "".join(
+            f"- namespace: llm_router\n  name: {kind}.api_key.{key}\n  max_value: {10**15}\n  seconds: {secs}\n"
+            f"  conditions: [\"descriptors[0]['limit'] == '{kind}'\", \"descriptors[0]['api_key'] == '{key}'\"]\n"
+            f"  variables: []\n" for kind, key, secs in B3_LIMITS))
         pin = ["taskset", "-c", LOAD_CPU]
         self.redis = Redis(self.dir / "redis", prefix=pin)
         self.rls = Rls(self.dir, self.redis, self.dir / "limits.yaml", prefix=pin)
+
+    def counter(self, key: str) -> int:
+        """The Redis counter(s) of the limits on `api_key == key` (Limitador's key holds the condition text)."""
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        keys = subprocess.run([cli, "-p", str(self.redis.port), "--scan", "--pattern", f"*counter:*'{key}'*"],
+                              capture_output=True, text=True, timeout=10).stdout.splitlines()
+        total = 0
+        for k in keys:
+            v = subprocess.run([cli, "-p", str(self.redis.port), "get", k], capture_output=True, text=True, timeout=10).stdout.strip()
+            total += int(v) if v.isdigit() else 0
+        return total
 
     def stop(self) -> None:
         self.rls.stop()
@@ -299,16 +326,19 @@ def variant_bootstrap(variant: str, nginx_port: int) -> dict:
     cfg = workload.router_config(deployments, rewrite=variant != "3nr", failover_settings=variant != "3ns")
     if variant == "3nm":
         cfg["envoy_settings"]["metrics"] = False
-    if variant == "3k":
+    if variant in ("3k", "3b"):
         workload.with_virtual_keys(cfg)
+    if variant == "3b":
+        # The stream-done call's addends: the token counts the router writes in on_log.
+        cfg["envoy_settings"].update(access_log_properties=True, access_log_tokens=True)
     if variant == "3g":
         cfg = global_config(deployments)
     clusters = {PASSTHROUGH_CLUSTER: ("127.0.0.1", nginx_port)}
     for name in workload.cluster_names(cfg):
         clusters[name] = ("127.0.0.1", nginx_port)
-    if variant == "3g":
+    if variant in GLOBAL_VARIANTS:
         if GLOBAL is None:
-            raise BenchError("variant 3g needs the rate limit service (started by main)")
+            raise BenchError(f"variant {variant} needs the rate limit service (started by main)")
         clusters[RLS_CLUSTER] = ("127.0.0.1", GLOBAL.rls.port, "h2")
     failover_port = free_port() if variant == "3f" else None
     wasm_path = WASM_COPY["router"] if variant in ROUTER_VARIANTS else WASM_COPY["noop"]
@@ -324,7 +354,45 @@ def variant_bootstrap(variant: str, nginx_port: int) -> dict:
         wasm_cfg["name"] = wasm_cfg["root_id"] = wasm_cfg["vm_config"]["vm_id"] = "noop"
         wasm_cfg["configuration"]["value"] = {"2": "noop", "2b": "buffer_read", "2h": "host_calls"}[variant]
         wasm_cfg["vm_config"]["environment_variables"] = {}
+    elif variant == "3b":
+        filters.insert(1, b3_ratelimit_filter())  # [wasm, ratelimit, router]
+        routed = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
+        assert "cluster_header" in routed["route"], routed
+        routed["typed_per_filter_config"] = {"envoy.filters.http.ratelimit": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+            "rate_limits": b3_rate_limits()}}
     return bs
+
+
+def b3_ratelimit_filter() -> dict:
+    """Envoy's HTTP ratelimit filter on the same RLS as 3g, with 3g's timeout. Failing closed (500): an RLS
+    that does not answer fails check_routes instead of being measured as a fast no-op."""
+    return {"name": "envoy.filters.http.ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+        "domain": "llm_router", "stat_prefix": B3_STAT_PREFIX, "timeout": "1s", "failure_mode_deny": True,
+        "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": RLS_CLUSTER}},
+                               "transport_api_version": "V3"}}}
+
+
+def b3_rate_limits() -> list:
+    """Admission: one descriptor per limit of 3g's plan, `{limit, api_key}` with fixed values (Envoy cannot
+    compute the key's hash or the amounts: request-level hits_addend, i.e. 1 each), the rpm one also carrying
+    the cluster header the router sets in its body phase. Stream done: the router's prompt and completion token
+    filter state, two descriptors of one call to one counter (the router writes no total; hits_addend.format takes
+    a single command)."""
+    def generic(k: str, v: str) -> dict:
+        return {"generic_key": {"descriptor_key": k, "descriptor_value": v}}
+
+    out = []
+    for kind in ("rpm", "tpm", "parallel", "budget"):
+        actions = [generic("limit", kind), generic("api_key", B3_KEY)]
+        if kind == "rpm":
+            actions.append({"request_headers": {"header_name": CLUSTER_HEADER, "descriptor_key": "cluster"}})
+        out.append({"actions": actions})
+    for prop in ("prompt_tokens", "completion_tokens"):
+        out.append({"actions": [generic("limit", "tpm"), generic("api_key", B3_DONE_KEY)], "apply_on_stream_done": True,
+                    "hits_addend": {"format": f"%FILTER_STATE(wasm.llm_router.{prop}:PLAIN)%"}})
+    return out
 
 
 class Envoy:
@@ -417,7 +485,28 @@ class Envoy:
             ok = sum(int(v) for v in re.findall(r"rls_call=\.=admission;\.;rls_result=\.=ok;\.;llm_router_rls_calls_total: (\d+)", stats))
             if ok < 20:
                 raise BenchError(f"variant 3g: the rate limit service admitted {ok} of the check's requests; stats:\n{stats}")
+        if self.variant == "3b":
+            self.check_b3()
         return {"deployments_seen": sorted(seen)}
+
+    def check_b3(self) -> None:
+        """Envoy's ratelimit filter asked the RLS for each request (its `ratelimit.ok` stat, kept per upstream
+        cluster: measured on Envoy 1.40, the stream-done calls do not count there), and the stream-done calls
+        reached it: the RLS's Redis counter of B3_DONE_KEY holds the tokens they charged."""
+        raw = json.loads(self._admin("/stats?format=json&filter=ratelimit"))
+        stats = {s["name"]: s.get("value", 0) for s in raw.get("stats", []) if "name" in s}
+        ok = sum(v for k, v in stats.items() if k.endswith(f".ratelimit.{B3_STAT_PREFIX}.ok"))
+        if ok < 20:
+            raise BenchError(f"variant 3b: Envoy's ratelimit filter had {ok} OK answers for the check's requests; stats {stats}")
+        deadline = time.monotonic() + 5
+        while True:
+            charged = GLOBAL.counter(B3_DONE_KEY) if GLOBAL else 0
+            if charged > 0:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"variant 3b: no stream-done call reached the RLS (counter {B3_DONE_KEY} is {charged}); "
+                                 f"ratelimit stats {stats}; Envoy log {self.log_path}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -745,7 +834,7 @@ def main() -> int:
             "bodies": {k: len(v) for k, v in body_bytes.items()}, "rounds": []}
     global GLOBAL
     nginx = Nginx(RUN)
-    if "3g" in variants:
+    if GLOBAL_VARIANTS & set(variants):
         GLOBAL = GlobalLimits(RUN)
     started = time.monotonic()
     try:
