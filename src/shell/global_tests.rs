@@ -173,6 +173,7 @@ fn a_call_that_cannot_start_is_a_failure_decided_at_once() {
     let size = host.request_body.borrow().len();
     assert_eq!(s.on_request_body(&host, size, true), Flow::Continue, "fails open without waiting");
     assert!(host.reply().is_none());
+    assert_eq!(rls_calls(&vm, "admission", "dispatch"), 1);
     let (cfg, vm) = gateway(json!({"max_budget": 5}), rls());
     let host = FakeHost::default();
     host.fail(Op::GrpcCall);

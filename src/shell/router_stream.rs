@@ -449,6 +449,7 @@ impl<S: Sink> RouterStream<S> {
                 Err(status) => {
                     log::warn!("llm-router: calling the rate limit service (cluster {}) failed: {status:?}", rls.cluster);
                     let failure = limits::global::Failure::Dispatch;
+                    self.vm.with_metrics(&cfg, |m| metrics::rls_call(&mut m.sink, "admission", failure.label(), None));
                     let sent = match self.unanswered(host, &cfg, key, &model, sent, failure, now) {
                         Some(sent) => sent,
                         None => return Flow::Pause,
