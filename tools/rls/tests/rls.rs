@@ -232,6 +232,16 @@ async fn unavailable_when_redis_is_down() {
     let r = call(&mut c, vec![desc("rpm", "api_key", "none", Some(1), false)]).await.unwrap();
     assert_eq!(r.overall_code, OK);
     rls.wait_logged("storage error");
+    // Redis back (empty): the server reconnects by itself.
+    let _redis = Redis::start_on(redis.port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match call(&mut c, vec![desc("rpm", "api_key", "k", Some(1), false)]).await {
+            Ok(r) => break assert_eq!(r.statuses[0].limit_remaining, 4),
+            Err(e) => assert!(std::time::Instant::now() < deadline, "never recovered: {e:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -27,8 +27,12 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// On a given port (a restart of a stopped one).
+    pub fn start_on(port: u16) -> Redis {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .current_dir(dir.path())
