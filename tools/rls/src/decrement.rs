@@ -18,9 +18,17 @@ use std::time::Duration;
 /// Limitador would not count it either).
 pub fn counter_key(limit: &Limit, ctx: &Context<'_>) -> Result<Option<Vec<u8>>, String> {
     let counter = Counter::new(Arc::new(limit.clone()), ctx).map_err(|e| e.to_string())?;
-    let Some(counter) = counter else { return Ok(None) };
+    let Some(counter) = counter else {
+        return Ok(None);
+    };
     let json = serde_json::to_string(&counter).map_err(|e| e.to_string())?;
-    Ok(Some(format!("namespace:{{{}}},counter:{json}", limit.namespace().as_ref()).into_bytes()))
+    Ok(Some(
+        format!(
+            "namespace:{{{}}},counter:{json}",
+            limit.namespace().as_ref()
+        )
+        .into_bytes(),
+    ))
 }
 
 /// Subtracts ARGV[1] from KEYS[1], clamped at 0, keeping its TTL (`KEEPTTL`, Redis ≥ 6).
@@ -57,5 +65,8 @@ pub async fn decrement(
         return Ok(None);
     }
     let expires_in = u64::try_from(pttl).ok().map(Duration::from_millis);
-    Ok(Some(Left { value: value as u64, expires_in }))
+    Ok(Some(Left {
+        value: value as u64,
+        expires_in,
+    }))
 }

@@ -34,9 +34,14 @@ pub async fn connect(redis_url: &str, hold_ttl: Duration) -> Result<service::Rls
     let storage = AsyncRedisStorage::new_with_conn_manager(conn.clone())
         .await
         .map_err(|e| format!("{redis_url}: {e}"))?;
-    let limiter = limitador::AsyncRateLimiterBuilder::new(AsyncStorage::with_counter_storage(Box::new(storage)))
-        .reservation_limits(limitador::reservation::ReservationLimits { max_fraction: 1.0, max_ttl: hold_ttl })
-        .build();
+    let limiter = limitador::AsyncRateLimiterBuilder::new(AsyncStorage::with_counter_storage(
+        Box::new(storage),
+    ))
+    .reservation_limits(limitador::reservation::ReservationLimits {
+        max_fraction: 1.0,
+        max_ttl: hold_ttl,
+    })
+    .build();
     Ok(service::Rls::new(limiter, conn, hold_ttl))
 }
 
