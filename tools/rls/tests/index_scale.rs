@@ -25,11 +25,16 @@ async fn four_thousand_limits_one_evaluated_per_descriptor() {
             ));
         }
     }
+    let start = Instant::now();
     let n = rls
         .configure(limits_file::parse(&yaml).unwrap())
         .await
         .unwrap();
     assert_eq!(n, 4000);
+    eprintln!(
+        "index_scale: parsing and installing 4000 limits took {} ms",
+        start.elapsed().as_millis()
+    );
 
     for kind in ["rpm", "tpm", "parallel", "budget"] {
         let entries: BTreeMap<String, String> = [
