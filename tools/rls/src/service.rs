@@ -5,8 +5,10 @@
 //! increments in two round trips (concurrent callers can both take the last unit). Here:
 //!
 //! * every positive descriptor is `reserve`d (one atomic Lua script: value + held + amount >
-//!   max → limited), all concurrently; if none is limited each is committed (counter +=
-//!   amount, hold released), else every hold is released and nothing is charged;
+//!   max → limited), all concurrently; if none is limited all are committed in one Lua script
+//!   (counter += amount, hold released: `decrement::commit_all`, atomic where limitador's
+//!   `commit_reservation` takes two round trips), else every hold is released and nothing is
+//!   charged;
 //! * a per-descriptor `hits_addend` of `Some(0)` is a peek (`is_rate_limited` with 0);
 //! * a negative descriptor is a clamped decrement (`decrement.rs`), applied whatever the
 //!   others answer, never refused;
@@ -130,9 +132,13 @@ impl Rls {
                 return Err(Status::unavailable(format!("rate limit storage: {e}")));
             }
         } else {
-            let commits =
-                join_all(outcomes.iter().filter_map(|o| o.commit(self, &descriptors))).await;
-            if let Some(Err(e)) = commits.into_iter().find(Result::is_err) {
+            // One script for every counter of the request: increments and hold releases are
+            // atomic together (see `decrement::commit_all`).
+            let commits: Vec<decrement::Commit> = outcomes
+                .iter()
+                .flat_map(|o| o.commits.iter().cloned())
+                .collect();
+            if let Err(e) = decrement::commit_all(&self.conn, &commits).await {
                 eprintln!("llm-router-rls: storage error: {e}");
                 return Err(Status::unavailable(format!("rate limit storage: {e}")));
             }
@@ -157,6 +163,7 @@ impl Rls {
             limited: false,
             reserved: false,
             reservation: None,
+            commits: Vec::new(),
             counters: Vec::new(),
         };
         let err = |e: LimitadorError| e.to_string();
@@ -178,8 +185,22 @@ impl Rls {
                 .map_err(err)?;
             outcome.limited = r.limited;
             outcome.counters = r.counters.iter().map(Seen::from).collect();
-            outcome.reservation = r.reservation_id;
             outcome.reserved = !r.limited && !r.counters.is_empty();
+            if outcome.reserved {
+                for c in &r.counters {
+                    let Some(counter_key) = decrement::counter_key(c.limit(), &ctx)? else {
+                        continue;
+                    };
+                    outcome.commits.push(decrement::Commit {
+                        counter_key,
+                        limit_set_key: decrement::limit_set_key(c.limit())?,
+                        window_secs: c.limit().seconds(),
+                        amount: d.amount,
+                        reservation_id: r.reservation_id.as_ref().map(|id| id.as_str().to_owned()),
+                    });
+                }
+            }
+            outcome.reservation = r.reservation_id;
         }
         Ok(outcome)
     }
@@ -281,26 +302,12 @@ struct Outcome {
     /// A reservation was admitted: it must be committed or released.
     reserved: bool,
     reservation: Option<ReservationId>,
+    /// The counters to commit when the whole request is admitted.
+    commits: Vec<decrement::Commit>,
     counters: Vec<Seen>,
 }
 
 impl Outcome {
-    fn commit<'a>(
-        &'a self,
-        rls: &'a Rls,
-        ds: &'a [Descriptor],
-    ) -> Option<impl std::future::Future<Output = Result<(), String>> + 'a> {
-        let d = &ds[self.descriptor];
-        self.reserved.then_some(async move {
-            let ctx = d.context();
-            rls.limiter
-                .commit_reservation(&self.ns, &ctx, self.reservation.as_ref(), d.amount)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    }
-
     fn release<'a>(
         &'a self,
         rls: &'a Rls,

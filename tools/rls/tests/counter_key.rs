@@ -62,6 +62,19 @@ async fn counter_key_is_the_key_limitador_increments() {
         Some(7),
         "limitador's key for an indexed limit"
     );
+    // The limit's counter set (limitador's `key_for_counters_of_limit`) holds the counter, and
+    // the commit released the hold.
+    let set = decrement::limit_set_key(&limits[0]).unwrap();
+    let member: bool = redis::cmd("SISMEMBER")
+        .arg(&set)
+        .arg(&indexed)
+        .query(&mut conn)
+        .unwrap();
+    assert!(member, "limitador's counter set of the limit");
+    let mut holds = indexed.clone();
+    holds.extend_from_slice(b",reservations");
+    let held: u64 = redis::cmd("HLEN").arg(&holds).query(&mut conn).unwrap();
+    assert_eq!(held, 0, "no hold left after the commit");
     assert_eq!(
         get(&mut conn, &qualified),
         Some(3),
