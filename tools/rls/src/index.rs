@@ -28,7 +28,11 @@ pub const SEP: char = '\u{1f}';
 pub fn parse_equality(condition: &str) -> Option<(String, String)> {
     let rest = condition.trim().strip_prefix("descriptors[0][")?;
     let (key, rest) = quoted(rest)?;
-    let rest = rest.strip_prefix(']')?.trim_start().strip_prefix("==")?.trim_start();
+    let rest = rest
+        .strip_prefix(']')?
+        .trim_start()
+        .strip_prefix("==")?
+        .trim_start();
     let (value, rest) = quoted(rest)?;
     rest.trim().is_empty().then_some((key, value))
 }
@@ -87,8 +91,14 @@ impl Index {
             let pairs = pairs.filter(|p| p.len() == conditions.len());
             match pairs {
                 Some(pairs) => {
-                    let ns = indexed_namespace(&domain, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                    shapes.entry(domain).or_default().insert(pairs.keys().cloned().collect());
+                    let ns = indexed_namespace(
+                        &domain,
+                        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    );
+                    shapes
+                        .entry(domain)
+                        .or_default()
+                        .insert(pairs.keys().cloned().collect());
                     out.push(rehome(&limit, ns.clone())?);
                     index.indexed.insert(ns);
                 }
@@ -98,13 +108,20 @@ impl Index {
                 }
             }
         }
-        index.shapes = shapes.into_iter().map(|(d, s)| (d, s.into_iter().collect())).collect();
+        index.shapes = shapes
+            .into_iter()
+            .map(|(d, s)| (d, s.into_iter().collect()))
+            .collect();
         Ok((index, out))
     }
 
     /// The namespaces to evaluate for one descriptor of `domain`: every indexed namespace its
     /// entries lead to (one per shape at most), else `domain` when it has generic limits.
-    pub fn namespaces_for(&self, domain: &str, entries: &BTreeMap<String, String>) -> Vec<Namespace> {
+    pub fn namespaces_for(
+        &self,
+        domain: &str,
+        entries: &BTreeMap<String, String>,
+    ) -> Vec<Namespace> {
         let mut found = Vec::new();
         for shape in self.shapes.get(domain).into_iter().flatten() {
             let pairs: Option<Vec<(&str, &str)>> = shape
@@ -133,13 +150,27 @@ impl Index {
 /// The same limit under another namespace (Limitador has no setter for it).
 fn rehome(limit: &Limit, ns: String) -> Result<Limit, String> {
     let parse = |s: String| Predicate::parse(s).map_err(|e| e.to_string());
-    let conditions: Vec<Predicate> = limit.conditions().into_iter().map(parse).collect::<Result<_, _>>()?;
+    let conditions: Vec<Predicate> = limit
+        .conditions()
+        .into_iter()
+        .map(parse)
+        .collect::<Result<_, _>>()?;
     let variables = limit
         .variables()
         .into_iter()
-        .map(|s| s.as_str().try_into().map_err(|e: limitador::limit::ParseError| e.to_string()))
+        .map(|s| {
+            s.as_str()
+                .try_into()
+                .map_err(|e: limitador::limit::ParseError| e.to_string())
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut out = Limit::new(ns, limit.max_value(), limit.seconds(), conditions, variables);
+    let mut out = Limit::new(
+        ns,
+        limit.max_value(),
+        limit.seconds(),
+        conditions,
+        variables,
+    );
     if let Some(name) = limit.name() {
         out.set_name(name.to_owned());
     }
@@ -167,27 +198,51 @@ mod tests {
     }
 
     fn limit(conditions: &[&str]) -> Limit {
-        let preds: Vec<Predicate> = conditions.iter().map(|c| Predicate::parse(*c).unwrap()).collect();
-        Limit::new("d", 5, 60, preds, Vec::<limitador::limit::Expression>::new())
+        let preds: Vec<Predicate> = conditions
+            .iter()
+            .map(|c| Predicate::parse(*c).unwrap())
+            .collect();
+        Limit::new(
+            "d",
+            5,
+            60,
+            preds,
+            Vec::<limitador::limit::Expression>::new(),
+        )
     }
 
     #[test]
     fn indexes_equalities_and_keeps_the_rest_generic() {
         let (index, limits) = Index::build(vec![
-            limit(&["descriptors[0]['limit'] == 'rpm'", "descriptors[0]['api_key'] == 'k'"]),
+            limit(&[
+                "descriptors[0]['limit'] == 'rpm'",
+                "descriptors[0]['api_key'] == 'k'",
+            ]),
             limit(&["descriptors[0]['limit'] == 'tpm'"]),
             limit(&["descriptors[0]['api_key'].startsWith('x')"]),
         ])
         .unwrap();
         let names: Vec<&str> = limits.iter().map(|l| l.namespace().as_ref()).collect();
-        assert_eq!(names, ["d\u{1f}api_key=k\u{1f}limit=rpm", "d\u{1f}limit=tpm", "d"]);
+        assert_eq!(
+            names,
+            ["d\u{1f}api_key=k\u{1f}limit=rpm", "d\u{1f}limit=tpm", "d"]
+        );
         let entries = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let rpm = entries(&[("limit", "rpm"), ("api_key", "k")]);
-        assert_eq!(index.namespaces_for("d", &rpm), [Namespace::from("d\u{1f}api_key=k\u{1f}limit=rpm")]);
+        assert_eq!(
+            index.namespaces_for("d", &rpm),
+            [Namespace::from("d\u{1f}api_key=k\u{1f}limit=rpm")]
+        );
         let tpm = entries(&[("limit", "tpm"), ("api_key", "k")]);
-        assert_eq!(index.namespaces_for("d", &tpm), [Namespace::from("d\u{1f}limit=tpm")]);
+        assert_eq!(
+            index.namespaces_for("d", &tpm),
+            [Namespace::from("d\u{1f}limit=tpm")]
+        );
         let other = entries(&[("limit", "budget"), ("api_key", "k")]);
         assert_eq!(index.namespaces_for("d", &other), [Namespace::from("d")]);
         assert!(index.namespaces_for("elsewhere", &other).is_empty());

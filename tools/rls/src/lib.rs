@@ -21,15 +21,27 @@ use std::time::Duration;
 /// Connects to Redis and builds the service (limits not loaded yet).
 pub async fn connect(redis_url: &str, hold_ttl: Duration) -> Result<service::Rls, String> {
     let client = redis::Client::open(redis_url).map_err(|e| format!("{redis_url}: {e}"))?;
-    let conn = redis::aio::ConnectionManager::new(client)
+    // Bounded waits: a Redis that is down must become UNAVAILABLE quickly (the router's own
+    // timeout is 50 ms by default), not a call parked on reconnection back-off.
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_millis(500))
+        .set_response_timeout(Duration::from_millis(1000))
+        .set_number_of_retries(1)
+        .set_factor(50);
+    let conn = redis::aio::ConnectionManager::new_with_config(client, config)
         .await
         .map_err(|e| format!("{redis_url}: {e}"))?;
     let storage = AsyncRedisStorage::new_with_conn_manager(conn.clone())
         .await
         .map_err(|e| format!("{redis_url}: {e}"))?;
-    let limiter = limitador::AsyncRateLimiterBuilder::new(AsyncStorage::with_counter_storage(Box::new(storage)))
-        .reservation_limits(limitador::reservation::ReservationLimits { max_fraction: 1.0, max_ttl: hold_ttl })
-        .build();
+    let limiter = limitador::AsyncRateLimiterBuilder::new(AsyncStorage::with_counter_storage(
+        Box::new(storage),
+    ))
+    .reservation_limits(limitador::reservation::ReservationLimits {
+        max_fraction: 1.0,
+        max_ttl: hold_ttl,
+    })
+    .build();
     Ok(service::Rls::new(limiter, conn, hold_ttl))
 }
 

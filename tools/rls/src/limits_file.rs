@@ -29,7 +29,10 @@ pub fn parse(text: &str) -> Result<Vec<Limit>, String> {
             return Err(format!("{}: seconds must be at least 1", which()));
         }
         if limit.id().is_some() {
-            return Err(format!("{}: `id` is not supported by llm-router-rls", which()));
+            return Err(format!(
+                "{}: `id` is not supported by llm-router-rls",
+                which()
+            ));
         }
         if limit.namespace().as_ref().is_empty() {
             return Err(format!("{}: empty namespace", which()));
@@ -61,7 +64,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_files() {
-        assert!(parse("- namespace: a\n  max_value: 1\n  seconds: 0\n  conditions: []\n  variables: []\n").is_err());
+        assert!(parse(
+            "- namespace: a\n  max_value: 1\n  seconds: 0\n  conditions: []\n  variables: []\n"
+        )
+        .is_err());
         assert!(parse("- namespace: a\n  max_value: 1\n  seconds: 1\n  conditions: ['(((']\n  variables: []\n").is_err());
         assert!(parse("- namespace: a\n  id: x\n  max_value: 1\n  seconds: 1\n  conditions: []\n  variables: []\n").is_err());
         assert!(parse("not: a list").is_err());

@@ -29,7 +29,11 @@ fn parse_args() -> Result<Args, String> {
             "--redis" => redis = Some(value),
             "--limits" => limits = Some(PathBuf::from(value)),
             "--hold-ttl-secs" => {
-                hold = value.parse().ok().filter(|n| *n >= 1).ok_or("--hold-ttl-secs: a whole number ≥ 1")?
+                hold = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or("--hold-ttl-secs: a whole number ≥ 1")?
             }
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -65,9 +69,15 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("llm-router-rls: listening on {addr}, {count} limits");
-    tokio::spawn(llm_router_rls::watch(Arc::clone(&rls), args.limits.clone(), loaded));
+    tokio::spawn(llm_router_rls::watch(
+        Arc::clone(&rls),
+        args.limits.clone(),
+        loaded,
+    ));
     tonic::transport::Server::builder()
-        .add_service(RateLimitServiceServer::new(llm_router_rls::service::Handler(rls)))
+        .add_service(RateLimitServiceServer::new(
+            llm_router_rls::service::Handler(rls),
+        ))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
         .map_err(|e| e.to_string())

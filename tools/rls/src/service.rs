@@ -5,8 +5,10 @@
 //! increments in two round trips (concurrent callers can both take the last unit). Here:
 //!
 //! * every positive descriptor is `reserve`d (one atomic Lua script: value + held + amount >
-//!   max → limited), all concurrently; if none is limited each is committed (counter +=
-//!   amount, hold released), else every hold is released and nothing is charged;
+//!   max → limited), all concurrently; if none is limited all are committed in one Lua script
+//!   (counter += amount, hold released: `decrement::commit_all`, atomic where limitador's
+//!   `commit_reservation` takes two round trips), else every hold is released and nothing is
+//!   charged;
 //! * a per-descriptor `hits_addend` of `Some(0)` is a peek (`is_rate_limited` with 0);
 //! * a negative descriptor is a clamped decrement (`decrement.rs`), applied whatever the
 //!   others answer, never refused;
@@ -44,14 +46,22 @@ pub struct Rls {
 
 impl Rls {
     pub fn new(limiter: AsyncRateLimiter, conn: ConnectionManager, hold_ttl: Duration) -> Self {
-        Self { limiter, index: RwLock::new(Arc::new(Index::default())), conn, hold_ttl }
+        Self {
+            limiter,
+            index: RwLock::new(Arc::new(Index::default())),
+            conn,
+            hold_ttl,
+        }
     }
 
     /// Installs a limits file's limits; counters of unchanged limits are kept (`configure_with`).
     pub async fn configure(&self, limits: Vec<Limit>) -> Result<usize, String> {
         let count = limits.len();
         let (index, limits) = Index::build(limits)?;
-        self.limiter.configure_with(limits).await.map_err(|e| e.to_string())?;
+        self.limiter
+            .configure_with(limits)
+            .await
+            .map_err(|e| e.to_string())?;
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
         Ok(count)
     }
@@ -66,12 +76,19 @@ impl Rls {
     }
 
     /// The namespaces one descriptor's entries lead to.
-    pub fn namespaces_for(&self, domain: &str, entries: &BTreeMap<String, String>) -> Vec<Namespace> {
+    pub fn namespaces_for(
+        &self,
+        domain: &str,
+        entries: &BTreeMap<String, String>,
+    ) -> Vec<Namespace> {
         self.index().namespaces_for(domain, entries)
     }
 
     /// Answers one request (the gRPC handler runs it in its own task).
-    pub async fn should_rate_limit(&self, req: RateLimitRequest) -> Result<RateLimitResponse, Status> {
+    pub async fn should_rate_limit(
+        &self,
+        req: RateLimitRequest,
+    ) -> Result<RateLimitResponse, Status> {
         if req.domain.is_empty() {
             return Err(Status::invalid_argument("domain is required"));
         }
@@ -84,9 +101,12 @@ impl Rls {
             .collect();
 
         // Every (descriptor, namespace) unit at once: reservations, peeks and refunds.
-        let results = join_all(descriptors.iter().enumerate().flat_map(|(i, d)| {
-            d.namespaces.iter().map(move |ns| self.evaluate(i, d, ns))
-        }))
+        let results = join_all(
+            descriptors
+                .iter()
+                .enumerate()
+                .flat_map(|(i, d)| d.namespaces.iter().map(move |ns| self.evaluate(i, d, ns))),
+        )
         .await;
 
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(results.len());
@@ -101,14 +121,24 @@ impl Rls {
         if error.is_some() || limited {
             // Nothing is charged: release every hold taken (best effort; a hold left by a
             // failed release expires after --hold-ttl-secs).
-            join_all(outcomes.iter().filter_map(|o| o.release(self, &descriptors))).await;
+            join_all(
+                outcomes
+                    .iter()
+                    .filter_map(|o| o.release(self, &descriptors)),
+            )
+            .await;
             if let Some(e) = error {
                 eprintln!("llm-router-rls: storage error: {e}");
                 return Err(Status::unavailable(format!("rate limit storage: {e}")));
             }
         } else {
-            let commits = join_all(outcomes.iter().filter_map(|o| o.commit(self, &descriptors))).await;
-            if let Some(Err(e)) = commits.into_iter().find(Result::is_err) {
+            // One script for every counter of the request: increments and hold releases are
+            // atomic together (see `decrement::commit_all`).
+            let commits: Vec<decrement::Commit> = outcomes
+                .iter()
+                .flat_map(|o| o.commits.iter().cloned())
+                .collect();
+            if let Err(e) = decrement::commit_all(&self.conn, &commits).await {
                 eprintln!("llm-router-rls: storage error: {e}");
                 return Err(Status::unavailable(format!("rate limit storage: {e}")));
             }
@@ -118,7 +148,11 @@ impl Rls {
             .map(|i| status(outcomes.iter().filter(|o| o.descriptor == i)))
             .collect();
         let code = if limited { Code::OverLimit } else { Code::Ok };
-        Ok(RateLimitResponse { overall_code: code as i32, statuses, ..Default::default() })
+        Ok(RateLimitResponse {
+            overall_code: code as i32,
+            statuses,
+            ..Default::default()
+        })
     }
 
     async fn evaluate(&self, i: usize, d: &Descriptor, ns: &Namespace) -> Result<Outcome, String> {
@@ -129,35 +163,70 @@ impl Rls {
             limited: false,
             reserved: false,
             reservation: None,
+            commits: Vec::new(),
             counters: Vec::new(),
         };
         let err = |e: LimitadorError| e.to_string();
         if d.negative {
             outcome.counters = self.refund(ns, &ctx, d.amount).await?;
         } else if d.amount == 0 {
-            let r = self.limiter.is_rate_limited(ns, &ctx, 0).await.map_err(err)?;
+            let r = self
+                .limiter
+                .is_rate_limited(ns, &ctx, 0)
+                .await
+                .map_err(err)?;
             outcome.limited = r.limited;
             outcome.counters = r.counters.iter().map(Seen::from).collect();
         } else {
-            let r = self.limiter.reserve(ns, &ctx, d.amount, Some(self.hold_ttl)).await.map_err(err)?;
+            let r = self
+                .limiter
+                .reserve(ns, &ctx, d.amount, Some(self.hold_ttl))
+                .await
+                .map_err(err)?;
             outcome.limited = r.limited;
             outcome.counters = r.counters.iter().map(Seen::from).collect();
-            outcome.reservation = r.reservation_id;
             outcome.reserved = !r.limited && !r.counters.is_empty();
+            if outcome.reserved {
+                for c in &r.counters {
+                    let Some(counter_key) = decrement::counter_key(c.limit(), &ctx)? else {
+                        continue;
+                    };
+                    outcome.commits.push(decrement::Commit {
+                        counter_key,
+                        limit_set_key: decrement::limit_set_key(c.limit())?,
+                        window_secs: c.limit().seconds(),
+                        amount: d.amount,
+                        reservation_id: r.reservation_id.as_ref().map(|id| id.as_str().to_owned()),
+                    });
+                }
+            }
+            outcome.reservation = r.reservation_id;
         }
         Ok(outcome)
     }
 
     /// Decrements every counter of `ns`'s limits that apply to `ctx`.
-    async fn refund(&self, ns: &Namespace, ctx: &Context<'_>, amount: u64) -> Result<Vec<Seen>, String> {
+    async fn refund(
+        &self,
+        ns: &Namespace,
+        ctx: &Context<'_>,
+        amount: u64,
+    ) -> Result<Vec<Seen>, String> {
         let mut seen = Vec::new();
         for limit in self.limiter.get_limits(ns) {
             if !limit.applies(ctx) {
                 continue;
             }
-            let Some(key) = decrement::counter_key(&limit, ctx)? else { continue };
-            let left = decrement::decrement(&self.conn, &key, amount).await.map_err(|e| e.to_string())?;
-            let Left { value, expires_in } = left.unwrap_or(Left { value: 0, expires_in: None });
+            let Some(key) = decrement::counter_key(&limit, ctx)? else {
+                continue;
+            };
+            let left = decrement::decrement(&self.conn, &key, amount)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Left { value, expires_in } = left.unwrap_or(Left {
+                value: 0,
+                expires_in: None,
+            });
             seen.push(Seen {
                 name: limit.name().unwrap_or_default().to_owned(),
                 max_value: limit.max_value(),
@@ -203,8 +272,11 @@ struct Descriptor {
 
 impl Descriptor {
     fn new(d: &RateLimitDescriptor, default_addend: u64, domain: &str, index: &Index) -> Self {
-        let sorted: BTreeMap<String, String> =
-            d.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let sorted: BTreeMap<String, String> = d
+            .entries
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
         let namespaces = index.namespaces_for(domain, &sorted);
         Descriptor {
             entries: sorted.into_iter().collect(),
@@ -230,27 +302,24 @@ struct Outcome {
     /// A reservation was admitted: it must be committed or released.
     reserved: bool,
     reservation: Option<ReservationId>,
+    /// The counters to commit when the whole request is admitted.
+    commits: Vec<decrement::Commit>,
     counters: Vec<Seen>,
 }
 
 impl Outcome {
-    fn commit<'a>(&'a self, rls: &'a Rls, ds: &'a [Descriptor]) -> Option<impl std::future::Future<Output = Result<(), String>> + 'a> {
+    fn release<'a>(
+        &'a self,
+        rls: &'a Rls,
+        ds: &'a [Descriptor],
+    ) -> Option<impl std::future::Future<Output = ()> + 'a> {
         let d = &ds[self.descriptor];
-        self.reserved.then(move || async move {
+        (self.reserved && self.reservation.is_some()).then_some(async move {
             let ctx = d.context();
-            rls.limiter
-                .commit_reservation(&self.ns, &ctx, self.reservation.as_ref(), d.amount)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    }
-
-    fn release<'a>(&'a self, rls: &'a Rls, ds: &'a [Descriptor]) -> Option<impl std::future::Future<Output = ()> + 'a> {
-        let d = &ds[self.descriptor];
-        (self.reserved && self.reservation.is_some()).then(move || async move {
-            let ctx = d.context();
-            let _ = rls.limiter.commit_reservation(&self.ns, &ctx, self.reservation.as_ref(), 0).await;
+            let _ = rls
+                .limiter
+                .commit_reservation(&self.ns, &ctx, self.reservation.as_ref(), 0)
+                .await;
         })
     }
 }
@@ -287,7 +356,10 @@ fn status<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> DescriptorStatus {
         .flat_map(|o| o.counters.iter())
         .min_by_key(|c| c.remaining);
     let code = if limited { Code::OverLimit } else { Code::Ok };
-    let mut status = DescriptorStatus { code: code as i32, ..Default::default() };
+    let mut status = DescriptorStatus {
+        code: code as i32,
+        ..Default::default()
+    };
     if let Some(c) = tightest {
         status.current_limit = Some(RateLimit {
             name: c.name.clone(),

@@ -4,8 +4,12 @@ mod common;
 use common::*;
 
 fn rpm_limits() -> String {
-    [limit("rpm", "api_key", "k1", 25, 60), limit("tpm", "api_key", "k1", 1000, 60), limit("budget", "team", "t1", 100, 60)]
-        .concat()
+    [
+        limit("rpm", "api_key", "k1", 25, 60),
+        limit("tpm", "api_key", "k1", 1000, 60),
+        limit("budget", "team", "t1", 100, 60),
+    ]
+    .concat()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -19,7 +23,11 @@ async fn rpm_is_exact_under_concurrency() {
         tasks.push(tokio::spawn(async move {
             let calls = (0..20).map(|_| {
                 let mut c = client.clone();
-                async move { call(&mut c, vec![desc("rpm", "api_key", "k1", Some(1), false)]).await.unwrap() }
+                async move {
+                    call(&mut c, vec![desc("rpm", "api_key", "k1", Some(1), false)])
+                        .await
+                        .unwrap()
+                }
             });
             futures::future::join_all(calls).await
         }));
@@ -38,7 +46,9 @@ async fn rpm_is_exact_under_concurrency() {
     assert_eq!((ok, over), (25, 15));
     // The counter holds exactly what was admitted: a peek sees 0 remaining.
     let mut c = rls.client().await;
-    let r = call(&mut c, vec![desc("rpm", "api_key", "k1", Some(0), false)]).await.unwrap();
+    let r = call(&mut c, vec![desc("rpm", "api_key", "k1", Some(0), false)])
+        .await
+        .unwrap();
     assert_eq!(r.overall_code, OK, "a peek at exactly the limit is OK");
     assert_eq!(r.statuses[0].limit_remaining, 0);
 }
@@ -50,7 +60,10 @@ async fn statuses_report_each_descriptor() {
     let mut c = rls.client().await;
     let r = call(
         &mut c,
-        vec![desc("rpm", "api_key", "k1", None, false), desc("tpm", "api_key", "k1", Some(300), false)],
+        vec![
+            desc("rpm", "api_key", "k1", None, false),
+            desc("tpm", "api_key", "k1", Some(300), false),
+        ],
     )
     .await
     .unwrap();
@@ -59,7 +72,10 @@ async fn statuses_report_each_descriptor() {
     let rpm = &r.statuses[0];
     assert_eq!(rpm.code, OK);
     let limit = rpm.current_limit.as_ref().unwrap();
-    assert_eq!((limit.requests_per_unit, limit.unit, limit.name.as_str()), (25, 2, "rpm.api_key.k1"));
+    assert_eq!(
+        (limit.requests_per_unit, limit.unit, limit.name.as_str()),
+        (25, 2, "rpm.api_key.k1")
+    );
     assert_eq!(rpm.limit_remaining, 24);
     let reset = rpm.duration_until_reset.unwrap();
     assert!(reset.seconds > 50 && reset.seconds <= 60, "{reset:?}");
@@ -84,7 +100,10 @@ async fn refusal_is_all_or_nothing() {
     assert_eq!(refused.overall_code, OVER_LIMIT);
     let codes: Vec<i32> = refused.statuses.iter().map(|s| s.code).collect();
     assert_eq!(codes, [OK, OVER_LIMIT, OK]);
-    assert_eq!(refused.statuses[1].current_limit.as_ref().unwrap().name, "tpm.api_key.k1");
+    assert_eq!(
+        refused.statuses[1].current_limit.as_ref().unwrap().name,
+        "tpm.api_key.k1"
+    );
     // Nothing was charged, and no hold is left behind.
     let peek = call(
         &mut c,
@@ -98,7 +117,12 @@ async fn refusal_is_all_or_nothing() {
     .unwrap();
     let left: Vec<u32> = peek.statuses.iter().map(|s| s.limit_remaining).collect();
     assert_eq!(left, [25, 1000, 100]);
-    let full = call(&mut c, vec![desc("tpm", "api_key", "k1", Some(1000), false)]).await.unwrap();
+    let full = call(
+        &mut c,
+        vec![desc("tpm", "api_key", "k1", Some(1000), false)],
+    )
+    .await
+    .unwrap();
     assert_eq!(full.overall_code, OK, "the whole limit is still available");
 }
 
@@ -108,12 +132,32 @@ async fn peek_charges_nothing_and_refuses_only_over_the_limit() {
     let rls = Rls::start(&redis, &limit("budget", "user", "u", 10, 60));
     let mut c = rls.client().await;
     for _ in 0..3 {
-        let r = call(&mut c, vec![desc("budget", "user", "u", Some(0), false)]).await.unwrap();
+        let r = call(&mut c, vec![desc("budget", "user", "u", Some(0), false)])
+            .await
+            .unwrap();
         assert_eq!((r.overall_code, r.statuses[0].limit_remaining), (OK, 10));
     }
-    assert_eq!(call(&mut c, vec![desc("budget", "user", "u", Some(10), false)]).await.unwrap().overall_code, OK);
-    assert_eq!(call(&mut c, vec![desc("budget", "user", "u", Some(0), false)]).await.unwrap().overall_code, OK);
-    assert_eq!(call(&mut c, vec![desc("budget", "user", "u", Some(1), false)]).await.unwrap().overall_code, OVER_LIMIT);
+    assert_eq!(
+        call(&mut c, vec![desc("budget", "user", "u", Some(10), false)])
+            .await
+            .unwrap()
+            .overall_code,
+        OK
+    );
+    assert_eq!(
+        call(&mut c, vec![desc("budget", "user", "u", Some(0), false)])
+            .await
+            .unwrap()
+            .overall_code,
+        OK
+    );
+    assert_eq!(
+        call(&mut c, vec![desc("budget", "user", "u", Some(1), false)])
+            .await
+            .unwrap()
+            .overall_code,
+        OVER_LIMIT
+    );
 }
 
 #[tokio::test]
@@ -135,21 +179,54 @@ async fn request_level_addend_applies_when_the_descriptor_has_none() {
 #[tokio::test]
 async fn negative_hits_clamp_at_zero_keep_the_ttl_and_skip_expired_windows() {
     let redis = Redis::start();
-    let rls = Rls::start(&redis, &[limit("tpm", "api_key", "k", 1000, 60), limit("parallel", "api_key", "k", 2, 900)].concat());
+    let rls = Rls::start(
+        &redis,
+        &[
+            limit("tpm", "api_key", "k", 1000, 60),
+            limit("parallel", "api_key", "k", 2, 900),
+        ]
+        .concat(),
+    );
     let mut c = rls.client().await;
     // A refund on a window that does not exist creates nothing and is OK.
-    let r = call(&mut c, vec![desc("tpm", "api_key", "k", Some(50), true)]).await.unwrap();
+    let r = call(&mut c, vec![desc("tpm", "api_key", "k", Some(50), true)])
+        .await
+        .unwrap();
     assert_eq!(r.overall_code, OK);
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.connection()).unwrap();
-    assert!(keys.iter().all(|k| !k.contains("counter:") || k.ends_with(",reservations")), "{keys:?}");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("counter:") || k.ends_with(",reservations")),
+        "{keys:?}"
+    );
 
-    assert_eq!(call(&mut c, vec![desc("tpm", "api_key", "k", Some(300), false)]).await.unwrap().overall_code, OK);
-    let r = call(&mut c, vec![desc("tpm", "api_key", "k", Some(100), true)]).await.unwrap();
+    assert_eq!(
+        call(&mut c, vec![desc("tpm", "api_key", "k", Some(300), false)])
+            .await
+            .unwrap()
+            .overall_code,
+        OK
+    );
+    let r = call(&mut c, vec![desc("tpm", "api_key", "k", Some(100), true)])
+        .await
+        .unwrap();
     assert_eq!((r.overall_code, r.statuses[0].limit_remaining), (OK, 800));
-    let r = call(&mut c, vec![desc("tpm", "api_key", "k", Some(5000), true)]).await.unwrap();
-    assert_eq!((r.overall_code, r.statuses[0].limit_remaining), (OK, 1000), "clamped at 0");
+    let r = call(&mut c, vec![desc("tpm", "api_key", "k", Some(5000), true)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.overall_code, r.statuses[0].limit_remaining),
+        (OK, 1000),
+        "clamped at 0"
+    );
     let reset = r.statuses[0].duration_until_reset.unwrap();
-    assert!(reset.seconds > 50 && reset.seconds <= 60, "the TTL is kept: {reset:?}");
+    assert!(
+        reset.seconds > 50 && reset.seconds <= 60,
+        "the TTL is kept: {reset:?}"
+    );
     let ttls: Vec<i64> = {
         let mut conn = redis.connection();
         let keys: Vec<String> = redis::cmd("KEYS").arg("*tpm*").query(&mut conn).unwrap();
@@ -163,19 +240,49 @@ async fn negative_hits_clamp_at_zero_keep_the_ttl_and_skip_expired_windows() {
 
     // parallel: take both slots, refused at the third, a release frees one.
     for _ in 0..2 {
-        assert_eq!(call(&mut c, vec![desc("parallel", "api_key", "k", Some(1), false)]).await.unwrap().overall_code, OK);
+        assert_eq!(
+            call(
+                &mut c,
+                vec![desc("parallel", "api_key", "k", Some(1), false)]
+            )
+            .await
+            .unwrap()
+            .overall_code,
+            OK
+        );
     }
-    assert_eq!(call(&mut c, vec![desc("parallel", "api_key", "k", Some(1), false)]).await.unwrap().overall_code, OVER_LIMIT);
+    assert_eq!(
+        call(
+            &mut c,
+            vec![desc("parallel", "api_key", "k", Some(1), false)]
+        )
+        .await
+        .unwrap()
+        .overall_code,
+        OVER_LIMIT
+    );
     // A negative descriptor is applied even next to a refused positive one, and never refuses.
     let r = call(
         &mut c,
-        vec![desc("parallel", "api_key", "k", Some(1), true), desc("tpm", "api_key", "k", Some(2000), false)],
+        vec![
+            desc("parallel", "api_key", "k", Some(1), true),
+            desc("tpm", "api_key", "k", Some(2000), false),
+        ],
     )
     .await
     .unwrap();
     assert_eq!(r.overall_code, OVER_LIMIT);
     assert_eq!(r.statuses[0].code, OK);
-    assert_eq!(call(&mut c, vec![desc("parallel", "api_key", "k", Some(1), false)]).await.unwrap().overall_code, OK);
+    assert_eq!(
+        call(
+            &mut c,
+            vec![desc("parallel", "api_key", "k", Some(1), false)]
+        )
+        .await
+        .unwrap()
+        .overall_code,
+        OK
+    );
 }
 
 #[tokio::test]
@@ -184,7 +291,12 @@ async fn unmatched_descriptor_is_ok_and_not_counted() {
     let rls = Rls::start(&redis, &limit("rpm", "api_key", "k", 1, 60));
     let mut c = rls.client().await;
     for _ in 0..3 {
-        let r = call(&mut c, vec![desc("rpm", "api_key", "other", Some(1), false)]).await.unwrap();
+        let r = call(
+            &mut c,
+            vec![desc("rpm", "api_key", "other", Some(1), false)],
+        )
+        .await
+        .unwrap();
         assert_eq!(r.overall_code, OK);
         assert_eq!(r.statuses[0].code, OK);
         assert!(r.statuses[0].current_limit.is_none());
@@ -195,8 +307,18 @@ async fn unmatched_descriptor_is_ok_and_not_counted() {
         descriptors: vec![desc("rpm", "api_key", "k", Some(1), false)],
         hits_addend: 0,
     };
-    assert_eq!(c.should_rate_limit(req).await.unwrap().into_inner().overall_code, OK);
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*counter:*").query(&mut redis.connection()).unwrap();
+    assert_eq!(
+        c.should_rate_limit(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .overall_code,
+        OK
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*counter:*")
+        .query(&mut redis.connection())
+        .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
 
@@ -204,16 +326,29 @@ async fn unmatched_descriptor_is_ok_and_not_counted() {
 async fn generic_limits_are_a_fallback() {
     let redis = Redis::start();
     let generic = "- namespace: llm_router\n  name: any-team\n  max_value: 1\n  seconds: 60\n  conditions: [\"descriptors[0]['team'].startsWith('x')\"]\n  variables: [\"descriptors[0]['team']\"]\n";
-    let rls = Rls::start(&redis, &[generic, &limit("rpm", "team", "x1", 5, 60)].concat());
+    let rls = Rls::start(
+        &redis,
+        &[generic, &limit("rpm", "team", "x1", 5, 60)].concat(),
+    );
     let mut c = rls.client().await;
     // Indexed: its own limit only.
-    let r = call(&mut c, vec![desc("rpm", "team", "x1", Some(1), false)]).await.unwrap();
-    assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().name, "rpm.team.x1");
+    let r = call(&mut c, vec![desc("rpm", "team", "x1", Some(1), false)])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.statuses[0].current_limit.as_ref().unwrap().name,
+        "rpm.team.x1"
+    );
     // Nothing indexed: the generic limit, one counter per team (its variable).
     for (team, code) in [("x2", OK), ("x2", OVER_LIMIT), ("x3", OK)] {
-        let r = call(&mut c, vec![desc("tpm", "team", team, Some(1), false)]).await.unwrap();
+        let r = call(&mut c, vec![desc("tpm", "team", team, Some(1), false)])
+            .await
+            .unwrap();
         assert_eq!(r.overall_code, code, "{team}");
-        assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().name, "any-team");
+        assert_eq!(
+            r.statuses[0].current_limit.as_ref().unwrap().name,
+            "any-team"
+        );
     }
 }
 
@@ -222,16 +357,39 @@ async fn unavailable_when_redis_is_down() {
     let mut redis = Redis::start();
     let rls = Rls::start(&redis, &limit("rpm", "api_key", "k", 5, 60));
     let mut c = rls.client().await;
-    assert_eq!(call(&mut c, vec![desc("rpm", "api_key", "k", None, false)]).await.unwrap().overall_code, OK);
+    assert_eq!(
+        call(&mut c, vec![desc("rpm", "api_key", "k", None, false)])
+            .await
+            .unwrap()
+            .overall_code,
+        OK
+    );
     redis.stop();
     for negative in [false, true] {
-        let err = call(&mut c, vec![desc("rpm", "api_key", "k", Some(1), negative)]).await.unwrap_err();
+        let err = call(&mut c, vec![desc("rpm", "api_key", "k", Some(1), negative)])
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     }
     // Unmatched descriptors need no storage.
-    let r = call(&mut c, vec![desc("rpm", "api_key", "none", Some(1), false)]).await.unwrap();
+    let r = call(&mut c, vec![desc("rpm", "api_key", "none", Some(1), false)])
+        .await
+        .unwrap();
     assert_eq!(r.overall_code, OK);
     rls.wait_logged("storage error");
+    // Redis back (empty): the server reconnects by itself.
+    let _redis = Redis::start_on(redis.port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match call(&mut c, vec![desc("rpm", "api_key", "k", Some(1), false)]).await {
+            Ok(r) => break assert_eq!(r.statuses[0].limit_remaining, 4),
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "never recovered: {e:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -240,19 +398,49 @@ async fn reloads_the_limits_file_keeping_counters() {
     let rls = Rls::start(&redis, &limit("rpm", "api_key", "k", 3, 60));
     let mut c = rls.client().await;
     for _ in 0..2 {
-        assert_eq!(call(&mut c, vec![desc("rpm", "api_key", "k", Some(1), false)]).await.unwrap().overall_code, OK);
+        assert_eq!(
+            call(&mut c, vec![desc("rpm", "api_key", "k", Some(1), false)])
+                .await
+                .unwrap()
+                .overall_code,
+            OK
+        );
     }
     // A broken file keeps the previous limits.
     std::fs::write(rls.limits_path(), "- namespace: [").unwrap();
     rls.wait_logged("keeping the previous limits");
-    let r = call(&mut c, vec![desc("rpm", "api_key", "k", Some(0), false)]).await.unwrap();
+    let r = call(&mut c, vec![desc("rpm", "api_key", "k", Some(0), false)])
+        .await
+        .unwrap();
     assert_eq!(r.statuses[0].limit_remaining, 1);
     // A new max keeps the counter (2 used of 5), and a new limit appears.
-    std::fs::write(rls.limits_path(), [limit("rpm", "api_key", "k", 5, 60), limit("rpm", "api_key", "k2", 1, 60)].concat()).unwrap();
+    std::fs::write(
+        rls.limits_path(),
+        [
+            limit("rpm", "api_key", "k", 5, 60),
+            limit("rpm", "api_key", "k2", 1, 60),
+        ]
+        .concat(),
+    )
+    .unwrap();
     rls.wait_logged("2 limits");
-    let r = call(&mut c, vec![desc("rpm", "api_key", "k", Some(0), false)]).await.unwrap();
+    let r = call(&mut c, vec![desc("rpm", "api_key", "k", Some(0), false)])
+        .await
+        .unwrap();
     assert_eq!(r.statuses[0].limit_remaining, 3);
-    assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().requests_per_unit, 5);
-    let r = call(&mut c, vec![desc("rpm", "api_key", "k2", Some(1), false)]).await.unwrap();
-    assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().name, "rpm.api_key.k2");
+    assert_eq!(
+        r.statuses[0]
+            .current_limit
+            .as_ref()
+            .unwrap()
+            .requests_per_unit,
+        5
+    );
+    let r = call(&mut c, vec![desc("rpm", "api_key", "k2", Some(1), false)])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.statuses[0].current_limit.as_ref().unwrap().name,
+        "rpm.api_key.k2"
+    );
 }

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `redis-server --port P --save '' --appendonly no` in a temp dir, killed on drop.
@@ -27,8 +31,12 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// On a given port (a restart of a stopped one).
+    pub fn start_on(port: u16) -> Redis {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .current_dir(dir.path())
@@ -37,10 +45,17 @@ impl Redis {
             .unwrap_or_else(|e| {
                 panic!("cannot start redis-server ({e}): install it (scripts/setup, or apt-get install -y redis-server)")
             });
-        let redis = Redis { child, port, _dir: dir };
+        let redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis.cmd(&["PING"]).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not answer on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         redis
@@ -61,7 +76,10 @@ impl Redis {
     }
 
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 
     pub fn stop(&mut self) {
@@ -91,7 +109,13 @@ impl Rls {
         let limits = dir.path().join("limits.yaml");
         std::fs::write(&limits, limits_yaml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_llm-router-rls"))
-            .args(["--listen", "127.0.0.1:0", "--redis", &redis.url(), "--limits"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--redis",
+                &redis.url(),
+                "--limits",
+            ])
             .arg(&limits)
             .stderr(Stdio::piped())
             .spawn()
@@ -108,14 +132,22 @@ impl Rls {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            panic!("llm-router-rls did not start: {:?}", log.lock().unwrap())
-        });
-        Rls { child, addr, log, limits, _dir: dir }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("llm-router-rls did not start: {:?}", log.lock().unwrap()));
+        Rls {
+            child,
+            addr,
+            log,
+            limits,
+            _dir: dir,
+        }
     }
 
     pub async fn client(&self) -> RateLimitServiceClient<Channel> {
-        RateLimitServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
+        RateLimitServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
     }
 
     pub fn logged(&self, needle: &str) -> bool {
@@ -125,7 +157,11 @@ impl Rls {
     pub fn wait_logged(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.logged(needle) {
-            assert!(Instant::now() < deadline, "never logged {needle:?}: {:?}", self.log.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "never logged {needle:?}: {:?}",
+                self.log.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -150,11 +186,23 @@ pub fn limit(kind: &str, scope: &str, value: &str, max: u64, seconds: u64) -> St
 }
 
 /// A descriptor `{limit: kind, scope: value}` with a per-descriptor addend.
-pub fn desc(kind: &str, scope: &str, value: &str, addend: Option<u64>, negative: bool) -> RateLimitDescriptor {
+pub fn desc(
+    kind: &str,
+    scope: &str,
+    value: &str,
+    addend: Option<u64>,
+    negative: bool,
+) -> RateLimitDescriptor {
     RateLimitDescriptor {
         entries: vec![
-            Entry { key: "limit".into(), value: kind.into() },
-            Entry { key: scope.into(), value: value.into() },
+            Entry {
+                key: "limit".into(),
+                value: kind.into(),
+            },
+            Entry {
+                key: scope.into(),
+                value: value.into(),
+            },
         ],
         hits_addend: addend.map(|value| UInt64Value { value }),
         is_negative_hits: negative,
@@ -166,7 +214,11 @@ pub async fn call(
     client: &mut RateLimitServiceClient<Channel>,
     descriptors: Vec<RateLimitDescriptor>,
 ) -> Result<RateLimitResponse, tonic::Status> {
-    let req = RateLimitRequest { domain: "llm_router".into(), descriptors, hits_addend: 0 };
+    let req = RateLimitRequest {
+        domain: "llm_router".into(),
+        descriptors,
+        hits_addend: 0,
+    };
     client.should_rate_limit(req).await.map(|r| r.into_inner())
 }
 
