@@ -48,7 +48,9 @@ pub fn on_queue_ready(state: &mut Settlements, cfg: Option<&RouterConfig>, vm: &
         let Some((cfg, rls)) = cfg.and_then(|c| c.envoy.rate_limit_service.as_ref().map(|r| (c, r))) else { continue };
         // Called from the root's callback, so the SDK routes the answer to the root.
         let timeout = std::time::Duration::from_millis(rls.timeout_ms);
-        match hostcalls::dispatch_grpc_call(&rls.cluster, global::SERVICE, global::METHOD, Vec::new(), Some(&message), timeout) {
+        // The metadata tells an RLS that applies it (tools/rls) this call reports, never asks.
+        let metadata = vec![(global::SETTLEMENT_HEADER, b"1".as_slice())];
+        match hostcalls::dispatch_grpc_call(&rls.cluster, global::SERVICE, global::METHOD, metadata, Some(&message), timeout) {
             Ok(token) => {
                 state.in_flight.insert(token);
             }

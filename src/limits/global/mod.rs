@@ -224,6 +224,10 @@ pub fn settlement(domain: &str, hold: Hold, actual: Actual) -> Option<Vec<u8>> {
     Some(wire::request(domain, &descriptors))
 }
 
+/// The gRPC metadata a settlement call carries: a server that applies it (tools/rls) then applies
+/// every descriptor unchecked — the usage happened — instead of admitting all or nothing.
+pub const SETTLEMENT_HEADER: &str = "x-llm-router-settlement";
+
 /// The gRPC service and method every call goes to.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 pub const METHOD: &str = "ShouldRateLimit";

@@ -12,6 +12,10 @@
 //! * a per-descriptor `hits_addend` of `Some(0)` is a peek (`is_rate_limited` with 0);
 //! * a negative descriptor is a clamped decrement (`decrement.rs`), applied whatever the
 //!   others answer, never refused;
+//! * a settlement (the call carries the gRPC metadata [`SETTLEMENT_HEADER`], which the router sets
+//!   on the calls it makes at the end of a stream) applies every descriptor unchecked: a positive
+//!   one is added (`update_counters`) even past the limit — the usage happened — and a negative one
+//!   decremented, as envoyproxy/ratelimit applies a call whose answer nobody reads;
 //! * storage errors are gRPC `UNAVAILABLE`, so the router's failure policy applies.
 
 use crate::decrement::{self, Left};
@@ -34,6 +38,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
+
+/// The gRPC metadata that marks a settlement (`docs/design/global-limits.md`).
+pub const SETTLEMENT_HEADER: &str = "x-llm-router-settlement";
+
+/// What a call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// May refuse: all or nothing, atomic.
+    Admission,
+    /// Reports what happened: applied, never refused.
+    Settlement,
+}
 
 /// The server's state: Limitador, the index of its limits, and the Redis connection that
 /// decrements share with Limitador's storage.
@@ -84,11 +100,16 @@ impl Rls {
         self.index().namespaces_for(domain, entries)
     }
 
-    /// Answers one request (the gRPC handler runs it in its own task).
+    /// Answers one admission.
     pub async fn should_rate_limit(
         &self,
         req: RateLimitRequest,
     ) -> Result<RateLimitResponse, Status> {
+        self.answer(req, Call::Admission).await
+    }
+
+    /// Answers one call (the gRPC handler runs it in its own task).
+    pub async fn answer(&self, req: RateLimitRequest, call: Call) -> Result<RateLimitResponse, Status> {
         if req.domain.is_empty() {
             return Err(Status::invalid_argument("domain is required"));
         }
@@ -105,7 +126,7 @@ impl Rls {
             descriptors
                 .iter()
                 .enumerate()
-                .flat_map(|(i, d)| d.namespaces.iter().map(move |ns| self.evaluate(i, d, ns))),
+                .flat_map(|(i, d)| d.namespaces.iter().map(move |ns| self.evaluate(i, d, ns, call))),
         )
         .await;
 
@@ -155,7 +176,7 @@ impl Rls {
         })
     }
 
-    async fn evaluate(&self, i: usize, d: &Descriptor, ns: &Namespace) -> Result<Outcome, String> {
+    async fn evaluate(&self, i: usize, d: &Descriptor, ns: &Namespace, call: Call) -> Result<Outcome, String> {
         let ctx = d.context();
         let mut outcome = Outcome {
             descriptor: i,
@@ -169,6 +190,10 @@ impl Rls {
         let err = |e: LimitadorError| e.to_string();
         if d.negative {
             outcome.counters = self.refund(ns, &ctx, d.amount).await?;
+        } else if call == Call::Settlement {
+            if d.amount > 0 {
+                self.limiter.update_counters(ns, &ctx, d.amount).await.map_err(err)?;
+            }
         } else if d.amount == 0 {
             let r = self
                 .limiter
@@ -251,8 +276,9 @@ impl RateLimitService for Handler {
         // Its own task, so that a panic (a CEL condition that errors inside limitador's
         // `Limit::applies`, which unwraps) is one failed call, not a dropped connection.
         let rls = Arc::clone(&self.0);
+        let call = if request.metadata().get(SETTLEMENT_HEADER).is_some() { Call::Settlement } else { Call::Admission };
         let req = request.into_inner();
-        match tokio::spawn(async move { Rls::should_rate_limit(&rls, req).await }).await {
+        match tokio::spawn(async move { Rls::answer(&rls, req, call).await }).await {
             Ok(r) => r.map(Response::new),
             Err(e) => {
                 eprintln!("llm-router-rls: request failed: {e}");

@@ -444,3 +444,26 @@ async fn reloads_the_limits_file_keeping_counters() {
         "rpm.api_key.k2"
     );
 }
+
+#[tokio::test]
+async fn a_settlement_is_applied_even_past_the_limit() {
+    let redis = Redis::start();
+    let rls = Rls::start(&redis, &limit("tpm", "api_key", "k", 100, 60));
+    let mut c = rls.client().await;
+    // Admitted with a reservation of 60, then the response used 150: the excess is charged.
+    assert_eq!(call(&mut c, vec![desc("tpm", "api_key", "k", Some(60), false)]).await.unwrap().overall_code, OK);
+    let r = settle(&mut c, vec![desc("tpm", "api_key", "k", Some(90), false)]).await.unwrap();
+    assert_eq!(r.overall_code, OK, "a settlement is never refused");
+    // 150 of 100 used: a peek finds nothing left, and an admission of 1 is refused.
+    let peek = call(&mut c, vec![desc("tpm", "api_key", "k", Some(0), false)]).await.unwrap();
+    assert_eq!(peek.statuses[0].limit_remaining, 0);
+    assert_eq!(call(&mut c, vec![desc("tpm", "api_key", "k", Some(1), false)]).await.unwrap().overall_code, OVER_LIMIT);
+    // A refund of 100 leaves 50: an admission of 50 fits exactly; without the metadata a call past the
+    // limit is an admission, refused and charging nothing.
+    let refund = settle(&mut c, vec![desc("tpm", "api_key", "k", Some(100), true)]).await.unwrap();
+    assert_eq!(refund.overall_code, OK);
+    assert_eq!(call(&mut c, vec![desc("tpm", "api_key", "k", Some(50), false)]).await.unwrap().overall_code, OK);
+    assert_eq!(call(&mut c, vec![desc("tpm", "api_key", "k", Some(1), false)]).await.unwrap().overall_code, OVER_LIMIT);
+    let peek = call(&mut c, vec![desc("tpm", "api_key", "k", Some(0), false)]).await.unwrap();
+    assert_eq!(peek.statuses[0].limit_remaining, 0, "the refused admission charged nothing: exactly 100");
+}

@@ -224,3 +224,18 @@ pub async fn call(
 
 pub const OK: i32 = 1;
 pub const OVER_LIMIT: i32 = 2;
+
+/// A settlement: the call with the router's settlement metadata.
+pub async fn settle(
+    client: &mut RateLimitServiceClient<Channel>,
+    descriptors: Vec<RateLimitDescriptor>,
+) -> Result<RateLimitResponse, tonic::Status> {
+    let mut req = tonic::Request::new(RateLimitRequest {
+        domain: "llm_router".into(),
+        descriptors,
+        hits_addend: 0,
+    });
+    req.metadata_mut()
+        .insert(llm_router_rls::service::SETTLEMENT_HEADER, "1".parse().expect("ascii"));
+    client.should_rate_limit(req).await.map(|r| r.into_inner())
+}
