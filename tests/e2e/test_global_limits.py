@@ -126,9 +126,10 @@ def test_two_replicas_enforce_one_rpm_limit_exactly(world):
     err = refused.json()["error"]
     assert "Rate limit exceeded for api_key: glob-rpm. Limit type: requests. Current limit: 7" in err["message"], err
     assert w.oa.count == limit, "the provider saw exactly the admitted requests"
-    # Both replicas asked the RLS (each let 7 through its own gate: 14 questions, 7 granted).
+    # Both replicas asked the RLS: each lets at most 7 through its own gate at a time, and a request the RLS
+    # refused gives its local count back (so a replica may ask more than 7 times).
     asked = [rls_calls(e, "admission", "ok") + rls_calls(e, "admission", "over_limit") for e in (a, b)]
-    assert asked == [limit, limit], asked
+    assert all(n >= limit for n in asked), asked
     assert rls_calls(a, "admission", "ok") + rls_calls(b, "admission", "ok") == limit
 
 
