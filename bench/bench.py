@@ -102,7 +102,8 @@ class GlobalLimits:
         self.dir.mkdir(parents=True)
         (self.dir / "plugin.json").write_text(json.dumps(cfg))
         out = subprocess.run(["cargo", "run", "-q", "-p", "llm-router-cli", "--", "rls", str(self.dir / "plugin.json"),
-                              "--format", "limitador"], cwd=REPO, capture_output=True, text=True)
+                              "--format", "limitador"], cwd=REPO, capture_output=True, text=True,
+                             env={**os.environ, **workload.ENV})
         if out.returncode != 0:
             raise BenchError(f"llm-router rls failed: {out.stderr}")
         # The CLI writes a block-style YAML list; variant 3b's own limits are appended to it.

@@ -1,6 +1,7 @@
 //! `llm-router-rls --listen ADDR --redis URL --limits FILE [--hold-ttl-secs N]`: see README.md.
 //! Logs to stderr: one line at start, one per reload and per storage error.
 
+use tokio_stream::StreamExt as _;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,7 +79,18 @@ async fn run(args: Args) -> Result<(), String> {
         .add_service(RateLimitServiceServer::new(
             llm_router_rls::service::Handler(rls),
         ))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        // Small gRPC frames on a long-lived HTTP/2 connection: without TCP_NODELAY, Nagle's algorithm
+        // and the peer's delayed ACK hold each answer ~40 ms (measured with bench/run variant 3g).
+        .serve_with_incoming(
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+                if let Ok(c) = &conn {
+                    if let Err(e) = c.set_nodelay(true) {
+                        eprintln!("llm-router-rls: TCP_NODELAY: {e}");
+                    }
+                }
+                conn
+            }),
+        )
         .await
         .map_err(|e| e.to_string())
 }
