@@ -13,7 +13,9 @@
 //! written as one map (2 calls instead of a call per header and per read); and the response-body
 //! read when a tpm limit or a budget applies. Keys bound to a mesh principal or JWT subject (`mesh_principals`, `jwt_subjects`) add,
 //! for a request that presents no key, 1–3 property reads in the headers phase (`shell/identity.rs`);
-//! without bindings, none.
+//! without bindings, none. With a rate limit service (`envoy_settings.rate_limit_service`), a key
+//! with limits adds a gRPC call and the read of its answer, a resume, and one shared-queue append in
+//! `on_log` (the root context sends the settlement).
 //!
 //! Every host call goes through [`Host`]; a failing call degrades this request (a 500 reply, or a
 //! missing response header / metric / property), never the VM.
@@ -450,7 +452,7 @@ impl<S: Sink> RouterStream<S> {
                     log::warn!("llm-router: calling the rate limit service (cluster {}) failed: {status:?}", rls.cluster);
                     let failure = limits::global::Failure::Dispatch;
                     self.vm.with_metrics(&cfg, |m| metrics::rls_call(&mut m.sink, "admission", failure.label(), None));
-                    let sent = match self.unanswered(host, &cfg, key, &model, sent, failure, now) {
+                    let sent = match self.unanswered(host, &cfg, key, &model, sent, failure) {
                         Some(sent) => sent,
                         None => return Flow::Pause,
                     };
@@ -493,8 +495,7 @@ impl<S: Sink> RouterStream<S> {
     /// The rate limit service gave no answer (`failure`): the request goes on as the local
     /// limits admitted it (Some), or — when a limit of its plan fails closed — its local
     /// admission is undone and it is answered 503 (None).
-    #[allow(clippy::too_many_arguments)]
-    fn unanswered<H: Host>(&mut self, host: &H, cfg: &RouterConfig, key: usize, model: &str, mut sent: Sent, failure: limits::global::Failure, now: u64) -> Option<Sent> {
+    fn unanswered<H: Host>(&mut self, host: &H, cfg: &RouterConfig, key: usize, model: &str, mut sent: Sent, failure: limits::global::Failure) -> Option<Sent> {
         let plan = cfg.limits.for_request(key, model);
         let modes = cfg.envoy.rate_limit_service.as_ref().map(|r| r.failure_mode).unwrap_or_default();
         let who = cfg.access.describe(sent.caller).unwrap_or_default();
@@ -509,9 +510,7 @@ impl<S: Sink> RouterStream<S> {
                     limits::cancel(host.shared(), r);
                 }
                 super::spend::refused(host, cfg, sent.caller);
-                let reply = limits::reply::unavailable_reply(closed.kind);
-                let _ = now;
-                self.reply(host, &reply);
+                self.reply(host, &limits::reply::unavailable_reply(closed.kind));
                 None
             }
         }
@@ -560,7 +559,7 @@ impl<S: Sink> RouterStream<S> {
                 self.reply(host, &reply);
                 return;
             }
-            limits::global::Verdict::Failed(failure) => match self.unanswered(host, &cfg, key, &model, sent, failure, now) {
+            limits::global::Verdict::Failed(failure) => match self.unanswered(host, &cfg, key, &model, sent, failure) {
                 Some(s) => sent = s,
                 None => return,
             },
