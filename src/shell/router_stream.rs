@@ -104,6 +104,8 @@ struct Awaiting {
     /// The payer's key and the model its plan is for (`limits::Plans::for_request`).
     key: usize,
     model: String,
+    /// A failover pass: it inherited its first pass's parallel slot.
+    replay: bool,
     hold: limits::global::Hold,
     sent: Sent,
     forwarding: Forwarding,
@@ -402,6 +404,9 @@ impl<S: Sink> RouterStream<S> {
         let admitted = match self.admit(host, &cfg, pending, payer, &fwd, now) {
             Ok(admitted) => admitted,
             Err(reply) => {
+                if let (Caller::Key(key), Caller::Replay, Some(_)) = (payer, pending.caller, &cfg.envoy.rate_limit_service) {
+                    self.release_inherited(host, &cfg, true, key, fwd.fallback_from.as_deref().unwrap_or(fwd.group));
+                }
                 super::spend::refused(host, &cfg, payer);
                 return self.reply(host, &reply);
             }
@@ -443,16 +448,17 @@ impl<S: Sink> RouterStream<S> {
         if let (Some(rls), Some((key, model, demand))) = (&cfg.envoy.rate_limit_service, global) {
             let plan = cfg.limits.for_request(key, &model);
             let (message, hold) = limits::global::admission(&rls.domain, plan, &demand);
+            let replay = demand.requests == 0;
             match host.grpc_call(&rls.cluster, limits::global::SERVICE, limits::global::METHOD, &message, rls.timeout_ms) {
                 Ok(token) => {
-                    self.phase = Phase::Admitting(Box::new(Awaiting { token, asked_ms: now, key, model, hold, sent, forwarding }));
+                    self.phase = Phase::Admitting(Box::new(Awaiting { token, asked_ms: now, key, model, replay, hold, sent, forwarding }));
                     return Flow::Pause;
                 }
                 Err(status) => {
                     log::warn!("llm-router: calling the rate limit service (cluster {}) failed: {status:?}", rls.cluster);
                     let failure = limits::global::Failure::Dispatch;
                     self.vm.with_metrics(&cfg, |m| metrics::rls_call(&mut m.sink, "admission", failure.label(), None));
-                    let sent = match self.unanswered(host, &cfg, key, &model, sent, failure) {
+                    let sent = match self.unanswered(host, &cfg, key, &model, replay, sent, failure) {
                         Some(sent) => sent,
                         None => return Flow::Pause,
                     };
@@ -495,13 +501,18 @@ impl<S: Sink> RouterStream<S> {
     /// The rate limit service gave no answer (`failure`): the request goes on as the local
     /// limits admitted it (Some), or — when a limit of its plan fails closed — its local
     /// admission is undone and it is answered 503 (None).
-    fn unanswered<H: Host>(&mut self, host: &H, cfg: &RouterConfig, key: usize, model: &str, mut sent: Sent, failure: limits::global::Failure) -> Option<Sent> {
+    /// A failover pass going on keeps only the slot its first pass took.
+    #[allow(clippy::too_many_arguments)]
+    fn unanswered<H: Host>(&mut self, host: &H, cfg: &RouterConfig, key: usize, model: &str, replay: bool, mut sent: Sent, failure: limits::global::Failure) -> Option<Sent> {
         let plan = cfg.limits.for_request(key, model);
         let modes = cfg.envoy.rate_limit_service.as_ref().map(|r| r.failure_mode).unwrap_or_default();
         let who = cfg.access.describe(sent.caller).unwrap_or_default();
         match limits::global::on_failure(plan, &modes).and_then(|i| plan.get(i)) {
             None => {
                 log::warn!("llm-router: {who}: the rate limit service did not answer ({}); the request goes on (its limits fail open)", failure.label());
+                if replay {
+                    sent.global = limits::global::Hold::inherited(plan);
+                }
                 Some(sent)
             }
             Some(closed) => {
@@ -509,6 +520,7 @@ impl<S: Sink> RouterStream<S> {
                 if let Some(r) = sent.limits.take() {
                     limits::cancel(host.shared(), r);
                 }
+                self.release_inherited(host, cfg, replay, key, model);
                 super::spend::refused(host, cfg, sent.caller);
                 self.reply(host, &limits::reply::unavailable_reply(closed.kind));
                 None
@@ -526,7 +538,7 @@ impl<S: Sink> RouterStream<S> {
             }
         };
         let Some(cfg) = self.config.clone() else { return };
-        let Awaiting { asked_ms, key, model, hold, mut sent, forwarding, .. } = *waiting;
+        let Awaiting { asked_ms, key, model, replay, hold, mut sent, forwarding, .. } = *waiting;
         let now = host.now_ms();
         let answer = if status != 0 {
             Err(limits::global::Failure::Grpc(status))
@@ -552,6 +564,7 @@ impl<S: Sink> RouterStream<S> {
                 if let Some(r) = sent.limits.take() {
                     limits::cancel(host.shared(), r);
                 }
+                self.release_inherited(host, &cfg, replay, key, &model);
                 let who = cfg.access.describe(sent.caller).unwrap_or_default();
                 log::info!("llm-router: {who} rate limited by the rate limit service ({:?} limit {})", refusal.kind, refusal.limit);
                 super::spend::refused(host, &cfg, sent.caller);
@@ -559,7 +572,7 @@ impl<S: Sink> RouterStream<S> {
                 self.reply(host, &reply);
                 return;
             }
-            limits::global::Verdict::Failed(failure) => match self.unanswered(host, &cfg, key, &model, sent, failure) {
+            limits::global::Verdict::Failed(failure) => match self.unanswered(host, &cfg, key, &model, replay, sent, failure) {
                 Some(s) => sent = s,
                 None => return,
             },
@@ -721,6 +734,9 @@ impl<S: Sink> RouterStream<S> {
                 if let Some(r) = waiting.sent.limits {
                     limits::cancel(host.shared(), r);
                 }
+                if let Some(cfg) = self.config.clone() {
+                    self.release_inherited(host, &cfg, waiting.replay, waiting.key, &waiting.model);
+                }
                 return;
             }
             _ => return,
@@ -760,7 +776,8 @@ impl<S: Sink> RouterStream<S> {
                 log::warn!("llm-router: settling {} rate-limit record(s) failed: they stay counted until their window ends", done.failed);
             }
             if let Some(hold) = sent.global.take() {
-                self.settle_globally(host, &cfg, hold, actual);
+                let end = if redirected() { limits::global::PassEnd::FailedOver } else { limits::global::PassEnd::Last };
+                self.settle_globally(host, &cfg, hold, actual, end);
             }
         }
         if let (Some(u), true) = (&usage, cfg.envoy.access_log_properties && cfg.envoy.access_log_tokens) {
@@ -797,9 +814,9 @@ impl<S: Sink> RouterStream<S> {
 impl<S: Sink> RouterStream<S> {
     /// Hands the settlement of `hold` to the VM's root context (its queue), which sends it: a
     /// call made from this stream would be cancelled with it.
-    fn settle_globally<H: Host>(&self, host: &H, cfg: &RouterConfig, hold: limits::global::Hold, actual: Actual) {
+    fn settle_globally<H: Host>(&self, host: &H, cfg: &RouterConfig, hold: limits::global::Hold, actual: Actual, end: limits::global::PassEnd) {
         let Some(rls) = &cfg.envoy.rate_limit_service else { return };
-        let Some(message) = limits::global::settlement(&rls.domain, hold, actual) else { return };
+        let Some(message) = limits::global::settlement(&rls.domain, hold, actual, end) else { return };
         let queued = match self.vm.settle_queue.get() {
             Some(queue) => host.enqueue(queue, &message).map_err(|status| format!("{status:?}")),
             None => Err("no settlement queue".to_string()),
@@ -807,6 +824,20 @@ impl<S: Sink> RouterStream<S> {
         if let Err(why) = queued {
             log::warn!("llm-router: a settlement for the rate limit service was dropped ({why}): its counters keep the reservation");
             self.vm.with_metrics(cfg, |m| metrics::rls_call(&mut m.sink, "settlement", "dispatch", None));
+        }
+    }
+}
+
+impl<S: Sink> RouterStream<S> {
+    /// A failover pass that ends without the service's admission (refused, or the client gone)
+    /// releases the parallel slot its first pass took: the request ends here
+    /// (`limits::global` module docs).
+    fn release_inherited<H: Host>(&self, host: &H, cfg: &RouterConfig, replay: bool, key: usize, model: &str) {
+        if !replay {
+            return;
+        }
+        if let Some(hold) = limits::global::Hold::inherited(cfg.limits.for_request(key, model)) {
+            self.settle_globally(host, cfg, hold, Actual::default(), limits::global::PassEnd::Last);
         }
     }
 }

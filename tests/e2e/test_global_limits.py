@@ -239,3 +239,45 @@ def test_rls_down_or_hung_follows_the_failure_policy_and_never_hangs(world):
     print(f"\nRLS down: answered in {down_ms:.0f} ms ({failures}); RLS hung: answered in {hung_ms:.0f} ms "
           f"(timeout 300 ms; {hung_failures})")
     assert hung_ms < 5_000, "bounded by the call's timeout, not the route's"
+
+
+def test_limits_hold_across_in_request_failover_in_global_mode(make_mock, start_envoy):
+    """With in-request failover each pass asks the RLS: the retry pass peeks at rpm (the request counts once,
+    globally too) and at the parallel slot its first pass took (with `max_parallel_requests: 1`, asking for a
+    second one was refused: the first pass's settlement was still on its way); the failed pass's reservations
+    are refunded by its settlement and the last pass releases the slot, so the next request gets it."""
+    from .test_budgets import ANSWER, PRICES as BUDGET_PRICES
+
+    key = "sk-glob-fo-1"
+    a1, a2 = make_mock("openai", "a1"), make_mock("openai", "a2")
+    models = [  # a2 weighs 0: a1 is always tried first, a2 serves the retry
+        deployment("a", "openai/a-one", a1.url + "/v1", api_key="sk-a1", id="a1", weight=1, model_info=BUDGET_PRICES),
+        deployment("a", "openai/a-two", a2.url + "/v1", api_key="sk-a2", id="a2", weight=0, model_info=BUDGET_PRICES),
+    ]
+    cfg = plugin_config(models, allowed_fails=100, num_retries=1, master_key="sk-master-gfo")
+    cfg["keys"] = [{"token": litellm_hash(key), "key_alias": "gfo-app", "rpm_limit": 3, "tpm_limit": 100_000, "max_parallel_requests": 1,
+                    "max_budget": 1}]
+    cfg["envoy_settings"] = {"rate_limit_service": {"cluster": RLS_CLUSTER, "timeout_ms": 2000}}
+    dir = RUN_DIR / "rls-failover"
+    dir.mkdir(parents=True, exist_ok=True)
+    redis = Redis(dir / "redis")
+    rls = Rls(dir, redis, limits_file(cfg, dir / "limits.yaml"))
+    try:
+        clusters = {**clusters_for(a1, a2, passthrough=a1), RLS_CLUSTER: ("127.0.0.1", rls.port, "h2")}
+        envoy = start_envoy(cfg, clusters, failover=True, concurrency=2)
+        a1.respond(status=500)
+        a2.respond(body=ANSWER)
+        body = chat("a", max_tokens=100)
+        for n in range(3):
+            r = post(envoy, key, body)
+            assert r.status == 200, r
+            assert (r.headers["x-llm-router-deployment"], r.headers["x-llm-router-attempts"]) == ("a2", "2")
+            assert r.headers["x-ratelimit-remaining-requests"] == str(2 - n), "one request each, globally too"
+            wait_settled([envoy], 2 * (n + 1))  # both passes settle
+        assert rls_calls(envoy, "admission", "ok") == 6, "each pass asked"
+        fourth = post(envoy, key, body)
+        assert fourth.status == 429 and "Limit type: requests. Current limit: 3" in fourth.json()["error"]["message"], fourth
+        assert (a1.count, a2.count) == (3, 3)
+    finally:
+        rls.stop()
+        redis.stop()

@@ -13,6 +13,13 @@
 //! holds the request until [`judge`]; `shell/settle_queue.rs` sends settlements from the
 //! root context, which outlives the stream.
 //!
+//! A request's parallel slot belongs to the request, not to a pass: with in-request failover the
+//! first pass takes it, a pass that ends in an internal redirect hands it on (its settlement does
+//! not release it), and a failover pass peeks instead of taking another (a second slot would be
+//! refused while the first pass's release is still on its way — measured, with
+//! `max_parallel_requests: 1`). The pass that ends the request releases it, whichever it is
+//! ([`Hold::inherited`] for a failover pass that holds nothing else).
+//!
 //! Units on the wire: requests, tokens, slots, and micro-USD for budgets (nano-USD would put a
 //! $4.29 ceiling on envoyproxy/ratelimit's u32 limits and Envoy's 1e9 addend cap at $1). Both the
 //! reservation and the actual are rounded up to whole micro-USD, so their difference is exact in
@@ -77,6 +84,29 @@ impl Hold {
     pub fn is_empty(&self) -> bool {
         self.remote.is_empty()
     }
+
+    /// What a failover pass holds when the service did not admit it: only the parallel slots its
+    /// first pass took (released when the request ends), or None when the plan has none.
+    pub fn inherited(plan: &[Limit]) -> Option<Hold> {
+        let remote: Vec<Remote> = plan
+            .iter()
+            .filter(|l| l.kind == Kind::Parallel)
+            .map(|l| {
+                let (scope_key, scope_value) = scope_entry(&l.scope);
+                Remote { kind: l.kind, scope_key, scope_value, reserved: 0 }
+            })
+            .collect();
+        (!remote.is_empty()).then_some(Hold { remote })
+    }
+}
+
+/// How a pass ended, for its settlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassEnd {
+    /// The request ends with this pass: its slot is released.
+    Last,
+    /// An internal redirect: the next pass of the same request inherits the slot.
+    FailedOver,
 }
 
 /// The admission call: its request bytes and the hold it will have taken if admitted.
@@ -87,6 +117,8 @@ pub fn admission(domain: &str, plan: &[Limit], demand: &Demand) -> (Vec<u8>, Hol
             let (scope_key, scope_value) = scope_entry(&l.scope);
             let reserved = match l.kind {
                 Kind::Budget => micro_usd(demand.cost_nanos),
+                // A failover pass (no request to count) holds its first pass's slot (module docs).
+                Kind::Parallel if demand.requests == 0 => 0,
                 _ => l.amount(demand),
             };
             Remote { kind: l.kind, scope_key, scope_value, reserved }
@@ -195,15 +227,17 @@ pub fn merge_remaining(statuses: &mut [Status], remote: &[(usize, u64)]) {
 
 /// The settlement call for `hold` (consumed: a hold is settled once), or None when nothing
 /// differs from the reservation. Tokens and cost: actual − reserved (unknown actual: the
-/// reservation stands); a parallel slot: released; requests: counted at admission.
-pub fn settlement(domain: &str, hold: Hold, actual: Actual) -> Option<Vec<u8>> {
+/// reservation stands); the parallel slot: released by the request's last pass (whatever this
+/// pass reserved: a failover pass inherits it); requests: counted at admission.
+pub fn settlement(domain: &str, hold: Hold, actual: Actual, end: PassEnd) -> Option<Vec<u8>> {
     let diffs: Vec<(&Remote, u64, bool)> = hold
         .remote
         .iter()
         .filter_map(|r| {
             let consumed = match r.kind {
                 Kind::Requests => return None,
-                Kind::Parallel => 0,
+                Kind::Parallel if end == PassEnd::FailedOver => return None,
+                Kind::Parallel => return Some((r, 1, true)),
                 Kind::Tokens => actual.tokens?,
                 Kind::Budget => micro_usd(actual.cost_nanos?),
             };
@@ -349,7 +383,7 @@ mod tests {
     fn settlement_reports_the_difference_and_releases_the_slot() {
         let demand = Demand { tokens: 500, cost_nanos: 2_000_000, requests: 1 };
         let (_, hold) = admission("gw", &plan(), &demand);
-        let bytes = settlement("gw", hold, Actual { tokens: Some(620), cost_nanos: Some(900_500) }).expect("something to settle");
+        let bytes = settlement("gw", hold, Actual { tokens: Some(620), cost_nanos: Some(900_500) }, PassEnd::Last).expect("something to settle");
         assert_eq!(
             decode(&bytes),
             vec![
@@ -362,10 +396,30 @@ mod tests {
         );
         // Unknown usage keeps the reservation: only the slot goes back.
         let (_, hold) = admission("gw", &plan(), &demand);
-        assert_eq!(decode(&settlement("gw", hold, Actual::default()).unwrap()).len(), 1);
+        assert_eq!(decode(&settlement("gw", hold, Actual::default(), PassEnd::Last).unwrap()).len(), 1);
         // Exactly as reserved, no slot: nothing to send.
         let (_, hold) = admission("gw", &plan()[1..3], &demand);
-        assert_eq!(settlement("gw", hold, Actual { tokens: Some(500), cost_nanos: None }), None);
+        assert_eq!(settlement("gw", hold, Actual { tokens: Some(500), cost_nanos: None }, PassEnd::Last), None);
+    }
+
+    #[test]
+    fn a_request_s_slot_passes_from_pass_to_pass_and_its_last_pass_releases_it() {
+        let first = Demand { tokens: 500, cost_nanos: 2_000_000, requests: 1 };
+        let (bytes, hold) = admission("gw", &plan(), &first);
+        assert_eq!(decode(&bytes)[0].1, Some(1), "the first pass takes the slot");
+        // It failed over: its tokens and cost are refunded, the slot stays for the next pass.
+        let zero = Actual { tokens: Some(0), cost_nanos: Some(0) };
+        let d = decode(&settlement("gw", hold, zero, PassEnd::FailedOver).unwrap());
+        assert!(d.iter().all(|(e, _, negative)| e[0].1 != "parallel" && *negative), "{d:?}");
+        // The failover pass peeks at the slot (and at rpm), and releases it at the end.
+        let (bytes, hold) = admission("gw", &plan(), &Demand { requests: 0, ..first });
+        assert_eq!((decode(&bytes)[0].1, decode(&bytes)[1].1), (Some(0), Some(0)));
+        let d = decode(&settlement("gw", hold, zero, PassEnd::Last).unwrap());
+        assert_eq!(d[0], (vec![e("limit", "parallel"), e("api_key", "ab")], Some(1), true));
+        // Not admitted by the service (it failed open, or refused the pass): only the inherited slot.
+        let held = Hold::inherited(&plan()).expect("the plan has a parallel limit");
+        assert_eq!(decode(&settlement("gw", held, Actual::default(), PassEnd::Last).unwrap()), vec![(vec![e("limit", "parallel"), e("api_key", "ab")], Some(1), true)]);
+        assert_eq!(Hold::inherited(&plan()[1..]), None);
     }
 
     fn response(overall: u8, statuses: &[&[u8]]) -> Vec<u8> {
