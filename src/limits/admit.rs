@@ -614,9 +614,9 @@ pub fn cancel<S: CasStore + ?Sized>(store: &S, reservation: Reservation) -> Sett
     }
 }
 
-/// The limits engine as the request path will see it. Issue 12 has one implementation,
-/// [`Local`] (shared data with CAS); issue 13's global mode is another (admission asks the RLS
-/// with `hits_addend`, settlement reports the difference), with `Local` as its first gate.
+/// The limits engine as the request path calls it: [`Local`] (shared data with CAS). The global
+/// mode is not another `Limiter` — it is an asynchronous second admission after this one
+/// (`super::global`).
 pub trait Limiter {
     /// # Errors
     /// The refusal to answer with a 429.

@@ -112,18 +112,17 @@
 //! [`MAX_CAS_RETRIES`]) comes back after 15 to 30 minutes (bound 4; the failed settlement is
 //! logged); LiteLLM's v3 counter expires with its 60 s window, which also frees the slots of
 //! streams running longer than a minute. Counters live in one Envoy's shared data: they reset when Envoy restarts and multiply with
-//! replicas (issue 13).
+//! replicas — unless a rate limit service is configured.
 //!
-//! # What issue 13 swaps
+//! # Beyond one Envoy: [`global`]
 //!
-//! The [`Limiter`] (admit a plan / settle a reservation), not the store: an RLS is not a CAS map,
-//! and this filter cannot reach Redis but through asynchronous callouts. A global `Limiter`
-//! maps each [`Limit`] to an RLS descriptor (LiteLLM's `api_key` / `team` / `model_per_key`
-//! names, [`Scope::describe`]), sends the amount as `hits_addend` at admission and the actual
-//! (or its difference) at stream end, and keeps [`Local`] as the first, cheap gate. The plan,
-//! the refusal (429, headers, messages) and the settle-once discipline stay. Because admission
-//! is already a state machine of single store operations, a store reached by callouts could
-//! also drive [`Admitting`] one step per callback, if issue 13 chooses that.
+//! With `envoy_settings.rate_limit_service`, these local limits are the first, cheap gate and the
+//! rate limit service the second, asynchronous one: an RLS is not a CAS map, and this filter
+//! reaches it only through a gRPC callout, so it is not a [`Limiter`] behind the same call but a
+//! second admission the stream waits for (`shell/router_stream.rs`). Each [`Limit`] of the plan
+//! becomes one RLS descriptor with its amount as `hits_addend`; the end of the stream reports the
+//! difference; a refusal there undoes the local admission ([`cancel`]). The plan, the refusal (429,
+//! headers, messages) and the settle-once discipline are shared.
 
 // The step-wise machines are driven by the property tests; the request path runs them to the end.
 #![allow(dead_code, unused_imports)]

@@ -111,13 +111,17 @@ struct Awaiting {
     forwarding: Forwarding,
 }
 
-/// A local admission: the reservation, its budget headers, and what the global call needs.
+/// A local admission: the reservation, its budget headers, and the demand the global call sends.
 struct Admitted {
     reservation: Reservation,
     budget_headers: Vec<(&'static str, String)>,
-    key: usize,
-    model: String,
     demand: Demand,
+}
+
+/// The model whose limits a pass is admitted against: the one the client asked for (a fallback
+/// group's pass still counts against the requested model's per-key limits).
+fn plan_model<'a>(fwd: &'a Forward<'_>) -> &'a str {
+    fwd.fallback_from.as_deref().unwrap_or(fwd.group)
 }
 
 /// The router's per-stream logic, generic over the metrics sink of its VM; each callback takes
@@ -405,7 +409,7 @@ impl<S: Sink> RouterStream<S> {
             Ok(admitted) => admitted,
             Err(reply) => {
                 if let (Caller::Key(key), Caller::Replay, Some(_)) = (payer, pending.caller, &cfg.envoy.rate_limit_service) {
-                    self.release_inherited(host, &cfg, true, key, fwd.fallback_from.as_deref().unwrap_or(fwd.group));
+                    self.release_inherited(host, &cfg, true, key, plan_model(&fwd));
                 }
                 super::spend::refused(host, &cfg, payer);
                 return self.reply(host, &reply);
@@ -422,10 +426,12 @@ impl<S: Sink> RouterStream<S> {
         // Once per pass: each pass of a failover writes its own access-log line.
         let routing = if cfg.envoy.access_log_properties { log_props::routing(&fwd) } else { Vec::new() };
         let forwarding = Forwarding { previous, input_tokens: fwd.input_tokens, routing };
-        let (limits, budget_headers, global) = match admitted {
-            Some(a) => (Some(a.reservation), a.budget_headers, Some((a.key, a.model, a.demand))),
+        let (limits, budget_headers, demand) = match admitted {
+            Some(a) => (Some(a.reservation), a.budget_headers, Some(a.demand)),
             None => (None, Vec::new(), None),
         };
+        // Only the global call needs the model kept (owned) past `fwd`.
+        let model = cfg.envoy.rate_limit_service.as_ref().map(|_| plan_model(&fwd).to_string());
         let sent = Sent {
             index: fwd.deployment_index,
             attempts: fwd.attempts,
@@ -445,28 +451,29 @@ impl<S: Sink> RouterStream<S> {
             global: None,
         };
         // Global limits: the rate limit service admits too, after the local gate let it through.
-        if let (Some(rls), Some((key, model, demand))) = (&cfg.envoy.rate_limit_service, global) {
-            let plan = cfg.limits.for_request(key, &model);
-            let (message, hold) = limits::global::admission(&rls.domain, plan, &demand);
-            let replay = demand.requests == 0;
-            match host.grpc_call(&rls.cluster, limits::global::SERVICE, limits::global::METHOD, &message, rls.timeout_ms) {
-                Ok(token) => {
-                    self.phase = Phase::Admitting(Box::new(Awaiting { token, asked_ms: now, key, model, replay, hold, sent, forwarding }));
-                    return Flow::Pause;
-                }
-                Err(status) => {
-                    log::warn!("llm-router: calling the rate limit service (cluster {}) failed: {status:?}", rls.cluster);
-                    let failure = limits::global::Failure::Dispatch;
-                    self.vm.with_metrics(&cfg, |m| metrics::rls_call(&mut m.sink, "admission", failure.label(), None));
-                    let sent = match self.unanswered(host, &cfg, key, &model, replay, sent, failure) {
-                        Some(sent) => sent,
-                        None => return Flow::Pause,
-                    };
-                    self.forward(host, &cfg, sent, forwarding, now);
-                    return Flow::Continue;
+        let sent = match (&cfg.envoy.rate_limit_service, payer, demand, model) {
+            (Some(rls), Caller::Key(key), Some(demand), Some(model)) => {
+                let plan = cfg.limits.for_request(key, &model);
+                let (message, hold) = limits::global::admission(&rls.domain, plan, &demand);
+                let replay = demand.requests == 0;
+                match host.grpc_call(&rls.cluster, limits::global::SERVICE, limits::global::METHOD, &message, rls.timeout_ms) {
+                    Ok(token) => {
+                        self.phase = Phase::Admitting(Box::new(Awaiting { token, asked_ms: now, key, model, replay, hold, sent, forwarding }));
+                        return Flow::Pause;
+                    }
+                    Err(status) => {
+                        log::warn!("llm-router: calling the rate limit service (cluster {}) failed: {status:?}", rls.cluster);
+                        let failure = limits::global::Failure::Dispatch;
+                        self.vm.with_metrics(&cfg, |m| metrics::rls_call(&mut m.sink, "admission", failure.label(), None));
+                        match self.unanswered(host, &cfg, key, &model, replay, sent, failure) {
+                            Some(sent) => sent,
+                            None => return Flow::Pause,
+                        }
+                    }
                 }
             }
-        }
+            _ => sent,
+        };
         self.forward(host, &cfg, sent, forwarding, now);
         Flow::Continue
     }
@@ -595,8 +602,7 @@ impl<S: Sink> RouterStream<S> {
             }
             return Ok(None);
         };
-        let model = fwd.fallback_from.as_deref().unwrap_or(fwd.group);
-        let plan = cfg.limits.for_request(key, model);
+        let plan = cfg.limits.for_request(key, plan_model(fwd));
         if plan.is_empty() {
             return Ok(None);
         }
@@ -618,7 +624,7 @@ impl<S: Sink> RouterStream<S> {
                 }
                 super::spend::soft_budgets(&self.vm, cfg, payer, plan, &r.soft_exceeded);
                 let headers = limits::reply::budget_headers(&r.statuses, &r.soft_exceeded, plan);
-                Ok(Some(Admitted { reservation: r, budget_headers: headers, key, model: model.to_string(), demand }))
+                Ok(Some(Admitted { reservation: r, budget_headers: headers, demand }))
             }
             Err(refusal) => {
                 let who = cfg.access.describe(payer).unwrap_or_default();
@@ -809,9 +815,7 @@ impl<S: Sink> RouterStream<S> {
             log::warn!("llm-router: recording the end of an attempt on {} failed", dep.id);
         }
     }
-}
 
-impl<S: Sink> RouterStream<S> {
     /// Hands the settlement of `hold` to the VM's root context (its queue), which sends it: a
     /// call made from this stream would be cancelled with it.
     fn settle_globally<H: Host>(&self, host: &H, cfg: &RouterConfig, hold: limits::global::Hold, actual: Actual, end: limits::global::PassEnd) {
@@ -826,9 +830,7 @@ impl<S: Sink> RouterStream<S> {
             self.vm.with_metrics(cfg, |m| metrics::rls_call(&mut m.sink, "settlement", "dispatch", None));
         }
     }
-}
 
-impl<S: Sink> RouterStream<S> {
     /// A failover pass that ends without the service's admission (refused, or the client gone)
     /// releases the parallel slot its first pass took: the request ends here
     /// (`limits::global` module docs).

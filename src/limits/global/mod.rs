@@ -81,10 +81,6 @@ pub struct Hold {
 }
 
 impl Hold {
-    pub fn is_empty(&self) -> bool {
-        self.remote.is_empty()
-    }
-
     /// What a failover pass holds when the service did not admit it: only the parallel slots its
     /// first pass took (released when the request ends), or None when the plan has none.
     pub fn inherited(plan: &[Limit]) -> Option<Hold> {
